@@ -1,0 +1,100 @@
+#include "core/tensor.h"
+
+#include <cstdlib>
+#include <cstring>
+
+#include "core/checked_math.h"
+#include "core/error.h"
+
+namespace deepmoe {
+namespace {
+
+void set_shape(std::array<int64_t, kMaxTensorRank>& shape, std::array<int64_t, kMaxTensorRank>& strides, int& rank,
+               std::span<const int64_t> dims) {
+  DEEPMOE_CHECK(dims.size() <= size_t(kMaxTensorRank), "tensor rank too large");
+  rank = int(dims.size());
+  int64_t stride = 1;
+  for (int i = rank - 1; i >= 0; --i) {
+    DEEPMOE_CHECK(dims[i] >= 0, "negative dimension");
+    shape[i] = dims[i];
+    strides[i] = stride;
+    stride *= dims[i];
+  }
+}
+
+}  // namespace
+
+Tensor Tensor::zeros(DType dtype, std::span<const int64_t> shape) {
+  Tensor t;
+  t.dtype_ = dtype;
+  set_shape(t.shape_, t.strides_, t.rank_, shape);
+  uint64_t count = 1;
+  for (int64_t d : shape) {
+    auto c = checked_mul(count, uint64_t(d));
+    if (!c) throw Error("tensor shape " + t.shape_string() + " overflows");
+    count = *c;
+  }
+  auto bytes = checked_mul(count, dtype_size_bytes(dtype));
+  if (!bytes || *bytes > (uint64_t(1) << 46)) throw Error("tensor of shape " + t.shape_string() + " is too large");
+  size_t alloc = (size_t(*bytes) + 63) / 64 * 64;
+  if (alloc == 0) alloc = 64;
+  void* p = std::aligned_alloc(64, alloc);
+  if (!p) throw Error("out of memory allocating " + std::to_string(alloc) + " bytes");
+  std::memset(p, 0, alloc);
+  t.data_ = p;
+  t.owner_ = std::shared_ptr<void>(p, [](void* q) { std::free(q); });
+  return t;
+}
+
+Tensor Tensor::view(DType dtype, std::span<const int64_t> shape, void* data, std::shared_ptr<void> owner) {
+  Tensor t;
+  t.dtype_ = dtype;
+  set_shape(t.shape_, t.strides_, t.rank_, shape);
+  t.data_ = data;
+  t.owner_ = std::move(owner);
+  return t;
+}
+
+int64_t Tensor::dim(int i) const {
+  if (i < 0) i += rank_;
+  DEEPMOE_CHECK(i >= 0 && i < rank_, "dimension index out of range");
+  return shape_[i];
+}
+
+int64_t Tensor::numel() const {
+  int64_t n = 1;
+  for (int i = 0; i < rank_; ++i) n *= shape_[i];
+  return rank_ == 0 && data_ == nullptr ? 0 : n;
+}
+
+bool Tensor::is_contiguous() const {
+  int64_t stride = 1;
+  for (int i = rank_ - 1; i >= 0; --i) {
+    if (shape_[i] != 1 && strides_[i] != stride) return false;
+    stride *= shape_[i];
+  }
+  return true;
+}
+
+Tensor Tensor::reshaped(std::span<const int64_t> shape) const {
+  DEEPMOE_CHECK(is_contiguous(), "reshape of a non-contiguous tensor");
+  Tensor t = view(dtype_, shape, data_, owner_);
+  DEEPMOE_CHECK(t.numel() == numel(), "reshape " + shape_string() + " -> " + t.shape_string());
+  return t;
+}
+
+Tensor Tensor::slice_rows(int64_t begin, int64_t end) const {
+  DEEPMOE_CHECK(rank_ >= 1 && begin >= 0 && begin <= end && end <= shape_[0], "row slice out of range");
+  Tensor t = *this;
+  t.shape_[0] = end - begin;
+  t.data_ = static_cast<char*>(data_) + begin * strides_[0] * int64_t(dtype_size_bytes(dtype_));
+  return t;
+}
+
+std::string Tensor::shape_string() const {
+  std::string s = "[";
+  for (int i = 0; i < rank_; ++i) s += (i ? ", " : "") + std::to_string(shape_[i]);
+  return s + "]";
+}
+
+}  // namespace deepmoe

@@ -1,0 +1,52 @@
+// The thread pool that kernels share. Work is split into fixed contiguous chunks, so the same thread count
+// gives the same partition every time; kernels keep each output element's reduction order independent of the
+// partition so results do not depend on the thread count either (batch invariance, issue 4).
+#pragma once
+
+#include <condition_variable>
+#include <cstdint>
+#include <functional>
+#include <mutex>
+#include <thread>
+#include <vector>
+
+namespace deepmoe {
+
+class ThreadPool {
+ public:
+  // n_threads <= 0 means one per hardware thread. The calling thread is worker 0.
+  explicit ThreadPool(int n_threads = 0);
+  ~ThreadPool();
+  ThreadPool(const ThreadPool&) = delete;
+  ThreadPool& operator=(const ThreadPool&) = delete;
+
+  int size() const { return n_threads_; }
+
+  // Runs fn(task, worker) for task in [0, n_tasks); task t runs on worker t % size(). Returns when all are done.
+  // Not reentrant: fn must not call run() on the same pool.
+  void run(int64_t n_tasks, const std::function<void(int64_t task, int worker)>& fn);
+
+  // Splits [0, n) into size() contiguous chunks (at least `grain` items each) and runs fn(begin, end).
+  void parallel_for(int64_t n, const std::function<void(int64_t begin, int64_t end)>& fn, int64_t grain = 1);
+
+  static int hardware_threads();
+
+ private:
+  void worker_loop(int worker);
+
+  int n_threads_;
+  std::vector<std::thread> threads_;
+  std::mutex mutex_;
+  std::condition_variable wake_, done_;
+  const std::function<void(int64_t, int)>* job_ = nullptr;
+  int64_t job_tasks_ = 0;
+  uint64_t generation_ = 0;
+  int pending_ = 0;
+  bool stop_ = false;
+};
+
+// Runs on `pool` when given, else on the calling thread.
+void parallel_for(ThreadPool* pool, int64_t n, const std::function<void(int64_t begin, int64_t end)>& fn,
+                  int64_t grain = 1);
+
+}  // namespace deepmoe

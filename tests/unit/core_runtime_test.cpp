@@ -1,0 +1,126 @@
+// Tensor views, the thread pool's deterministic partitioning, mapped files and error context.
+#include <gtest/gtest.h>
+
+#include <atomic>
+#include <cstdio>
+#include <fstream>
+#include <numeric>
+#include <set>
+
+#include "core/checked_math.h"
+#include "core/error.h"
+#include "core/mapped_file.h"
+#include "core/tensor.h"
+#include "core/thread_pool.h"
+
+using namespace deepmoe;
+
+TEST(Tensor, ZerosIsContiguousAlignedAndOwned) {
+  Tensor t = Tensor::zeros(DType::F32, {2, 3, 4});
+  EXPECT_EQ(t.rank(), 3);
+  EXPECT_EQ(t.numel(), 24);
+  EXPECT_EQ(t.nbytes(), 96u);
+  EXPECT_TRUE(t.is_contiguous());
+  EXPECT_EQ(t.strides()[0], 12);
+  EXPECT_EQ(t.strides()[2], 1);
+  EXPECT_EQ(reinterpret_cast<uintptr_t>(t.raw()) % 64, 0u);
+  EXPECT_NE(t.owner(), nullptr);
+  for (int i = 0; i < 24; ++i) EXPECT_EQ(t.data<float>()[i], 0.0f);
+  EXPECT_EQ(t.dim(-1), 4);
+  EXPECT_EQ(t.shape_string(), "[2, 3, 4]");
+}
+
+TEST(Tensor, ViewReshapeAndSliceShareMemory) {
+  float buf[12];
+  std::iota(buf, buf + 12, 0.0f);
+  Tensor v = Tensor::view(DType::F32, {3, 4}, buf);
+  EXPECT_EQ(v.owner(), nullptr);
+  Tensor r = v.reshaped({4, 3});
+  EXPECT_EQ(r.data<float>()[5], 5.0f);
+  Tensor s = v.slice_rows(1, 3);
+  EXPECT_EQ(s.dim(0), 2);
+  EXPECT_EQ(s.data<float>()[0], 4.0f);
+  Tensor empty_rows = v.slice_rows(3, 3);
+  EXPECT_EQ(empty_rows.numel(), 0);
+}
+
+TEST(Tensor, RefusesImpossibleSizes) {
+  EXPECT_THROW(Tensor::zeros(DType::F32, {int64_t(1) << 40, int64_t(1) << 30}), Error);
+}
+
+TEST(CheckedMath, DetectsOverflow) {
+  EXPECT_FALSE(checked_mul(uint64_t(1) << 33, uint64_t(1) << 31).has_value());
+  EXPECT_EQ(checked_mul(6, 7).value(), 42u);
+  EXPECT_FALSE(checked_add(~uint64_t(0), 1).has_value());
+}
+
+TEST(ThreadPool, RunsEveryTaskOnceOnItsWorker) {
+  ThreadPool pool(4);
+  std::vector<std::atomic<int>> hits(103);
+  std::vector<int> worker_of(103, -1);
+  pool.run(103, [&](int64_t t, int w) {
+    hits[t]++;
+    worker_of[t] = w;
+  });
+  for (int t = 0; t < 103; ++t) {
+    EXPECT_EQ(hits[t].load(), 1);
+    EXPECT_EQ(worker_of[t], t % 4) << "fixed assignment: task t runs on worker t % size";
+  }
+}
+
+TEST(ThreadPool, ParallelForPartitionIsDeterministic) {
+  ThreadPool pool(3);
+  for (int rep = 0; rep < 20; ++rep) {
+    std::mutex m;
+    std::set<std::pair<int64_t, int64_t>> chunks;
+    pool.parallel_for(1000, [&](int64_t b, int64_t e) {
+      std::lock_guard<std::mutex> lock(m);
+      chunks.insert({b, e});
+    });
+    std::set<std::pair<int64_t, int64_t>> expect = {{0, 333}, {333, 666}, {666, 1000}};
+    ASSERT_EQ(chunks, expect);
+  }
+  int64_t total = 0;
+  parallel_for(nullptr, 17, [&](int64_t b, int64_t e) { total += e - b; });
+  EXPECT_EQ(total, 17);
+}
+
+TEST(ThreadPool, ManyShortJobsDoNotDeadlock) {
+  ThreadPool pool(2);
+  std::atomic<int64_t> sum{0};
+  for (int i = 0; i < 2000; ++i) pool.run(3, [&](int64_t t, int) { sum += t; });
+  EXPECT_EQ(sum.load(), 2000 * 3);
+}
+
+TEST(MappedFile, MapsContentsAndNamesMissingFiles) {
+  std::string path = ::testing::TempDir() + "/deepmoe_mapped_file_test.bin";
+  {
+    std::ofstream out(path, std::ios::binary);
+    out << "hello mmap";
+  }
+  auto f = MappedFile::open(path);
+  ASSERT_EQ(f->size(), 10u);
+  EXPECT_EQ(std::string(reinterpret_cast<const char*>(f->data()), f->size()), "hello mmap");
+  EXPECT_EQ(read_text_file(path), "hello mmap");
+  try {
+    MappedFile::open(path + ".missing");
+    FAIL() << "expected an error";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find(".missing"), std::string::npos);
+    EXPECT_EQ(e.context().file, path + ".missing");
+  }
+  EXPECT_THROW(read_text_file(path, 4), Error);
+  std::remove(path.c_str());
+}
+
+TEST(Error, CarriesContextInItsMessage) {
+  Error e = Error("bad shape").with_tensor("model.norm.weight").with_file("model.safetensors");
+  EXPECT_STREQ(e.what(), "model.safetensors: tensor 'model.norm.weight': bad shape");
+  EXPECT_EQ(e.message(), "bad shape");
+  Error f = Error("must be positive", {.field = "num_hidden_layers"}).with_file("config.json");
+  EXPECT_STREQ(f.what(), "config.json: field 'num_hidden_layers': must be positive");
+}
+
+TEST(ErrorDeathTest, InvariantAbortsWithFileAndLine) {
+  EXPECT_DEATH(DEEPMOE_CHECK(1 + 1 == 3, "arithmetic"), "core_runtime_test.cpp:[0-9]+: check failed: 1 \\+ 1 == 3: arithmetic");
+}

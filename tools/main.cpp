@@ -1,0 +1,44 @@
+#include <CLI/CLI.hpp>
+
+#include <algorithm>
+#include <cstdio>
+#include <cstdlib>
+
+#include "command.h"
+#include "core/error.h"
+
+namespace deepmoe::tools {
+
+std::vector<CommandSpec>& command_registry() {
+  static std::vector<CommandSpec> registry;
+  return registry;
+}
+
+std::string default_model_dir() {
+  if (const char* env = std::getenv("DEEPMOE_MODEL")) return env;
+  return DEEPMOE_DEFAULT_MODEL_DIR;
+}
+
+}  // namespace deepmoe::tools
+
+int main(int argc, char** argv) {
+  using namespace deepmoe::tools;
+  CLI::App app{"deepmoe — an engine for DeepSeek-V3-class mixture-of-experts models"};
+  app.set_version_flag("--version", std::string("deepmoe ") + DEEPMOE_VERSION);
+  app.require_subcommand(1);
+  auto& registry = command_registry();
+  std::sort(registry.begin(), registry.end(), [](auto& a, auto& b) { return a.name < b.name; });
+  for (auto& spec : registry) spec.setup(*app.add_subcommand(spec.name, spec.description));
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::ParseError& e) {
+    return app.exit(e);
+  } catch (const deepmoe::Error& e) {
+    std::fprintf(stderr, "deepmoe: error: %s\n", e.what());
+    return 1;
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "deepmoe: error: %s\n", e.what());
+    return 1;
+  }
+  return 0;
+}
