@@ -1,0 +1,85 @@
+#include "sampling/sampler.h"
+
+#include <algorithm>
+#include <cmath>
+#include <limits>
+
+#include "core/error.h"
+#include "sampling/sampler_stages.h"
+
+namespace deepmoe {
+namespace {
+
+double log_sum_exp(std::span<const float> logits, float* max_out) {
+  float max_logit = -std::numeric_limits<float>::infinity();
+  for (float x : logits) max_logit = std::max(max_logit, x);
+  double total = 0.0;
+  for (float x : logits) total += std::exp(static_cast<double>(x) - max_logit);
+  *max_out = max_logit;
+  return std::log(total);
+}
+
+}  // namespace
+
+double token_logprob(std::span<const float> logits, int32_t token) {
+  DEEPMOE_CHECK(token >= 0 && static_cast<size_t>(token) < logits.size());
+  float max_logit;
+  const double lse = log_sum_exp(logits, &max_logit);
+  return static_cast<double>(logits[token]) - max_logit - lse;
+}
+
+std::vector<TokenLogprob> top_logprobs(std::span<const float> logits, int64_t n) {
+  if (n <= 0 || logits.empty()) return {};
+  float max_logit;
+  const double lse = log_sum_exp(logits, &max_logit);
+  std::vector<Candidate> all(logits.size());
+  for (size_t i = 0; i < logits.size(); ++i) all[i] = {static_cast<int32_t>(i), logits[i]};
+  const size_t keep = std::min(all.size(), static_cast<size_t>(n));
+  std::partial_sort(all.begin(), all.begin() + keep, all.end(), candidate_before);
+  std::vector<TokenLogprob> out(keep);
+  for (size_t i = 0; i < keep; ++i)
+    out[i] = {all[i].id, static_cast<double>(all[i].logit) - max_logit - lse};
+  return out;
+}
+
+Sampler::Sampler(const SamplingParams& params) : params_(params), rng_(params.seed) {
+  if (auto error = validate(params)) throw *error;
+}
+
+void Sampler::set_prompt(std::span<const int32_t> prompt) {
+  history_.assign(prompt.begin(), prompt.end());
+  prompt_tokens_ = history_.size();
+}
+
+void Sampler::accept(int32_t token) { history_.push_back(token); }
+
+SampledToken Sampler::sample(std::span<const float> logits) {
+  DEEPMOE_CHECK(!logits.empty());
+  work_.assign(logits.begin(), logits.end());
+  std::span<const int32_t> window(history_);
+  if (params_.penalty_last_n > 0 && window.size() > static_cast<size_t>(params_.penalty_last_n))
+    window = window.last(static_cast<size_t>(params_.penalty_last_n));
+  apply_repetition_penalty(work_, window, params_.repetition_penalty);
+  apply_presence_frequency_penalties(work_, generated(), params_.presence_penalty, params_.frequency_penalty);
+
+  SampledToken out;
+  if (params_.temperature == 0.0) {
+    out.token = argmax(work_);
+    DEEPMOE_CHECK(out.token >= 0, "every logit is -inf or NaN");
+  } else {
+    std::vector<Candidate> candidates = make_candidates(work_, params_.temperature);
+    DEEPMOE_CHECK(!candidates.empty(), "every logit is -inf");
+    if (params_.top_k > 0) keep_top_k(candidates, params_.top_k);
+    keep_top_p(candidates, params_.top_p);
+    keep_min_p(candidates, params_.min_p);
+    out.token = draw(candidates, rng_.uniform());
+  }
+  if (params_.logprobs) {
+    out.logprob = token_logprob(logits, out.token);
+    out.top = top_logprobs(logits, params_.top_logprobs);
+  }
+  accept(out.token);
+  return out;
+}
+
+}  // namespace deepmoe

@@ -1,0 +1,60 @@
+// The sampler chain of one request: penalties → temperature → top-k → top-p → min-p → one seeded draw, or
+// greedy argmax at temperature 0; optionally the log-probabilities of the chosen token and the top-n.
+#pragma once
+
+#include <cstdint>
+#include <span>
+#include <vector>
+
+#include "sampling/rng.h"
+#include "sampling/sampling_params.h"
+
+namespace deepmoe {
+
+struct TokenLogprob {
+  int32_t token;
+  double logprob;
+};
+
+struct SampledToken {
+  int32_t token = -1;
+  // Filled only when SamplingParams::logprobs is set. Log-probabilities are those of the model's own
+  // distribution (log-softmax of the raw logits, before penalties and temperature), as OpenAI and vLLM's
+  // default report them, so they do not change with the sampling settings.
+  double logprob = 0.0;
+  std::vector<TokenLogprob> top;  // the top_logprobs most likely tokens, most likely first
+};
+
+// Log-softmax of `logits` in double for `token`, and the n most likely tokens (ties: lower id first).
+double token_logprob(std::span<const float> logits, int32_t token);
+std::vector<TokenLogprob> top_logprobs(std::span<const float> logits, int64_t n);
+
+class Sampler {
+ public:
+  // Throws deepmoe::Error when `params` fail validate().
+  explicit Sampler(const SamplingParams& params);
+
+  const SamplingParams& params() const { return params_; }
+
+  // Sets the prompt, which the repetition penalty looks at; clears generated tokens.
+  void set_prompt(std::span<const int32_t> prompt);
+
+  // Chooses the next token from `logits` (one per vocabulary entry) and records it as generated.
+  SampledToken sample(std::span<const float> logits);
+
+  // Records a token chosen elsewhere (a forced or draft-verified token) as generated.
+  void accept(int32_t token);
+
+  std::span<const int32_t> generated() const {
+    return std::span<const int32_t>(history_).subspan(prompt_tokens_);
+  }
+
+ private:
+  SamplingParams params_;
+  Rng rng_;
+  std::vector<int32_t> history_;  // prompt then generated tokens
+  size_t prompt_tokens_ = 0;
+  std::vector<float> work_;       // penalized logits
+};
+
+}  // namespace deepmoe
