@@ -1,0 +1,160 @@
+#include "kernels/attention.h"
+
+#include <algorithm>
+#include <cmath>
+#include <limits>
+#include <vector>
+
+#include "core/error.h"
+#include "core/thread_pool.h"
+
+namespace deepmoe {
+namespace {
+
+// Dot product with eight fixed partial sums (vectorizable without reassociation flags; fixed order).
+float dot(const float* a, const float* b, int n) {
+  float acc[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+  int i = 0;
+  for (; i + 8 <= n; i += 8)
+    for (int j = 0; j < 8; ++j) acc[j] += a[i + j] * b[i + j];
+  float tail = 0;
+  for (; i < n; ++i) tail += a[i] * b[i];
+  return ((acc[0] + acc[1]) + (acc[2] + acc[3])) + ((acc[4] + acc[5]) + (acc[6] + acc[7])) + tail;
+}
+
+void axpy(float alpha, const float* x, float* y, int n) {
+  for (int i = 0; i < n; ++i) y[i] += alpha * x[i];
+}
+
+// Softmax over scores[0..n) in place; returns nothing, the row sums to 1.
+void softmax_inplace(float* s, int64_t n) {
+  float mx = -std::numeric_limits<float>::infinity();
+  for (int64_t t = 0; t < n; ++t) mx = s[t] > mx ? s[t] : mx;
+  float sum = 0;
+  for (int64_t t = 0; t < n; ++t) {
+    s[t] = std::exp(s[t] - mx);
+    sum += s[t];
+  }
+  float inv = 1.0f / sum;
+  for (int64_t t = 0; t < n; ++t) s[t] *= inv;
+}
+
+void check_visible(const int64_t* n_visible, int64_t n_queries, int64_t n_context) {
+  for (int64_t i = 0; i < n_queries; ++i)
+    DEEPMOE_CHECK(n_visible[i] >= 1 && n_visible[i] <= n_context, "attention: n_visible out of range");
+}
+
+}  // namespace
+
+void attention_naive(const NaiveAttentionArgs& a, ThreadPool* pool) {
+  check_visible(a.n_visible, a.n_queries, a.n_context);
+  const int64_t tasks = a.n_queries * a.n_heads;
+  parallel_for(pool, tasks, [&](int64_t begin, int64_t end) {
+    std::vector<float> scores(size_t(a.n_context));
+    for (int64_t task = begin; task < end; ++task) {
+      int64_t i = task / a.n_heads;
+      int h = int(task % a.n_heads);
+      const float* q = a.q + (i * a.n_heads + h) * a.qk_dim;
+      int64_t n = a.n_visible[i];
+      for (int64_t t = 0; t < n; ++t) scores[size_t(t)] = dot(q, a.k + (t * a.n_heads + h) * a.qk_dim, a.qk_dim) * a.scale;
+      softmax_inplace(scores.data(), n);
+      float* o = a.out + (i * a.n_heads + h) * a.v_dim;
+      for (int d = 0; d < a.v_dim; ++d) o[d] = 0;
+      for (int64_t t = 0; t < n; ++t) axpy(scores[size_t(t)], a.v + (t * a.n_heads + h) * a.v_dim, o, a.v_dim);
+    }
+  });
+}
+
+void attention_naive_ref(const NaiveAttentionArgs& a) {
+  for (int64_t i = 0; i < a.n_queries; ++i)
+    for (int h = 0; h < a.n_heads; ++h) {
+      int64_t n = a.n_visible[i];
+      std::vector<double> s(static_cast<size_t>(n));
+      double mx = -std::numeric_limits<double>::infinity();
+      for (int64_t t = 0; t < n; ++t) {
+        double acc = 0;
+        for (int d = 0; d < a.qk_dim; ++d)
+          acc += double(a.q[(i * a.n_heads + h) * a.qk_dim + d]) * a.k[(t * a.n_heads + h) * a.qk_dim + d];
+        s[size_t(t)] = acc * a.scale;
+        mx = std::max(mx, s[size_t(t)]);
+      }
+      double sum = 0;
+      for (auto& x : s) sum += (x = std::exp(x - mx));
+      for (int d = 0; d < a.v_dim; ++d) {
+        double acc = 0;
+        for (int64_t t = 0; t < n; ++t) acc += s[size_t(t)] / sum * a.v[(t * a.n_heads + h) * a.v_dim + d];
+        a.out[(i * a.n_heads + h) * a.v_dim + d] = float(acc);
+      }
+    }
+}
+
+void attention_absorbed(const AbsorbedAttentionArgs& a, ThreadPool* pool) {
+  check_visible(a.n_visible, a.n_queries, a.n_context);
+  DEEPMOE_CHECK(a.cache_dtype == DType::F32 || a.cache_dtype == DType::BF16, "attention: cache dtype");
+  const int C = a.latent_dim, R = a.rope_dim, H = a.n_heads;
+  // Work item = (query, head group): a cache row is converted once per item and used by all its heads. The
+  // group size is fixed (not derived from the thread count), and each head's arithmetic is the same in any group.
+  constexpr int kHeadsPerTask = 8;
+  const int groups = (H + kHeadsPerTask - 1) / kHeadsPerTask;
+  parallel_for(pool, a.n_queries * groups, [&](int64_t begin, int64_t end) {
+    std::vector<float> scores, row(size_t(C + R));
+    for (int64_t task = begin; task < end; ++task) {
+      const int64_t i = task / groups;
+      const int h0 = int(task % groups) * kHeadsPerTask, h1 = std::min(H, h0 + kHeadsPerTask), nh = h1 - h0;
+      const int64_t n = a.n_visible[i];
+      scores.assign(size_t(nh * n), 0.0f);
+      auto load_row = [&](int64_t t) -> const float* {
+        if (a.cache_dtype == DType::F32) return static_cast<const float*>(a.cache) + t * a.cache_row;
+        convert_bf16_to_f32(static_cast<const uint16_t*>(a.cache) + t * a.cache_row, row.data(), size_t(C + R));
+        return row.data();
+      };
+      for (int64_t t = 0; t < n; ++t) {
+        const float* c = load_row(t);
+        for (int h = h0; h < h1; ++h) {
+          const float* ql = a.q_latent + (i * H + h) * C;
+          const float* qr = a.q_rope + (i * H + h) * R;
+          scores[size_t((h - h0) * n + t)] = (dot(ql, c, C) + dot(qr, c + C, R)) * a.scale;
+        }
+      }
+      for (int h = h0; h < h1; ++h) {
+        softmax_inplace(scores.data() + (h - h0) * n, n);
+        float* o = a.out + (i * H + h) * C;
+        for (int d = 0; d < C; ++d) o[d] = 0;
+      }
+      for (int64_t t = 0; t < n; ++t) {
+        const float* c = load_row(t);
+        for (int h = h0; h < h1; ++h) axpy(scores[size_t((h - h0) * n + t)], c, a.out + (i * H + h) * C, C);
+      }
+    }
+  });
+}
+
+void attention_absorbed_ref(const AbsorbedAttentionArgs& a) {
+  const int C = a.latent_dim, R = a.rope_dim, H = a.n_heads;
+  auto cache_at = [&](int64_t t, int d) -> double {
+    if (a.cache_dtype == DType::F32) return static_cast<const float*>(a.cache)[t * a.cache_row + d];
+    return bf16_to_f32(static_cast<const uint16_t*>(a.cache)[t * a.cache_row + d]);
+  };
+  for (int64_t i = 0; i < a.n_queries; ++i)
+    for (int h = 0; h < H; ++h) {
+      int64_t n = a.n_visible[i];
+      std::vector<double> s(static_cast<size_t>(n));
+      double mx = -std::numeric_limits<double>::infinity();
+      for (int64_t t = 0; t < n; ++t) {
+        double acc = 0;
+        for (int d = 0; d < C; ++d) acc += double(a.q_latent[(i * H + h) * C + d]) * cache_at(t, d);
+        for (int d = 0; d < R; ++d) acc += double(a.q_rope[(i * H + h) * R + d]) * cache_at(t, C + d);
+        s[size_t(t)] = acc * a.scale;
+        mx = std::max(mx, s[size_t(t)]);
+      }
+      double sum = 0;
+      for (auto& x : s) sum += (x = std::exp(x - mx));
+      for (int d = 0; d < C; ++d) {
+        double acc = 0;
+        for (int64_t t = 0; t < n; ++t) acc += s[size_t(t)] / sum * cache_at(t, d);
+        a.out[(i * H + h) * C + d] = float(acc);
+      }
+    }
+}
+
+}  // namespace deepmoe

@@ -1,0 +1,49 @@
+// Causal multi-head attention cores for MLA (reference §1.5), in FP32 with the softmax in FP32.
+//
+// Queries are the T new tokens of one sequence; query i sees the first n_visible[i] context entries (causal:
+// start_pos + i + 1). Each (query, head) output is computed by the same loop in the same order whatever the
+// number of queries, the thread count or the partition, so results are batch invariant (issue 4).
+//
+// - naive: decompressed keys/values, scores = q·k over qk_dim per head, out = Σ p·v over v_dim.
+// - absorbed: W_UK already folded into q (q_latent [T, H, C]); the context is the cache rows [C latent | R rope key]
+//   shared by all heads, in FP32 or BF16; scores = q_latent·c + q_pe·k_pe, out = Σ p·c (W_UV applied later).
+#pragma once
+
+#include <cstdint>
+
+#include "core/dtype.h"
+
+namespace deepmoe {
+
+class ThreadPool;
+
+struct NaiveAttentionArgs {
+  const float* q = nullptr;  // [n_queries, n_heads, qk_dim]
+  const float* k = nullptr;  // [n_context, n_heads, qk_dim]
+  const float* v = nullptr;  // [n_context, n_heads, v_dim]
+  float* out = nullptr;      // [n_queries, n_heads, v_dim]
+  int64_t n_queries = 0, n_context = 0;
+  int n_heads = 0, qk_dim = 0, v_dim = 0;
+  const int64_t* n_visible = nullptr;  // [n_queries], each in [1, n_context]
+  float scale = 1.0f;
+};
+
+struct AbsorbedAttentionArgs {
+  const float* q_latent = nullptr;  // [n_queries, n_heads, latent_dim]
+  const float* q_rope = nullptr;    // [n_queries, n_heads, rope_dim]
+  const void* cache = nullptr;      // [n_context, cache_row] rows: [latent_dim latent | rope_dim key | padding]
+  DType cache_dtype = DType::F32;   // F32 or BF16
+  int64_t cache_row = 0;            // elements per cache row (>= latent_dim + rope_dim)
+  float* out = nullptr;             // [n_queries, n_heads, latent_dim]
+  int64_t n_queries = 0, n_context = 0;
+  int n_heads = 0, latent_dim = 0, rope_dim = 0;
+  const int64_t* n_visible = nullptr;
+  float scale = 1.0f;
+};
+
+void attention_naive(const NaiveAttentionArgs& a, ThreadPool* pool = nullptr);
+void attention_naive_ref(const NaiveAttentionArgs& a);  // FP64 loops
+void attention_absorbed(const AbsorbedAttentionArgs& a, ThreadPool* pool = nullptr);
+void attention_absorbed_ref(const AbsorbedAttentionArgs& a);  // FP64 loops
+
+}  // namespace deepmoe

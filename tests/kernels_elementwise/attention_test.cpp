@@ -1,0 +1,147 @@
+// MLA attention cores against their FP64 _ref twins, and the absorbed form against the naive form on K/V
+// decompressed from the same latent (reference §1.5: the two forms are algebraically equal).
+#include <gtest/gtest.h>
+
+#include <array>
+#include <vector>
+
+#include "core/dtype.h"
+#include "core/thread_pool.h"
+#include "kernels/attention.h"
+#include "test_util.h"
+
+namespace deepmoe {
+namespace {
+
+using testing_util::max_rel_diff;
+using testing_util::random_vector;
+
+std::vector<int64_t> causal_visible(int64_t start, int64_t n_q) {
+  std::vector<int64_t> v(static_cast<size_t>(n_q));
+  for (int64_t i = 0; i < n_q; ++i) v[size_t(i)] = start + i + 1;
+  return v;
+}
+
+TEST(AttentionNaive, MatchesRef) {
+  ThreadPool pool(2);
+  for (auto [n_q, start, heads, qk, vd] : std::vector<std::array<int, 5>>{
+           {1, 0, 1, 3, 2}, {1, 9, 4, 24, 16}, {5, 0, 3, 13, 7}, {4, 6, 2, 192, 128}}) {
+    const int64_t ctx = start + n_q;
+    auto q = random_vector(size_t(n_q * heads * qk), 1, -2, 2);
+    auto k = random_vector(size_t(ctx * heads * qk), 2, -2, 2);
+    auto v = random_vector(size_t(ctx * heads * vd), 3);
+    auto vis = causal_visible(start, n_q);
+    std::vector<float> out(size_t(n_q * heads * vd)), ref(out.size());
+    NaiveAttentionArgs a{q.data(), k.data(), v.data(), out.data(), n_q, ctx, heads, qk, vd, vis.data(), 0.3f};
+    attention_naive(a, &pool);
+    a.out = ref.data();
+    attention_naive_ref(a);
+    EXPECT_LT(max_rel_diff(out, ref), 1e-5);
+  }
+}
+
+TEST(AttentionNaive, SingleVisibleTokenReturnsItsValue) {
+  std::vector<float> q = {1, 2}, k = {3, 4, 5, 6}, v = {7, 8};
+  std::vector<float> out(1);
+  int64_t vis = 1;
+  NaiveAttentionArgs a{q.data(), k.data(), v.data(), out.data(), 1, 2, 1, 2, 1, &vis, 1.0f};
+  attention_naive(a);
+  EXPECT_EQ(out[0], 7.0f);
+}
+
+void absorbed_vs_ref(DType dtype) {
+  ThreadPool pool(2);
+  for (auto [n_q, start, heads, C, R] : std::vector<std::array<int, 5>>{
+           {1, 0, 1, 4, 2}, {1, 12, 9, 32, 8}, {6, 0, 3, 17, 5}, {3, 4, 16, 64, 16}}) {
+    const int64_t ctx = start + n_q, row = C + R + 3;
+    auto ql = random_vector(size_t(n_q * heads * C), 1), qr = random_vector(size_t(n_q * heads * R), 2);
+    auto cache32 = random_vector(size_t(ctx * row), 3, -2, 2);
+    std::vector<uint16_t> cache16(cache32.size());
+    convert_f32_to_bf16(cache32.data(), cache16.data(), cache32.size());
+    const void* cache = dtype == DType::F32 ? static_cast<const void*>(cache32.data()) : cache16.data();
+    auto vis = causal_visible(start, n_q);
+    std::vector<float> out(size_t(n_q * heads * C)), ref(out.size());
+    AbsorbedAttentionArgs a{ql.data(), qr.data(), cache, dtype, row, out.data(), n_q, ctx, heads, C, R,
+                            vis.data(), 0.25f};
+    attention_absorbed(a, &pool);
+    a.out = ref.data();
+    attention_absorbed_ref(a);
+    EXPECT_LT(max_rel_diff(out, ref), 1e-5) << n_q << " " << heads;
+  }
+}
+
+TEST(AttentionAbsorbed, MatchesRefF32Cache) { absorbed_vs_ref(DType::F32); }
+TEST(AttentionAbsorbed, MatchesRefBf16Cache) { absorbed_vs_ref(DType::BF16); }
+
+// k_nope[t,h] = W_UK[h]·c_t, v[t,h] = W_UV[h]·c_t, q_latent[h] = W_UK[h]ᵀ·q_nope[h]: then
+// naive(q_nope|q_pe, k_nope|k_pe, v) == W_UV[h]·absorbed(q_latent, q_pe, [c|k_pe]).
+TEST(AttentionAbsorbed, EqualsNaiveOnDecompressedKeysAndValues) {
+  const int H = 3, C = 16, R = 4, Dn = 6, Dv = 5;
+  const int64_t n_q = 4, start = 3, ctx = start + n_q;
+  auto w_uk = random_vector(size_t(H * Dn * C), 11), w_uv = random_vector(size_t(H * Dv * C), 12);
+  auto cache = random_vector(size_t(ctx * (C + R)), 13);
+  auto q_nope = random_vector(size_t(n_q * H * Dn), 14), q_pe = random_vector(size_t(n_q * H * R), 15);
+  std::vector<float> q(size_t(n_q * H * (Dn + R))), k(size_t(ctx * H * (Dn + R))), v(size_t(ctx * H * Dv));
+  for (int64_t i = 0; i < n_q; ++i)
+    for (int h = 0; h < H; ++h) {
+      for (int d = 0; d < Dn; ++d) q[size_t((i * H + h) * (Dn + R) + d)] = q_nope[size_t((i * H + h) * Dn + d)];
+      for (int d = 0; d < R; ++d) q[size_t((i * H + h) * (Dn + R) + Dn + d)] = q_pe[size_t((i * H + h) * R + d)];
+    }
+  for (int64_t t = 0; t < ctx; ++t)
+    for (int h = 0; h < H; ++h) {
+      const float* c = cache.data() + t * (C + R);
+      for (int d = 0; d < Dn; ++d) {
+        double s = 0;
+        for (int j = 0; j < C; ++j) s += double(w_uk[size_t((h * Dn + d) * C + j)]) * c[j];
+        k[size_t((t * H + h) * (Dn + R) + d)] = float(s);
+      }
+      for (int d = 0; d < R; ++d) k[size_t((t * H + h) * (Dn + R) + Dn + d)] = c[C + d];
+      for (int d = 0; d < Dv; ++d) {
+        double s = 0;
+        for (int j = 0; j < C; ++j) s += double(w_uv[size_t((h * Dv + d) * C + j)]) * c[j];
+        v[size_t((t * H + h) * Dv + d)] = float(s);
+      }
+    }
+  std::vector<float> q_lat(size_t(n_q * H * C));
+  for (int64_t i = 0; i < n_q; ++i)
+    for (int h = 0; h < H; ++h)
+      for (int j = 0; j < C; ++j) {
+        double s = 0;
+        for (int d = 0; d < Dn; ++d) s += double(q_nope[size_t((i * H + h) * Dn + d)]) * w_uk[size_t((h * Dn + d) * C + j)];
+        q_lat[size_t((i * H + h) * C + j)] = float(s);
+      }
+  auto vis = causal_visible(start, n_q);
+  std::vector<float> naive(size_t(n_q * H * Dv)), lat(size_t(n_q * H * C));
+  attention_naive({q.data(), k.data(), v.data(), naive.data(), n_q, ctx, H, Dn + R, Dv, vis.data(), 0.2f});
+  attention_absorbed({q_lat.data(), q_pe.data(), cache.data(), DType::F32, C + R, lat.data(), n_q, ctx, H, C, R,
+                      vis.data(), 0.2f});
+  std::vector<float> absorbed(naive.size());
+  for (int64_t i = 0; i < n_q; ++i)
+    for (int h = 0; h < H; ++h)
+      for (int d = 0; d < Dv; ++d) {
+        double s = 0;
+        for (int j = 0; j < C; ++j) s += double(w_uv[size_t((h * Dv + d) * C + j)]) * lat[size_t((i * H + h) * C + j)];
+        absorbed[size_t((i * H + h) * Dv + d)] = float(s);
+      }
+  EXPECT_LT(max_rel_diff(absorbed, naive), 1e-5);
+}
+
+TEST(AttentionAbsorbed, QueryRowsDoNotDependOnBatchOrThreads) {
+  const int H = 10, C = 32, R = 8;
+  const int64_t n_q = 5, ctx = 9;
+  auto ql = random_vector(size_t(n_q * H * C), 1), qr = random_vector(size_t(n_q * H * R), 2);
+  auto cache = random_vector(size_t(ctx * (C + R)), 3);
+  std::vector<int64_t> vis = {5, 6, 7, 8, 9};
+  std::vector<float> all(size_t(n_q * H * C)), one(size_t(H * C));
+  ThreadPool pool(2);
+  attention_absorbed({ql.data(), qr.data(), cache.data(), DType::F32, C + R, all.data(), n_q, ctx, H, C, R,
+                      vis.data(), 0.3f}, &pool);
+  for (int64_t i = 0; i < n_q; ++i) {
+    attention_absorbed({ql.data() + i * H * C, qr.data() + i * H * R, cache.data(), DType::F32, C + R, one.data(),
+                        1, ctx, H, C, R, vis.data() + i, 0.3f}, nullptr);
+    for (int j = 0; j < H * C; ++j) ASSERT_EQ(one[size_t(j)], all[size_t(i * H * C + j)]);
+  }
+}
+
+}  // namespace
+}  // namespace deepmoe
