@@ -1,0 +1,201 @@
+#include "tokenizer/bpe_model.h"
+
+#include <limits>
+#include <queue>
+
+#include "core/error.h"
+#include "tokenizer/byte_level.h"
+
+namespace deepmoe {
+namespace {
+
+inline uint64_t mix(uint64_t k) {
+  // splitmix64 finalizer: pairs of small ids spread over the table.
+  k ^= k >> 30;
+  k *= 0xbf58476d1ce4e5b9ULL;
+  k ^= k >> 27;
+  k *= 0x94d049bb133111ebULL;
+  k ^= k >> 31;
+  return k;
+}
+
+constexpr int32_t kNoRank = std::numeric_limits<int32_t>::max();
+
+// Pieces up to this many bytes use the rank-array scan; longer ones a heap, so a hostile megabyte-long word
+// stays O(n log n).
+constexpr size_t kSmallPiece = 64;
+
+}  // namespace
+
+BpeModel::BpeModel(std::unordered_map<std::string, int32_t> vocab, const std::vector<Merge>& merges,
+                   bool ignore_merges)
+    : vocab_(std::move(vocab)), ignore_merges_(ignore_merges) {
+  for (int b = 0; b < 256; ++b) {
+    byte_token_[b] = token_id(std::string(1, static_cast<char>(b)));
+    if (byte_token_[b] < 0) {
+      throw Error("BPE vocabulary has no token for byte " + std::to_string(b) +
+                  " (a byte-level vocabulary needs all 256)");
+    }
+  }
+  size_t capacity = 16;
+  while (capacity < merges.size() * 2 + 16) capacity <<= 1;
+  table_.assign(capacity, Slot{});
+  table_mask_ = capacity - 1;
+  for (size_t rank = 0; rank < merges.size(); ++rank) {
+    const Merge& m = merges[rank];
+    uint64_t key = pair_key(m.left, m.right);
+    for (uint64_t h = mix(key) & table_mask_;; h = (h + 1) & table_mask_) {
+      if (table_[h].key == kEmpty) {
+        table_[h] = Slot{key, static_cast<int32_t>(rank), m.merged};
+        break;
+      }
+      if (table_[h].key == key) break;  // a repeated merge keeps its first (lowest) rank, as HF does
+    }
+  }
+}
+
+const BpeModel::Slot* BpeModel::find_merge(int32_t a, int32_t b) const {
+  uint64_t key = pair_key(a, b);
+  for (uint64_t h = mix(key) & table_mask_;; h = (h + 1) & table_mask_) {
+    const Slot& s = table_[h];
+    if (s.key == key) return &s;
+    if (s.key == kEmpty) return nullptr;
+  }
+}
+
+int32_t BpeModel::token_id(std::string_view bytes) const {
+  auto it = vocab_.find(byte_level::encode(bytes));
+  return it == vocab_.end() ? -1 : it->second;
+}
+
+void BpeModel::merge_small(std::vector<int32_t>& sym) const {
+  // rank[i] = rank of the merge of (sym[i], sym[i+1]); after a merge only the two neighbouring pairs change.
+  int32_t rank[kSmallPiece];
+  int32_t merged[kSmallPiece];
+  size_t n = sym.size();
+  for (size_t i = 0; i + 1 < n; ++i) {
+    const Slot* s = find_merge(sym[i], sym[i + 1]);
+    rank[i] = s ? s->rank : kNoRank;
+    merged[i] = s ? s->merged : -1;
+  }
+  while (n > 1) {
+    size_t best = 0;
+    int32_t best_rank = kNoRank;
+    for (size_t i = 0; i + 1 < n; ++i) {
+      if (rank[i] < best_rank) {
+        best_rank = rank[i];
+        best = i;
+      }
+    }
+    if (best_rank == kNoRank) break;
+    sym[best] = merged[best];
+    for (size_t i = best + 1; i + 1 < n; ++i) {
+      sym[i] = sym[i + 1];
+      rank[i] = rank[i + 1];
+      merged[i] = merged[i + 1];
+    }
+    --n;
+    if (best > 0) {
+      const Slot* s = find_merge(sym[best - 1], sym[best]);
+      rank[best - 1] = s ? s->rank : kNoRank;
+      merged[best - 1] = s ? s->merged : -1;
+    }
+    if (best + 1 < n) {
+      const Slot* s = find_merge(sym[best], sym[best + 1]);
+      rank[best] = s ? s->rank : kNoRank;
+      merged[best] = s ? s->merged : -1;
+    }
+  }
+  sym.resize(n);
+}
+
+void BpeModel::merge_large(std::vector<int32_t>& sym) const {
+  // Doubly linked list over the symbols + a min-heap of candidate merges ordered by (rank, position), as in
+  // HF word.rs; stale heap entries are detected by re-checking the pair when popped.
+  size_t n = sym.size();
+  std::vector<int32_t> prev(n), next(n);
+  std::vector<char> alive(n, 1);
+  for (size_t i = 0; i < n; ++i) {
+    prev[i] = static_cast<int32_t>(i) - 1;
+    next[i] = (i + 1 < n) ? static_cast<int32_t>(i + 1) : -1;
+  }
+  struct Candidate {
+    int32_t rank;
+    int32_t pos;
+    int32_t left, right;  // the ids the pair had when pushed
+    bool operator>(const Candidate& o) const { return rank != o.rank ? rank > o.rank : pos > o.pos; }
+  };
+  std::priority_queue<Candidate, std::vector<Candidate>, std::greater<Candidate>> heap;
+  auto push = [&](int32_t i) {
+    if (i < 0 || next[i] < 0) return;
+    if (const Slot* s = find_merge(sym[i], sym[next[i]])) heap.push({s->rank, i, sym[i], sym[next[i]]});
+  };
+  for (size_t i = 0; i + 1 < n; ++i) push(static_cast<int32_t>(i));
+  while (!heap.empty()) {
+    Candidate c = heap.top();
+    heap.pop();
+    int32_t i = c.pos;
+    if (!alive[i] || next[i] < 0 || sym[i] != c.left || sym[next[i]] != c.right) continue;
+    const Slot* s = find_merge(c.left, c.right);
+    int32_t j = next[i];
+    sym[i] = s->merged;
+    alive[j] = 0;
+    next[i] = next[j];
+    if (next[j] >= 0) prev[next[j]] = i;
+    push(prev[i]);
+    push(i);
+  }
+  size_t w = 0;
+  for (int32_t i = 0; i >= 0; i = next[i]) sym[w++] = sym[i];
+  sym.resize(w);
+}
+
+void BpeModel::encode_piece(std::string_view piece, std::vector<int32_t>& out) const {
+  if (piece.empty()) return;
+  if (piece.size() == 1) {
+    out.push_back(byte_token_[static_cast<uint8_t>(piece[0])]);
+    return;
+  }
+  if (ignore_merges_) {
+    int32_t id = token_id(piece);
+    if (id >= 0) {
+      out.push_back(id);
+      return;
+    }
+  }
+  thread_local std::vector<int32_t> sym;
+  sym.resize(piece.size());
+  for (size_t i = 0; i < piece.size(); ++i) sym[i] = byte_token_[static_cast<uint8_t>(piece[i])];
+  if (sym.size() <= kSmallPiece) {
+    merge_small(sym);
+  } else {
+    merge_large(sym);
+  }
+  out.insert(out.end(), sym.begin(), sym.end());
+}
+
+void BpeModel::encode_piece_ref(std::string_view piece, std::vector<int32_t>& out) const {
+  if (ignore_merges_ && piece.size() > 1 && token_id(piece) >= 0) {
+    out.push_back(token_id(piece));
+    return;
+  }
+  std::vector<int32_t> sym;
+  for (char c : piece) sym.push_back(byte_token_[static_cast<uint8_t>(c)]);
+  for (;;) {
+    size_t best = 0;
+    int32_t best_rank = kNoRank;
+    for (size_t i = 0; i + 1 < sym.size(); ++i) {
+      const Slot* s = find_merge(sym[i], sym[i + 1]);
+      if (s && s->rank < best_rank) {
+        best_rank = s->rank;
+        best = i;
+      }
+    }
+    if (best_rank == kNoRank) break;
+    sym[best] = find_merge(sym[best], sym[best + 1])->merged;
+    sym.erase(sym.begin() + static_cast<std::ptrdiff_t>(best) + 1);
+  }
+  out.insert(out.end(), sym.begin(), sym.end());
+}
+
+}  // namespace deepmoe

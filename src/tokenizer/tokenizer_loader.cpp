@@ -1,0 +1,367 @@
+// Reading tokenizer.json (HF tokenizers' serialization) and tokenizer_config.json (transformers) into a
+// Tokenizer. Everything outside the supported subset is rejected by name; hostile values (ids out of range,
+// wrong JSON types, merges naming unknown tokens) are errors naming the field (reference/reliability.md §1 T1).
+#include <nlohmann/json.hpp>
+
+#include <filesystem>
+#include <unordered_set>
+
+#include "core/error.h"
+#include "core/mapped_file.h"
+#include "tokenizer/byte_level.h"
+#include "tokenizer/tokenizer_impl.h"
+#include "tokenizer/utf8.h"
+
+namespace deepmoe {
+namespace {
+
+using json = nlohmann::json;
+
+// Ids beyond this are rejected: no real vocabulary comes close, and it bounds the id tables' memory.
+constexpr int64_t kMaxTokenId = (int64_t{1} << 24) - 1;
+
+[[noreturn]] void fail(const std::string& field, const std::string& message) {
+  throw Error(message, ErrorContext{"", "", field});
+}
+
+const json* member(const json& obj, const char* key) {
+  if (!obj.is_object()) return nullptr;
+  auto it = obj.find(key);
+  return (it == obj.end() || it->is_null()) ? nullptr : &*it;
+}
+
+std::string get_string(const json& obj, const char* key, const std::string& field) {
+  const json* v = member(obj, key);
+  if (!v || !v->is_string()) fail(field + "." + key, "expected a string");
+  return v->get<std::string>();
+}
+
+bool get_bool(const json& obj, const char* key, bool fallback, const std::string& field) {
+  const json* v = member(obj, key);
+  if (!v) return fallback;
+  if (!v->is_boolean()) fail(field + "." + key, "expected true or false");
+  return v->get<bool>();
+}
+
+int32_t get_id(const json& v, const std::string& field) {
+  if (!v.is_number_integer()) fail(field, "expected an integer token id");
+  int64_t id = v.get<int64_t>();
+  if (id < 0 || id > kMaxTokenId) fail(field, "token id " + std::to_string(id) + " out of range");
+  return static_cast<int32_t>(id);
+}
+
+std::string type_of(const json& obj, const std::string& field) {
+  if (!obj.is_object()) fail(field, "expected an object");
+  return get_string(obj, "type", field);
+}
+
+void check_valid_utf8(const std::string& s, const std::string& field) {
+  if (!utf8::is_valid(s)) fail(field, "not valid UTF-8");
+}
+
+// --- normalizer / pre-tokenizer / decoder / post-processor ---------------------------------------------------
+
+void check_normalizer(const json& root) {
+  const json* n = member(root, "normalizer");
+  if (!n) return;
+  std::string type = type_of(*n, "normalizer");
+  const json* list = member(*n, "normalizers");
+  if (type == "Sequence" && list && list->is_array() && list->empty()) return;
+  fail("normalizer", "unsupported normalizer \"" + type + "\" (only none or an empty Sequence)");
+}
+
+void add_pre_tokenizer_steps(const json& pt, const std::string& field,
+                             std::vector<std::unique_ptr<PreTokenizerStep>>& steps) {
+  std::string type = type_of(pt, field);
+  if (type == "Sequence") {
+    const json* list = member(pt, "pretokenizers");
+    if (!list || !list->is_array()) fail(field + ".pretokenizers", "expected an array");
+    for (size_t i = 0; i < list->size(); ++i)
+      add_pre_tokenizer_steps((*list)[i], field + ".pretokenizers[" + std::to_string(i) + "]", steps);
+  } else if (type == "Split") {
+    const json* pattern = member(pt, "pattern");
+    if (!pattern || !pattern->is_object()) fail(field + ".pattern", "expected {\"Regex\": ...} or {\"String\": ...}");
+    bool literal = pattern->contains("String");
+    std::string text = get_string(*pattern, literal ? "String" : "Regex", field + ".pattern");
+    check_valid_utf8(text, field + ".pattern");
+    SplitBehavior behavior;
+    try {
+      behavior = parse_split_behavior(get_string(pt, "behavior", field));
+    } catch (const Error& e) {
+      fail(field + ".behavior", e.message());
+    }
+    try {
+      steps.push_back(std::make_unique<SplitStep>(text, literal, behavior, get_bool(pt, "invert", false, field)));
+    } catch (const Error& e) {
+      if (!e.context().field.empty()) throw;
+      fail(field + ".pattern", e.message());
+    }
+  } else if (type == "ByteLevel") {
+    if (get_bool(pt, "add_prefix_space", false, field))
+      fail(field + ".add_prefix_space", "ByteLevel add_prefix_space=true is not supported");
+    if (get_bool(pt, "use_regex", true, field))
+      steps.push_back(std::make_unique<SplitStep>(kGpt2SplitPattern, false, SplitBehavior::kIsolated, false));
+  } else {
+    fail(field, "unsupported pre-tokenizer \"" + type + "\"");
+  }
+}
+
+std::unique_ptr<PreTokenizer> make_pre_tokenizer(const json& root) {
+  std::vector<std::unique_ptr<PreTokenizerStep>> steps;
+  if (const json* pt = member(root, "pre_tokenizer")) add_pre_tokenizer_steps(*pt, "pre_tokenizer", steps);
+  return std::make_unique<SequencePreTokenizer>(std::move(steps));
+}
+
+void check_decoder(const json& root) {
+  const json* d = member(root, "decoder");
+  if (!d) fail("decoder", "missing decoder (only ByteLevel is supported)");
+  std::string type = type_of(*d, "decoder");
+  if (type != "ByteLevel") fail("decoder", "unsupported decoder \"" + type + "\" (only ByteLevel)");
+}
+
+// HF TemplateProcessing "single" template: SpecialToken entries before / after the sequence A.
+void read_template(const json& tp, Tokenizer::Impl& impl, const std::string& field) {
+  const json* single = member(tp, "single");
+  if (!single || !single->is_array()) fail(field + ".single", "expected an array");
+  const json* specials = member(tp, "special_tokens");
+  bool seen_sequence = false;
+  for (size_t i = 0; i < single->size(); ++i) {
+    const json& item = (*single)[i];
+    std::string f = field + ".single[" + std::to_string(i) + "]";
+    if (const json* seq = member(item, "Sequence")) {
+      if (get_string(*seq, "id", f + ".Sequence") != "A") fail(f, "single template may only use sequence A");
+      seen_sequence = true;
+    } else if (const json* sp = member(item, "SpecialToken")) {
+      std::string name = get_string(*sp, "id", f + ".SpecialToken");
+      const json* entry = specials ? member(*specials, name.c_str()) : nullptr;
+      const json* ids = entry ? member(*entry, "ids") : nullptr;
+      if (!ids || !ids->is_array()) fail(field + ".special_tokens", "no ids for \"" + name + "\"");
+      for (const json& id : *ids) (seen_sequence ? impl.suffix : impl.prefix).push_back(get_id(id, f));
+    } else {
+      fail(f, "expected Sequence or SpecialToken");
+    }
+  }
+}
+
+void read_post_processor(const json& root, Tokenizer::Impl& impl) {
+  const json* pp = member(root, "post_processor");
+  if (!pp) return;
+  std::vector<const json*> items{pp};
+  if (type_of(*pp, "post_processor") == "Sequence") {
+    const json* list = member(*pp, "processors");
+    if (!list || !list->is_array()) fail("post_processor.processors", "expected an array");
+    items.clear();
+    for (const json& p : *list) items.push_back(&p);
+  }
+  for (const json* p : items) {
+    std::string type = type_of(*p, "post_processor");
+    if (type == "ByteLevel") continue;  // only adjusts offsets
+    if (type == "TemplateProcessing") {
+      read_template(*p, impl, "post_processor");
+      continue;
+    }
+    fail("post_processor", "unsupported post-processor \"" + type + "\"");
+  }
+}
+
+// --- model ---------------------------------------------------------------------------------------------------
+
+void grow(Tokenizer::Impl& impl, int32_t id) {
+  if (id >= static_cast<int32_t>(impl.bytes.size())) {
+    impl.bytes.resize(id + 1);
+    impl.pieces.resize(id + 1);
+    impl.special.resize(id + 1, 0);
+  }
+}
+
+// Bytes a token decodes to under HF's ByteLevel decoder: the byte-level spelling mapped back to bytes, or the
+// token's own UTF-8 when it holds a character outside the alphabet (added tokens such as <｜User｜>).
+std::string decoded_bytes(const std::string& piece) {
+  auto b = byte_level::decode(piece);
+  return b ? *b : piece;
+}
+
+void read_model(const json& root, Tokenizer::Impl& impl) {
+  const json* model = member(root, "model");
+  if (!model || !model->is_object()) fail("model", "missing model");
+  if (member(*model, "type") && get_string(*model, "type", "model") != "BPE")
+    fail("model.type", "unsupported model \"" + get_string(*model, "type", "model") + "\" (only BPE)");
+  if (get_bool(*model, "byte_fallback", false, "model")) fail("model.byte_fallback", "byte_fallback is not supported");
+  if (const json* d = member(*model, "dropout"); d && !(d->is_number() && d->get<double>() == 0.0))
+    fail("model.dropout", "BPE dropout is not supported");
+  for (const char* key : {"continuing_subword_prefix", "end_of_word_suffix"}) {
+    if (const json* v = member(*model, key); v && !(v->is_string() && v->get<std::string>().empty()))
+      fail(std::string("model.") + key, "not supported");
+  }
+  bool ignore_merges = get_bool(*model, "ignore_merges", false, "model");
+
+  const json* vocab = member(*model, "vocab");
+  if (!vocab || !vocab->is_object()) fail("model.vocab", "expected an object of token -> id");
+  std::unordered_map<std::string, int32_t> spelling_to_id;
+  spelling_to_id.reserve(vocab->size());
+  for (auto it = vocab->begin(); it != vocab->end(); ++it) {
+    std::string field = "model.vocab[\"" + it.key() + "\"]";
+    check_valid_utf8(it.key(), "model.vocab");
+    int32_t id = get_id(it.value(), field);
+    grow(impl, id);
+    if (!impl.pieces[id].empty()) fail(field, "id " + std::to_string(id) + " is used twice");
+    impl.pieces[id] = it.key();
+    impl.bytes[id] = decoded_bytes(it.key());
+    spelling_to_id.emplace(it.key(), id);
+  }
+
+  const json* merges = member(*model, "merges");
+  if (!merges || !merges->is_array()) fail("model.merges", "expected an array");
+  std::vector<BpeModel::Merge> resolved;
+  resolved.reserve(merges->size());
+  for (size_t i = 0; i < merges->size(); ++i) {
+    const json& m = (*merges)[i];
+    std::string field = "model.merges[" + std::to_string(i) + "]";
+    std::string left, right;
+    if (m.is_string()) {
+      const std::string& s = m.get_ref<const std::string&>();
+      size_t space = s.find(' ');
+      if (space == std::string::npos || s.find(' ', space + 1) != std::string::npos)
+        fail(field, "expected \"left right\"");
+      left = s.substr(0, space);
+      right = s.substr(space + 1);
+    } else if (m.is_array() && m.size() == 2 && m[0].is_string() && m[1].is_string()) {
+      left = m[0].get<std::string>();
+      right = m[1].get<std::string>();
+    } else {
+      fail(field, "expected \"left right\" or [left, right]");
+    }
+    auto l = spelling_to_id.find(left), r = spelling_to_id.find(right), j = spelling_to_id.find(left + right);
+    if (l == spelling_to_id.end() || r == spelling_to_id.end())
+      fail(field, "merge \"" + left + " " + right + "\" names a token not in the vocabulary");
+    if (j == spelling_to_id.end()) fail(field, "merge result \"" + left + right + "\" is not in the vocabulary");
+    resolved.push_back({l->second, r->second, j->second});
+  }
+  try {
+    impl.bpe = std::make_unique<BpeModel>(spelling_to_id, resolved, ignore_merges);
+  } catch (const Error& e) {
+    fail("model.vocab", e.message());
+  }
+  impl.piece_to_id = std::move(spelling_to_id);
+}
+
+void read_added_tokens(const json& root, Tokenizer::Impl& impl) {
+  std::vector<AddedToken> tokens;
+  if (const json* list = member(root, "added_tokens")) {
+    if (!list->is_array()) fail("added_tokens", "expected an array");
+    for (size_t i = 0; i < list->size(); ++i) {
+      const json& t = (*list)[i];
+      std::string field = "added_tokens[" + std::to_string(i) + "]";
+      if (!t.is_object()) fail(field, "expected an object");
+      AddedToken tok;
+      const json* id = member(t, "id");
+      if (!id) fail(field + ".id", "missing");
+      tok.id = get_id(*id, field + ".id");
+      tok.content = get_string(t, "content", field);
+      check_valid_utf8(tok.content, field + ".content");
+      if (tok.content.empty()) fail(field + ".content", "empty added token");
+      tok.special = get_bool(t, "special", false, field);
+      tok.lstrip = get_bool(t, "lstrip", false, field);
+      tok.rstrip = get_bool(t, "rstrip", false, field);
+      tok.single_word = get_bool(t, "single_word", false, field);
+      tok.normalized = get_bool(t, "normalized", !tok.special, field);
+      grow(impl, tok.id);
+      impl.pieces[tok.id] = tok.content;
+      impl.bytes[tok.id] = decoded_bytes(tok.content);
+      impl.special[tok.id] = tok.special;
+      impl.piece_to_id[tok.content] = tok.id;
+      tokens.push_back(std::move(tok));
+    }
+  }
+  impl.added = AddedTokenMatcher(std::move(tokens));
+}
+
+// tokenizer_config.json: {"bos_token": "..."} or {"bos_token": {"content": "..."}}.
+int32_t config_token(const json& config, const char* key, const Tokenizer::Impl& impl) {
+  const json* v = member(config, key);
+  if (!v) return -1;
+  std::string content;
+  if (v->is_string()) {
+    content = v->get<std::string>();
+  } else if (v->is_object()) {
+    content = get_string(*v, "content", key);
+  } else {
+    fail(key, "expected a string or an object with \"content\"");
+  }
+  auto it = impl.piece_to_id.find(content);
+  if (it == impl.piece_to_id.end()) fail(key, "token \"" + content + "\" is not in the vocabulary");
+  return it->second;
+}
+
+void read_config(const json& config, Tokenizer::Impl& impl) {
+  impl.bos = config_token(config, "bos_token", impl);
+  impl.eos = config_token(config, "eos_token", impl);
+  // transformers' LlamaTokenizerFast rebuilds the post-processor from add_bos_token / add_eos_token (default
+  // true / false for Llama classes); other classes keep tokenizer.json's template unless the keys are set.
+  bool llama = member(config, "tokenizer_class") && (*member(config, "tokenizer_class")).is_string() &&
+               (*member(config, "tokenizer_class")).get<std::string>().rfind("Llama", 0) == 0;
+  bool has_bos_key = member(config, "add_bos_token") != nullptr;
+  bool has_eos_key = member(config, "add_eos_token") != nullptr;
+  if (!llama && !has_bos_key && !has_eos_key) return;
+  bool add_bos = get_bool(config, "add_bos_token", llama, "tokenizer_config");
+  bool add_eos = get_bool(config, "add_eos_token", false, "tokenizer_config");
+  if (add_bos && impl.bos < 0) fail("add_bos_token", "add_bos_token is set but there is no bos_token");
+  if (add_eos && impl.eos < 0) fail("add_eos_token", "add_eos_token is set but there is no eos_token");
+  impl.prefix.clear();
+  impl.suffix.clear();
+  if (add_bos) impl.prefix.push_back(impl.bos);
+  if (add_eos) impl.suffix.push_back(impl.eos);
+}
+
+json parse(std::string_view text, const std::string& origin) {
+  try {
+    return json::parse(text);
+  } catch (const json::exception& e) {
+    throw Error(std::string("malformed JSON: ") + e.what(), ErrorContext{origin, "", ""});
+  }
+}
+
+}  // namespace
+
+std::unique_ptr<Tokenizer> Tokenizer::from_json(std::string_view tokenizer_json, std::string_view config_json,
+                                                const std::string& origin) {
+  auto impl = std::make_unique<Impl>();
+  std::string current = origin;
+  try {
+    json root = parse(tokenizer_json, origin);
+    if (!root.is_object()) fail("", "expected a JSON object");
+    for (const char* key : {"truncation", "padding"})
+      if (member(root, key)) fail(key, std::string(key) + " is not supported (must be null)");
+    check_normalizer(root);
+    read_model(root, *impl);
+    read_added_tokens(root, *impl);
+    impl->pre_tokenizer = make_pre_tokenizer(root);
+    check_decoder(root);
+    read_post_processor(root, *impl);
+    if (!config_json.empty()) {
+      current = std::filesystem::path(origin).parent_path() / "tokenizer_config.json";
+      if (origin.find('/') == std::string::npos) current = "tokenizer_config.json";
+      json config = parse(config_json, current);
+      if (!config.is_object()) fail("", "expected a JSON object");
+      read_config(config, *impl);
+    }
+  } catch (const json::exception& e) {
+    throw Error(std::string("unexpected JSON content: ") + e.what(), ErrorContext{current, "", ""});
+  } catch (const Error& e) {
+    throw e.with_file(current);
+  }
+  return std::unique_ptr<Tokenizer>(new Tokenizer(std::move(impl)));
+}
+
+std::unique_ptr<Tokenizer> Tokenizer::load(const std::string& dir) {
+  namespace fs = std::filesystem;
+  fs::path tokenizer_path = fs::path(dir) / "tokenizer.json";
+  fs::path config_path = fs::path(dir) / "tokenizer_config.json";
+  if (!fs::exists(tokenizer_path))
+    throw Error("no tokenizer.json in model folder " + dir, ErrorContext{tokenizer_path.string(), "", ""});
+  std::string tokenizer_json = read_text_file(tokenizer_path.string());
+  std::string config_json = fs::exists(config_path) ? read_text_file(config_path.string()) : std::string();
+  return from_json(tokenizer_json, config_json, tokenizer_path.string());
+}
+
+}  // namespace deepmoe
