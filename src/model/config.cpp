@@ -245,6 +245,9 @@ double ModelConfig::attention_softmax_scale() const {
 }
 
 ModelConfig parse_model_config(std::string_view json_text, const std::string& path_for_errors) {
+  // nlohmann stops at a NUL as if the input ended; anything after it would go unchecked.
+  if (size_t nul = json_text.find('\0'); nul != std::string_view::npos)
+    throw Error("has a NUL byte at offset " + std::to_string(nul), {.file = path_for_errors});
   json root;
   try {
     root = json::parse(json_text.begin(), json_text.end());

@@ -154,6 +154,9 @@ json parse_json_rejecting_duplicates(const char* begin, const char* end, const s
     }
     return true;
   };
+  if (const void* nul = std::memchr(begin, 0, size_t(end - begin)))
+    throw Error(what + " has a NUL byte at offset " + std::to_string(static_cast<const char*>(nul) - begin),
+                {.file = path});
   try {
     return json::parse(begin, end, callback);
   } catch (const json::exception& e) {
@@ -187,6 +190,12 @@ SafetensorsHeader parse_safetensors_header(const uint8_t* bytes, uint64_t file_s
   // L2: UTF-8, JSON, an object.
   if (header_len == 0 || text[0] != '{') throw Error("header does not start with '{'", {.file = path});
   if (!is_valid_utf8(text, header_len)) throw Error("header is not valid UTF-8", {.file = path});
+  // A raw NUL is never valid JSON, but nlohmann treats it as the end of input, which would let a file hide a
+  // second payload behind a valid header (polyglot files, reliability.md §1 L6).
+  if (const void* nul = std::memchr(text, 0, header_len))
+    throw Error("header has a NUL byte at header offset " +
+                    std::to_string(static_cast<const uint8_t*>(nul) - text),
+                {.file = path});
   json root = parse_json_rejecting_duplicates(reinterpret_cast<const char*>(text),
                                               reinterpret_cast<const char*>(text + header_len), path, "header");
   if (!root.is_object()) throw Error("header is not a JSON object", {.file = path});
