@@ -1,0 +1,92 @@
+// The DeepSeek-V3 / V2 forward pass on CPU (issue 4; reference/deepseek_v3_system.md §1): load a Hugging Face
+// checkpoint folder (FP8 weights used in place from the mmap, BF16/F32 also accepted) and run batches of
+// sequences — varlen prefill and decode in one call — returning logits only for the positions asked for.
+//
+// Batch invariance: a sequence's logits are bitwise identical whatever else is in the batch and whatever the
+// thread count (every kernel fixes each output element's reduction order; GEMMs are row independent).
+//
+// This header stays light (no JSON, no kernels internals) because the runtime and tools include it.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "core/dtype.h"
+#include "core/tensor.h"
+#include "kernels/gemm.h"
+#include "model/forward_context.h"
+#include "model/kv_cache.h"
+
+namespace deepmoe {
+
+struct ModelConfig;
+class Communicator;
+
+struct ModelOptions {
+  GemmMode gemm = GemmMode::W8A32;        // how FP8 weights meet activations (kernels/gemm.h)
+  DType kv_dtype = DType::F32;            // KV cache storage: F32 or BF16
+  AttentionMode attention = AttentionMode::Absorbed;
+  int threads = 0;                        // worker threads; 0 = one per hardware thread
+  bool load_mtp = true;                   // load model.layers.{num_hidden_layers}.* when the checkpoint has it
+};
+
+// One sequence's new tokens in a forward call. They take positions sequence->length() ... + tokens.size() - 1
+// and are appended to its cache.
+struct SequenceInput {
+  Sequence* sequence = nullptr;
+  std::vector<int32_t> tokens;
+  // Indices into `tokens` whose logits (and hidden states) are returned, in this order.
+  std::vector<int64_t> logit_indices;
+
+  static SequenceInput last(Sequence* s, std::vector<int32_t> tokens);  // logits of the last token only
+  static SequenceInput all(Sequence* s, std::vector<int32_t> tokens);   // logits of every token
+};
+
+// One sequence's input to the MTP module (reference §1.9): hidden[i] is the main model's last-layer output
+// (before the final norm) at position p_i = sequence->mtp.length() + i, and next_tokens[i] = t_{p_i + 1}. The
+// result row predicts token p_i + 2.
+struct MtpInput {
+  Sequence* sequence = nullptr;
+  Tensor hidden;                     // [n, hidden_size] F32
+  std::vector<int32_t> next_tokens;  // [n]
+  std::vector<int64_t> logit_indices;
+};
+
+class DeepseekModel {
+ public:
+  // Reads dir/config.json and the safetensors weights. Bad input (missing tensor, wrong shape or dtype) is a
+  // deepmoe::Error naming the tensor, the expected and the actual shape.
+  static std::unique_ptr<DeepseekModel> load(const std::string& dir, const ModelOptions& options = {});
+  // Same, with a communicator for expert parallelism (the model keeps a reference; single rank when omitted).
+  static std::unique_ptr<DeepseekModel> load(const std::string& dir, const ModelOptions& options,
+                                             Communicator& comm);
+  virtual ~DeepseekModel();
+
+  const ModelConfig& config() const;
+  const ModelOptions& options() const;
+  bool has_mtp() const;
+
+  // A fresh sequence with an empty cache in the configured KV dtype.
+  std::unique_ptr<Sequence> create_sequence() const;
+
+  // Runs the batch and appends its tokens to the sequences' caches. Returns logits [n_requested, vocab_size] F32,
+  // rows in batch order then logit_indices order. When `hidden` is given it receives the matching rows of the
+  // last layer's output before the final norm [n_requested, hidden_size] (the MTP module's input).
+  Tensor forward(const std::vector<SequenceInput>& batch, Tensor* hidden = nullptr);
+
+  // The MTP module: next-next-token logits [n_requested, vocab_size]; appends to each sequence's MTP cache.
+  Tensor forward_mtp(const std::vector<MtpInput>& batch);
+
+  // Bytes of tensor data in the checkpoint (mapped, not copied).
+  uint64_t weight_bytes() const;
+
+  struct Impl;
+
+ private:
+  explicit DeepseekModel(std::unique_ptr<Impl> impl);
+  std::unique_ptr<Impl> impl_;
+};
+
+}  // namespace deepmoe
