@@ -1,0 +1,51 @@
+// What the generation loop needs of a model: per-sequence cache state, and the next-token logits after feeding
+// tokens. The DeepSeek forward pass is one implementation (deepseek_lm.h); tests drive the loop with small
+// deterministic ones, so the loop is tested without loading a checkpoint.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <span>
+#include <vector>
+
+namespace deepmoe {
+
+// One sequence's cache in a model, and the tokens it holds (prompt + fed generated tokens), so a later request
+// that shares a prefix (the next chat turn) reuses it instead of recomputing it.
+class LmSequence {
+ public:
+  virtual ~LmSequence() = default;
+
+  const std::vector<int32_t>& tokens() const { return tokens_; }
+  int64_t length() const { return static_cast<int64_t>(tokens_.size()); }
+
+  // Forgets every position from n on (n <= length()).
+  void truncate(int64_t n);
+
+ protected:
+  virtual void truncate_cache(int64_t n) = 0;
+
+ private:
+  friend class CausalLm;
+  std::vector<int32_t> tokens_;
+};
+
+class CausalLm {
+ public:
+  virtual ~CausalLm() = default;
+
+  virtual int64_t vocab_size() const = 0;
+  // Positions a sequence may hold (max_position_embeddings).
+  virtual int64_t context_length() const = 0;
+  // Tokens that end a generation (config.json eos_token_id, all of them when it is a list).
+  virtual std::vector<int32_t> eos_token_ids() const = 0;
+  virtual std::unique_ptr<LmSequence> new_sequence() = 0;
+
+  // Appends `tokens` (at least one) to `sequence` and returns the logits [vocab_size] after the last of them.
+  std::vector<float> forward(LmSequence& sequence, std::span<const int32_t> tokens);
+
+ protected:
+  virtual std::vector<float> forward_tokens(LmSequence& sequence, std::span<const int32_t> tokens) = 0;
+};
+
+}  // namespace deepmoe

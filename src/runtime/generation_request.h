@@ -1,0 +1,33 @@
+// One generation request as the engine receives it (from the CLI now, the server later), and the checks that
+// turn a bad one into a clear error before any work is done (reference/reliability.md §2 R1–R4).
+#pragma once
+
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "core/error.h"
+#include "sampling/sampling_params.h"
+
+namespace deepmoe {
+
+struct GenerationRequest {
+  std::vector<int32_t> prompt;  // token ids, chat template already applied when chatting
+  SamplingParams sampling;
+  int64_t max_tokens = 256;     // new tokens at most, the ending EOS included
+  std::vector<std::string> stop;         // stop strings, excluded from the output
+  std::vector<int32_t> stop_token_ids;   // tokens that end generation besides the model's EOS ids
+  bool ignore_eos = false;               // keep going past EOS (benchmarks)
+};
+
+// Why a generation ended. OpenAI's finish_reason is "stop" for the first two and "length" for the others.
+enum class FinishReason { None, Eos, StopString, MaxTokens, ContextFull };
+const char* finish_reason_name(FinishReason reason);
+
+// The first problem with `request` for a model of `vocab_size` tokens and `context_length` positions, naming
+// the field: empty prompt, token ids outside the vocabulary, max_tokens < 1, prompt + max_tokens beyond the
+// context, invalid sampling values or stop strings.
+std::optional<Error> validate_request(const GenerationRequest& request, int64_t vocab_size, int64_t context_length);
+
+}  // namespace deepmoe

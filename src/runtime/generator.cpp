@@ -1,0 +1,124 @@
+#include "runtime/generator.h"
+
+#include <algorithm>
+#include <chrono>
+
+#include "core/error.h"
+
+namespace deepmoe {
+namespace {
+
+double seconds_since(std::chrono::steady_clock::time_point start) {
+  return std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+}
+
+}  // namespace
+
+double GenerationStats::prefill_tokens_per_second() const {
+  const int64_t computed = prompt_tokens - cached_prompt_tokens;
+  return prefill_seconds > 0.0 ? static_cast<double>(computed) / prefill_seconds : 0.0;
+}
+
+double GenerationStats::decode_tokens_per_second() const {
+  const int64_t decoded = generated_tokens - 1;
+  return decode_seconds > 0.0 && decoded > 0 ? static_cast<double>(decoded) / decode_seconds : 0.0;
+}
+
+RequestState::RequestState(GenerationRequest req, LmSequence& seq, const Tokenizer& tokenizer)
+    : request(std::move(req)),
+      sequence(&seq),
+      sampler(request.sampling),
+      detokenizer(tokenizer),
+      stop_matcher(request.stop) {
+  sampler.set_prompt(request.prompt);
+  stats.prompt_tokens = static_cast<int64_t>(request.prompt.size());
+}
+
+Generator::Generator(CausalLm& lm, const Tokenizer& tokenizer) : lm_(lm), tokenizer_(tokenizer) {
+  eos_ids_ = lm.eos_token_ids();
+  if (tokenizer.eos_id() >= 0) eos_ids_.push_back(tokenizer.eos_id());
+  std::sort(eos_ids_.begin(), eos_ids_.end());
+  eos_ids_.erase(std::unique(eos_ids_.begin(), eos_ids_.end()), eos_ids_.end());
+}
+
+std::unique_ptr<RequestState> Generator::start(GenerationRequest request, LmSequence& sequence) {
+  if (auto error = validate_request(request, lm_.vocab_size(), lm_.context_length())) throw *error;
+  return std::make_unique<RequestState>(std::move(request), sequence, tokenizer_);
+}
+
+bool Generator::ends_generation(const RequestState& state, int32_t token) const {
+  const auto& extra = state.request.stop_token_ids;
+  if (std::find(extra.begin(), extra.end(), token) != extra.end()) return true;
+  return !state.request.ignore_eos && std::binary_search(eos_ids_.begin(), eos_ids_.end(), token);
+}
+
+// Releases what the detokenizer and the stop matcher still hold: the generation ended for another reason, so
+// a partial stop string is just text. The detokenizer's tail may itself complete a stop string.
+std::string Generator::finish_with(RequestState& state, FinishReason reason) {
+  std::string out = state.stop_matcher.push(state.detokenizer.flush());
+  if (state.stop_matcher.stopped()) {
+    state.finish = FinishReason::StopString;
+    return out;
+  }
+  out += state.stop_matcher.flush();
+  state.finish = reason;
+  return out;
+}
+
+std::string Generator::step(RequestState& state) {
+  DEEPMOE_CHECK(!state.done(), "step() on a finished request");
+  const auto start = std::chrono::steady_clock::now();
+  LmSequence& seq = *state.sequence;
+  const std::vector<int32_t>& prompt = state.request.prompt;
+  std::vector<float> logits;
+  const bool first = state.tokens.empty();
+  if (first) {
+    // Reuse the longest cached prefix of the prompt, but always compute at least its last token: its logits
+    // give the first new token.
+    const auto& cached = seq.tokens();
+    const size_t limit = std::min(cached.size(), prompt.size() - 1);
+    size_t common = 0;
+    while (common < limit && cached[common] == prompt[common]) ++common;
+    seq.truncate(static_cast<int64_t>(common));
+    state.stats.cached_prompt_tokens = static_cast<int64_t>(common);
+    logits = lm_.forward(seq, std::span<const int32_t>(prompt).subspan(common));
+  } else {
+    const int32_t last = state.tokens.back().token;
+    logits = lm_.forward(seq, std::span<const int32_t>(&last, 1));
+  }
+
+  const SampledToken sampled = state.sampler.sample(logits);
+  state.tokens.push_back(sampled);
+  state.stats.generated_tokens = static_cast<int64_t>(state.tokens.size());
+
+  std::string out;
+  if (ends_generation(state, sampled.token)) {
+    out = finish_with(state, FinishReason::Eos);
+  } else {
+    out = state.stop_matcher.push(state.detokenizer.push(sampled.token));
+    if (state.stop_matcher.stopped()) {
+      state.finish = FinishReason::StopString;
+    } else if (state.stats.generated_tokens >= state.request.max_tokens) {
+      out += finish_with(state, FinishReason::MaxTokens);
+    } else if (seq.length() + 1 > lm_.context_length()) {
+      // Unreachable for a validated request (prompt + max_tokens fits); kept so a loop can never run past
+      // the context whatever the caller did.
+      out += finish_with(state, FinishReason::ContextFull);
+    }
+  }
+  state.text += out;
+  (first ? state.stats.prefill_seconds : state.stats.decode_seconds) += seconds_since(start);
+  return out;
+}
+
+std::unique_ptr<RequestState> Generator::generate(GenerationRequest request, LmSequence& sequence,
+                                                  const std::function<void(std::string_view)>& on_text) {
+  auto state = start(std::move(request), sequence);
+  while (!state->done()) {
+    const std::string piece = step(*state);
+    if (!piece.empty() && on_text) on_text(piece);
+  }
+  return state;
+}
+
+}  // namespace deepmoe

@@ -1,0 +1,79 @@
+// The generation loop: prefill the prompt (reusing whatever prefix the sequence already caches), then decode one
+// token per step — model forward → sampler chain → EOS check → streaming detokenizer → stop strings — handing
+// out text as soon as it can no longer turn into a stop string. The state of one request lives in
+// RequestState and advances by Generator::step, so a scheduler can later interleave many requests.
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "runtime/causal_lm.h"
+#include "runtime/generation_request.h"
+#include "sampling/sampler.h"
+#include "sampling/stop_string_matcher.h"
+#include "tokenizer/tokenizer.h"
+
+namespace deepmoe {
+
+struct GenerationStats {
+  int64_t prompt_tokens = 0;
+  int64_t cached_prompt_tokens = 0;  // prompt prefix found in the sequence's cache, not recomputed
+  int64_t generated_tokens = 0;      // sampled tokens, the ending EOS included
+  double prefill_seconds = 0.0;      // the first step: prompt forward + first sample
+  double decode_seconds = 0.0;       // every later step
+
+  // Prompt tokens actually computed per second of prefill.
+  double prefill_tokens_per_second() const;
+  // Tokens per second of the decode steps (the first token belongs to the prefill).
+  double decode_tokens_per_second() const;
+};
+
+struct RequestState {
+  RequestState(GenerationRequest request, LmSequence& sequence, const Tokenizer& tokenizer);
+
+  GenerationRequest request;
+  LmSequence* sequence;
+  Sampler sampler;
+  StreamingDetokenizer detokenizer;
+  StopStringMatcher stop_matcher;
+  std::vector<SampledToken> tokens;  // generated so far, the ending EOS included
+  std::string text;                  // everything emitted so far
+  FinishReason finish = FinishReason::None;
+  GenerationStats stats;
+
+  bool done() const { return finish != FinishReason::None; }
+};
+
+class Generator {
+ public:
+  // The tokenizer decodes generated ids; EOS ids come from the model config, plus the tokenizer's EOS.
+  Generator(CausalLm& lm, const Tokenizer& tokenizer);
+
+  CausalLm& lm() { return lm_; }
+  const Tokenizer& tokenizer() const { return tokenizer_; }
+
+  // Validates the request (throws deepmoe::Error naming the field) and makes its state on `sequence`.
+  std::unique_ptr<RequestState> start(GenerationRequest request, LmSequence& sequence);
+
+  // One step: on the first call the prompt prefill, then one decode token. Returns the text that is now final
+  // (possibly empty); state.done() tells when the request has finished.
+  std::string step(RequestState& state);
+
+  // Runs `request` to the end, passing each text piece to on_text as it is decided.
+  std::unique_ptr<RequestState> generate(GenerationRequest request, LmSequence& sequence,
+                                         const std::function<void(std::string_view)>& on_text);
+
+ private:
+  bool ends_generation(const RequestState& state, int32_t token) const;
+  std::string finish_with(RequestState& state, FinishReason reason);
+
+  CausalLm& lm_;
+  const Tokenizer& tokenizer_;
+  std::vector<int32_t> eos_ids_;
+};
+
+}  // namespace deepmoe
