@@ -10,36 +10,35 @@
 namespace deepmoe {
 namespace {
 
-double log_sum_exp(std::span<const float> logits, float* max_out) {
+// log(sum(exp(logits))) in double: log-probabilities are reported values.
+double log_sum_exp(std::span<const float> logits) {
   float max_logit = -std::numeric_limits<float>::infinity();
   for (float x : logits) max_logit = std::max(max_logit, x);
   double total = 0.0;
   for (float x : logits) total += std::exp(static_cast<double>(x) - max_logit);
-  *max_out = max_logit;
-  return std::log(total);
+  return max_logit + std::log(total);
+}
+
+std::vector<TokenLogprob> top_logprobs_with(std::span<const float> logits, int64_t n, double lse) {
+  if (n <= 0 || logits.empty()) return {};
+  std::vector<Candidate> all(logits.size());
+  for (size_t i = 0; i < logits.size(); ++i) all[i] = {static_cast<int32_t>(i), logits[i]};
+  const size_t keep = std::min(all.size(), static_cast<size_t>(n));
+  std::partial_sort(all.begin(), all.begin() + keep, all.end(), candidate_before);
+  std::vector<TokenLogprob> out(keep);
+  for (size_t i = 0; i < keep; ++i) out[i] = {all[i].id, static_cast<double>(all[i].logit) - lse};
+  return out;
 }
 
 }  // namespace
 
 double token_logprob(std::span<const float> logits, int32_t token) {
   DEEPMOE_CHECK(token >= 0 && static_cast<size_t>(token) < logits.size());
-  float max_logit;
-  const double lse = log_sum_exp(logits, &max_logit);
-  return static_cast<double>(logits[token]) - max_logit - lse;
+  return static_cast<double>(logits[token]) - log_sum_exp(logits);
 }
 
 std::vector<TokenLogprob> top_logprobs(std::span<const float> logits, int64_t n) {
-  if (n <= 0 || logits.empty()) return {};
-  float max_logit;
-  const double lse = log_sum_exp(logits, &max_logit);
-  std::vector<Candidate> all(logits.size());
-  for (size_t i = 0; i < logits.size(); ++i) all[i] = {static_cast<int32_t>(i), logits[i]};
-  const size_t keep = std::min(all.size(), static_cast<size_t>(n));
-  std::partial_sort(all.begin(), all.begin() + keep, all.end(), candidate_before);
-  std::vector<TokenLogprob> out(keep);
-  for (size_t i = 0; i < keep; ++i)
-    out[i] = {all[i].id, static_cast<double>(all[i].logit) - max_logit - lse};
-  return out;
+  return top_logprobs_with(logits, n, log_sum_exp(logits));
 }
 
 Sampler::Sampler(const SamplingParams& params) : params_(params), rng_(params.seed) {
@@ -72,11 +71,13 @@ SampledToken Sampler::sample(std::span<const float> logits) {
     if (params_.top_k > 0) keep_top_k(candidates, params_.top_k);
     keep_top_p(candidates, params_.top_p);
     keep_min_p(candidates, params_.min_p);
+    sort_by_id(candidates, static_cast<int64_t>(logits.size()));
     out.token = draw(candidates, rng_.uniform());
   }
   if (params_.logprobs) {
-    out.logprob = token_logprob(logits, out.token);
-    out.top = top_logprobs(logits, params_.top_logprobs);
+    const double lse = log_sum_exp(logits);
+    out.logprob = static_cast<double>(logits[out.token]) - lse;
+    out.top = top_logprobs_with(logits, params_.top_logprobs, lse);
   }
   accept(out.token);
   return out;

@@ -10,6 +10,22 @@
 namespace deepmoe {
 namespace {
 
+// Unnormalized probability exp(logit - max) in float (one expf per token keeps a 129k vocabulary cheap); sums
+// are accumulated in double in candidate order, so a given candidate list always gives the same result.
+float weight(const Candidate& c, float max_logit) { return std::exp(c.logit - max_logit); }
+
+float max_candidate_logit(std::span<const Candidate> candidates) {
+  float m = -std::numeric_limits<float>::infinity();
+  for (const Candidate& c : candidates) m = std::max(m, c.logit);
+  return m;
+}
+
+double sum_weights(std::span<const Candidate> candidates, float max_logit) {
+  double total = 0.0;
+  for (const Candidate& c : candidates) total += weight(c, max_logit);
+  return total;
+}
+
 void check_token(int32_t token, size_t vocab) {
   DEEPMOE_CHECK(token >= 0 && static_cast<size_t>(token) < vocab,
                 "token " + std::to_string(token) + " outside the vocabulary of " + std::to_string(vocab));
@@ -80,33 +96,69 @@ void keep_top_k(std::vector<Candidate>& candidates, int64_t k) {
 
 void keep_top_p(std::vector<Candidate>& candidates, double top_p) {
   if (top_p >= 1.0 || candidates.size() <= 1) return;
-  // The normalizer needs every candidate; the sorted prefix usually needs only a few, so sort a growing prefix
-  // (64, 256, ... candidates) until its mass reaches top_p instead of sorting the whole vocabulary.
-  float max_logit = -std::numeric_limits<float>::infinity();
-  for (const Candidate& c : candidates) max_logit = std::max(max_logit, c.logit);
-  double total = 0.0;
-  for (const Candidate& c : candidates) total += std::exp(static_cast<double>(c.logit) - max_logit);
-  const double target = top_p * total;
-  size_t sorted = 0;
+  // The normalizer needs every candidate, but the ranking is needed only where the cumulative mass crosses
+  // top_p: select growing prefixes (64, 512, ... candidates; nth_element is linear) and add up whole blocks
+  // that stay below the target, then narrow the block that crosses it.
+  const float max_logit = max_candidate_logit(candidates);
+  const double target = top_p * sum_weights(candidates, max_logit);
+  size_t kept = 0;  // candidates [0, kept) are in the nucleus; their mass is `cumulative`
   double cumulative = 0.0;
-  for (size_t prefix = 64;; prefix *= 4) {
+  for (size_t prefix = 64;; prefix *= 8) {
     const size_t end = std::min(prefix, candidates.size());
-    std::partial_sort(candidates.begin() + sorted, candidates.begin() + end, candidates.end(), candidate_before);
-    for (; sorted < end; ++sorted) {
-      cumulative += std::exp(static_cast<double>(candidates[sorted].logit) - max_logit);
+    if (end < candidates.size())
+      std::nth_element(candidates.begin() + kept, candidates.begin() + end, candidates.end(), candidate_before);
+    const double block = sum_weights(std::span<const Candidate>(candidates).subspan(kept, end - kept), max_logit);
+    if (cumulative + block < target && end < candidates.size()) {
+      cumulative += block;
+      kept = end;
+      continue;
+    }
+    // The block [kept, end) crosses the target. Halve it until it is small (a quickselect on mass, linear on
+    // average), then sort what is left.
+    size_t hi = end;
+    while (hi - kept > 64) {
+      const size_t mid = kept + (hi - kept) / 2;
+      std::nth_element(candidates.begin() + kept, candidates.begin() + mid, candidates.begin() + hi,
+                       candidate_before);
+      const double upper = sum_weights(std::span<const Candidate>(candidates).subspan(kept, mid - kept), max_logit);
+      if (cumulative + upper >= target) {
+        hi = mid;
+      } else {
+        cumulative += upper;
+        kept = mid;
+      }
+    }
+    std::sort(candidates.begin() + kept, candidates.begin() + hi, candidate_before);
+    for (; kept < hi; ++kept) {
+      cumulative += weight(candidates[kept], max_logit);
       if (cumulative >= target) {
-        candidates.resize(sorted + 1);
+        candidates.resize(kept + 1);
         return;
       }
     }
-    if (end == candidates.size()) return;  // rounding left the sum just short of the target: keep all
+    candidates.resize(hi);  // rounding left the sum just short of the target: keep the block
+    return;
   }
+}
+
+void sort_by_id(std::vector<Candidate>& candidates, int64_t vocab_size) {
+  if (std::is_sorted(candidates.begin(), candidates.end(), [](auto& a, auto& b) { return a.id < b.id; })) return;
+  if (candidates.size() < 4096) {
+    std::sort(candidates.begin(), candidates.end(), [](auto& a, auto& b) { return a.id < b.id; });
+    return;
+  }
+  // Many candidates: place them by id in one linear pass instead of a comparison sort.
+  std::vector<float> logit_by_id(static_cast<size_t>(vocab_size), std::numeric_limits<float>::quiet_NaN());
+  for (const Candidate& c : candidates) logit_by_id[static_cast<size_t>(c.id)] = c.logit;
+  size_t n = 0;
+  for (size_t id = 0; id < logit_by_id.size(); ++id)
+    if (!std::isnan(logit_by_id[id])) candidates[n++] = {static_cast<int32_t>(id), logit_by_id[id]};
+  DEEPMOE_CHECK(n == candidates.size(), "duplicate candidate ids");
 }
 
 void keep_min_p(std::vector<Candidate>& candidates, double min_p) {
   if (min_p <= 0.0 || candidates.empty()) return;
-  float max_logit = -std::numeric_limits<float>::infinity();
-  for (const Candidate& c : candidates) max_logit = std::max(max_logit, c.logit);
+  const float max_logit = max_candidate_logit(candidates);
   // p_i >= min_p * p_max  <=>  logit_i - max_logit >= log(min_p); the most likely token always stays.
   const double threshold = std::log(min_p);
   std::erase_if(candidates, [&](const Candidate& c) {
@@ -117,31 +169,27 @@ void keep_min_p(std::vector<Candidate>& candidates, double min_p) {
 std::vector<double> candidate_probabilities(std::span<const Candidate> candidates) {
   std::vector<double> probs(candidates.size());
   if (candidates.empty()) return probs;
-  float max_logit = -std::numeric_limits<float>::infinity();
-  for (const Candidate& c : candidates) max_logit = std::max(max_logit, c.logit);
+  // Reported probabilities, so exp in double (the draw itself needs only float weights).
+  const double max_logit = max_candidate_logit(candidates);
   double total = 0.0;
-  for (size_t i = 0; i < candidates.size(); ++i) {
-    probs[i] = std::exp(static_cast<double>(candidates[i].logit) - max_logit);
-    total += probs[i];
-  }
+  for (size_t i = 0; i < candidates.size(); ++i) total += probs[i] = std::exp(candidates[i].logit - max_logit);
   for (double& p : probs) p /= total;
   return probs;
 }
 
 int32_t draw(std::span<const Candidate> candidates, double u) {
   DEEPMOE_CHECK(!candidates.empty(), "no token left to sample");
-  float max_logit = -std::numeric_limits<float>::infinity();
-  for (const Candidate& c : candidates) max_logit = std::max(max_logit, c.logit);
+  const float max_logit = max_candidate_logit(candidates);
+  std::vector<float> weights(candidates.size());
   double total = 0.0;
-  for (const Candidate& c : candidates) total += std::exp(static_cast<double>(c.logit) - max_logit);
+  for (size_t i = 0; i < candidates.size(); ++i) total += weights[i] = weight(candidates[i], max_logit);
   const double target = u * total;
   double cumulative = 0.0;
   int32_t last_possible = candidates.front().id;
-  for (const Candidate& c : candidates) {
-    const double weight = std::exp(static_cast<double>(c.logit) - max_logit);
-    cumulative += weight;
-    if (weight > 0.0) last_possible = c.id;
-    if (cumulative > target) return c.id;
+  for (size_t i = 0; i < candidates.size(); ++i) {
+    cumulative += weights[i];
+    if (weights[i] > 0.0f) last_possible = candidates[i].id;
+    if (cumulative > target) return candidates[i].id;
   }
   return last_possible;  // u * total rounded up to the full sum: the last token that has any probability
 }

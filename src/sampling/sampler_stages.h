@@ -36,10 +36,15 @@ std::vector<Candidate> make_candidates(std::span<const float> logits, double tem
 // Keeps the k best candidates (k > 0), sorted by candidate_before.
 void keep_top_k(std::vector<Candidate>& candidates, int64_t k);
 
-// Keeps the shortest prefix of the candidates, sorted by candidate_before, whose softmax probability sum
-// reaches top_p (always at least one). The probabilities are those of the candidates present, as after HF's
-// TopKLogitsWarper, the tokens removed by an earlier stage carry no mass.
+// Keeps the shortest prefix of the candidates, ranked by candidate_before, whose softmax probability sum
+// reaches top_p (always at least one). The probabilities are those of the candidates present: as after HF's
+// TopKLogitsWarper, the tokens removed by an earlier stage carry no mass. The order of the kept candidates is
+// unspecified (only the block that crosses top_p gets sorted).
 void keep_top_p(std::vector<Candidate>& candidates, double top_p);
+
+// Puts candidates (distinct ids below vocab_size) in id order, the canonical order draw() walks, so a seed
+// picks the same token whatever order a standard library's selection algorithms left them in.
+void sort_by_id(std::vector<Candidate>& candidates, int64_t vocab_size);
 
 // Keeps the candidates whose probability is at least min_p times the largest one (Nguyen et al. 2024, "min-p
 // sampling"). Candidate order is preserved.

@@ -142,6 +142,34 @@ TEST(SamplerStages, TopPMatchesSortedDoubleReference) {
   }
 }
 
+TEST(SamplerStages, TopPWithALargeNucleusMatchesReference) {
+  // A flat distribution puts most of the vocabulary in the nucleus: every block but the crossing one is summed
+  // without sorting.
+  Rng rng(12);
+  const std::vector<float> logits = random_logits(rng, 129280, 0.5);
+  for (double top_p : {0.5, 0.97}) {
+    auto c = make_candidates(logits, 1.0);
+    keep_top_p(c, top_p);
+    EXPECT_EQ(ids_of(c), top_p_ref(logits, top_p)) << top_p;
+  }
+}
+
+TEST(SamplerStages, SortByIdRestoresCanonicalOrder) {
+  Rng rng(13);
+  for (size_t n : {10u, 5000u}) {
+    auto c = make_candidates(random_logits(rng, 20000, 3.0), 1.0);
+    keep_top_k(c, static_cast<int64_t>(n));
+    std::vector<Candidate> expected = c;
+    std::sort(expected.begin(), expected.end(), [](auto& a, auto& b) { return a.id < b.id; });
+    sort_by_id(c, 20000);
+    ASSERT_EQ(c.size(), expected.size());
+    for (size_t i = 0; i < c.size(); ++i) {
+      EXPECT_EQ(c[i].id, expected[i].id);
+      EXPECT_EQ(c[i].logit, expected[i].logit);
+    }
+  }
+}
+
 TEST(SamplerStages, TopPRenormalizesOverRemainingCandidates) {
   // After top-k keeps {0, 1} with logits ln 3 and 0, their probabilities are 0.75 and 0.25 (token 2 carries no
   // mass), so top_p = 0.75 keeps only token 0.
