@@ -2,11 +2,13 @@
 // on its logical id, and DeepEP's calc_diff.
 #pragma once
 
+#include <algorithm>
 #include <cmath>
 #include <cstdint>
 #include <random>
 #include <vector>
 
+#include "core/dtype.h"
 #include "core/tensor.h"
 #include "parallel/communicator.h"
 #include "parallel/expert_placement.h"
@@ -97,6 +99,38 @@ inline Tensor run_toy_experts(const DispatchResult& d, const ExpertPlacement& p,
     }
   }
   return out;
+}
+
+// Plain-loop reference: the source's row after the payload round trip (quantize/dequantize with act_quant
+// semantics written out here independently), then Σ_j fl(w_j · expert(row)) in j order, in float.
+inline std::vector<float> reference_moe(const RoutedBatch& b, DispatchPayload payload, bool identity) {
+  const int64_t H = b.hidden;
+  std::vector<float> y(b.x.size(), 0.0f), row(static_cast<size_t>(H)), out(static_cast<size_t>(H));
+  for (int64_t t = 0; t < b.n_tokens; ++t) {
+    const float* x = &b.x[size_t(t * H)];
+    for (int64_t i = 0; i < H; ++i) {
+      if (payload == DispatchPayload::F32) row[size_t(i)] = x[i];
+      if (payload == DispatchPayload::BF16) row[size_t(i)] = bf16_to_f32(f32_to_bf16(x[i]));
+    }
+    if (payload == DispatchPayload::FP8)
+      for (int64_t b0 = 0; b0 < H; b0 += 128) {
+        float amax = 0;
+        for (int64_t i = b0; i < std::min(H, b0 + 128); ++i) amax = std::max(amax, std::fabs(x[i]));
+        const float s = std::max(amax, 1e-4f) / 448.0f;
+        for (int64_t i = b0; i < std::min(H, b0 + 128); ++i) row[size_t(i)] = fp8_e4m3_to_f32(f32_to_fp8_e4m3(x[i] / s)) * s;
+      }
+    for (int j = 0; j < b.topk; ++j) {
+      const int64_t e = b.idx[size_t(t * b.topk + j)];
+      if (e < 0) continue;
+      if (identity)
+        out = row;
+      else
+        toy_expert(int(e), row.data(), out.data(), H);
+      const float w = b.weights[size_t(t * b.topk + j)];
+      for (int64_t i = 0; i < H; ++i) y[size_t(t * H + i)] += w * out[size_t(i)];
+    }
+  }
+  return y;
 }
 
 // DeepEP tests/utils.py calc_diff: both sides shifted by +1, in float64.

@@ -20,6 +20,7 @@ using testing::make_routed_batch;
 using testing::rank_token_range;
 using testing::RoutedBatch;
 using testing::slice_batch;
+using testing::reference_moe;
 
 constexpr int kExperts = 16, kTopk = 4;
 constexpr int64_t kTokens = 67, kHidden = 200;  // hidden not a multiple of 128: a partial FP8 tile
@@ -43,38 +44,6 @@ std::vector<float> run_moe(RoutedBatch& b, int n_ranks, const ExpertPlacement& p
     if (end > begin) std::memcpy(y.data() + begin * b.hidden, yr.data<float>(), size_t(yr.nbytes()));
     if (layouts) (*layouts)[size_t(comm.rank())] = d.layout;
   });
-  return y;
-}
-
-// Plain-loop reference: the source's row after the payload round trip (quantize/dequantize with act_quant
-// semantics written out here independently), then Σ_j fl(w_j · expert(row)) in j order, in float.
-std::vector<float> reference_moe(const RoutedBatch& b, DispatchPayload payload, bool identity) {
-  const int64_t H = b.hidden;
-  std::vector<float> y(b.x.size(), 0.0f), row(static_cast<size_t>(H)), out(static_cast<size_t>(H));
-  for (int64_t t = 0; t < b.n_tokens; ++t) {
-    const float* x = &b.x[size_t(t * H)];
-    for (int64_t i = 0; i < H; ++i) {
-      if (payload == DispatchPayload::F32) row[size_t(i)] = x[i];
-      if (payload == DispatchPayload::BF16) row[size_t(i)] = bf16_to_f32(f32_to_bf16(x[i]));
-    }
-    if (payload == DispatchPayload::FP8)
-      for (int64_t b0 = 0; b0 < H; b0 += 128) {
-        float amax = 0;
-        for (int64_t i = b0; i < std::min(H, b0 + 128); ++i) amax = std::max(amax, std::fabs(x[i]));
-        const float s = std::max(amax, 1e-4f) / 448.0f;
-        for (int64_t i = b0; i < std::min(H, b0 + 128); ++i) row[size_t(i)] = fp8_e4m3_to_f32(f32_to_fp8_e4m3(x[i] / s)) * s;
-      }
-    for (int j = 0; j < b.topk; ++j) {
-      const int64_t e = b.idx[size_t(t * b.topk + j)];
-      if (e < 0) continue;
-      if (identity)
-        out = row;
-      else
-        testing::toy_expert(int(e), row.data(), out.data(), H);
-      const float w = b.weights[size_t(t * b.topk + j)];
-      for (int64_t i = 0; i < H; ++i) y[size_t(t * H + i)] += w * out[size_t(i)];
-    }
-  }
   return y;
 }
 
