@@ -117,39 +117,67 @@ std::vector<int64_t> replica_quotas(const ExpertPlacement& placement, int layer,
   std::stable_sort(replicated.begin(), replicated.end(), [&](int a, int b) {
     return tokens_per_logical[size_t(a)] > tokens_per_logical[size_t(b)];
   });
-  std::vector<std::pair<int64_t, int>> level;  // (load, rank) of the ranks hosting the expert
-  std::vector<int> first_slot_on_rank(size_t(placement.n_ranks()), -1);
-  for (int e : replicated) {
-    level.clear();
-    for (int slot : placement.replicas(layer, e)) {
-      int r = placement.rank_of_slot(slot);
-      if (first_slot_on_rank[size_t(r)] < 0) {
-        first_slot_on_rank[size_t(r)] = slot;
-        level.push_back({rank_load[size_t(r)], r});
+  // Start from EPLB's model (each replica takes an equal share), then re-split one replicated expert at a time
+  // optimally with all other loads fixed (water-filling its ranks), heaviest first, for two passes. Each step
+  // can only lower the busiest rank's load, so the result is never worse than the even split.
+  std::vector<int> first_slot_on_rank(static_cast<size_t>(placement.n_ranks()), -1);
+  std::vector<std::vector<int>> ranks_of(replicated.size());     // distinct ranks hosting each, ascending
+  std::vector<std::vector<int64_t>> share_of(replicated.size());  // tokens per such rank
+  for (size_t k = 0; k < replicated.size(); ++k) {
+    auto reps = placement.replicas(layer, replicated[k]);
+    const int64_t C = tokens_per_logical[size_t(replicated[k])], n = int64_t(reps.size());
+    for (int64_t i = 0; i < n; ++i) {  // C/n per replica (EPLB's model), summed per rank
+      const int r = placement.rank_of_slot(reps[size_t(i)]);
+      if (ranks_of[k].empty() || ranks_of[k].back() != r) {
+        ranks_of[k].push_back(r);
+        share_of[k].push_back(0);
       }
-    }
-    std::sort(level.begin(), level.end());
-    // Water-filling: raise the j least-loaded ranks to a common level that absorbs all C tokens.
-    const int64_t C = tokens_per_logical[size_t(e)];
-    const size_t m = level.size();
-    size_t j = 1;
-    int64_t below = level[0].first;  // sum of the loads of the first j ranks
-    while (j < m && int64_t(j) * level[j].first - below <= C) below += level[j++].first;
-    const int64_t total = C + below;
-    const int64_t base = total / int64_t(j), extra = total % int64_t(j);
-    // The `extra` ranks with the lowest ids among the j get one more token.
-    std::vector<int> ids;
-    for (size_t i = 0; i < j; ++i) ids.push_back(level[i].second);
-    std::sort(ids.begin(), ids.end());
-    for (size_t i = 0; i < j; ++i) {
-      const int r = level[i].second;
-      const int64_t rank_pos = std::lower_bound(ids.begin(), ids.end(), r) - ids.begin();
-      const int64_t share = base + (rank_pos < extra ? 1 : 0) - level[i].first;
-      DEEPMOE_CHECK(share >= 0);
-      quota[size_t(first_slot_on_rank[size_t(r)])] += share;
+      const int64_t share = C / n + (i < C % n ? 1 : 0);
+      share_of[k].back() += share;
       rank_load[size_t(r)] += share;
     }
-    for (auto& [load, r] : level) first_slot_on_rank[size_t(r)] = -1;
+  }
+  std::vector<std::pair<int64_t, int>> level;  // (load without this expert, index into ranks_of[k])
+  for (int pass = 0; pass < 2; ++pass) {
+    for (size_t k = 0; k < replicated.size(); ++k) {
+      const auto& ranks = ranks_of[k];
+      const size_t m = ranks.size();
+      level.clear();
+      for (size_t i = 0; i < m; ++i) {
+        rank_load[size_t(ranks[i])] -= share_of[k][i];
+        level.push_back({rank_load[size_t(ranks[i])], int(i)});
+      }
+      std::sort(level.begin(), level.end());
+      // Raise the j least-loaded ranks to a common level that absorbs all C tokens.
+      const int64_t C = tokens_per_logical[size_t(replicated[k])];
+      size_t j = 1;
+      int64_t below = level[0].first;  // sum of the loads of the first j ranks
+      while (j < m && int64_t(j) * level[j].first - below <= C) below += level[j++].first;
+      const int64_t total = C + below, base = total / int64_t(j), extra = total % int64_t(j);
+      // The `extra` lowest-numbered ranks among the j take one token more.
+      std::vector<int> chosen;
+      for (size_t i = 0; i < j; ++i) chosen.push_back(level[i].second);
+      std::sort(chosen.begin(), chosen.end());
+      std::fill(share_of[k].begin(), share_of[k].end(), 0);
+      for (size_t i = 0; i < j; ++i) {
+        const int idx = chosen[i];
+        const int64_t share = base + (int64_t(i) < extra ? 1 : 0) - rank_load[size_t(ranks[size_t(idx)])];
+        DEEPMOE_CHECK(share >= 0);
+        share_of[k][size_t(idx)] = share;
+      }
+      for (size_t i = 0; i < m; ++i) rank_load[size_t(ranks[i])] += share_of[k][i];
+    }
+  }
+  // A rank's share goes to its lowest replica slot of the expert.
+  for (size_t k = 0; k < replicated.size(); ++k) {
+    for (int slot : placement.replicas(layer, replicated[k])) {
+      const int r = placement.rank_of_slot(slot);
+      if (first_slot_on_rank[size_t(r)] < 0) first_slot_on_rank[size_t(r)] = slot;
+    }
+    for (size_t i = 0; i < ranks_of[k].size(); ++i) {
+      quota[size_t(first_slot_on_rank[size_t(ranks_of[k][i])])] += share_of[k][i];
+      first_slot_on_rank[size_t(ranks_of[k][i])] = -1;
+    }
   }
   return quota;
 }

@@ -63,9 +63,11 @@ struct DispatchLayout {
   std::vector<int32_t> slot_of_pair;       // [T, k] chosen physical slot, -1 where topk_idx is -1
 };
 
-// Tokens per physical slot for a batch with `tokens_per_logical` (global) routed pairs: slots of unreplicated
-// experts take all of theirs; each replicated expert (heaviest first, ties by id) is water-filled onto its
-// least-loaded ranks, ties going to the lower rank, a rank's share to its lowest replica slot. With
+// Tokens per physical slot for a batch with `tokens_per_logical` (global) routed pairs. Unreplicated experts'
+// slots take all of theirs. Replicated experts start from EPLB's model (an equal share per replica); then, heaviest
+// expert first and for two passes, each one's tokens are re-split over its ranks by water-filling with every
+// other load fixed (the least-loaded ranks rise to a common level; ties and remainders to the lower rank), so the
+// busiest rank is never heavier than under the equal split. A rank's share goes to its lowest replica slot. With
 // balance=false every expert's tokens go to its first replica. [n_physical]
 std::vector<int64_t> replica_quotas(const ExpertPlacement& placement, int layer,
                                     std::span<const int64_t> tokens_per_logical, bool balance = true);

@@ -5,10 +5,13 @@
 
 #include <cstring>
 #include <mutex>
+#include <numeric>
+#include <random>
 
 #include "core/dtype.h"
 #include "core/error.h"
 #include "dispatch_test_util.h"
+#include "parallel/eplb.h"
 #include "parallel/expert_load_stats.h"
 #include "parallel/thread_communicator.h"
 
@@ -172,6 +175,31 @@ TEST(ReplicaQuotas, OddRemainderGoesToTheLowerRank) {
   auto p = ExpertPlacement::from_phy2log({{0, 0}}, 1, 2);
   EXPECT_EQ(replica_quotas(p, 0, std::vector<int64_t>{7}), (std::vector<int64_t>{4, 3}));
   EXPECT_EQ(replica_quotas(p, 0, std::vector<int64_t>{0}), (std::vector<int64_t>{0, 0}));
+}
+
+TEST(ReplicaQuotas, NeverWorseThanEplbEqualSplit) {
+  // Random skewed loads on EPLB placements: the busiest rank under the quotas is at most the busiest rank under
+  // EPLB's equal split per replica (up to one token of integer rounding per replicated expert).
+  std::mt19937 rng(3);
+  for (int trial = 0; trial < 20; ++trial) {
+    const int E = 32, R = 4 + 4 * (trial % 2), phys = E + R * (1 + trial % 3);
+    std::vector<float> w(E);
+    std::vector<int64_t> tokens(E);
+    for (int e = 0; e < E; ++e) tokens[size_t(e)] = int64_t(w[size_t(e)] = float(rng() % 1000) * float(e % 5 == 0 ? 9 : 1));
+    auto plan = eplb::rebalance_experts({w}, phys, 4, trial % 2 ? 2 : 1, R);
+    auto p = ExpertPlacement::from_phy2log(plan.phy2log, E, R);
+    auto q = replica_quotas(p, 0, tokens);
+    std::vector<double> load(R, 0.0);
+    int64_t total = 0;
+    for (int s = 0; s < phys; ++s) {
+      load[size_t(p.rank_of_slot(s))] += double(q[size_t(s)]);
+      total += q[size_t(s)];
+    }
+    EXPECT_EQ(total, std::accumulate(tokens.begin(), tokens.end(), int64_t(0)));
+    auto even = eplb::gpu_loads(w, plan.phy2log[0], plan.logcnt[0], R);
+    EXPECT_LE(*std::max_element(load.begin(), load.end()), *std::max_element(even.begin(), even.end()) + E)
+        << "trial " << trial;
+  }
 }
 
 TEST(MoeDispatch, BalancingLowersTheBusiestRank) {
