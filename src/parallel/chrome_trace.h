@@ -1,0 +1,65 @@
+// Chrome-trace JSON (the Trace Event Format that Perfetto and chrome://tracing open) of compute and communication
+// spans per rank and micro-batch, for `--trace FILE` (issue 6: the two-micro-batch overlap must be visible).
+// Each rank is a process (pid = rank) with two lanes: tid 0 "compute" and tid 1 "comm".
+#pragma once
+
+#include <mutex>
+#include <string>
+#include <vector>
+
+#include "parallel/communicator.h"
+
+namespace deepmoe {
+
+enum class TraceLane : int { Compute = 0, Comm = 1 };
+
+class TraceRecorder {
+ public:
+  // Times are microseconds since `origin` (take it right after a barrier so that ranks line up).
+  TraceRecorder(int rank, CommClock::time_point origin) : rank_(rank), origin_(origin) {}
+
+  void add(const std::string& name, TraceLane lane, int micro_batch, CommClock::time_point start,
+           CommClock::time_point end);
+
+  // Records the span from construction to destruction.
+  class Scope {
+   public:
+    Scope(TraceRecorder* rec, std::string name, TraceLane lane, int micro_batch)
+        : rec_(rec), name_(std::move(name)), lane_(lane), mb_(micro_batch), start_(CommClock::now()) {}
+    ~Scope() {
+      if (rec_) rec_->add(name_, lane_, mb_, start_, CommClock::now());
+    }
+    Scope(const Scope&) = delete;
+    Scope& operator=(const Scope&) = delete;
+
+   private:
+    TraceRecorder* rec_;
+    std::string name_;
+    TraceLane lane_;
+    int mb_;
+    CommClock::time_point start_;
+  };
+
+  // This rank's events as JSON objects separated by commas (lane names included).
+  std::string events_json() const;
+  // Total duration of the recorded spans on a lane, in microseconds.
+  double lane_total_us(TraceLane lane) const;
+
+ private:
+  struct Span {
+    std::string name;
+    TraceLane lane;
+    int micro_batch;
+    double ts_us, dur_us;
+  };
+  int rank_;
+  CommClock::time_point origin_;
+  mutable std::mutex mutex_;
+  std::vector<Span> spans_;
+};
+
+// Collective: gathers every rank's events on rank 0, which writes {"traceEvents": [...]} to `path`. Throws Error
+// (on rank 0) when the file cannot be written.
+void write_chrome_trace(Communicator& comm, const TraceRecorder& recorder, const std::string& path);
+
+}  // namespace deepmoe
