@@ -62,12 +62,37 @@ int check(Communicator& comm, DispatchPayload payload, int redundant, bool ident
   return failures;
 }
 
+// Raw all-to-all(v) with message lengths that make some ranks move 64- or 8-byte units and others single bytes.
+int raw_exchange(Communicator& comm) {
+  const int R = comm.size(), me = comm.rank();
+  auto len = [](int s, int d) -> int64_t { return s == 1 ? 8 * (s + d) + 3 : 64 * (1 + s + d); };
+  auto byte = [](int s, int d, int64_t i) { return char((s * 31 + d * 7 + i) & 0xFF); };
+  std::vector<int64_t> sb(R), so(R), rb(R), ro(R);
+  int64_t st = 0, rt = 0;
+  for (int p = 0; p < R; ++p) {
+    sb[p] = len(me, p), so[p] = st, st += sb[p];
+    rb[p] = len(p, me), ro[p] = rt, rt += rb[p];
+  }
+  std::vector<char> send(static_cast<size_t>(st)), recv(static_cast<size_t>(rt));
+  for (int p = 0; p < R; ++p)
+    for (int64_t i = 0; i < sb[p]; ++i) send[size_t(so[p] + i)] = byte(me, p, i);
+  comm.all_to_all_v(send.data(), sb, so, recv.data(), rb, ro)->wait();
+  for (int p = 0; p < R; ++p)
+    for (int64_t i = 0; i < rb[p]; ++i)
+      if (recv[size_t(ro[p] + i)] != byte(p, me, i)) {
+        std::fprintf(stderr, "rank %d: byte %lld from rank %d is wrong\n", me, (long long)i, p);
+        return 1;
+      }
+  return 0;
+}
+
 }  // namespace
 
 int main() {
   auto comm = make_world_communicator();
   int failures = 0;
   try {
+    failures += raw_exchange(*comm);
     for (auto payload : {DispatchPayload::F32, DispatchPayload::BF16, DispatchPayload::FP8})
       for (int redundant : {0, 4})
         for (bool identity : {true, false}) failures += check(*comm, payload, redundant, identity);

@@ -7,6 +7,7 @@
 #include <mutex>
 #include <numeric>
 #include <random>
+#include <set>
 
 #include "core/dtype.h"
 #include "core/error.h"
@@ -289,6 +290,37 @@ TEST(MoeDispatch, BadInputIsAnError) {
   auto d = moe_dispatch(comm, placement, 0, tx, ti, tw);
   Tensor wrong_rows = Tensor::zeros(DType::F32, {3, 8});
   EXPECT_THROW(moe_combine(comm, d.handle, wrong_rows), Error);
+}
+
+}  // namespace
+}  // namespace deepmoe
+
+namespace deepmoe {
+namespace {
+
+TEST(MoeDispatch, NodeLimitedRoutingWithHierarchicalPlacement) {
+  // 16 experts in 4 groups; 2 nodes × 2 ranks; EPLB's hierarchical policy packs whole groups onto nodes and keeps
+  // replicas inside them, so a token whose experts come from topk_group = 1 group reaches exactly one node.
+  const int E = 16, R = 4, ranks_per_node = 2, K = 3;
+  std::vector<float> load(E);
+  for (int e = 0; e < E; ++e) load[size_t(e)] = float((e * 7) % 11 + 1) * (e == 5 ? 10.0f : 1.0f);
+  auto plan = eplb::rebalance_experts({load}, E + 4, 4, 2, R);
+  auto placement = ExpertPlacement::from_phy2log(plan.phy2log, E, R);
+  const int64_t T = 50;
+  std::vector<int64_t> idx(size_t(T * K));
+  for (int64_t t = 0; t < T; ++t) {
+    const int g = int(t % 4);
+    for (int j = 0; j < K; ++j) idx[size_t(t * K + j)] = g * 4 + (j + t) % 4;
+  }
+  std::vector<int64_t> counts(size_t(R * E), 0);
+  for (int64_t e : idx) ++counts[size_t(e)];  // all tokens on rank 0 of the count matrix
+  auto L = compute_dispatch_layout(placement, 0, idx, T, K, 0, counts, true);
+  for (int64_t t = 0; t < T; ++t) {
+    std::set<int> nodes;
+    for (int r = 0; r < R; ++r)
+      if (L.token_in_rank[size_t(t * R + r)]) nodes.insert(r / ranks_per_node);
+    EXPECT_EQ(nodes.size(), 1u) << "token " << t;
+  }
 }
 
 }  // namespace
