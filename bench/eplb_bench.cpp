@@ -6,7 +6,8 @@
 //              the same distribution, each replica taking 1/logcnt of its expert's load (EPLB's model);
 //   balanced:  the same placement with the per-token replica split of dispatch (replica_quotas) on the batch.
 // Routing: expert popularity ∝ 1/rank^s over a random permutation of experts; each token takes 8 distinct
-// experts drawn without replacement by popularity (Gumbel top-k) — no group limit, so it is a stress case.
+// experts drawn without replacement by popularity (Gumbel top-k), either freely or limited to the 4 best of 8
+// groups as V3's gate does.
 // One JSON line per case. Not run by the tests.
 #include <algorithm>
 #include <chrono>
@@ -26,13 +27,34 @@ namespace {
 
 constexpr int kExperts = 256, kTopk = 8, kGroups = 8, kRedundant = 32, kRanksPerNode = 8;
 
-// Tokens per expert of a batch of n_tokens routed tokens.
-std::vector<int64_t> route_batch(const std::vector<double>& log_p, int64_t n_tokens, std::mt19937_64& rng) {
+// Tokens per expert of a batch of n_tokens routed tokens. Each token's expert keys are log-popularity plus Gumbel
+// noise (so top-k by key is sampling without replacement by popularity). group_limited applies V3's gate
+// (reference §1.6): group score = sum of the top-2 sigmoid scores in each of the 8 groups, keep the top 4 groups,
+// then the top 8 experts among them.
+std::vector<int64_t> route_batch(const std::vector<double>& log_p, int64_t n_tokens, bool group_limited,
+                                 std::mt19937_64& rng) {
+  constexpr int kGroupSize = kExperts / kGroups, kTopkGroups = 4;
   std::vector<int64_t> counts(kExperts, 0);
   std::uniform_real_distribution<double> u(1e-300, 1.0);
-  std::vector<std::pair<double, int>> keys(kExperts);
+  std::vector<std::pair<double, int>> keys(kExperts), groups(kGroups);
   for (int64_t t = 0; t < n_tokens; ++t) {
     for (int e = 0; e < kExperts; ++e) keys[size_t(e)] = {log_p[size_t(e)] - std::log(-std::log(u(rng))), e};
+    if (group_limited) {
+      for (int g = 0; g < kGroups; ++g) {
+        double a = -1, b = -1;  // top-2 sigmoid scores of the group
+        for (int i = 0; i < kGroupSize; ++i) {
+          const double sc = 1.0 / (1.0 + std::exp(-keys[size_t(g * kGroupSize + i)].first));
+          if (sc > a) b = a, a = sc;
+          else if (sc > b) b = sc;
+        }
+        groups[size_t(g)] = {a + b, g};
+      }
+      std::partial_sort(groups.begin(), groups.begin() + kTopkGroups, groups.end(), std::greater<>());
+      std::vector<bool> keep(kGroups, false);
+      for (int i = 0; i < kTopkGroups; ++i) keep[size_t(groups[size_t(i)].second)] = true;
+      for (int e = 0; e < kExperts; ++e)
+        if (!keep[size_t(e / kGroupSize)]) keys[size_t(e)].first = -INFINITY;
+    }
     std::partial_sort(keys.begin(), keys.begin() + kTopk, keys.end(), std::greater<>());
     for (int j = 0; j < kTopk; ++j) ++counts[size_t(keys[size_t(j)].second)];
   }
@@ -49,6 +71,7 @@ double max_over_mean(const std::vector<double>& load) {
 int main() {
   for (int ranks : {8, 32}) {
     for (double s : {1.0, 1.5}) {
+     for (bool group_limited : {false, true}) {
       std::mt19937_64 rng(uint64_t(ranks * 1000 + int(s * 10)));
       std::vector<int> perm(kExperts);
       std::iota(perm.begin(), perm.end(), 0);
@@ -56,8 +79,8 @@ int main() {
       std::vector<double> log_p(kExperts);
       for (int r = 0; r < kExperts; ++r) log_p[size_t(perm[size_t(r)])] = -s * std::log(double(r + 1));
       const int64_t tokens = int64_t(ranks) * 4096;
-      const std::vector<int64_t> history = route_batch(log_p, tokens, rng);
-      const std::vector<int64_t> batch = route_batch(log_p, tokens, rng);
+      const std::vector<int64_t> history = route_batch(log_p, tokens, group_limited, rng);
+      const std::vector<int64_t> batch = route_batch(log_p, tokens, group_limited, rng);
 
       // Before: expert e on rank ⌊e·ranks/256⌋, no replicas.
       std::vector<float> batch_f(batch.begin(), batch.end());
@@ -92,13 +115,14 @@ int main() {
 
         std::printf(
             "{\"bench\":\"eplb_zipf\",\"experts\":%d,\"topk\":%d,\"groups\":%d,\"ranks\":%d,\"zipf_s\":%.1f,"
-            "\"tokens\":%lld,\"redundant\":%d,\"policy\":\"%s\",\"max_over_mean_before\":%.4f,"
+            "\"routing\":\"%s\",\"tokens\":%lld,\"redundant\":%d,\"policy\":\"%s\",\"max_over_mean_before\":%.4f,"
             "\"max_over_mean_eplb\":%.4f,\"max_over_mean_eplb_on_history\":%.4f,"
             "\"max_over_mean_eplb_plus_token_balancing\":%.4f,\"eplb_ms\":%.3f,\"replica_split_us\":%.2f}\n",
-            kExperts, kTopk, kGroups, ranks, s, (long long)tokens, kRedundant, policy, before, after_eplb,
+            kExperts, kTopk, kGroups, ranks, s, group_limited ? "top4_groups" : "free", (long long)tokens, kRedundant, policy, before, after_eplb,
             eplb_on_history, balanced, eplb_ms, quota_us);
       }
     }
   }
+    }
   return 0;
 }
