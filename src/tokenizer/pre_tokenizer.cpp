@@ -19,7 +19,7 @@ SplitBehavior parse_split_behavior(const std::string& name) {
 }
 
 SplitStep::SplitStep(std::string_view pattern, bool literal, SplitBehavior behavior, bool invert)
-    : regex_(pattern, literal), behavior_(behavior), invert_(invert) {}
+    : regex_(pattern, literal), literal_(literal), behavior_(behavior), invert_(invert) {}
 
 void SplitStep::apply(std::string_view text, const std::vector<Span>& in, std::vector<Span>& out) const {
   thread_local std::vector<std::pair<size_t, size_t>> found;

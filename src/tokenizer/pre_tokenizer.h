@@ -43,9 +43,13 @@ class SplitStep final : public PreTokenizerStep {
   SplitStep(std::string_view pattern, bool literal, SplitBehavior behavior, bool invert);
   void apply(std::string_view text, const std::vector<Span>& in, std::vector<Span>& out) const override;
   const std::string& pattern() const { return regex_.pattern(); }
+  bool literal() const { return literal_; }
+  bool invert() const { return invert_; }
+  SplitBehavior behavior() const { return behavior_; }
 
  private:
   Regex regex_;
+  bool literal_;
   SplitBehavior behavior_;
   bool invert_;
 };

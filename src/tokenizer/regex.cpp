@@ -52,7 +52,7 @@ Regex::Regex(std::string_view pattern, bool literal) : pattern_(pattern), code_(
   int error_code = 0;
   PCRE2_SIZE error_offset = 0;
   uint32_t options = PCRE2_UTF | PCRE2_UCP | PCRE2_NO_UTF_CHECK;
-  if (literal) options |= PCRE2_LITERAL;
+  if (literal) options = (options & ~PCRE2_UCP) | PCRE2_LITERAL;  // LITERAL refuses UCP
   code_->code = pcre2_compile(reinterpret_cast<PCRE2_SPTR>(pattern.data()), pattern.size(), options, &error_code,
                               &error_offset, nullptr);
   if (!code_->code) {

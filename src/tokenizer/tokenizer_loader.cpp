@@ -9,6 +9,7 @@
 #include "core/error.h"
 #include "core/mapped_file.h"
 #include "tokenizer/byte_level.h"
+#include "tokenizer/deepseek_v3_pre_tokenizer.h"
 #include "tokenizer/tokenizer_impl.h"
 #include "tokenizer/utf8.h"
 
@@ -109,6 +110,9 @@ void add_pre_tokenizer_steps(const json& pt, const std::string& field,
 std::unique_ptr<PreTokenizer> make_pre_tokenizer(const json& root) {
   std::vector<std::unique_ptr<PreTokenizerStep>> steps;
   if (const json* pt = member(root, "pre_tokenizer")) add_pre_tokenizer_steps(*pt, "pre_tokenizer", steps);
+  // DeepSeek-V3's sequence has a hand-written equivalent, several times faster (proven against these regexes
+  // in tests/tokenizer/pre_tokenizer_equivalence_test.cpp).
+  if (DeepSeekV3PreTokenizer::matches(steps)) return std::make_unique<DeepSeekV3PreTokenizer>();
   return std::make_unique<SequencePreTokenizer>(std::move(steps));
 }
 
