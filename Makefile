@@ -18,8 +18,34 @@ build: configure
 demo: build
 	$(DEEPMOE) sysinfo
 
-# ctest's summary is the last thing printed.
+# Before the main suite: the core and loading unit tests again under ASan + UBSan (build-asan), then each
+# libFuzzer target for FUZZ_SECONDS when clang++ exists (build-fuzz; new corpus entries stay in build-fuzz).
+# ctest's summary of the main suite is the last thing printed.
+FUZZ_SECONDS ?= 60
+FUZZ_TARGETS := fuzz_safetensors_header:safetensors fuzz_model_config:config
 test: build
+	cmake -S . -B build-asan -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo -DDEEPMOE_SANITIZE=ON \
+	  -DDEEPMOE_BUILD_BENCH=OFF -DDEEPMOE_WITH_MPI=OFF
+	cmake --build build-asan -j$(JOBS) --target core_tests loading_tests
+	cd build-asan && ASAN_OPTIONS=detect_leaks=1 UBSAN_OPTIONS=print_stacktrace=1 \
+	  ctest --output-on-failure -j$(JOBS) -L unit
+	@if command -v clang++ >/dev/null 2>&1; then \
+	  set -e; \
+	  cmake -S . -B build-fuzz -G Ninja -DCMAKE_CXX_COMPILER=clang++ -DCMAKE_BUILD_TYPE=RelWithDebInfo \
+	    -DDEEPMOE_FUZZ=ON -DDEEPMOE_BUILD_TESTS=OFF -DDEEPMOE_BUILD_BENCH=OFF -DDEEPMOE_WITH_MPI=OFF; \
+	  cmake --build build-fuzz -j$(JOBS) --target $(foreach t,$(FUZZ_TARGETS),$(firstword $(subst :, ,$(t)))); \
+	  for t in $(FUZZ_TARGETS); do \
+	    exe=$${t%%:*}; seeds=$${t##*:}; mkdir -p build-fuzz/corpus/$$seeds; \
+	    echo "fuzz: $$exe for $(FUZZ_SECONDS) s"; \
+	    build-fuzz/fuzz/$$exe -max_total_time=$(FUZZ_SECONDS) -print_final_stats=1 -artifact_prefix=build-fuzz/$$exe- \
+	      build-fuzz/corpus/$$seeds fuzz/corpus/$$seeds > build-fuzz/$$exe.log 2>&1 \
+	      || { tail -n 60 build-fuzz/$$exe.log; echo "fuzz: $$exe FAILED"; exit 1; }; \
+	    grep -E '^(Done|stat::number_of_executed_units)' build-fuzz/$$exe.log || true; \
+	  done; \
+	  done; \
+	else \
+	  echo "fuzz: clang++ not found, skipping the libFuzzer targets"; \
+	fi
 	cd $(BUILD) && ctest --output-on-failure -j$(JOBS)
 
 clean:

@@ -18,7 +18,9 @@ void set_shape(std::array<int64_t, kMaxTensorRank>& shape, std::array<int64_t, k
     DEEPMOE_CHECK(dims[i] >= 0, "negative dimension");
     shape[i] = dims[i];
     strides[i] = stride;
-    stride *= dims[i];
+    // Checked: a shape such as [0, 2^40, 2^40] has no elements but strides past int64 (signed overflow is UB).
+    if (__builtin_mul_overflow(stride, dims[i], &stride))
+      throw Error("tensor shape overflows: a stride exceeds 2^63");
   }
 }
 

@@ -67,7 +67,7 @@ TensorInfo parse_tensor_entry(const std::string& name, const json& entry, const 
   if (sh->size() > size_t(kMaxTensorRank))
     throw fail("shape", "rank " + std::to_string(sh->size()) + " exceeds the maximum " +
                             std::to_string(kMaxTensorRank));
-  uint64_t numel = 1;
+  uint64_t numel = 1, nonzero_product = 1;
   for (const json& d : *sh) {
     if (!d.is_number_unsigned() && !(d.is_number_integer() && d.get<int64_t>() >= 0))
       throw fail("shape", "dimension " + d.dump() + " is not a non-negative integer");
@@ -78,6 +78,11 @@ TensorInfo parse_tensor_entry(const std::string& name, const json& entry, const 
     // numel must also fit int64 for Tensor.
     if (!n || *n > uint64_t(INT64_MAX)) throw fail("shape", "element count of shape " + d.dump() + " overflows");
     numel = *n;
+    // Strides skip zero dims, so [0, 2^40, 2^40] is empty yet not representable: bound the nonzero product too.
+    auto nz = checked_mul(nonzero_product, v == 0 ? 1 : v);
+    if (!nz || *nz > uint64_t(INT64_MAX))
+      throw fail("shape", "shape " + shape_string(info.shape) + " overflows (strides past 2^63)");
+    nonzero_product = *nz;
   }
   auto bytes = checked_mul(numel, dtype_size_bytes(info.dtype));
   if (!bytes)

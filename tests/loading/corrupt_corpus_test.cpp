@@ -154,6 +154,9 @@ std::vector<CorruptCase> corpus() {
   c.push_back(header_case("shape_overflow",
                           R"({"w":{"dtype":"U8","shape":[4294967296,4294967296,16],"data_offsets":[0,8]}})", data8,
                           {"'w'", "'shape'", "overflows"}));
+  c.push_back(header_case("shape_empty_but_strides_overflow",
+                          R"({"w":{"dtype":"U8","shape":[0,4294967296,4294967296],"data_offsets":[0,0]}})", "",
+                          {"'w'", "'shape'", "strides past 2^63"}));
   c.push_back(header_case("shape_bytes_overflow",
                           R"({"w":{"dtype":"F64","shape":[4611686018427387904],"data_offsets":[0,8]}})", data8,
                           {"'w'", "'shape'", "overflows 64-bit"}));
@@ -433,7 +436,11 @@ TEST(CorruptCorpus, SeededMutationsNeverCrash) {
     try {
       SafetensorsHeader h = parse_safetensors_header(reinterpret_cast<const uint8_t*>(b.data()), b.size(), "m");
       // Accepted: every tensor must then lie inside the buffer.
-      for (const auto& t : h.tensors) ASSERT_LE(h.data_offset + t.end, b.size());
+      for (const auto& t : h.tensors) {
+        ASSERT_LE(h.data_offset + t.end, b.size());
+        Tensor v = Tensor::view(t.dtype, t.shape, b.data() + h.data_offset + t.begin);
+        ASSERT_EQ(v.nbytes(), t.end - t.begin);
+      }
       ++accepted;
     } catch (const Error&) {
       ++rejected;
