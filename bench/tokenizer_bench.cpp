@@ -4,7 +4,8 @@
 // breaks, the size HF's published numbers use. Prints one JSON line per case, plus the machine's single-thread
 // STREAM-triad bandwidth for reference (DESIGN.md §7).
 //
-// Usage: tokenizer_bench [model_dir] (default: assets/tokenizer of this source tree).
+// Usage: tokenizer_bench [model_dir [case]] (default: assets/tokenizer of this source tree, all cases;
+// case = english, code or cjk).
 #include <chrono>
 #include <cstdio>
 #include <filesystem>
@@ -115,13 +116,16 @@ void bench(const Tokenizer& tok, const char* name, const std::string& text) {
 
 int main(int argc, char** argv) {
   std::string dir = argc > 1 ? argv[1] : std::string(DEEPMOE_SOURCE_DIR) + "/assets/tokenizer";
+  std::string only = argc > 2 ? argv[2] : "";
+  auto wanted = [&](const char* name) { return only.empty() || only == name; };
   auto t0 = std::chrono::steady_clock::now();
   auto tok = Tokenizer::load(dir);
   std::printf("{\"bench\":\"tokenizer_load\",\"seconds\":%.3f}\n", seconds_since(t0));
-  std::printf("{\"bench\":\"machine\",\"stream_triad_gbps_1_thread\":%.2f}\n",
-              deepmoe::measure_stream_triad_gbps(nullptr, size_t(64) << 20, 3));
-  bench(*tok, "english", slurp(fs::path(DEEPMOE_SOURCE_DIR) / "bench/data/tinyshakespeare.txt"));
-  bench(*tok, "code", code_corpus());
-  bench(*tok, "cjk", cjk_corpus(*tok, 1 << 20));
+  if (only.empty())
+    std::printf("{\"bench\":\"machine\",\"stream_triad_gbps_1_thread\":%.2f}\n",
+                deepmoe::measure_stream_triad_gbps(nullptr, size_t(64) << 20, 3));
+  if (wanted("english")) bench(*tok, "english", slurp(fs::path(DEEPMOE_SOURCE_DIR) / "bench/data/tinyshakespeare.txt"));
+  if (wanted("code")) bench(*tok, "code", code_corpus());
+  if (wanted("cjk")) bench(*tok, "cjk", cjk_corpus(*tok, 1 << 20));
   return 0;
 }

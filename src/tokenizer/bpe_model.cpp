@@ -1,7 +1,9 @@
 #include "tokenizer/bpe_model.h"
 
 #include <limits>
-#include <queue>
+#include <algorithm>
+#include <cstring>
+#include <functional>
 
 #include "core/error.h"
 #include "tokenizer/byte_level.h"
@@ -23,15 +25,19 @@ constexpr int32_t kNoRank = std::numeric_limits<int32_t>::max();
 
 // Pieces up to this many bytes use the rank-array scan; longer ones a heap, so a hostile megabyte-long word
 // stays O(n log n).
-constexpr size_t kSmallPiece = 64;
+// The rank-array scan is O(n^2) in cheap sequential work but makes no more table lookups than the heap, and
+// lookups (cache misses) dominate below a few hundred bytes.
+constexpr size_t kSmallPiece = 256;
 
 }  // namespace
 
-BpeModel::BpeModel(std::unordered_map<std::string, int32_t> vocab, const std::vector<Merge>& merges,
+BpeModel::BpeModel(const std::unordered_map<std::string, int32_t>& vocab, const std::vector<Merge>& merges,
                    bool ignore_merges)
-    : vocab_(std::move(vocab)), ignore_merges_(ignore_merges) {
+    : cache_(new CacheEntry[kCacheEntries]), ignore_merges_(ignore_merges) {
+  if (ignore_merges) vocab_ = vocab;
   for (int b = 0; b < 256; ++b) {
-    byte_token_[b] = token_id(std::string(1, static_cast<char>(b)));
+    auto it = vocab.find(byte_level::encode(std::string(1, static_cast<char>(b))));
+    byte_token_[b] = it == vocab.end() ? -1 : it->second;
     if (byte_token_[b] < 0) {
       throw Error("BPE vocabulary has no token for byte " + std::to_string(b) +
                   " (a byte-level vocabulary needs all 256)");
@@ -113,8 +119,11 @@ void BpeModel::merge_large(std::vector<int32_t>& sym) const {
   // Doubly linked list over the symbols + a min-heap of candidate merges ordered by (rank, position), as in
   // HF word.rs; stale heap entries are detected by re-checking the pair when popped.
   size_t n = sym.size();
-  std::vector<int32_t> prev(n), next(n);
-  std::vector<char> alive(n, 1);
+  thread_local std::vector<int32_t> prev, next;
+  thread_local std::vector<char> alive;
+  prev.resize(n);
+  next.resize(n);
+  alive.assign(n, 1);
   for (size_t i = 0; i < n; ++i) {
     prev[i] = static_cast<int32_t>(i) - 1;
     next[i] = (i + 1 < n) ? static_cast<int32_t>(i + 1) : -1;
@@ -125,15 +134,20 @@ void BpeModel::merge_large(std::vector<int32_t>& sym) const {
     int32_t left, right;  // the ids the pair had when pushed
     bool operator>(const Candidate& o) const { return rank != o.rank ? rank > o.rank : pos > o.pos; }
   };
-  std::priority_queue<Candidate, std::vector<Candidate>, std::greater<Candidate>> heap;
+  thread_local std::vector<Candidate> heap;  // min-heap via std::greater
+  heap.clear();
   auto push = [&](int32_t i) {
     if (i < 0 || next[i] < 0) return;
-    if (const Slot* s = find_merge(sym[i], sym[next[i]])) heap.push({s->rank, i, sym[i], sym[next[i]]});
+    if (const Slot* s = find_merge(sym[i], sym[next[i]])) {
+      heap.push_back({s->rank, i, sym[i], sym[next[i]]});
+      std::push_heap(heap.begin(), heap.end(), std::greater<Candidate>());
+    }
   };
   for (size_t i = 0; i + 1 < n; ++i) push(static_cast<int32_t>(i));
   while (!heap.empty()) {
-    Candidate c = heap.top();
-    heap.pop();
+    std::pop_heap(heap.begin(), heap.end(), std::greater<Candidate>());
+    Candidate c = heap.back();
+    heap.pop_back();
     int32_t i = c.pos;
     if (!alive[i] || next[i] < 0 || sym[i] != c.left || sym[next[i]] != c.right) continue;
     const Slot* s = find_merge(c.left, c.right);
@@ -150,6 +164,18 @@ void BpeModel::merge_large(std::vector<int32_t>& sym) const {
   sym.resize(w);
 }
 
+void BpeModel::merge_piece(std::string_view piece, std::vector<int32_t>& out) const {
+  thread_local std::vector<int32_t> sym;
+  sym.resize(piece.size());
+  for (size_t i = 0; i < piece.size(); ++i) sym[i] = byte_token_[static_cast<uint8_t>(piece[i])];
+  if (sym.size() <= kSmallPiece) {
+    merge_small(sym);
+  } else {
+    merge_large(sym);
+  }
+  out.insert(out.end(), sym.begin(), sym.end());
+}
+
 void BpeModel::encode_piece(std::string_view piece, std::vector<int32_t>& out) const {
   if (piece.empty()) return;
   if (piece.size() == 1) {
@@ -163,19 +189,55 @@ void BpeModel::encode_piece(std::string_view piece, std::vector<int32_t>& out) c
       return;
     }
   }
-  thread_local std::vector<int32_t> sym;
-  sym.resize(piece.size());
-  for (size_t i = 0; i < piece.size(); ++i) sym[i] = byte_token_[static_cast<uint8_t>(piece[i])];
-  if (sym.size() <= kSmallPiece) {
-    merge_small(sym);
-  } else {
-    merge_large(sym);
+  if (piece.size() > kCachedPieceBytes) {
+    merge_piece(piece, out);
+    return;
   }
-  out.insert(out.end(), sym.begin(), sym.end());
+  uint64_t key[3] = {0, 0, 0};
+  std::memcpy(key, piece.data(), piece.size());
+  size_t slot = mix(key[0] ^ mix(key[1] ^ mix(key[2] ^ piece.size()))) & (kCacheEntries - 1);
+  if (cache_lookup(key, piece.size(), slot, out)) return;
+  size_t first = out.size();
+  merge_piece(piece, out);
+  if (out.size() - first <= kCachedIds) cache_store(key, piece.size(), slot, out.data() + first, out.size() - first);
+}
+
+bool BpeModel::cache_lookup(const uint64_t key[3], size_t len, size_t slot, std::vector<int32_t>& out) const {
+  const CacheEntry& e = cache_[slot];
+  uint64_t s1 = e.seq.load(std::memory_order_acquire);
+  if (s1 & 1) return false;
+  uint64_t meta = e.meta.load(std::memory_order_relaxed);
+  uint64_t k0 = e.key[0].load(std::memory_order_relaxed), k1 = e.key[1].load(std::memory_order_relaxed),
+           k2 = e.key[2].load(std::memory_order_relaxed);
+  uint64_t w[3] = {e.ids[0].load(std::memory_order_relaxed), e.ids[1].load(std::memory_order_relaxed),
+                   e.ids[2].load(std::memory_order_relaxed)};
+  std::atomic_thread_fence(std::memory_order_acquire);
+  if (e.seq.load(std::memory_order_relaxed) != s1) return false;
+  if ((meta & 0xFF) != len || k0 != key[0] || k1 != key[1] || k2 != key[2]) return false;
+  size_t n = (meta >> 8) & 0xFF;
+  int32_t ids[kCachedIds];
+  std::memcpy(ids, w, sizeof(ids));
+  out.insert(out.end(), ids, ids + n);
+  return true;
+}
+
+void BpeModel::cache_store(const uint64_t key[3], size_t len, size_t slot, const int32_t* ids, size_t n) const {
+  CacheEntry& e = cache_[slot];
+  uint64_t s = e.seq.load(std::memory_order_relaxed);
+  if ((s & 1) || !e.seq.compare_exchange_strong(s, s + 1, std::memory_order_relaxed)) return;  // being written
+  std::atomic_thread_fence(std::memory_order_release);
+  uint64_t w[3] = {0, 0, 0};
+  std::memcpy(w, ids, n * sizeof(int32_t));
+  for (int i = 0; i < 3; ++i) {
+    e.key[i].store(key[i], std::memory_order_relaxed);
+    e.ids[i].store(w[i], std::memory_order_relaxed);
+  }
+  e.meta.store(len | (n << 8), std::memory_order_relaxed);
+  e.seq.store(s + 2, std::memory_order_release);
 }
 
 void BpeModel::encode_piece_ref(std::string_view piece, std::vector<int32_t>& out) const {
-  if (ignore_merges_ && piece.size() > 1 && token_id(piece) >= 0) {
+  if (ignore_merges_ && piece.size() > 1 && token_id(piece) >= 0) {  // as encode_piece
     out.push_back(token_id(piece));
     return;
   }

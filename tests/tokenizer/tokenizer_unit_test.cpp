@@ -222,7 +222,11 @@ std::vector<std::string> matched(const AddedTokenMatcher& m, const std::string& 
   std::vector<AddedTokenMatcher::Segment> segs;
   m.split(text, parse_special, segs);
   std::vector<std::string> out;
-  for (const auto& s : segs) out.push_back((s.id >= 0 ? "#" : "") + text.substr(s.begin, s.end - s.begin));
+  for (const auto& s : segs) {
+    std::string item(s.id >= 0 ? 1 : 0, '#');  // '#' marks an added-token match
+    item.append(text, s.begin, s.end - s.begin);
+    out.push_back(item);
+  }
   return out;
 }
 
