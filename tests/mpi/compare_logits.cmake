@@ -1,0 +1,27 @@
+# ctest driver (issue 6 "same logits for 1, 2 and 4 ranks"): generates a tiny random checkpoint, runs
+# `deepmoe logits` in one process and under `mpirun -np N` for each N in NPS, and requires identical output.
+if(NOT EXISTS ${MODEL_DIR}/config.json)
+  execute_process(COMMAND ${TOOL} gen-model --preset tiny --seed 7 --tokenizer "" --out ${MODEL_DIR}
+                  RESULT_VARIABLE rc OUTPUT_VARIABLE out ERROR_VARIABLE err)
+  if(NOT rc EQUAL 0)
+    message(FATAL_ERROR "gen-model failed: ${out}${err}")
+  endif()
+endif()
+set(args logits -m ${MODEL_DIR} --threads 1 --gemm ${GEMM}
+    --tokens 0,5,9,400,3 --tokens 0,77,78 --tokens 0,1,2,3,4,5,6 --tokens 0,300)
+execute_process(COMMAND ${TOOL} ${args} RESULT_VARIABLE rc OUTPUT_VARIABLE reference ERROR_VARIABLE err)
+if(NOT rc EQUAL 0 OR reference STREQUAL "")
+  message(FATAL_ERROR "deepmoe logits failed (${rc}): ${err}")
+endif()
+message("one process:\n${reference}")
+foreach(np IN LISTS NPS)
+  execute_process(COMMAND ${MPIRUN} -np ${np} ${TOOL} ${args} RESULT_VARIABLE rc OUTPUT_VARIABLE out
+                  ERROR_VARIABLE err TIMEOUT 300)
+  if(NOT rc EQUAL 0)
+    message(FATAL_ERROR "mpirun -np ${np} deepmoe logits failed (${rc}): ${err}")
+  endif()
+  if(NOT out STREQUAL reference)
+    message(FATAL_ERROR "mpirun -np ${np} prints different logits:\n${out}")
+  endif()
+  message("mpirun -np ${np}: identical")
+endforeach()
