@@ -1,0 +1,58 @@
+// Block-scaled GEMM C[M,N] = A[M,K] · W[N,K]ᵀ with FP32 promotion per 128-wide K block — DeepGEMM's contract
+// (reference/deepseek_v3_system.md §2, §5): for each K block kb the partial dot product p is computed on its own
+// and then promoted into the FP32 accumulator, acc += p · scale(kb).
+//
+// Modes (they matter for F8_E4M3 weights only; F32 and BF16 weights always multiply FP32 activations):
+// - W8A32: A stays FP32, W is dequantized on the fly; scale = weight_scale_inv[n/128, kb] (model.py's default).
+// - W8A8:  A is quantized 1x128 first (kernels/quantize.h, power-of-two scales off); scale = a_scale · w_scale.
+//
+// Batch invariance (issue 4): C[i, j] is bitwise the same whatever M is, whichever row tile or code path
+// computes it, whatever the thread count, and in grouped_gemm as in gemm. Every path follows one reduction order
+// per output element: in each K block, lane l of 16 accumulates k ≡ l (mod 16) in increasing
+// k; the 16 lanes are summed by the fixed tree ((l, l+8), then +4, +2, +1); the block partial is promoted with
+// one fused multiply-add in increasing kb. AVX2 and AVX-512 evaluate exactly that (so they agree bitwise); the
+// scalar fallback evaluates the same order with separate multiply and add.
+//
+// K may be any size (the last block is partial) and N any size. F8_E4M3 codes 0x7F/0xFF (NaN) are not valid
+// weights; the kernels read them as ±480.
+#pragma once
+
+#include <cstdint>
+
+#include "core/dtype.h"
+
+namespace deepmoe {
+
+class ThreadPool;
+
+enum class GemmMode { W8A8, W8A32 };
+
+// W[N,K] in nn.Linear layout. F32 or BF16 (scale_inv null), or F8_E4M3 with scale_inv f32 [ceil(N/128), ceil(K/128)].
+struct WeightMatrix {
+  DType dtype = DType::F32;
+  int64_t n = 0, k = 0;
+  const void* data = nullptr;
+  const float* scale_inv = nullptr;
+};
+
+// C[M,N] (row stride N) = A[M,K] (row stride K) · Wᵀ, FP32 in/out. Throws deepmoe::Error for an unsupported
+// weight dtype or a missing buffer.
+void gemm(const float* a, int64_t m, const WeightMatrix& w, float* c, GemmMode mode, ThreadPool* pool);
+// The specification: plain loops, each block partial in FP64 over the exactly dequantized operands, promoted in
+// FP64 with the same scales, rounded to FP32 once at the end.
+void gemm_ref(const float* a, int64_t m, const WeightMatrix& w, float* c, GemmMode mode);
+
+// Rows [row_offsets[g], row_offsets[g+1]) of A and C use weights[g]; groups may be empty; row_offsets[0] is the
+// first row. All weights share n and k (C's row stride is n): DeepGEMM's m-grouped contiguous layout, so a
+// prefill runs every expert of a layer in one call.
+void grouped_gemm(const float* a, const int64_t* row_offsets, int64_t n_groups, const WeightMatrix* weights,
+                  float* c, GemmMode mode, ThreadPool* pool);
+void grouped_gemm_ref(const float* a, const int64_t* row_offsets, int64_t n_groups, const WeightMatrix* weights,
+                      float* c, GemmMode mode);
+
+// W8A8 with activations already quantized 1x128 (e.g. received FP8 from dispatch, DESIGN.md §4): a_q [M,K] e4m3,
+// a_scales [M, ceil(K/128)]. Same result as gemm(..., W8A8) on the activations these came from.
+void gemm_fp8_act(const uint8_t* a_q, const float* a_scales, int64_t m, const WeightMatrix& w, float* c,
+                  ThreadPool* pool);
+
+}  // namespace deepmoe
