@@ -215,7 +215,8 @@ void gemm_detail::grouped_gemm_at_level(IsaLevel level, const float* a, const in
   const int64_t first = row_offsets[0], m = row_offsets[n_groups] - first;
   for (int64_t g = 0; g < n_groups; ++g) {
     check_weight(weights[g]);
-    if (row_offsets[g + 1] < row_offsets[g]) throw Error("grouped_gemm: row offsets decrease at group " + std::to_string(g));
+    if (row_offsets[g + 1] < row_offsets[g])
+      throw Error("grouped_gemm: row offsets decrease at group " + std::to_string(g));
     if (weights[g].n != weights[0].n || weights[g].k != weights[0].k)
       throw Error("grouped_gemm: group " + std::to_string(g) + " weight shape differs from group 0");
   }

@@ -15,6 +15,7 @@ namespace deepmoe::gemm_detail {
 namespace {
 
 // Out lane m holds r[2m] for m < 4 and r[2(m-4)+1] for m >= 4; so slot t must hold natural lane (t%2)·4 + t/2.
+__attribute__((always_inline)) inline
 __m256 reduce8(const __m256* r) {
   __m256 s[4], t[2];
   for (int u = 0; u < 4; ++u)  // + l+4: 128-bit half h becomes output 2u+h's 4 partial lanes
@@ -30,6 +31,7 @@ __m256 reduce8(const __m256* r) {
 
 // Accumulates one half (h = 0: lanes 0-7, h = 1: lanes 8-15) of the 8 outputs of a tile.
 template <int MR>
+__attribute__((always_inline)) inline
 void half_pass(const float* a, int64_t lda, const float* w, int kn, int h, __m256* acc) {
   constexpr int NR = 8 / MR;
   for (int t = 0; t < 8; ++t) acc[t] = _mm256_setzero_ps();
@@ -52,6 +54,7 @@ void half_pass(const float* a, int64_t lda, const float* w, int kn, int h, __m25
 }
 
 template <int MR>
+__attribute__((always_inline)) inline
 void tile8(const float* a, int64_t lda, const float* w, int kn, __m256 scale, float* cacc) {
   __m256 lo[8], hi[8];
   half_pass<MR>(a, lda, w, kn, 0, lo);

@@ -15,6 +15,7 @@ namespace deepmoe::gemm_detail {
 namespace {
 
 // Out lane 4q + r holds the sum of acc[q + 4r]; so slot t must hold the output of natural lane 4(t%4) + t/4.
+__attribute__((always_inline)) inline
 __m512 reduce16(const __m512* acc) {
   __m512 b[8], c[4], d[2];
   for (int u = 0; u < 8; ++u)  // lanes l + l+8: [A2u.lo256 | A2u+1.lo256] + [A2u.hi256 | A2u+1.hi256]
@@ -32,6 +33,7 @@ __m512 reduce16(const __m512* acc) {
 }
 
 template <int MR>
+__attribute__((always_inline)) inline
 void tile16(const float* a, int64_t lda, const float* w, int kn, __m512 scale, float* cacc) {
   constexpr int NR = 16 / MR;
   __m512 acc[16];

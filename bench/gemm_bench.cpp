@@ -1,0 +1,145 @@
+// FP8 kernel benchmark (issue 3): measures the machine (STREAM triad, FP32 FMA peak; 1 thread and all threads),
+// then GEMV (M = 1) weight bandwidth as a fraction of STREAM, GEMM (M = 512, 2048) FLOP/s as a fraction of FMA
+// peak, and quantize_act throughput, on DeepSeek-V3 / V2-Lite projection shapes. One JSON line per case.
+//
+// usage: gemm_bench [--threads N] [--quick]   (--quick: the first two shapes only, M = 512 only)
+#include <algorithm>
+#include <chrono>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <functional>
+#include <random>
+#include <string>
+#include <vector>
+
+#include "core/cpu_features.h"
+#include "core/machine_limits.h"
+#include "core/thread_pool.h"
+#include "kernels/gemm.h"
+#include "kernels/quantize.h"
+
+using namespace deepmoe;
+
+namespace {
+
+// Best time of several runs (after one warm-up), running for at least min_seconds in total.
+double best_seconds(const std::function<void()>& fn, double min_seconds = 0.5, int max_runs = 50) {
+  fn();
+  double best = 1e30, total = 0;
+  for (int r = 0; r < max_runs && (r < 2 || total < min_seconds); ++r) {
+    auto t0 = std::chrono::steady_clock::now();
+    fn();
+    double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    best = std::min(best, s);
+    total += s;
+  }
+  return best;
+}
+
+struct Fp8Weight {
+  std::vector<uint8_t> q;
+  std::vector<float> scale_inv;
+  WeightMatrix view;
+};
+
+Fp8Weight random_fp8_weight(int64_t n, int64_t k, uint64_t seed) {
+  Fp8Weight w;
+  std::mt19937_64 rng(seed);
+  w.q.resize(size_t(n * k));
+  for (size_t i = 0; i < w.q.size(); i += 8) {
+    uint64_t r = rng();
+    for (size_t b = 0; b < 8 && i + b < w.q.size(); ++b) {
+      uint8_t code = uint8_t(r >> (8 * b));
+      w.q[i + b] = (code & 0x7F) == 0x7F ? uint8_t(code & 0xF0) : code;  // no NaN codes
+    }
+  }
+  w.scale_inv.assign(size_t(quant_blocks(n) * quant_blocks(k)), 1.0f / 4096);
+  w.view = {DType::F8_E4M3, n, k, w.q.data(), w.scale_inv.data()};
+  return w;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  int threads = ThreadPool::hardware_threads();
+  bool quick = false;
+  for (int i = 1; i < argc; ++i) {
+    if (!std::strcmp(argv[i], "--threads") && i + 1 < argc) threads = std::atoi(argv[++i]);
+    else if (!std::strcmp(argv[i], "--quick")) quick = true;
+    else {
+      std::fprintf(stderr, "usage: gemm_bench [--threads N] [--quick]\n");
+      return 2;
+    }
+  }
+  ThreadPool pool(threads);
+  const MachineLimits one = measure_machine_limits(nullptr), all = measure_machine_limits(&pool);
+  for (const MachineLimits* m : {&one, &all})
+    std::printf("{\"case\":\"machine\",\"threads\":%d,\"isa\":\"%s\",\"stream_triad_gbps\":%.2f,"
+                "\"fma_peak_gflops\":%.1f}\n",
+                m->threads, m->isa, m->stream_triad_gbps, m->fma_peak_gflops);
+  std::fflush(stdout);
+
+  struct Shape {
+    const char* name;
+    int64_t n, k;
+  };
+  std::vector<Shape> shapes = {{"v3_q_a+kv_a", 2112, 7168}, {"v3_q_b", 24576, 1536}, {"v3_kv_b", 32768, 512},
+                               {"v3_o_proj", 7168, 16384},  {"v3_expert_gate+up", 4096, 7168},
+                               {"v3_expert_down", 7168, 2048}, {"v2lite_expert_gate+up", 2816, 2048},
+                               {"v2lite_expert_down", 2048, 1408}};
+  if (quick) shapes.resize(2);
+  std::mt19937_64 rng(1);
+  std::normal_distribution<float> normal(0.0f, 1.0f);
+
+  for (const Shape& s : shapes) {
+    const Fp8Weight w = random_fp8_weight(s.n, s.k, uint64_t(s.n * 7 + s.k));
+    const double weight_bytes = double(s.n) * double(s.k) + 4.0 * double(w.scale_inv.size());
+    // GEMV: weight bytes streamed per second.
+    std::vector<float> x(size_t(16 * s.k)), y(size_t(16 * s.n));
+    for (auto& v : x) v = normal(rng);
+    for (auto mode : {GemmMode::W8A32, GemmMode::W8A8})
+      for (int t : {1, threads}) {
+        ThreadPool* p = t == 1 ? nullptr : &pool;
+        const MachineLimits& lim = t == 1 ? one : all;
+        const double sec = best_seconds([&] { gemm(x.data(), 1, w.view, y.data(), mode, p); });
+        std::printf("{\"case\":\"gemv\",\"shape\":\"%s\",\"n\":%lld,\"k\":%lld,\"m\":1,\"mode\":\"%s\",\"threads\":%d,"
+                    "\"us\":%.1f,\"weight_gbps\":%.2f,\"fraction_of_stream\":%.3f}\n",
+                    s.name, (long long)s.n, (long long)s.k, mode == GemmMode::W8A8 ? "w8a8" : "w8a32", t, sec * 1e6,
+                    weight_bytes / sec / 1e9, weight_bytes / sec / 1e9 / lim.stream_triad_gbps);
+        std::fflush(stdout);
+        if (threads == 1) break;
+      }
+    // GEMM: FLOP/s against the FMA peak, all threads.
+    for (int64_t m : quick ? std::vector<int64_t>{512} : std::vector<int64_t>{512, 2048}) {
+      std::vector<float> a(size_t(m * s.k)), c(size_t(m * s.n));
+      for (auto& v : a) v = normal(rng);
+      for (auto mode : {GemmMode::W8A32, GemmMode::W8A8}) {
+        const double sec = best_seconds([&] { gemm(a.data(), m, w.view, c.data(), mode, &pool); }, 0.3, 3);
+        const double gflops = 2.0 * double(m) * double(s.n) * double(s.k) / sec / 1e9;
+        std::printf("{\"case\":\"gemm\",\"shape\":\"%s\",\"n\":%lld,\"k\":%lld,\"m\":%lld,\"mode\":\"%s\","
+                    "\"threads\":%d,\"ms\":%.2f,\"gflops\":%.1f,\"fraction_of_fma_peak\":%.3f}\n",
+                    s.name, (long long)s.n, (long long)s.k, (long long)m, mode == GemmMode::W8A8 ? "w8a8" : "w8a32",
+                    threads, sec * 1e3, gflops, gflops / all.fma_peak_gflops);
+        std::fflush(stdout);
+      }
+    }
+  }
+
+  // quantize_act_1x128: bytes read (f32) + written (e4m3 + scales) per second.
+  for (auto [m, k] : {std::pair<int64_t, int64_t>{1, 7168}, {2048, 7168}, {4096, 2048}}) {
+    std::vector<float> x(size_t(m * k)), scales(size_t(m * quant_blocks(k)));
+    std::vector<uint8_t> q(size_t(m * k));
+    for (auto& v : x) v = normal(rng);
+    for (int t : {1, threads}) {
+      ThreadPool* p = t == 1 ? nullptr : &pool;
+      const double sec = best_seconds([&] { quantize_act_1x128(x.data(), m, k, q.data(), scales.data(), false, p); });
+      const double bytes = double(m * k) * 5.0 + 4.0 * double(scales.size());
+      std::printf("{\"case\":\"quantize_act_1x128\",\"m\":%lld,\"k\":%lld,\"threads\":%d,\"us\":%.1f,\"gbps\":%.2f}\n",
+                  (long long)m, (long long)k, t, sec * 1e6, bytes / sec / 1e9);
+      std::fflush(stdout);
+      if (threads == 1) break;
+    }
+  }
+  return 0;
+}
