@@ -42,7 +42,6 @@ test: build
 	      || { tail -n 60 build-fuzz/$$exe.log; echo "fuzz: $$exe FAILED"; exit 1; }; \
 	    grep -E '^(Done|stat::number_of_executed_units)' build-fuzz/$$exe.log || true; \
 	  done; \
-	  done; \
 	else \
 	  echo "fuzz: clang++ not found, skipping the libFuzzer targets"; \
 	fi
