@@ -23,11 +23,10 @@ inline uint64_t mix(uint64_t k) {
 
 constexpr int32_t kNoRank = std::numeric_limits<int32_t>::max();
 
-// Pieces up to this many bytes use the rank-array scan; longer ones a heap, so a hostile megabyte-long word
-// stays O(n log n).
-// The rank-array scan is O(n^2) in cheap sequential work but makes no more table lookups than the heap, and
-// lookups (cache misses) dominate below a few hundred bytes.
-constexpr size_t kSmallPiece = 256;
+// Short pieces use the rank-array scan (O(n^2) sequential work, no allocation); longer ones the heap, which is
+// O(n log n) (a hostile megabyte-long word stays cheap) and measured faster from about this length on
+// (tokenizer_bench, CJK runs).
+constexpr size_t kSmallPiece = 48;
 
 }  // namespace
 
