@@ -343,6 +343,9 @@ std::vector<CorruptCase> corpus() {
   return c;
 }
 
+// gtest prints a parameter in ctest's test names; the case name instead of its bytes.
+void PrintTo(const CorruptCase& c, std::ostream* os) { *os << c.name; }
+
 class CorruptCorpus : public ::testing::TestWithParam<CorruptCase> {};
 
 TEST_P(CorruptCorpus, GivesANamedErrorNeverACrash) {
