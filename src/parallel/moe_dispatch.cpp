@@ -9,6 +9,7 @@
 #include "core/dtype.h"
 #include "core/error.h"
 #include "core/thread_pool.h"
+#include "kernels/quantize.h"
 #include "parallel/expert_load_stats.h"
 
 namespace deepmoe {
@@ -36,8 +37,7 @@ int64_t combine_row_bytes(CombinePayload p, int64_t hidden) {
   return p == CombinePayload::F32 ? round_up8(4 * hidden) : round_up8(2 * hidden);
 }
 
-// act_quant (DeepSeek-V3 inference/kernel.py): per 1×128 tile s = max(amax, 1e-4)/448, rounded up to a power
-// of two for UE8M0; q = e4m3(x / s).
+// FP8 rows are quantized by kernels' act_quant (1×128 tiles, s = max(amax, 1e-4)/448, UE8M0 optional, q = x / s).
 void pack_row(const float* x, int64_t hidden, DispatchPayload p, bool ue8m0, char* out) {
   switch (p) {
     case DispatchPayload::F32: std::memcpy(out, x, size_t(hidden) * 4); return;
@@ -45,17 +45,7 @@ void pack_row(const float* x, int64_t hidden, DispatchPayload p, bool ue8m0, cha
     case DispatchPayload::FP8: {
       float* scales = reinterpret_cast<float*>(out);
       uint8_t* q = reinterpret_cast<uint8_t*>(out) + 4 * n_tiles(hidden);
-      float tmp[kTile];
-      for (int64_t b = 0; b < n_tiles(hidden); ++b) {
-        const int64_t begin = b * kTile, len = std::min(kTile, hidden - begin);
-        float amax = 0.0f;
-        for (int64_t i = 0; i < len; ++i) amax = std::max(amax, std::fabs(x[begin + i]));
-        float s = std::max(amax, 1e-4f) / kFp8E4m3Max;
-        if (ue8m0) s = std::exp2(std::ceil(std::log2(s)));
-        for (int64_t i = 0; i < len; ++i) tmp[i] = x[begin + i] / s;
-        convert_f32_to_fp8_e4m3(tmp, q + begin, size_t(len));
-        scales[b] = s;
-      }
+      quantize_act_1x128(x, 1, hidden, q, scales, ue8m0);
       return;
     }
   }
