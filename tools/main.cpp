@@ -32,7 +32,8 @@ int main(int argc, char** argv) {
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
-    return app.exit(e);
+    // --help / --version exit 0; every wrong flag or value exits 2 (CLI11's own codes are 100+).
+    return app.exit(e) == 0 ? 0 : 2;
   } catch (const deepmoe::Error& e) {
     std::fprintf(stderr, "deepmoe: error: %s\n", e.what());
     return 1;
