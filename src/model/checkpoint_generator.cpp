@@ -14,6 +14,7 @@
 #include "core/error.h"
 #include "core/mapped_file.h"
 #include "core/thread_pool.h"
+#include "kernels/quantize.h"
 
 namespace deepmoe {
 namespace {
@@ -240,26 +241,6 @@ Distribution distribution_for(const TensorSpec& spec) {
   }
   DEEPMOE_CHECK(false, "no distribution for scale tensor " + spec.name);
   return {};
-}
-
-// TEMPORARY until kernels/quantize.h lands: 128×128 block quantization per reference §2 (scale = amax/448 with
-// amax clamped at 1e-4, weight_scale_inv is the multiplier). `w` is [n, k]; scales are [ceil(n/128), ceil(k/128)].
-void quantize_weight_128x128(const float* w, int64_t n, int64_t k, uint8_t* q, float* scale_inv) {
-  const int64_t kb = (k + 127) / 128;
-  std::vector<float> tmp(128);
-  for (int64_t r0 = 0; r0 < n; r0 += 128)
-    for (int64_t b = 0; b < kb; ++b) {
-      const int64_t r1 = std::min(n, r0 + 128), c0 = b * 128, c1 = std::min(k, c0 + 128);
-      float amax = 0;
-      for (int64_t r = r0; r < r1; ++r)
-        for (int64_t c = c0; c < c1; ++c) amax = std::max(amax, std::fabs(w[r * k + c]));
-      const float s = std::max(amax, 1e-4f) / kFp8E4m3Max;
-      scale_inv[(r0 / 128) * kb + b] = s;
-      for (int64_t r = r0; r < r1; ++r) {
-        for (int64_t c = c0; c < c1; ++c) tmp[size_t(c - c0)] = w[r * k + c] / s;
-        convert_f32_to_fp8_e4m3(tmp.data(), q + r * k + c0, size_t(c1 - c0));
-      }
-    }
 }
 
 int64_t row_count(const TensorSpec& spec) { return spec.shape.empty() ? 1 : (spec.shape.size() == 1 ? 1 : spec.shape[0]); }

@@ -7,7 +7,11 @@
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
+#include <nlohmann/json.hpp>
 #include <string>
+
+#include "model/config.h"
+#include "model/model_summary.h"
 
 namespace {
 
@@ -79,6 +83,40 @@ TEST_F(ToolsCli, GenModelBadInputs) {
   r = run("gen-model --preset tiny --out /proc/deepmoe_cannot_write_here");
   EXPECT_EQ(r.exit_code, 1) << r.output;
   EXPECT_NE(r.output.find("/proc/deepmoe_cannot_write_here"), std::string::npos) << r.output;
+}
+
+TEST_F(ToolsCli, InspectJson) {
+  const RunResult r = run("inspect --json " + model_dir());
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  const auto j = nlohmann::json::parse(r.output);
+  EXPECT_EQ(j["architecture"], "DeepseekV3ForCausalLM");
+  EXPECT_EQ(j["layers"], 2);
+  EXPECT_EQ(j["moe_layers"], 1);
+  EXPECT_EQ(j["mtp_modules"], 1);
+  EXPECT_TRUE(j["missing"].empty());
+  EXPECT_TRUE(j["unexpected"].empty());
+  const deepmoe::ModelConfig c = deepmoe::load_model_config(model_dir());
+  EXPECT_EQ(j["parameters"]["total"].get<int64_t>(), deepmoe::count_parameters(c).total);
+  // tiny: latent 128 + rope 32 per layer, 2 layers.
+  EXPECT_EQ(j["kv_bytes_per_token"]["absorbed_f32"].get<int64_t>(), 160 * 2 * 4);
+  // 3 layers (2 + MTP) × 5 attention projections, 1 dense MLP, 2 MoE layers × (16 experts + shared) × 3.
+  int64_t fp8 = 0;
+  for (const auto& [pattern, count] : j["fp8_tensors"].items()) fp8 += count.get<int64_t>();
+  EXPECT_EQ(fp8, 3 * 5 + 3 + 2 * 17 * 3);
+  EXPECT_EQ(j["tensors_by_dtype"]["F8_E4M3"].get<int64_t>(), fp8);
+  EXPECT_EQ(j["tensors_by_dtype"]["F32"].get<int64_t>(), fp8 + 2);  // scales + 2 correction biases
+  const RunResult text = run("inspect " + model_dir());
+  ASSERT_EQ(text.exit_code, 0) << text.output;
+  EXPECT_NE(text.output.find("F8_E4M3"), std::string::npos);
+  EXPECT_NE(text.output.find("KV cache per token"), std::string::npos);
+}
+
+TEST_F(ToolsCli, InspectBadInputs) {
+  RunResult r = run("inspect " + (dir_ / "no_such_model").string());
+  EXPECT_EQ(r.exit_code, 1) << r.output;
+  EXPECT_NE(r.output.find("no_such_model"), std::string::npos) << r.output;
+  r = run("inspect");
+  EXPECT_EQ(r.exit_code, 2) << r.output;
 }
 
 }  // namespace
