@@ -1,0 +1,201 @@
+// `deepmoe bench DIR`: end-to-end speed of a checkpoint as ratios to this machine's limits, measured in the same
+// run (DESIGN.md §7; issue 4 "Speed"). One JSON line per case:
+//   load     — peak RSS while loading vs the checkpoint's tensor bytes (FP8 weights are used in place from the mmap)
+//   machine  — STREAM-triad bandwidth and FP32 FMA peak (core/machine_limits.h)
+//   prefill  — tokens/s of one prompt; projection FLOPs (2·active projection parameters per token) ÷ time as a
+//              fraction of the FMA peak. The time includes attention, norms and routing, so this understates the
+//              GEMM kernels' own efficiency (a lower bound on the GEMM share).
+//   decode   — tokens/s at batch B after the prompt; weight bytes a step reads (model_summary.h: all non-expert
+//              weights, lm_head, and the experts the batch selects) × steps/s ÷ STREAM bandwidth = achieved
+//              fraction of the bandwidth roofline.
+#include <CLI/CLI.hpp>
+
+// Compiled in once the model's forward pass (src/model/deepseek_model.cpp) is part of the build.
+#ifdef DEEPMOE_HAVE_MODEL_FORWARD
+
+#include <algorithm>
+#include <chrono>
+#include <cstdio>
+#include <cstring>
+#include <fstream>
+#include <memory>
+#include <nlohmann/json.hpp>
+
+#include "command.h"
+#include "core/error.h"
+#include "core/machine_limits.h"
+#include "core/thread_pool.h"
+#include "model/config.h"
+#include "model/deepseek_model.h"
+#include "model/model_summary.h"
+#include "model_run_options.h"
+
+namespace deepmoe::tools {
+namespace {
+
+struct BenchArgs {
+  std::string dir;
+  int64_t prompt = 512;
+  int64_t decode_steps = 16;
+  std::vector<int64_t> batches = {1, 8};
+  bool skip_machine = false;
+  ModelRunArgs run;
+};
+
+// VmHWM / VmRSS of this process in bytes (Linux /proc/self/status).
+uint64_t proc_status_bytes(const char* field) {
+  std::ifstream in("/proc/self/status");
+  std::string line;
+  const size_t n = std::strlen(field);
+  while (std::getline(in, line))
+    if (line.compare(0, n, field) == 0 && line.size() > n && line[n] == ':')
+      return uint64_t(std::stoull(line.substr(n + 1))) * 1024;
+  return 0;
+}
+
+double seconds_since(std::chrono::steady_clock::time_point t0) {
+  return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+}
+
+// Deterministic token ids in [first_ordinary, vocab): a fixed LCG, so every run times the same prompt.
+std::vector<int32_t> bench_tokens(int64_t n, int64_t vocab, uint64_t salt) {
+  std::vector<int32_t> t(static_cast<size_t>(n));
+  uint64_t x = 0x9E3779B97F4A7C15ull ^ salt;
+  const int64_t lo = std::min<int64_t>(1000, vocab / 2);
+  for (auto& v : t) {
+    x = x * 6364136223846793005ull + 1442695040888963407ull;
+    v = int32_t(lo + int64_t((x >> 33) % uint64_t(vocab - lo)));
+  }
+  return t;
+}
+
+void print_line(const nlohmann::ordered_json& j) {
+  std::printf("%s\n", j.dump().c_str());
+  std::fflush(stdout);
+}
+
+void run_bench(const BenchArgs& args) {
+  const uint64_t rss_before = proc_status_bytes("VmRSS");
+  const auto t_load = std::chrono::steady_clock::now();
+  auto model = DeepseekModel::load(args.dir, args.run.options());
+  const double load_s = seconds_since(t_load);
+  const uint64_t load_hwm = proc_status_bytes("VmHWM");
+  const ModelConfig& c = model->config();
+  const uint64_t file_bytes = model->weight_bytes();
+  const int threads = args.run.threads > 0 ? args.run.threads : ThreadPool::hardware_threads();
+  nlohmann::ordered_json common;
+  common["model"] = args.dir;
+  common["arch"] = std::string(model_arch_name(c.arch));
+  common["layers"] = c.num_hidden_layers;
+  common["fp8"] = c.fp8;
+  common["gemm"] = args.run.gemm;
+  common["threads"] = threads;
+
+  nlohmann::ordered_json load = common;
+  load["case"] = "load";
+  load["seconds"] = load_s;
+  load["tensor_bytes"] = file_bytes;
+  load["rss_before_bytes"] = rss_before;
+  load["peak_rss_bytes"] = load_hwm;
+  load["peak_rss_over_file"] = double(load_hwm) / double(std::max<uint64_t>(file_bytes, 1));
+  print_line(load);
+
+  // Measured after loading, so its 768 MB of triad arrays do not count in the load peak.
+  MachineLimits limits;
+  {
+    ThreadPool pool(threads);
+    limits = measure_machine_limits(&pool);
+  }
+  nlohmann::ordered_json machine = common;
+  machine["case"] = "machine";
+  machine["stream_triad_gbps"] = limits.stream_triad_gbps;
+  machine["fma_peak_gflops"] = limits.fma_peak_gflops;
+  machine["isa"] = limits.isa;
+  print_line(machine);
+
+  // Prefill: one prompt of --prompt tokens from an empty cache, logits of the last position only.
+  {
+    auto seq = model->create_sequence();
+    const auto tokens = bench_tokens(args.prompt, c.vocab_size, 1);
+    // A short warm-up touches the weights once (page faults of the mmap are not compute).
+    {
+      auto warm = model->create_sequence();
+      model->forward({SequenceInput::last(warm.get(), bench_tokens(8, c.vocab_size, 99))});
+    }
+    const auto t0 = std::chrono::steady_clock::now();
+    model->forward({SequenceInput::last(seq.get(), tokens)});
+    const double s = seconds_since(t0);
+    const double flops = projection_flops_per_token(c, /*include_lm_head=*/false) * double(args.prompt);
+    nlohmann::ordered_json j = common;
+    j["case"] = "prefill";
+    j["tokens"] = args.prompt;
+    j["seconds"] = s;
+    j["tokens_per_s"] = double(args.prompt) / s;
+    j["projection_gflops"] = flops / s / 1e9;
+    j["fraction_of_fma_peak"] = flops / s / 1e9 / limits.fma_peak_gflops;
+    print_line(j);
+  }
+
+  // Decode at each batch size: B sequences with a short prompt each, then steps of one token per sequence.
+  for (int64_t batch : args.batches) {
+    std::vector<std::unique_ptr<Sequence>> seqs;
+    std::vector<SequenceInput> prefill;
+    for (int64_t b = 0; b < batch; ++b) {
+      seqs.push_back(model->create_sequence());
+      prefill.push_back(SequenceInput::last(seqs.back().get(), bench_tokens(32, c.vocab_size, 100 + uint64_t(b))));
+    }
+    model->forward(prefill);
+    std::vector<int32_t> next(static_cast<size_t>(batch));
+    for (int64_t b = 0; b < batch; ++b) next[size_t(b)] = bench_tokens(1, c.vocab_size, 200 + uint64_t(b))[0];
+    // One untimed step, then the timed ones.
+    double s = 0;
+    for (int64_t step = -1; step < args.decode_steps; ++step) {
+      std::vector<SequenceInput> in;
+      for (int64_t b = 0; b < batch; ++b) in.push_back(SequenceInput::last(seqs[size_t(b)].get(), {next[size_t(b)]}));
+      const auto t0 = std::chrono::steady_clock::now();
+      const Tensor logits = model->forward(in);
+      if (step >= 0) s += seconds_since(t0);
+      // Greedy next tokens keep the routing data-dependent, as in real decoding.
+      for (int64_t b = 0; b < batch; ++b) {
+        const float* row = logits.data<float>() + b * c.vocab_size;
+        next[size_t(b)] = int32_t(std::max_element(row, row + c.vocab_size) - row);
+      }
+    }
+    const double steps_per_s = double(args.decode_steps) / s;
+    const double bytes = decode_weight_bytes_per_step(c, c.fp8, batch);
+    nlohmann::ordered_json j = common;
+    j["case"] = "decode";
+    j["batch"] = batch;
+    j["steps"] = args.decode_steps;
+    j["seconds"] = s;
+    j["tokens_per_s"] = steps_per_s * double(batch);
+    j["weight_bytes_per_step"] = bytes;
+    j["achieved_gbps"] = bytes * steps_per_s / 1e9;
+    j["fraction_of_bandwidth_roofline"] = bytes * steps_per_s / 1e9 / limits.stream_triad_gbps;
+    print_line(j);
+  }
+}
+
+CommandRegistration registration{
+    {"bench", "Prefill and decode speed of a checkpoint as fractions of this machine's bandwidth and FMA peak",
+     [](CLI::App& sub) {
+       auto args = std::make_shared<BenchArgs>();
+       sub.add_option("dir", args->dir, "Model folder")->required();
+       sub.add_option("--prompt", args->prompt, "Prefill prompt length in tokens")
+           ->check(CLI::Range(int64_t(1), int64_t(1) << 20))
+           ->capture_default_str();
+       sub.add_option("--decode-steps", args->decode_steps, "Timed decode steps per batch size")
+           ->check(CLI::Range(int64_t(1), int64_t(1) << 20))
+           ->capture_default_str();
+       sub.add_option("--batch", args->batches, "Decode batch sizes, comma separated")
+           ->delimiter(',')
+           ->check(CLI::Range(int64_t(1), int64_t(4096)))
+           ->capture_default_str();
+       args->run.add_to(sub);
+       sub.callback([args] { run_bench(*args); });
+     }}};
+
+}  // namespace
+}  // namespace deepmoe::tools
+
+#endif  // DEEPMOE_HAVE_MODEL_FORWARD

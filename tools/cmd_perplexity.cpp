@@ -1,0 +1,118 @@
+// `deepmoe perplexity -m DIR -f TEXT [--ctx N]`: perplexity over a text the way llama.cpp's perplexity tool
+// computes it (tools/perplexity): the tokenized text is cut into chunks of --ctx tokens, each chunk is evaluated
+// from an empty cache with its first token replaced by BOS, and only the second half of each chunk is scored
+// (every scored token then has at least ctx/2 tokens of context). Prints the running PPL after each chunk and a
+// final estimate with its standard error.
+#include <CLI/CLI.hpp>
+
+// Compiled in once the model's forward pass (src/model/deepseek_model.cpp) is part of the build.
+#ifdef DEEPMOE_HAVE_MODEL_FORWARD
+
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+#include <cstdio>
+#include <memory>
+
+#include "command.h"
+#include "core/error.h"
+#include "core/mapped_file.h"
+#include "model/config.h"
+#include "model/deepseek_model.h"
+#include "model_run_options.h"
+#include "tokenizer/tokenizer.h"
+
+namespace deepmoe::tools {
+namespace {
+
+struct PerplexityArgs {
+  std::string model;
+  std::string file;
+  int64_t ctx = 512;
+  int64_t max_chunks = 0;
+  ModelRunArgs run;
+};
+
+// -log softmax(logits)[target], in double.
+double negative_log_likelihood(const float* logits, int64_t vocab, int32_t target) {
+  float max_logit = logits[0];
+  for (int64_t i = 1; i < vocab; ++i) max_logit = std::max(max_logit, logits[i]);
+  double sum = 0;
+  for (int64_t i = 0; i < vocab; ++i) sum += std::exp(double(logits[i]) - max_logit);
+  return std::log(sum) - (double(logits[target]) - max_logit);
+}
+
+void run_perplexity(const PerplexityArgs& args) {
+  const std::string text = read_text_file(args.file);
+  const auto tokenizer = Tokenizer::load(args.model);
+  const std::vector<int32_t> tokens = tokenizer->encode(text, /*add_special=*/false, /*parse_special=*/false);
+  const int64_t ctx = args.ctx;
+  int64_t n_chunks = int64_t(tokens.size()) / ctx;
+  if (args.max_chunks > 0) n_chunks = std::min(n_chunks, args.max_chunks);
+  if (n_chunks < 1)
+    throw Error("the text has " + std::to_string(tokens.size()) + " tokens; at least --ctx = " +
+                    std::to_string(ctx) + " are needed for one chunk",
+                {args.file, "", ""});
+  auto model = DeepseekModel::load(args.model, args.run.options());
+  const int64_t vocab = model->config().vocab_size;
+  if (tokenizer->vocab_size() > vocab)
+    throw Error("the tokenizer has " + std::to_string(tokenizer->vocab_size()) + " tokens but the model's vocab_size is " +
+                    std::to_string(vocab),
+                {args.model, "", "vocab_size"});
+  const int32_t bos = tokenizer->bos_id();
+  const int64_t first = ctx / 2;  // llama.cpp: score positions [ctx/2, ctx - 1) predicting the next token
+  std::fprintf(stderr, "perplexity: %zu tokens, %lld chunks of %lld, scoring %lld tokens per chunk\n", tokens.size(),
+               (long long)n_chunks, (long long)ctx, (long long)(ctx - 1 - first));
+
+  double nll_sum = 0, nll_sq_sum = 0;
+  int64_t count = 0;
+  const auto t0 = std::chrono::steady_clock::now();
+  for (int64_t c = 0; c < n_chunks; ++c) {
+    std::vector<int32_t> chunk(tokens.begin() + c * ctx, tokens.begin() + (c + 1) * ctx);
+    if (bos >= 0) chunk[0] = bos;
+    auto seq = model->create_sequence();
+    SequenceInput in;
+    in.sequence = seq.get();
+    in.tokens = chunk;
+    for (int64_t j = first; j < ctx - 1; ++j) in.logit_indices.push_back(j);
+    const Tensor logits = model->forward({in});
+    for (int64_t r = 0; r < logits.dim(0); ++r) {
+      const int64_t j = in.logit_indices[size_t(r)];
+      // The target is the text's token (not BOS) at j + 1.
+      const double nll = negative_log_likelihood(logits.data<float>() + r * vocab, vocab,
+                                                 tokens[size_t(c * ctx + j + 1)]);
+      nll_sum += nll;
+      nll_sq_sum += nll * nll;
+      ++count;
+    }
+    std::printf("[%lld]%.4f,", (long long)(c + 1), std::exp(nll_sum / double(count)));
+    std::fflush(stdout);
+  }
+  const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  const double mean = nll_sum / double(count);
+  // Standard error of the mean NLL, carried to PPL to first order (as llama.cpp reports it).
+  const double var = std::max(0.0, nll_sq_sum / double(count) - mean * mean);
+  const double ppl = std::exp(mean);
+  const double ppl_err = count > 1 ? ppl * std::sqrt(var / double(count - 1)) : 0.0;
+  std::printf("\nFinal estimate: PPL = %.4f +/- %.5f\n", ppl, ppl_err);
+  std::fprintf(stderr, "perplexity: %lld tokens scored in %.2f s (%.1f tokens/s evaluated)\n", (long long)count,
+               seconds, double(n_chunks * ctx) / std::max(seconds, 1e-9));
+}
+
+CommandRegistration registration{
+    {"perplexity", "Perplexity of a model over a text file (chunks of --ctx tokens, second half scored, as llama.cpp)",
+     [](CLI::App& sub) {
+       auto args = std::make_shared<PerplexityArgs>();
+       sub.add_option("-m,--model", args->model, "Model folder (weights + tokenizer.json)")->required();
+       sub.add_option("-f,--file", args->file, "Text file")->required();
+       sub.add_option("--ctx", args->ctx, "Tokens per chunk")->check(CLI::Range(int64_t(4), int64_t(1) << 20))->capture_default_str();
+       sub.add_option("--chunks", args->max_chunks, "Evaluate at most this many chunks (0 = all)")
+           ->check(CLI::NonNegativeNumber);
+       args->run.add_to(sub);
+       sub.callback([args] { run_perplexity(*args); });
+     }}};
+
+}  // namespace
+}  // namespace deepmoe::tools
+
+#endif  // DEEPMOE_HAVE_MODEL_FORWARD

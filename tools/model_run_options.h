@@ -1,0 +1,47 @@
+// The options every model-running tool command shares (logits, perplexity, bench): --gemm, --threads,
+// --kv-dtype, --attention, turned into ModelOptions.
+#pragma once
+
+#include <CLI/CLI.hpp>
+
+#include <string>
+
+#include "model/deepseek_model.h"
+
+namespace deepmoe::tools {
+
+struct ModelRunArgs {
+  // w8a32 is the default (as in cmd_logits.cpp): the more accurate mode and model.py's default path. Which mode
+  // is faster here is not measured yet: compare `deepmoe bench --gemm w8a8` and `--gemm w8a32`.
+  std::string gemm = "w8a32";
+  std::string kv_dtype = "f32";
+  std::string attention = "absorbed";
+  int threads = 0;
+
+  void add_to(CLI::App& sub) {
+    sub.add_option("--gemm", gemm,
+                   "FP8 GEMM mode: w8a32 (weights dequantized per block, FP32 activations; default, the more "
+                   "accurate) or w8a8 (activations quantized 1x128, DeepGEMM's contract)")
+        ->check(CLI::IsMember({"w8a8", "w8a32"}))
+        ->capture_default_str();
+    sub.add_option("--threads", threads, "Worker threads (0 = one per hardware thread)")
+        ->check(CLI::NonNegativeNumber);
+    sub.add_option("--kv-dtype", kv_dtype, "KV cache storage: f32 or bf16")
+        ->check(CLI::IsMember({"f32", "bf16"}))
+        ->capture_default_str();
+    sub.add_option("--attention", attention, "MLA form: absorbed (latent cache, model.py default) or naive")
+        ->check(CLI::IsMember({"absorbed", "naive"}))
+        ->capture_default_str();
+  }
+
+  ModelOptions options() const {
+    ModelOptions o;
+    o.gemm = gemm == "w8a8" ? GemmMode::W8A8 : GemmMode::W8A32;
+    o.kv_dtype = kv_dtype == "bf16" ? DType::BF16 : DType::F32;
+    o.attention = attention == "naive" ? AttentionMode::Naive : AttentionMode::Absorbed;
+    o.threads = threads;
+    return o;
+  }
+};
+
+}  // namespace deepmoe::tools
