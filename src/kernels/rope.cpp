@@ -56,8 +56,9 @@ void apply_rope(float* x, int64_t rows, int64_t row_stride, int64_t rows_per_pos
     int64_t pos = positions[r / rows_per_position];
     if (pos != last_pos || r == 0) {
       for (int64_t j = 0; j < half; ++j) {
-        // The angle in FP64 keeps large positions exact to float precision.
-        double angle = double(pos) * double(freqs[size_t(j)]);
+        // model.py: freqs_cis = polar(1, outer(t, freqs)) — the angle is an FP32 product; cos/sin of it are
+        // evaluated in FP64 and rounded once.
+        double angle = double(float(pos) * freqs[size_t(j)]);
         cs[size_t(2 * j)] = float(std::cos(angle)) * amplitude;
         cs[size_t(2 * j + 1)] = float(std::sin(angle)) * amplitude;
       }
@@ -77,10 +78,10 @@ void apply_rope_ref(float* x, int64_t rows, int64_t row_stride, int64_t rows_per
                     const std::vector<float>& freqs, float amplitude) {
   const int64_t half = int64_t(freqs.size());
   for (int64_t r = 0; r < rows; ++r) {
-    double pos = double(positions[r / rows_per_position]);
+    int64_t pos = positions[r / rows_per_position];
     float* v = x + r * row_stride;
     for (int64_t j = 0; j < half; ++j) {
-      double angle = pos * double(freqs[size_t(j)]);
+      double angle = double(float(pos) * freqs[size_t(j)]);  // FP32 angle, as model.py
       double c = std::cos(angle) * amplitude, s = std::sin(angle) * amplitude;
       double a = v[2 * j], b = v[2 * j + 1];
       v[2 * j] = float(a * c - b * s);

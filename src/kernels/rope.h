@@ -4,7 +4,8 @@
 // - Frequencies: freq_i = 1/θ^(2i/d), i < d/2. With YaRN, low = max(floor(cd(β_fast)), 0),
 //   high = min(ceil(cd(β_slow)), d−1), cd(r) = d·ln(L_orig/(2πr))/(2 ln θ); smooth_i = 1 − clamp((i−low)/(high−low))
 //   and freq_i ← freq_i/factor·(1−smooth_i) + freq_i·smooth_i.
-// - The rotation acts on INTERLEAVED pairs (x[2j], x[2j+1]) (view_as_complex; HF rope_interleave).
+// - The rotation acts on INTERLEAVED pairs (x[2j], x[2j+1]) (view_as_complex; HF rope_interleave). The angle
+//   is the FP32 product position · freq_i (torch.outer in float32), as model.py computes it.
 // - HF's DeepseekV3YarnRotaryEmbedding also multiplies cos/sin by mscale(factor, mscale)/mscale(factor,
 //   mscale_all_dim) — 1 for every released config, kept here for exactness — and the attention softmax scale by
 //   mscale(factor, mscale_all_dim)², mscale(s, m) = 0.1·m·ln(s) + 1 for s > 1 (V3: 192^-0.5 · 1.368888² =
@@ -40,7 +41,7 @@ double attention_softmax_scale(const RopeParams& p, int qk_head_dim);
 // positions[r / rows_per_position] (so q_pe [T, H, d] passes rows_per_position = H).
 void apply_rope(float* x, int64_t rows, int64_t row_stride, int64_t rows_per_position, const int64_t* positions,
                 const std::vector<float>& freqs, float amplitude);
-// The specification: angle and rotation in FP64.
+// The specification: the same FP32 angle, cos/sin and rotation in FP64.
 void apply_rope_ref(float* x, int64_t rows, int64_t row_stride, int64_t rows_per_position, const int64_t* positions,
                     const std::vector<float>& freqs, float amplitude);
 
