@@ -5,14 +5,17 @@
 #include <limits>
 #include <vector>
 
+#include "core/cpu_features.h"
 #include "core/error.h"
 #include "core/thread_pool.h"
+#include "kernels/attention_avx2.h"
 
 namespace deepmoe {
 namespace {
 
-// Dot product with eight fixed partial sums (vectorizable without reassociation flags; fixed order).
-float dot(const float* a, const float* b, int n) {
+// Dot product with eight fixed partial sums (vectorizable without reassociation flags; fixed order). The AVX2
+// twin (attention_avx2.cpp) evaluates the same order, so every ISA gives the same bits.
+float dot_baseline(const float* a, const float* b, int n) {
   float acc[8] = {0, 0, 0, 0, 0, 0, 0, 0};
   int i = 0;
   for (; i + 8 <= n; i += 8)
@@ -22,8 +25,18 @@ float dot(const float* a, const float* b, int n) {
   return ((acc[0] + acc[1]) + (acc[2] + acc[3])) + ((acc[4] + acc[5]) + (acc[6] + acc[7])) + tail;
 }
 
-void axpy(float alpha, const float* x, float* y, int n) {
+void axpy_baseline(float alpha, const float* x, float* y, int n) {
   for (int i = 0; i < n; ++i) y[i] += alpha * x[i];
+}
+
+struct InnerLoops {
+  float (*dot)(const float*, const float*, int);
+  void (*axpy)(float, const float*, float*, int);
+};
+
+InnerLoops inner_loops(IsaLevel level) {
+  if (level >= IsaLevel::Avx2) return {attention_detail::dot_avx2, attention_detail::axpy_avx2};
+  return {dot_baseline, axpy_baseline};
 }
 
 // Softmax over scores[0..n) in place; returns nothing, the row sums to 1.
@@ -47,7 +60,16 @@ void check_visible(const int64_t* n_visible, int64_t n_queries, int64_t n_contex
 }  // namespace
 
 void attention_naive(const NaiveAttentionArgs& a, ThreadPool* pool) {
+  attention_naive_at_level(cpu_features().level, a, pool);
+}
+
+void attention_absorbed(const AbsorbedAttentionArgs& a, ThreadPool* pool) {
+  attention_absorbed_at_level(cpu_features().level, a, pool);
+}
+
+void attention_naive_at_level(IsaLevel level, const NaiveAttentionArgs& a, ThreadPool* pool) {
   check_visible(a.n_visible, a.n_queries, a.n_context);
+  const InnerLoops f = inner_loops(level);
   const int64_t tasks = a.n_queries * a.n_heads;
   parallel_for(pool, tasks, [&](int64_t begin, int64_t end) {
     std::vector<float> scores(size_t(a.n_context));
@@ -56,11 +78,11 @@ void attention_naive(const NaiveAttentionArgs& a, ThreadPool* pool) {
       int h = int(task % a.n_heads);
       const float* q = a.q + (i * a.n_heads + h) * a.qk_dim;
       int64_t n = a.n_visible[i];
-      for (int64_t t = 0; t < n; ++t) scores[size_t(t)] = dot(q, a.k + (t * a.n_heads + h) * a.qk_dim, a.qk_dim) * a.scale;
+      for (int64_t t = 0; t < n; ++t) scores[size_t(t)] = f.dot(q, a.k + (t * a.n_heads + h) * a.qk_dim, a.qk_dim) * a.scale;
       softmax_inplace(scores.data(), n);
       float* o = a.out + (i * a.n_heads + h) * a.v_dim;
       for (int d = 0; d < a.v_dim; ++d) o[d] = 0;
-      for (int64_t t = 0; t < n; ++t) axpy(scores[size_t(t)], a.v + (t * a.n_heads + h) * a.v_dim, o, a.v_dim);
+      for (int64_t t = 0; t < n; ++t) f.axpy(scores[size_t(t)], a.v + (t * a.n_heads + h) * a.v_dim, o, a.v_dim);
     }
   });
 }
@@ -88,9 +110,10 @@ void attention_naive_ref(const NaiveAttentionArgs& a) {
     }
 }
 
-void attention_absorbed(const AbsorbedAttentionArgs& a, ThreadPool* pool) {
+void attention_absorbed_at_level(IsaLevel level, const AbsorbedAttentionArgs& a, ThreadPool* pool) {
   check_visible(a.n_visible, a.n_queries, a.n_context);
   DEEPMOE_CHECK(a.cache_dtype == DType::F32 || a.cache_dtype == DType::BF16, "attention: cache dtype");
+  const InnerLoops f = inner_loops(level);
   const int C = a.latent_dim, R = a.rope_dim, H = a.n_heads;
   // Work item = (query, head group): a cache row is converted once per item and used by all its heads. The
   // group size is fixed (not derived from the thread count), and each head's arithmetic is the same in any group.
@@ -113,7 +136,7 @@ void attention_absorbed(const AbsorbedAttentionArgs& a, ThreadPool* pool) {
         for (int h = h0; h < h1; ++h) {
           const float* ql = a.q_latent + (i * H + h) * C;
           const float* qr = a.q_rope + (i * H + h) * R;
-          scores[size_t((h - h0) * n + t)] = (dot(ql, c, C) + dot(qr, c + C, R)) * a.scale;
+          scores[size_t((h - h0) * n + t)] = (f.dot(ql, c, C) + f.dot(qr, c + C, R)) * a.scale;
         }
       }
       for (int h = h0; h < h1; ++h) {
@@ -123,7 +146,7 @@ void attention_absorbed(const AbsorbedAttentionArgs& a, ThreadPool* pool) {
       }
       for (int64_t t = 0; t < n; ++t) {
         const float* c = load_row(t);
-        for (int h = h0; h < h1; ++h) axpy(scores[size_t((h - h0) * n + t)], c, a.out + (i * H + h) * C, C);
+        for (int h = h0; h < h1; ++h) f.axpy(scores[size_t((h - h0) * n + t)], c, a.out + (i * H + h) * C, C);
       }
     }
   });

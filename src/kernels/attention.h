@@ -11,6 +11,7 @@
 
 #include <cstdint>
 
+#include "core/cpu_features.h"
 #include "core/dtype.h"
 
 namespace deepmoe {
@@ -45,5 +46,10 @@ void attention_naive(const NaiveAttentionArgs& a, ThreadPool* pool = nullptr);
 void attention_naive_ref(const NaiveAttentionArgs& a);  // FP64 loops
 void attention_absorbed(const AbsorbedAttentionArgs& a, ThreadPool* pool = nullptr);
 void attention_absorbed_ref(const AbsorbedAttentionArgs& a);  // FP64 loops
+
+// The same at an explicit ISA level (level <= the CPU's; the default entry points use cpu_features().level). All
+// levels give bitwise identical results.
+void attention_naive_at_level(IsaLevel level, const NaiveAttentionArgs& a, ThreadPool* pool);
+void attention_absorbed_at_level(IsaLevel level, const AbsorbedAttentionArgs& a, ThreadPool* pool);
 
 }  // namespace deepmoe

@@ -145,3 +145,34 @@ TEST(AttentionAbsorbed, QueryRowsDoNotDependOnBatchOrThreads) {
 
 }  // namespace
 }  // namespace deepmoe
+
+namespace deepmoe {
+namespace {
+
+TEST(Attention, AvxPathIsBitwiseEqualToBaseline) {
+  const CpuFeatures& cpu = cpu_features();
+  if (!(cpu.avx2 && cpu.fma)) GTEST_SKIP() << "CPU without AVX2";
+  const int H = 5, C = 37, R = 11, qk = 29, vd = 19;
+  const int64_t n_q = 3, ctx = 7;
+  auto ql = testing_util::random_vector(size_t(n_q * H * C), 1), qr = testing_util::random_vector(size_t(n_q * H * R), 2);
+  auto cache = testing_util::random_vector(size_t(ctx * (C + R)), 3);
+  std::vector<int64_t> vis = {5, 6, 7};
+  std::vector<float> o1(size_t(n_q * H * C)), o2(o1.size());
+  AbsorbedAttentionArgs a{ql.data(), qr.data(), cache.data(), DType::F32, C + R, o1.data(), n_q, ctx, H, C, R,
+                          vis.data(), 0.3f};
+  attention_absorbed_at_level(IsaLevel::Scalar, a, nullptr);
+  a.out = o2.data();
+  attention_absorbed_at_level(IsaLevel::Avx2, a, nullptr);
+  EXPECT_EQ(o1, o2);
+  auto q = testing_util::random_vector(size_t(n_q * H * qk), 4), k = testing_util::random_vector(size_t(ctx * H * qk), 5);
+  auto v = testing_util::random_vector(size_t(ctx * H * vd), 6);
+  std::vector<float> n1(size_t(n_q * H * vd)), n2(n1.size());
+  NaiveAttentionArgs b{q.data(), k.data(), v.data(), n1.data(), n_q, ctx, H, qk, vd, vis.data(), 0.2f};
+  attention_naive_at_level(IsaLevel::Scalar, b, nullptr);
+  b.out = n2.data();
+  attention_naive_at_level(IsaLevel::Avx2, b, nullptr);
+  EXPECT_EQ(n1, n2);
+}
+
+}  // namespace
+}  // namespace deepmoe
