@@ -65,7 +65,7 @@ struct DeepseekModel::Impl {
   void run_block(const LayerWeights& lw, int moe_layer, float* x, int64_t T, const int64_t* positions,
                  const std::vector<SequenceSlice>& slices) {
     const int64_t H = cfg.hidden_size;
-    std::vector<float> h(static_cast<size_t>(T * H)), f(static_cast<size_t>(T * H));
+    Scratch h(T * H), f(T * H);
     rmsnorm(x, H, lw.input_norm.data(), T, H, ctx.rms_eps, h.data(), H, ctx.pool);
     mla_forward(ctx, lw.attn, h.data(), T, positions, slices, f.data());
     for (int64_t i = 0; i < T * H; ++i) x[i] += f[size_t(i)];
@@ -87,7 +87,7 @@ struct DeepseekModel::Impl {
   Tensor head_logits(const std::vector<float>& rows, int64_t n, const std::vector<float>& norm,
                      const WeightMatrix& head) {
     const int64_t H = cfg.hidden_size;
-    std::vector<float> normed(static_cast<size_t>(n * H));
+    Scratch normed(n * H);
     rmsnorm(rows.data(), H, norm.data(), n, H, ctx.rms_eps, normed.data(), H, ctx.pool);
     Tensor logits = Tensor::zeros(DType::F32, {n, cfg.vocab_size});
     linear(ctx, normed.data(), n, head, logits.data<float>());

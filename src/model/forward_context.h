@@ -2,7 +2,9 @@
 // the thread pool and the RoPE tables (computed once at load).
 #pragma once
 
+#include <cstddef>
 #include <cstdint>
+#include <memory>
 #include <vector>
 
 #include "kernels/gemm.h"
@@ -27,6 +29,22 @@ struct ForwardContext {
   float rope_amplitude = 1.0f;
   float softmax_scale = 1.0f;
   float rms_eps = 1e-6f;
+};
+
+// An activation buffer left uninitialized: every user writes it completely before reading it, so zeroing
+// (and the page faults of fresh zeroed memory) on every layer would be wasted work.
+class Scratch {
+ public:
+  explicit Scratch(int64_t n) : data_(new float[static_cast<size_t>(n)]), n_(static_cast<size_t>(n)) {}
+  float* data() { return data_.get(); }
+  const float* data() const { return data_.get(); }
+  float& operator[](size_t i) { return data_[i]; }
+  const float& operator[](size_t i) const { return data_[i]; }
+  size_t size() const { return n_; }
+
+ private:
+  std::unique_ptr<float[]> data_;
+  size_t n_;
 };
 
 // y[T, w.n] = x[T, w.k] · wᵀ (kernels/gemm.h with the context's mode and pool).

@@ -9,13 +9,11 @@
 namespace deepmoe {
 namespace {
 
-std::vector<float> floats(int64_t n) { return std::vector<float>(static_cast<size_t>(n)); }
-
 // Per head h: dst[:, h, :] = src[:, h, :] · Wh ᵀ with Wh the FP32 [n, k] matrix w + h·n·k. src is [T, H, src_dim]
 // of which the k values at src_col are used; dst is [T, H, dst_dim] written at dst_col.
 void per_head_linear(const ForwardContext& ctx, const float* src, int64_t src_dim, int64_t src_col, int64_t T,
                      int64_t H, const float* w, int64_t n, int64_t k, float* dst, int64_t dst_dim) {
-  std::vector<float> a = floats(T * k), c = floats(T * n);
+  Scratch a(T * k), c(T * n);
   for (int64_t h = 0; h < H; ++h) {
     for (int64_t t = 0; t < T; ++t)
       for (int64_t j = 0; j < k; ++j) a[size_t(t * k + j)] = src[(t * H + h) * src_dim + src_col + j];
@@ -41,9 +39,9 @@ void mla_forward(const ForwardContext& ctx, const AttentionWeights& w, const flo
                 V = c.v_head_dim, C = c.kv_lora_rank;
   if (T == 0) return;
   // q = wq_b(q_norm(wq_a(x))) or wq(x): [T, H, qk]
-  std::vector<float> q = floats(T * H * qk);
+  Scratch q(T * H * qk);
   if (c.q_lora_rank > 0) {
-    std::vector<float> qa = floats(T * c.q_lora_rank);  // [T, q_lora_rank]
+    Scratch qa(T * c.q_lora_rank);  // [T, q_lora_rank]
     linear(ctx, x, T, w.q_a, qa.data());
     rmsnorm(qa.data(), c.q_lora_rank, w.q_a_norm.data(), T, c.q_lora_rank, ctx.rms_eps, qa.data(), c.q_lora_rank,
             ctx.pool);
@@ -52,7 +50,7 @@ void mla_forward(const ForwardContext& ctx, const AttentionWeights& w, const flo
     linear(ctx, x, T, w.q, q.data());
   }
   // kv = wkv_a(x): [T, C + R] → [kv_norm(latent) | rope(k_pe)], exactly the cache row.
-  std::vector<float> kv = floats(T * (C + R));
+  Scratch kv(T * (C + R));
   linear(ctx, x, T, w.kv_a, kv.data());
   rmsnorm(kv.data(), C + R, w.kv_a_norm.data(), T, C, ctx.rms_eps, kv.data(), C + R, ctx.pool);
   apply_rope(kv.data() + C, T, C + R, 1, positions, ctx.rope_freqs, ctx.rope_amplitude);
@@ -60,10 +58,10 @@ void mla_forward(const ForwardContext& ctx, const AttentionWeights& w, const flo
   for (const SequenceSlice& s : slices)
     s.cache->write(s.cache_layer, s.start, s.count, kv.data() + s.offset * (C + R));
 
-  std::vector<float> o = floats(T * H * V);  // [T, H, v]
+  Scratch o(T * H * V);  // [T, H, v]
   if (ctx.attention == AttentionMode::Absorbed) {
     // q_nope' = q_nope · W_UK (einsum "shd,hdc->shc"): [T, H, C]; q_pe gathered to [T, H, R].
-    std::vector<float> q_lat = floats(T * H * C), q_pe = floats(T * H * R), o_lat = floats(T * H * C);
+    Scratch q_lat(T * H * C), q_pe(T * H * R), o_lat(T * H * C);
     per_head_linear(ctx, q.data(), qk, 0, T, H, w.w_uk_t.data(), C, nope, q_lat.data(), C);
     for (int64_t r = 0; r < T * H; ++r)
       for (int64_t j = 0; j < R; ++j) q_pe[size_t(r * R + j)] = q[size_t(r * qk + nope + j)];
@@ -91,12 +89,12 @@ void mla_forward(const ForwardContext& ctx, const AttentionWeights& w, const flo
     for (const SequenceSlice& s : slices) {
       const int64_t n_ctx = s.start + s.count;
       // Decompress the whole context from the cache: kv_b(latent) → [n_ctx, H, nope + v].
-      std::vector<float> rows = floats(n_ctx * (C + R)), latent = floats(n_ctx * C), kvb = floats(n_ctx * H * (nope + V));
+      Scratch rows(n_ctx * (C + R)), latent(n_ctx * C), kvb(n_ctx * H * (nope + V));
       convert_to_f32(s.cache->dtype(), s.cache->layer_data(s.cache_layer), rows.data(), rows.size());
       for (int64_t t = 0; t < n_ctx; ++t)
         for (int64_t j = 0; j < C; ++j) latent[size_t(t * C + j)] = rows[size_t(t * (C + R) + j)];
       linear(ctx, latent.data(), n_ctx, w.kv_b, kvb.data());
-      std::vector<float> k = floats(n_ctx * H * qk), v = floats(n_ctx * H * V);
+      Scratch k(n_ctx * H * qk), v(n_ctx * H * V);
       for (int64_t t = 0; t < n_ctx; ++t)
         for (int64_t h = 0; h < H; ++h) {
           const float* src = kvb.data() + (t * H + h) * (nope + V);

@@ -13,7 +13,7 @@ namespace deepmoe {
 
 void mlp_forward(const ForwardContext& ctx, const MlpWeights& w, const float* x, int64_t T, float* out) {
   const int64_t inter = w.gate.n;
-  std::vector<float> g(static_cast<size_t>(T * inter)), u(static_cast<size_t>(T * inter));
+  Scratch g(T * inter), u(T * inter);
   linear(ctx, x, T, w.gate, g.data());
   linear(ctx, x, T, w.up, u.data());
   swiglu(g.data(), u.data(), T * inter, g.data());
@@ -44,7 +44,7 @@ void moe_forward(const ForwardContext& ctx, const MoeWeights& w, const MoeRuntim
   // Local experts: grouped GEMMs gate/up → SwiGLU → down (unweighted; combine applies the top-k weights).
   Tensor expert_out = Tensor::zeros(DType::F32, {rows, hidden});
   if (rows > 0) {
-    std::vector<float> g(static_cast<size_t>(rows * inter)), u(static_cast<size_t>(rows * inter));
+    Scratch g(rows * inter), u(rows * inter);
     grouped_gemm(d.x.data<float>(), d.row_offsets.data(), slots, w.expert_gate.data(), g.data(), ctx.gemm, ctx.pool);
     grouped_gemm(d.x.data<float>(), d.row_offsets.data(), slots, w.expert_up.data(), u.data(), ctx.gemm, ctx.pool);
     swiglu(g.data(), u.data(), rows * inter, g.data());
