@@ -6,6 +6,7 @@
 #include <cmath>
 #include <cstdio>
 #include <cstring>
+#include <filesystem>
 #include <memory>
 
 #include "model/deepseek_model.h"
@@ -17,26 +18,23 @@ namespace {
 
 using namespace testing_util;
 
-struct Checkpoints {
-  std::string v3, v3_f32, v2_grouped, v2_greedy;
-};
-
-const Checkpoints& checkpoints() {
-  static const Checkpoints c = [] {
-    Checkpoints c;
-    std::string root = temp_dir("forward");
-    c.v3 = root + "/v3";
-    c.v3_f32 = root + "/v3_f32";
-    c.v2_grouped = root + "/v2_grouped";
-    c.v2_greedy = root + "/v2_greedy";
-    write_tiny_checkpoint(tiny_v3_config(), c.v3, WeightFormat::Fp8, 1);
-    write_tiny_checkpoint(tiny_v3_config(), c.v3_f32, WeightFormat::Fp8DequantizedF32, 1);
-    write_tiny_checkpoint(tiny_v2_config("group_limited_greedy", 16.0), c.v2_grouped, WeightFormat::Fp8, 2);
-    write_tiny_checkpoint(tiny_v2_config("greedy", 1.0), c.v2_greedy, WeightFormat::Bf16, 3);
-    return c;
-  }();
-  return c;
+// Each checkpoint is written once per process, when a test first needs it (ctest runs every case in its own
+// process, so writing all of them up front would multiply the work).
+std::string checkpoint_dir(const std::string& name, const ModelConfig& cfg, WeightFormat format, uint64_t seed) {
+  static const std::string root = temp_dir("forward");
+  const std::string d = root + "/" + name;
+  if (!std::filesystem::exists(d + "/model.safetensors")) write_tiny_checkpoint(cfg, d, format, seed);
+  return d;
 }
+
+struct TinyCheckpoints {
+  std::string v3() { return checkpoint_dir("v3", tiny_v3_config(), WeightFormat::Fp8, 1); }
+  std::string v3_f32() { return checkpoint_dir("v3_f32", tiny_v3_config(), WeightFormat::Fp8DequantizedF32, 1); }
+  std::string v2_grouped() {
+    return checkpoint_dir("v2_grouped", tiny_v2_config("group_limited_greedy", 16.0), WeightFormat::Fp8, 2);
+  }
+  std::string v2_greedy() { return checkpoint_dir("v2_greedy", tiny_v2_config("greedy", 1.0), WeightFormat::Bf16, 3); }
+} ckpt;
 
 const std::vector<int32_t> kSeqA = {0, 17, 300, 5, 511, 42, 42, 9};
 const std::vector<int32_t> kSeqB = {0, 256, 3, 77};
@@ -78,21 +76,21 @@ void expect_matches_reference(const std::string& dir, const ModelOptions& o, con
 }
 
 TEST(ModelForward, V3Fp8AbsorbedMatchesFp64Reference) {
-  expect_matches_reference(checkpoints().v3, opts(AttentionMode::Absorbed), "v3 fp8 w8a32 absorbed");
+  expect_matches_reference(ckpt.v3(), opts(AttentionMode::Absorbed), "v3 fp8 w8a32 absorbed");
 }
 TEST(ModelForward, V3Fp8NaiveMatchesFp64Reference) {
-  expect_matches_reference(checkpoints().v3, opts(AttentionMode::Naive), "v3 fp8 w8a32 naive");
+  expect_matches_reference(ckpt.v3(), opts(AttentionMode::Naive), "v3 fp8 w8a32 naive");
 }
 TEST(ModelForward, V2GroupLimitedGreedyMatchesFp64Reference) {
-  expect_matches_reference(checkpoints().v2_grouped, opts(AttentionMode::Absorbed), "v2 group_limited_greedy");
+  expect_matches_reference(ckpt.v2_grouped(), opts(AttentionMode::Absorbed), "v2 group_limited_greedy");
 }
 TEST(ModelForward, V2GreedyBf16MatchesFp64Reference) {
-  expect_matches_reference(checkpoints().v2_greedy, opts(AttentionMode::Naive), "v2 greedy bf16 naive");
-  expect_matches_reference(checkpoints().v2_greedy, opts(AttentionMode::Absorbed), "v2 greedy bf16 absorbed");
+  expect_matches_reference(ckpt.v2_greedy(), opts(AttentionMode::Naive), "v2 greedy bf16 naive");
+  expect_matches_reference(ckpt.v2_greedy(), opts(AttentionMode::Absorbed), "v2 greedy bf16 absorbed");
 }
 TEST(ModelForward, Bf16KvCacheMatchesReferenceWithBf16RoundedCache) {
-  expect_matches_reference(checkpoints().v3, opts(AttentionMode::Absorbed, 2, DType::BF16), "v3 bf16 cache");
-  expect_matches_reference(checkpoints().v3, opts(AttentionMode::Naive, 2, DType::BF16), "v3 bf16 cache naive");
+  expect_matches_reference(ckpt.v3(), opts(AttentionMode::Absorbed, 2, DType::BF16), "v3 bf16 cache");
+  expect_matches_reference(ckpt.v3(), opts(AttentionMode::Naive, 2, DType::BF16), "v3 bf16 cache naive");
 }
 
 std::vector<float> prefill_logits(const std::string& dir, const ModelOptions& o, const std::vector<int32_t>& toks) {
@@ -102,7 +100,7 @@ std::vector<float> prefill_logits(const std::string& dir, const ModelOptions& o,
 }
 
 TEST(ModelForward, AbsorbedEqualsNaive) {
-  for (const std::string& dir : {checkpoints().v3, checkpoints().v2_grouped}) {
+  for (const std::string& dir : {ckpt.v3(), ckpt.v2_grouped()}) {
     auto absorbed = prefill_logits(dir, opts(AttentionMode::Absorbed), kSeqA);
     auto naive = prefill_logits(dir, opts(AttentionMode::Naive), kSeqA);
     std::vector<double> nd(naive.begin(), naive.end());
@@ -114,7 +112,7 @@ TEST(ModelForward, AbsorbedEqualsNaive) {
 
 TEST(ModelForward, PrefillEqualsTokenByTokenDecodeBitwise) {
   for (AttentionMode mode : {AttentionMode::Absorbed, AttentionMode::Naive}) {
-    auto model = DeepseekModel::load(checkpoints().v3, opts(mode));
+    auto model = DeepseekModel::load(ckpt.v3(), opts(mode));
     const int64_t V = model->config().vocab_size;
     auto s1 = model->create_sequence(), s2 = model->create_sequence();
     auto prefill = to_vector(model->forward({SequenceInput::all(s1.get(), kSeqA)}));
@@ -135,7 +133,7 @@ TEST(ModelForward, BatchInvariantAcrossBatchCompositionAndThreads) {
   const std::vector<int32_t> c_tokens = {4, 8, 15, 16, 23, 42, 108, 1, 2, 3, 5};
   std::vector<float> alone;
   for (int threads : {1, 2}) {
-    auto model = DeepseekModel::load(checkpoints().v3, opts(AttentionMode::Absorbed, threads));
+    auto model = DeepseekModel::load(ckpt.v3(), opts(AttentionMode::Absorbed, threads));
     const int64_t V = model->config().vocab_size;
     {
       auto a = model->create_sequence();
@@ -155,8 +153,8 @@ TEST(ModelForward, BatchInvariantAcrossBatchCompositionAndThreads) {
 }
 
 TEST(ModelForward, Fp8W8a32EqualsDequantizedF32Weights) {
-  auto fp8 = prefill_logits(checkpoints().v3, opts(AttentionMode::Absorbed), kSeqA);
-  auto f32 = prefill_logits(checkpoints().v3_f32, opts(AttentionMode::Absorbed), kSeqA);
+  auto fp8 = prefill_logits(ckpt.v3(), opts(AttentionMode::Absorbed), kSeqA);
+  auto f32 = prefill_logits(ckpt.v3_f32(), opts(AttentionMode::Absorbed), kSeqA);
   std::vector<double> ref(f32.begin(), f32.end());
   double d = max_rel_diff(fp8, ref);
   std::printf("fp8 w8a32 vs dequantized f32: max|d|/max|logit| = %.3g\n", d);
@@ -203,10 +201,10 @@ TEST(ModelForward, W8a8MatchesReferenceWithActQuantOnDenseModel) {
 // On the MoE model, FP8 activation noise (a few % per element) also flips expert choices, so w8a8 logits move
 // far more; this is reported, not bounded.
 TEST(ModelForward, W8a8OnMoeModelReportsDeviation) {
-  auto model = DeepseekModel::load(checkpoints().v3, opts(AttentionMode::Absorbed, 2, DType::F32, GemmMode::W8A8));
+  auto model = DeepseekModel::load(ckpt.v3(), opts(AttentionMode::Absorbed, 2, DType::F32, GemmMode::W8A8));
   auto s = model->create_sequence();
   auto got = to_vector(model->forward({SequenceInput::all(s.get(), kSeqA)}));
-  ReferenceModel ref(checkpoints().v3);
+  ReferenceModel ref(ckpt.v3());
   auto exact = ref.forward(kSeqA);
   std::printf("moe w8a8 vs FP64 exact activations: calc_diff %.3g, max|d|/max|logit| %.3g\n",
               calc_diff(got, exact.logits), max_rel_diff(got, exact.logits));
@@ -214,7 +212,7 @@ TEST(ModelForward, W8a8OnMoeModelReportsDeviation) {
 }
 
 TEST(ModelForward, MtpMatchesFp64Reference) {
-  auto model = DeepseekModel::load(checkpoints().v3, opts(AttentionMode::Absorbed));
+  auto model = DeepseekModel::load(ckpt.v3(), opts(AttentionMode::Absorbed));
   ASSERT_TRUE(model->has_mtp());
   const int64_t V = model->config().vocab_size, H = model->config().hidden_size;
   const int64_t n = int64_t(kSeqA.size()) - 1;  // positions 0..n-1 have a next token
@@ -235,7 +233,7 @@ TEST(ModelForward, MtpMatchesFp64Reference) {
   ASSERT_EQ(got.size(), size_t(n * V));
   EXPECT_EQ(s->mtp.length(), n);
 
-  ReferenceModel ref(checkpoints().v3);
+  ReferenceModel ref(ckpt.v3());
   auto r = ref.forward(kSeqA);
   std::vector<double> h_ref(r.hidden.begin(), r.hidden.begin() + n * H);
   auto want = ref.mtp(h_ref, next);

@@ -143,12 +143,29 @@ uint64_t write_tiny_checkpoint(const ModelConfig& cfg_in, const std::string& dir
   return std::filesystem::file_size(path);
 }
 
+namespace {
+
+// Folders made by temp_dir(), removed when the test process exits.
+struct TempDirs {
+  std::vector<std::string> dirs;
+  ~TempDirs() {
+    for (const auto& d : dirs) {
+      std::error_code ec;
+      std::filesystem::remove_all(d, ec);
+    }
+  }
+};
+
+}  // namespace
+
 std::string temp_dir(const std::string& name) {
+  static TempDirs cleanup;
   std::string dir = (std::filesystem::temp_directory_path() /
                      ("deepmoe_model_test_" + name + "_" + std::to_string(::getpid())))
                         .string();
   std::filesystem::remove_all(dir);
   std::filesystem::create_directories(dir);
+  cleanup.dirs.push_back(dir);
   return dir;
 }
 

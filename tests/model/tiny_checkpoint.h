@@ -27,7 +27,7 @@ enum class WeightFormat {
 // values for every format. Returns the model.safetensors file size in bytes.
 uint64_t write_tiny_checkpoint(const ModelConfig& cfg, const std::string& dir, WeightFormat format, uint64_t seed);
 
-// A fresh, empty temporary folder for one test (removed by the caller or left in /tmp).
+// A fresh, empty temporary folder for one test, removed when the process exits.
 std::string temp_dir(const std::string& name);
 
 }  // namespace deepmoe::testing_util
