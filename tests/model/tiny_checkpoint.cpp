@@ -11,7 +11,6 @@
 #include "core/error.h"
 #include "core/tensor.h"
 #include "kernels/quantize.h"
-#include "model/checkpoint_layout.h"
 #include "model/safetensors_writer.h"
 
 namespace deepmoe::testing_util {
@@ -77,17 +76,85 @@ uint64_t name_hash(const std::string& s, uint64_t seed) {
   return h;
 }
 
+enum class Kind { Embedding, Norm, Projection, Bf16Projection, Bias };
+
+// One tensor of the HF layout (reference §1.8, §1.9). `source` names the tensor whose values it repeats (the
+// MTP layer's embed_tokens and shared_head.head duplicate the main model's).
+struct Spec {
+  std::string name;
+  std::vector<int64_t> shape;
+  Kind kind;
+  std::string source;
+};
+
+std::vector<Spec> layout(const ModelConfig& c) {
+  std::vector<Spec> out;
+  auto add = [&](const std::string& name, std::vector<int64_t> shape, Kind kind, std::string source = "") {
+    out.push_back({name, std::move(shape), kind, source.empty() ? name : source});
+  };
+  const int64_t D = c.hidden_size, H = c.num_attention_heads, qk = c.qk_head_dim(), C = c.kv_lora_rank;
+  add("model.embed_tokens.weight", {c.vocab_size, D}, Kind::Embedding);
+  for (int64_t l = 0; l < c.num_layers_with_mtp(); ++l) {
+    const std::string p = "model.layers." + std::to_string(l) + ".";
+    if (l >= c.num_hidden_layers) {  // MTP module
+      add(p + "embed_tokens.weight", {c.vocab_size, D}, Kind::Embedding, "model.embed_tokens.weight");
+      add(p + "enorm.weight", {D}, Kind::Norm);
+      add(p + "hnorm.weight", {D}, Kind::Norm);
+      add(p + "eh_proj.weight", {D, 2 * D}, Kind::Bf16Projection);
+      add(p + "shared_head.norm.weight", {D}, Kind::Norm);
+      add(p + "shared_head.head.weight", {c.vocab_size, D}, Kind::Bf16Projection, "lm_head.weight");
+    }
+    add(p + "input_layernorm.weight", {D}, Kind::Norm);
+    add(p + "post_attention_layernorm.weight", {D}, Kind::Norm);
+    const std::string a = p + "self_attn.";
+    if (c.q_lora_rank > 0) {
+      add(a + "q_a_proj.weight", {c.q_lora_rank, D}, Kind::Projection);
+      add(a + "q_a_layernorm.weight", {c.q_lora_rank}, Kind::Norm);
+      add(a + "q_b_proj.weight", {H * qk, c.q_lora_rank}, Kind::Projection);
+    } else {
+      add(a + "q_proj.weight", {H * qk, D}, Kind::Projection);
+    }
+    add(a + "kv_a_proj_with_mqa.weight", {C + c.qk_rope_head_dim, D}, Kind::Projection);
+    add(a + "kv_a_layernorm.weight", {C}, Kind::Norm);
+    add(a + "kv_b_proj.weight", {H * (c.qk_nope_head_dim + c.v_head_dim), C}, Kind::Projection);
+    add(a + "o_proj.weight", {D, H * c.v_head_dim}, Kind::Projection);
+    auto mlp = [&](const std::string& m, int64_t inter) {
+      add(m + "gate_proj.weight", {inter, D}, Kind::Projection);
+      add(m + "up_proj.weight", {inter, D}, Kind::Projection);
+      add(m + "down_proj.weight", {D, inter}, Kind::Projection);
+    };
+    if (!c.is_moe_layer(l)) {
+      mlp(p + "mlp.", c.intermediate_size);
+      continue;
+    }
+    add(p + "mlp.gate.weight", {c.n_routed_experts, D}, Kind::Bf16Projection);
+    if (c.has_correction_bias()) add(p + "mlp.gate.e_score_correction_bias", {c.n_routed_experts}, Kind::Bias);
+    for (int64_t e = 0; e < c.n_routed_experts; ++e)
+      mlp(p + "mlp.experts." + std::to_string(e) + ".", c.moe_intermediate_size);
+    if (c.n_shared_experts > 0) mlp(p + "mlp.shared_experts.", c.n_shared_experts * c.moe_intermediate_size);
+  }
+  add("model.norm.weight", {D}, Kind::Norm);
+  add("lm_head.weight", {c.vocab_size, D}, Kind::Bf16Projection);
+  return out;
+}
+
+int64_t numel(const std::vector<int64_t>& shape) {
+  int64_t n = 1;
+  for (int64_t d : shape) n *= d;
+  return n;
+}
+
 // Values for one tensor, scaled so that every projection keeps unit-variance activations.
-std::vector<float> draw(const TensorSpec& spec, uint64_t seed) {
-  std::mt19937_64 rng(name_hash(spec.value_source.empty() ? spec.name : spec.value_source, seed));
+std::vector<float> draw(const Spec& spec, uint64_t seed) {
+  std::mt19937_64 rng(name_hash(spec.source, seed));
   std::uniform_real_distribution<float> u(-1.0f, 1.0f);
-  std::vector<float> v(static_cast<size_t>(spec.numel()));
+  std::vector<float> v(static_cast<size_t>(numel(spec.shape)));
   float lo = 0, scale = 1;
-  switch (spec.role) {
-    case TensorRole::Norm: lo = 1.0f; scale = 0.2f; break;
-    case TensorRole::CorrectionBias: scale = 0.05f; break;
-    case TensorRole::Embedding: scale = std::sqrt(3.0f); break;
-    default: scale = std::sqrt(3.0f / float(spec.fan_in())); break;
+  switch (spec.kind) {
+    case Kind::Norm: lo = 1.0f; scale = 0.2f; break;
+    case Kind::Bias: scale = 0.05f; break;
+    case Kind::Embedding: scale = std::sqrt(3.0f); break;
+    default: scale = std::sqrt(3.0f / float(spec.shape[1])); break;
   }
   for (auto& x : v) x = lo + scale * u(rng);
   return v;
@@ -108,16 +175,13 @@ uint64_t write_tiny_checkpoint(const ModelConfig& cfg_in, const std::string& dir
     std::ofstream f(dir + "/config.json");
     f << model_config_to_json(cfg);
   }
-  const bool fp8_layout = format != WeightFormat::Bf16;
   SafetensorsWriter writer;
-  for (const TensorSpec& spec : checkpoint_layout(cfg, fp8_layout)) {
-    if (spec.role == TensorRole::ScaleInv) continue;  // written with its weight
+  for (const Spec& spec : layout(cfg)) {
     std::vector<float> v = draw(spec, seed);
-    const bool quantized = spec.dtype == DType::F8_E4M3;
-    if (quantized) {
+    if (spec.kind == Kind::Projection && format != WeightFormat::Bf16) {
       const int64_t n = spec.shape[0], k = spec.shape[1];
       Tensor q = owned(DType::F8_E4M3, spec.shape);
-      Tensor s = owned(DType::F32, block_scale_shape(n, k));
+      Tensor s = owned(DType::F32, {(n + 127) / 128, (k + 127) / 128});
       quantize_weight_128x128(v.data(), n, k, q.data<uint8_t>(), s.data<float>());
       if (format == WeightFormat::Fp8) {
         writer.add(spec.name, q);
@@ -129,13 +193,12 @@ uint64_t write_tiny_checkpoint(const ModelConfig& cfg_in, const std::string& dir
       }
       continue;
     }
-    Tensor t = owned(spec.dtype, spec.shape);
-    if (spec.dtype == DType::F32)
+    // Norms, embeddings, router, eh_proj and heads are BF16 in the official checkpoints; the bias is F32.
+    Tensor t = owned(spec.kind == Kind::Bias ? DType::F32 : DType::BF16, spec.shape);
+    if (t.dtype() == DType::F32)
       std::copy(v.begin(), v.end(), t.data<float>());
-    else if (spec.dtype == DType::BF16)
-      convert_f32_to_bf16(v.data(), t.data<uint16_t>(), v.size());
     else
-      throw Error("tiny checkpoint: unexpected dtype for " + spec.name);
+      convert_f32_to_bf16(v.data(), t.data<uint16_t>(), v.size());
     writer.add(spec.name, t);
   }
   const std::string path = dir + "/model.safetensors";

@@ -1,6 +1,7 @@
 // Tiny random DeepSeek-V3 / V2 checkpoints written in the Hugging Face layout for the model tests: the tensor list
-// comes from model/checkpoint_layout.h, values from a seeded generator scaled so activations stay O(1), FP8
-// projections quantized with kernels/quantize.h (128×128 blocks + weight_scale_inv).
+// is written out here from reference §1.8/§1.9 (independently of the generator, so the two check each other),
+// values come from a seeded generator scaled so activations stay O(1), FP8 projections are quantized with
+// kernels/quantize.h (128×128 blocks + weight_scale_inv).
 #pragma once
 
 #include <cstdint>
