@@ -1,0 +1,55 @@
+#include "runtime/deepseek_lm.h"
+
+#include <algorithm>
+
+#include "core/error.h"
+#include "model/config.h"
+
+namespace deepmoe {
+namespace {
+
+class DeepseekSequence : public LmSequence {
+ public:
+  explicit DeepseekSequence(std::unique_ptr<Sequence> s) : sequence(std::move(s)) {}
+  std::unique_ptr<Sequence> sequence;
+
+ protected:
+  void truncate_cache(int64_t n) override {
+    sequence->main.truncate(n);
+    // The MTP cache runs one position behind the main one (model/kv_cache.h).
+    sequence->mtp.truncate(std::min(n, sequence->mtp.length()));
+  }
+};
+
+}  // namespace
+
+DeepseekLm::DeepseekLm(DeepseekModel& model) : model_(model) {}
+
+int64_t DeepseekLm::vocab_size() const { return model_.config().vocab_size; }
+
+int64_t DeepseekLm::context_length() const { return model_.config().max_position_embeddings; }
+
+std::vector<int32_t> DeepseekLm::eos_token_ids() const {
+  const ModelConfig& c = model_.config();
+  std::vector<int32_t> ids;
+  for (int64_t id : c.eos_token_ids) ids.push_back(static_cast<int32_t>(id));
+  if (c.eos_token_id >= 0) ids.push_back(static_cast<int32_t>(c.eos_token_id));
+  return ids;
+}
+
+std::unique_ptr<LmSequence> DeepseekLm::new_sequence() {
+  return std::make_unique<DeepseekSequence>(model_.create_sequence());
+}
+
+std::vector<float> DeepseekLm::forward_tokens(LmSequence& sequence, std::span<const int32_t> tokens) {
+  auto& seq = static_cast<DeepseekSequence&>(sequence);
+  DEEPMOE_CHECK(seq.sequence->length() == sequence.length(), "cache and token list disagree");
+  std::vector<SequenceInput> batch{
+      SequenceInput::last(seq.sequence.get(), std::vector<int32_t>(tokens.begin(), tokens.end()))};
+  const Tensor logits = model_.forward(batch);  // [1, vocab_size] F32
+  DEEPMOE_CHECK(logits.dtype() == DType::F32 && logits.numel() == vocab_size());
+  const float* data = logits.data<float>();
+  return std::vector<float>(data, data + logits.numel());
+}
+
+}  // namespace deepmoe

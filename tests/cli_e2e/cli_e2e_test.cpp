@@ -1,0 +1,270 @@
+// `deepmoe generate` and `deepmoe chat` as a user runs them: real binary, tiny random checkpoint (written once by
+// the cli_e2e.make_tiny_model fixture), outputs checked against the library's own forward pass, and exit codes
+// and messages for bad input.
+#include <gtest/gtest.h>
+
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <atomic>
+#include <cstdlib>
+#include <filesystem>
+#include <fstream>
+#include <sstream>
+#include <string>
+#include <vector>
+
+#include "model/deepseek_model.h"
+#include "model/config.h"
+#include "tokenizer/chat_template.h"
+#include "tokenizer/tokenizer.h"
+
+namespace deepmoe {
+namespace {
+
+namespace fs = std::filesystem;
+
+const std::string kModel = CLI_E2E_MODEL_DIR;
+
+struct CommandResult {
+  int code = -1;
+  std::string out, err;
+};
+
+std::string read_file(const fs::path& p) {
+  std::ifstream in(p, std::ios::binary);
+  std::ostringstream s;
+  s << in.rdbuf();
+  return s.str();
+}
+
+std::string quote(const std::string& s) {
+  std::string out = "'";
+  for (char c : s) out += c == '\'' ? std::string("'\\''") : std::string(1, c);
+  return out + "'";
+}
+
+fs::path scratch_dir() {
+  static std::atomic<int> counter{0};
+  fs::path dir = fs::path(::testing::TempDir()) /
+                 ("deepmoe_cli_e2e_" + std::to_string(getpid()) + "_" + std::to_string(counter++));
+  fs::create_directories(dir);
+  return dir;
+}
+
+// Runs `prefix deepmoe args` through sh with stdin from `input`; prefix may set environment variables or wrap
+// the command.
+CommandResult run_shell(const std::string& command, const std::string& input = "") {
+  const fs::path dir = scratch_dir();
+  std::ofstream(dir / "in", std::ios::binary) << input;
+  const std::string full = command + " < " + quote((dir / "in").string()) + " > " + quote((dir / "out").string()) +
+                           " 2> " + quote((dir / "err").string());
+  const int status = std::system(full.c_str());
+  CommandResult r;
+  r.code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+  r.out = read_file(dir / "out");
+  r.err = read_file(dir / "err");
+  fs::remove_all(dir);
+  return r;
+}
+
+std::string deepmoe_bin() { return quote(DEEPMOE_BINARY_DIR "/tools/deepmoe"); }
+
+CommandResult deepmoe(const std::string& args, const std::string& input = "") {
+  return run_shell(deepmoe_bin() + " " + args, input);
+}
+
+std::vector<int32_t> parse_ids(const std::string& line) {
+  std::istringstream in(line);
+  std::vector<int32_t> ids;
+  int32_t id;
+  while (in >> id) ids.push_back(id);
+  return ids;
+}
+
+// The reference: the library's forward pass fed one token at a time, argmax by a plain loop.
+class Reference {
+ public:
+  Reference() : model_(DeepseekModel::load(kModel)), tokenizer_(Tokenizer::load(kModel)) {}
+
+  const Tokenizer& tokenizer() const { return *tokenizer_; }
+
+  std::vector<int32_t> greedy(std::vector<int32_t> prompt, int n) const {
+    auto seq = model_->create_sequence();
+    std::vector<int32_t> out;
+    std::vector<int32_t> feed = std::move(prompt);
+    for (int step = 0; step < n; ++step) {
+      const Tensor logits = model_->forward({SequenceInput::last(seq.get(), feed)});
+      const float* l = logits.data<float>();
+      int32_t best = 0;
+      for (int64_t i = 1; i < logits.numel(); ++i)
+        if (l[i] > l[best]) best = static_cast<int32_t>(i);
+      out.push_back(best);
+      feed = {best};
+    }
+    return out;
+  }
+
+  std::string greedy_text(const std::string& prompt, int n, bool add_special) const {
+    return tokenizer_->decode(greedy(tokenizer_->encode(prompt, add_special, true), n));
+  }
+
+ private:
+  std::unique_ptr<DeepseekModel> model_;
+  std::unique_ptr<Tokenizer> tokenizer_;
+};
+
+const Reference& reference() {
+  static const Reference r;
+  return r;
+}
+
+TEST(CliGenerate, SameSeedGivesIdenticalOutput) {
+  const std::string args = "generate -m " + quote(kModel) + " -p 'Hello there' -n 10 --temperature 1 --ignore-eos";
+  const CommandResult a = deepmoe(args + " --seed 7");
+  const CommandResult b = deepmoe(args + " --seed 7");
+  const CommandResult other = deepmoe(args + " --seed 8 --output ids");
+  ASSERT_EQ(a.code, 0) << a.err;
+  ASSERT_EQ(b.code, 0) << b.err;
+  ASSERT_EQ(other.code, 0) << other.err;
+  EXPECT_FALSE(a.out.empty());
+  EXPECT_EQ(a.out, b.out);
+  const std::vector<int32_t> other_ids = parse_ids(other.out);
+  EXPECT_EQ(other_ids.size(), 10u);
+  EXPECT_NE(reference().tokenizer().decode(other_ids), a.out);
+  // No progress bar off a terminal; one summary line on stderr, with the counts and the seed.
+  EXPECT_EQ(a.err.find('\033'), std::string::npos) << a.err;
+  EXPECT_EQ(std::count(a.err.begin(), a.err.end(), '\n'), 1) << a.err;
+  EXPECT_NE(a.err.find("generated 10 tokens"), std::string::npos) << a.err;
+  EXPECT_NE(a.err.find("seed 7"), std::string::npos) << a.err;
+}
+
+TEST(CliGenerate, GreedyEqualsLibraryArgmaxStepByStep) {
+  const std::string prompt = "The capital of France is";
+  const CommandResult r = deepmoe("generate -m " + quote(kModel) + " -p " + quote(prompt) +
+                                  " -n 8 --temperature 0 --ignore-eos --output ids");
+  ASSERT_EQ(r.code, 0) << r.err;
+  const Reference& ref = reference();
+  EXPECT_EQ(parse_ids(r.out), ref.greedy(ref.tokenizer().encode(prompt, true, true), 8));
+}
+
+TEST(CliGenerate, StopStringCutsTheOutput) {
+  const std::string base = "generate -m " + quote(kModel) + " -p 'Once upon a time' -n 16 --temperature 0 --ignore-eos";
+  const CommandResult full = deepmoe(base);
+  ASSERT_EQ(full.code, 0) << full.err;
+  const std::string& text = full.out;
+  // A two-character stop string from the middle of the greedy output, cut on UTF-8 character boundaries.
+  std::vector<size_t> starts;
+  for (size_t i = 0; i < text.size(); ++i)
+    if ((static_cast<unsigned char>(text[i]) & 0xC0) != 0x80) starts.push_back(i);
+  starts.push_back(text.size());
+  ASSERT_GE(starts.size(), 6u) << "greedy output too short: '" << text << "'";
+  const size_t k = starts.size() / 2;
+  const std::string stop = text.substr(starts[k], starts[k + 2] - starts[k]);
+  const CommandResult cut = deepmoe(base + " --stop " + quote(stop));
+  ASSERT_EQ(cut.code, 0) << cut.err;
+  EXPECT_EQ(cut.out, text.substr(0, text.find(stop)));
+  EXPECT_NE(cut.err.find("finish stop"), std::string::npos) << cut.err;
+}
+
+TEST(CliGenerate, ChatFlagAppliesTheTemplate) {
+  const CommandResult r = deepmoe("generate -m " + quote(kModel) + " --chat -p 'Hi!' -n 6 --temperature 0 --ignore-eos");
+  ASSERT_EQ(r.code, 0) << r.err;
+  const ChatTemplate tmpl = ChatTemplate::from_tokenizer_config(kModel);
+  const std::vector<ChatMessage> messages = {{"user", "Hi!"}};
+  const std::string rendered = tmpl.render(messages, true);
+  EXPECT_EQ(r.out, reference().greedy_text(rendered, 6, /*add_special=*/false));
+}
+
+TEST(CliChat, PipedScriptKeepsHistoryAcrossTurns) {
+  const CommandResult r = deepmoe("chat -m " + quote(kModel) + " -n 5 --temperature 0 --ignore-eos",
+                                  "Hello\n\nHow are you?\n/exit\nnever read\n");
+  ASSERT_EQ(r.code, 0) << r.err;
+  const ChatTemplate tmpl = ChatTemplate::from_tokenizer_config(kModel);
+  std::vector<ChatMessage> history = {{"user", "Hello"}};
+  const std::string first = reference().greedy_text(tmpl.render(history, true), 5, false);
+  history.push_back({"assistant", first});
+  history.push_back({"user", "How are you?"});
+  const std::string second = reference().greedy_text(tmpl.render(history, true), 5, false);
+  EXPECT_EQ(r.out, first + "\n" + second + "\n");
+}
+
+TEST(CliChat, EndOfInputEndsTheChat) {
+  const CommandResult r = deepmoe("chat -m " + quote(kModel) + " -n 3 --temperature 0", "Hello\n");
+  EXPECT_EQ(r.code, 0) << r.err;
+  const CommandResult empty = deepmoe("chat -m " + quote(kModel) + " -n 3", "");
+  EXPECT_EQ(empty.code, 0) << empty.err;
+  EXPECT_EQ(empty.out, "");
+}
+
+TEST(CliChat, WorksOnAPseudoTerminal) {
+  if (std::system("command -v script > /dev/null 2>&1") != 0) GTEST_SKIP() << "util-linux script not installed";
+  // script gives the command a pseudo-terminal as stdin, stdout and stderr; the typed lines come from our pipe.
+  const std::string inner = deepmoe_bin() + " chat -m " + quote(kModel) + " -n 4 --temperature 0 --ignore-eos";
+  const CommandResult r = run_shell("script -qec " + quote(inner) + " /dev/null", "Hello\n/exit\n");
+  ASSERT_EQ(r.code, 0) << r.out << r.err;
+  const ChatTemplate tmpl = ChatTemplate::from_tokenizer_config(kModel);
+  const std::vector<ChatMessage> messages = {{"user", "Hello"}};
+  const std::string reply = reference().greedy_text(tmpl.render(messages, true), 4, false);
+  EXPECT_NE(r.out.find("> "), std::string::npos) << r.out;  // the prompt is shown on a terminal
+  EXPECT_NE(r.out.find("100% loaded"), std::string::npos) << r.out;  // and the loading progress bar
+  // A terminal turns "\n" into "\r\n".
+  std::string reply_on_tty;
+  for (char c : reply) reply_on_tty += c == '\n' ? std::string("\r\n") : std::string(1, c);
+  EXPECT_NE(r.out.find(reply_on_tty), std::string::npos) << r.out;
+}
+
+TEST(CliErrors, MissingModelFolder) {
+  const CommandResult r = deepmoe("generate -m /nonexistent/deepmoe-model -p hi");
+  EXPECT_EQ(r.code, 1);
+  EXPECT_NE(r.err.find("deepmoe: error:"), std::string::npos) << r.err;
+  EXPECT_NE(r.err.find("/nonexistent/deepmoe-model"), std::string::npos) << r.err;
+  EXPECT_NE(r.err.find("does not exist"), std::string::npos) << r.err;
+  const CommandResult chat = deepmoe("chat -m /nonexistent/deepmoe-model", "hi\n");
+  EXPECT_EQ(chat.code, 1);
+  EXPECT_NE(chat.err.find("does not exist"), std::string::npos) << chat.err;
+  // Without -m the default model is used; its absence says how to make it.
+  const CommandResult dflt = run_shell("DEEPMOE_MODEL=/nonexistent/default " + deepmoe_bin() + " generate -p hi");
+  EXPECT_EQ(dflt.code, 1);
+  EXPECT_NE(dflt.err.find("make demo"), std::string::npos) << dflt.err;
+}
+
+TEST(CliErrors, MissingTokenizerFile) {
+  const fs::path dir = scratch_dir();
+  fs::copy_file(fs::path(kModel) / "config.json", dir / "config.json");
+  const CommandResult r = deepmoe("generate -m " + quote(dir.string()) + " -p hi");
+  EXPECT_EQ(r.code, 1);
+  EXPECT_NE(r.err.find("tokenizer.json"), std::string::npos) << r.err;
+  fs::remove_all(dir);
+}
+
+TEST(CliErrors, BadFlagsExitWithUsageError) {
+  EXPECT_EQ(deepmoe("generate -m " + quote(kModel) + " -p hi --bogus").code, 2);
+  EXPECT_EQ(deepmoe("generate -m " + quote(kModel)).code, 2);  // -p is required
+  EXPECT_EQ(deepmoe("generate -p hi --gemm w4a4").code, 2);
+  EXPECT_EQ(deepmoe("generate -p hi --temperature warm").code, 2);
+  EXPECT_EQ(deepmoe("chat --bogus").code, 2);
+}
+
+TEST(CliErrors, BadValuesNameTheParameter) {
+  const std::string base = "generate -m " + quote(kModel) + " -p hi ";
+  const std::pair<std::string, std::string> cases[] = {
+      {"--temperature -1", "temperature"},  {"--top-p 0", "top_p"},
+      {"--top-p 1.5", "top_p"},             {"--top-k -3", "top_k"},
+      {"--min-p 2", "min_p"},               {"--repeat-penalty 0", "repetition_penalty"},
+      {"--presence-penalty 3", "presence_penalty"}, {"--frequency-penalty -9", "frequency_penalty"},
+      {"--stop ''", "stop"},                {"-n 0", "max_tokens"},
+      {"-n 100000000", "context length"},
+  };
+  for (const auto& [flags, expected] : cases) {
+    const CommandResult r = deepmoe(base + flags);
+    EXPECT_EQ(r.code, 1) << flags << ": " << r.err;
+    EXPECT_NE(r.err.find("deepmoe: error:"), std::string::npos) << flags << ": " << r.err;
+    EXPECT_NE(r.err.find(expected), std::string::npos) << flags << ": " << r.err;
+    EXPECT_TRUE(r.out.empty()) << flags;
+  }
+}
+
+}  // namespace
+}  // namespace deepmoe

@@ -1,0 +1,88 @@
+// `deepmoe generate`: one prompt in, streamed text out (stdout), a one-line summary on stderr.
+#include <CLI/CLI.hpp>
+
+#include <unistd.h>
+
+#include <cstdio>
+#include <memory>
+#include <string>
+
+#include "command.h"
+#include "generation_options.h"
+#include "runtime/generator.h"
+#include "tokenizer/chat_template.h"
+
+namespace deepmoe::tools {
+namespace {
+
+struct GenerateArgs {
+  ModelArgs model;
+  RequestArgs request;
+  std::string prompt;
+  bool chat = false;
+  std::string system;
+  std::string output = "text";
+};
+
+void print_summary(const RequestState& state) {
+  const GenerationStats& s = state.stats;
+  std::fprintf(stderr,
+               "prompt %lld tokens (%lld cached), generated %lld tokens, finish %s; prefill %.2f tok/s (%.3f s), "
+               "decode %.2f tok/s (%.3f s); seed %llu\n",
+               (long long)s.prompt_tokens, (long long)s.cached_prompt_tokens, (long long)s.generated_tokens,
+               finish_reason_name(state.finish), s.prefill_tokens_per_second(), s.prefill_seconds,
+               s.decode_tokens_per_second(), s.decode_seconds, (unsigned long long)state.request.sampling.seed);
+}
+
+void run_generate(const GenerateArgs& args) {
+  // Reject bad sampling values before spending time on loading (the same check runs again per request).
+  if (auto e = validate(args.request.sampling)) throw *e;
+  if (auto e = validate_stop_strings(args.request.stop)) throw *e;
+  LoadedModel loaded = load_model_for_cli(args.model);
+  std::vector<int32_t> prompt;
+  if (args.chat) {
+    // The template writes BOS itself, so the tokenizer adds no special tokens of its own.
+    std::vector<ChatMessage> messages;
+    if (!args.system.empty()) messages.push_back({"system", args.system});
+    messages.push_back({"user", args.prompt});
+    const std::string rendered = ChatTemplate::from_tokenizer_config(loaded.dir).render(messages, /*add_generation_prompt=*/true);
+    prompt = loaded.tokenizer->encode(rendered, /*add_special=*/false, /*parse_special=*/true);
+  } else {
+    prompt = loaded.tokenizer->encode(args.prompt, /*add_special=*/true, /*parse_special=*/true);
+  }
+  GenerationRequest request = make_request(args.request, std::move(prompt), loaded.lm->context_length(), 256);
+  Generator generator(*loaded.lm, *loaded.tokenizer);
+  auto sequence = loaded.lm->new_sequence();
+  const bool text = args.output == "text";
+  auto state = generator.generate(std::move(request), *sequence, [&](std::string_view piece) {
+    if (!text) return;
+    std::fwrite(piece.data(), 1, piece.size(), stdout);
+    std::fflush(stdout);
+  });
+  if (text) {
+    if (isatty(fileno(stdout)) && !state->text.empty() && state->text.back() != '\n') std::fputc('\n', stdout);
+  } else {
+    for (size_t i = 0; i < state->tokens.size(); ++i) std::printf("%s%d", i ? " " : "", state->tokens[i].token);
+    std::printf("\n");
+  }
+  std::fflush(stdout);
+  print_summary(*state);
+}
+
+CommandRegistration registration{
+    {"generate", "Generate text from a prompt, streamed to stdout", [](CLI::App& sub) {
+       auto args = std::make_shared<GenerateArgs>();
+       add_model_options(sub, args->model);
+       sub.add_option("-p,--prompt", args->prompt, "Prompt text (special tokens are recognized)")->required();
+       auto* chat = sub.add_flag("--chat", args->chat, "Wrap the prompt as a user message in the model's chat template");
+       sub.add_option("--system", args->system, "System prompt (with --chat)")->needs(chat);
+       add_request_options(sub, args->request, /*default_temperature=*/0.2);
+       sub.add_option("--output", args->output,
+                      "text: stream the text; ids: print the generated token ids (the ending EOS included)")
+           ->check(CLI::IsMember({"text", "ids"}))
+           ->capture_default_str();
+       sub.callback([args] { run_generate(*args); });
+     }}};
+
+}  // namespace
+}  // namespace deepmoe::tools

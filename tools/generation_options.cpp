@@ -1,0 +1,93 @@
+#include "generation_options.h"
+
+#include <CLI/CLI.hpp>
+
+#include <algorithm>
+#include <random>
+
+#include "command.h"
+#include "runtime/terminal_progress.h"
+
+namespace deepmoe::tools {
+
+void add_model_options(CLI::App& app, ModelArgs& args) {
+  app.add_option("-m,--model", args.model_dir,
+                 "Model folder (config.json, *.safetensors, tokenizer.json); default: $DEEPMOE_MODEL or the bundled "
+                 "model made by `make demo`");
+  app.add_option("-t,--threads", args.threads, "Worker threads (0 = one per hardware thread)")
+      ->check(CLI::NonNegativeNumber)
+      ->capture_default_str();
+  app.add_option("--gemm", args.gemm,
+                 "FP8 GEMM mode: w8a32 (weights dequantized on the fly, FP32 activations: model.py's path) or w8a8 "
+                 "(activations quantized 1x128: DeepGEMM's contract)")
+      ->check(CLI::IsMember({"w8a32", "w8a8"}))
+      ->capture_default_str();
+  app.add_option("--kv-dtype", args.kv_dtype, "KV cache storage: f32 or bf16")
+      ->check(CLI::IsMember({"f32", "bf16"}))
+      ->capture_default_str();
+  app.add_option("--attention", args.attention, "MLA form: absorbed or naive")
+      ->check(CLI::IsMember({"absorbed", "naive"}))
+      ->capture_default_str();
+}
+
+void add_request_options(CLI::App& app, RequestArgs& args, double default_temperature) {
+  args.sampling.temperature = default_temperature;
+  app.add_option("-n,--max-tokens", args.max_tokens,
+                 "Most new tokens to generate (default 256, and never past the model's context)");
+  app.add_option("--temperature,--temp", args.sampling.temperature, "Sampling temperature; 0 = greedy")
+      ->capture_default_str();
+  app.add_option("--top-k", args.sampling.top_k, "Keep the k most likely tokens (0 = off)")->capture_default_str();
+  app.add_option("--top-p", args.sampling.top_p, "Nucleus sampling mass in (0, 1] (1 = off)")->capture_default_str();
+  app.add_option("--min-p", args.sampling.min_p, "Drop tokens below min-p times the top probability (0 = off)")
+      ->capture_default_str();
+  app.add_option("--repeat-penalty", args.sampling.repetition_penalty,
+                 "CTRL repetition penalty over prompt and output (1 = off)")
+      ->capture_default_str();
+  app.add_option("--repeat-last-n", args.sampling.penalty_last_n,
+                 "Tokens the repetition penalty looks back over (0 = all)")
+      ->capture_default_str();
+  app.add_option("--presence-penalty", args.sampling.presence_penalty, "OpenAI presence penalty in [-2, 2]")
+      ->capture_default_str();
+  app.add_option("--frequency-penalty", args.sampling.frequency_penalty, "OpenAI frequency penalty in [-2, 2]")
+      ->capture_default_str();
+  app.add_option("--seed", args.sampling.seed, "Random seed (default: a random one, shown in the summary)")
+      ->each([&args](const std::string&) { args.seed_given = true; });
+  app.add_option("--stop", args.stop, "Stop string (repeatable); it is not printed");
+  app.add_flag("--ignore-eos", args.ignore_eos, "Keep generating past the end-of-sequence token");
+}
+
+LoadedModel load_model_for_cli(const ModelArgs& args) {
+  ModelOptions options;
+  options.threads = args.threads;
+  options.gemm = args.gemm == "w8a8" ? GemmMode::W8A8 : GemmMode::W8A32;
+  options.kv_dtype = args.kv_dtype == "bf16" ? DType::BF16 : DType::F32;
+  options.attention = args.attention == "naive" ? AttentionMode::Naive : AttentionMode::Absorbed;
+  const std::string dir = args.model_dir.empty() ? default_model_dir() : args.model_dir;
+  TerminalProgress bar(stderr);
+  try {
+    LoadedModel loaded =
+        load_model_dir(dir, options, [&](std::string_view stage, double f) { bar.update(stage, f); });
+    bar.finish();
+    return loaded;
+  } catch (const Error& e) {
+    bar.finish();
+    if (args.model_dir.empty() && e.context().file == dir)
+      throw Error(e.message() + " (the default model; run `make demo` to create it, or pass -m DIR)", e.context());
+    throw;
+  }
+}
+
+GenerationRequest make_request(const RequestArgs& args, std::vector<int32_t> prompt, int64_t context_length,
+                               int64_t default_max_tokens) {
+  GenerationRequest r;
+  r.sampling = args.sampling;
+  if (!args.seed_given) r.sampling.seed = (uint64_t(std::random_device{}()) << 32) ^ std::random_device{}();
+  const int64_t room = context_length - static_cast<int64_t>(prompt.size());
+  r.max_tokens = args.max_tokens ? *args.max_tokens : std::min(default_max_tokens, std::max<int64_t>(room, 1));
+  r.prompt = std::move(prompt);
+  r.stop = args.stop;
+  r.ignore_eos = args.ignore_eos;
+  return r;
+}
+
+}  // namespace deepmoe::tools
