@@ -15,8 +15,14 @@ configure: deps
 build: configure
 	cmake --build $(BUILD) -j$(JOBS)
 
-demo: build
-	$(DEEPMOE) sysinfo
+# The bundled default model: a deterministic tiny random checkpoint in the official layout (FP8 weights with
+# 128x128 block scales, the MTP layer, the DeepSeek-V3 tokenizer) until a trained model exists.
+DEFAULT_MODEL := models/default
+$(DEFAULT_MODEL)/config.json: | build
+	$(DEEPMOE) gen-model --preset tiny --seed 1 --out $(DEFAULT_MODEL)
+
+demo: build $(DEFAULT_MODEL)/config.json
+	$(DEEPMOE) generate -p "The capital of France is" -n 32 --seed 1
 
 # Before the main suite: the core and loading unit tests again under ASan + UBSan (build-asan), then each
 # libFuzzer target for FUZZ_SECONDS when clang++ exists (build-fuzz; new corpus entries stay in build-fuzz).
