@@ -5,6 +5,8 @@
 //   prefill  — tokens/s of one prompt; projection FLOPs (2·active projection parameters per token) ÷ time as a
 //              fraction of the FMA peak. The time includes attention, norms and routing, so this understates the
 //              GEMM kernels' own efficiency (a lower bound on the GEMM share).
+//              With --trace FILE the prefill's compute and communication spans (per micro-batch) are written as
+//              Chrome-trace JSON (Perfetto).
 //   decode   — tokens/s at batch B after the prompt; weight bytes a step reads (model_summary.h: all non-expert
 //              weights, lm_head, and the experts the batch selects) × steps/s ÷ STREAM bandwidth = achieved
 //              fraction of the bandwidth roofline.
@@ -29,6 +31,8 @@
 #include "model/deepseek_model.h"
 #include "model/model_summary.h"
 #include "model_run_options.h"
+#include "parallel/chrome_trace.h"
+#include "parallel/communicator.h"
 
 namespace deepmoe::tools {
 namespace {
@@ -39,6 +43,7 @@ struct BenchArgs {
   int64_t decode_steps = 16;
   std::vector<int64_t> batches = {1, 8};
   bool skip_machine = false;
+  std::string trace;
   ModelRunArgs run;
 };
 
@@ -122,9 +127,16 @@ void run_bench(const BenchArgs& args) {
       auto warm = model->create_sequence();
       model->forward({SequenceInput::last(warm.get(), bench_tokens(8, c.vocab_size, 99))});
     }
+    TraceRecorder trace(0, CommClock::now());
+    if (!args.trace.empty()) model->set_trace(&trace);
     const auto t0 = std::chrono::steady_clock::now();
     model->forward({SequenceInput::last(seq.get(), tokens)});
     const double s = seconds_since(t0);
+    model->set_trace(nullptr);
+    if (!args.trace.empty()) {
+      SingleRankCommunicator one;
+      write_chrome_trace(one, trace, args.trace);
+    }
     const double flops = projection_flops_per_token(c, /*include_lm_head=*/false) * double(args.prompt);
     nlohmann::ordered_json j = common;
     j["case"] = "prefill";
@@ -191,6 +203,7 @@ CommandRegistration registration{
            ->delimiter(',')
            ->check(CLI::Range(int64_t(1), int64_t(4096)))
            ->capture_default_str();
+       sub.add_option("--trace", args->trace, "Write the prefill's compute/communication spans as Chrome-trace JSON");
        args->run.add_to(sub);
        sub.callback([args] { run_bench(*args); });
      }}};

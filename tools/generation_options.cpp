@@ -6,6 +6,7 @@
 #include <random>
 
 #include "command.h"
+#include "model_run_options.h"
 #include "runtime/terminal_progress.h"
 
 namespace deepmoe::tools {
@@ -28,6 +29,7 @@ void add_model_options(CLI::App& app, ModelArgs& args) {
   app.add_option("--attention", args.attention, "MLA form: absorbed or naive")
       ->check(CLI::IsMember({"absorbed", "naive"}))
       ->capture_default_str();
+  ModelRunArgs::add_expert_parallel_options(app, args.redundant_experts, args.micro_batches);
 }
 
 void add_request_options(CLI::App& app, RequestArgs& args, double default_temperature) {
@@ -62,6 +64,8 @@ LoadedModel load_model_for_cli(const ModelArgs& args) {
   options.gemm = args.gemm == "w8a8" ? GemmMode::W8A8 : GemmMode::W8A32;
   options.kv_dtype = args.kv_dtype == "bf16" ? DType::BF16 : DType::F32;
   options.attention = args.attention == "naive" ? AttentionMode::Naive : AttentionMode::Absorbed;
+  options.redundant_experts = args.redundant_experts;
+  options.micro_batches = args.micro_batches;
   const std::string dir = args.model_dir.empty() ? default_model_dir() : args.model_dir;
   TerminalProgress bar(stderr);
   try {

@@ -23,6 +23,8 @@ struct ModelArgs {
   std::string gemm = "w8a32";
   std::string kv_dtype = "f32";
   std::string attention = "absorbed";
+  int redundant_experts = 0;
+  int micro_batches = 0;
 };
 
 struct RequestArgs {

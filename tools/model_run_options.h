@@ -1,5 +1,5 @@
 // The options every model-running tool command shares (logits, perplexity, bench): --gemm, --threads,
-// --kv-dtype, --attention, turned into ModelOptions.
+// --kv-dtype, --attention, --redundant-experts, --micro-batches, turned into ModelOptions.
 #pragma once
 
 #include <CLI/CLI.hpp>
@@ -17,6 +17,8 @@ struct ModelRunArgs {
   std::string kv_dtype = "f32";
   std::string attention = "absorbed";
   int threads = 0;
+  int redundant_experts = 0;
+  int micro_batches = 0;
 
   void add_to(CLI::App& sub) {
     sub.add_option("--gemm", gemm,
@@ -32,6 +34,21 @@ struct ModelRunArgs {
     sub.add_option("--attention", attention, "MLA form: absorbed (latent cache, model.py default) or naive")
         ->check(CLI::IsMember({"absorbed", "naive"}))
         ->capture_default_str();
+    add_expert_parallel_options(sub, redundant_experts, micro_batches);
+  }
+
+  // Also used by commands with their own option structs (generate, chat).
+  static void add_expert_parallel_options(CLI::App& sub, int& redundant_experts, int& micro_batches) {
+    sub.add_option("--redundant-experts", redundant_experts,
+                   "Extra routed-expert replicas per MoE layer over all ranks; each rank hosts (experts + N) / ranks "
+                   "slots (issue 6)")
+        ->check(CLI::NonNegativeNumber)
+        ->capture_default_str();
+    sub.add_option("--micro-batches", micro_batches,
+                   "Two-micro-batch overlap of compute and all-to-all: 0 = when on more than one rank, 1 = off, "
+                   "2 = always (results are identical)")
+        ->check(CLI::Range(0, 2))
+        ->capture_default_str();
   }
 
   ModelOptions options() const {
@@ -40,6 +57,8 @@ struct ModelRunArgs {
     o.kv_dtype = kv_dtype == "bf16" ? DType::BF16 : DType::F32;
     o.attention = attention == "naive" ? AttentionMode::Naive : AttentionMode::Absorbed;
     o.threads = threads;
+    o.redundant_experts = redundant_experts;
+    o.micro_batches = micro_batches;
     return o;
   }
 };

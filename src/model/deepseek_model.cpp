@@ -13,7 +13,11 @@
 #include "model/model_weights.h"
 #include "model/moe.h"
 #include "model/safetensors.h"
+#include "model/expert_slot_storage.h"
+#include "parallel/chrome_trace.h"
 #include "parallel/communicator.h"
+#include "parallel/expert_load_stats.h"
+#include "parallel/expert_migration.h"
 #include "parallel/expert_placement.h"
 #include "parallel/moe_dispatch.h"
 
@@ -36,6 +40,26 @@ SequenceInput SequenceInput::all(Sequence* s, std::vector<int32_t> tokens) {
   return in;
 }
 
+// One micro-batch of a forward call: rows [r0, r0 + T) of the flattened batch, with its sequences' slices
+// (offsets relative to r0) and the MoE layer it has in flight.
+struct MicroBatch {
+  int index = 0;
+  float* x = nullptr;                 // [T, hidden] residual stream rows
+  int64_t T = 0;
+  const int64_t* positions = nullptr;  // [T]
+  std::vector<SequenceSlice> slices;
+  std::unique_ptr<Scratch> h, f;      // [T, hidden] normed input / block output
+  std::unique_ptr<MoeLayerRun> moe;   // dispatched or combining, until its finish() adds to x
+};
+
+// A transformer block and where it sits: its index among the placement's MoE layers (-1 if dense) and the cache
+// layer its attention reads and writes.
+struct BlockRef {
+  const LayerWeights* weights;
+  int moe_layer;
+  int64_t cache_layer;
+};
+
 struct DeepseekModel::Impl {
   ModelConfig cfg;
   ModelOptions opt;
@@ -44,6 +68,9 @@ struct DeepseekModel::Impl {
   std::unique_ptr<Communicator> own_comm;
   Communicator* comm = nullptr;
   ExpertPlacement placement;
+  std::unique_ptr<ExpertLoadStats> stats;
+  std::vector<ExpertSlotStorage> moved_experts;  // per MoE layer, once a rebalance moved its experts
+  TraceRecorder* trace = nullptr;
   ForwardContext ctx;
   Tensor embed;                     // [vocab, hidden]
   std::vector<LayerWeights> layers;  // num_hidden_layers
@@ -61,26 +88,141 @@ struct DeepseekModel::Impl {
     return out;
   }
 
-  // One transformer block (model.py Block.forward): x += attn(attn_norm(x)); x += ffn(ffn_norm(x)).
-  void run_block(const LayerWeights& lw, int moe_layer, float* x, int64_t T, const int64_t* positions,
-                 const std::vector<SequenceSlice>& slices) {
-    const int64_t H = cfg.hidden_size;
-    Scratch h(T * H), f(T * H);
-    rmsnorm(x, H, lw.input_norm.data(), T, H, ctx.rms_eps, h.data(), H, ctx.pool);
-    mla_forward(ctx, lw.attn, h.data(), T, positions, slices, f.data());
-    for (int64_t i = 0; i < T * H; ++i) x[i] += f[size_t(i)];
-    rmsnorm(x, H, lw.post_attention_norm.data(), T, H, ctx.rms_eps, h.data(), H, ctx.pool);
-    if (lw.moe) {
-      MoeRuntime rt;
-      rt.comm = comm;
-      rt.placement = &placement;
-      rt.placement_layer = moe_layer;
-      rt.payload = opt.gemm == GemmMode::W8A8 ? DispatchPayload::FP8 : DispatchPayload::F32;
-      moe_forward(ctx, lw.moe_weights, rt, h.data(), T, f.data());
-    } else {
-      mlp_forward(ctx, lw.mlp, h.data(), T, f.data());
+  // The MoE block of each placement layer.
+  std::vector<LayerWeights*> moe_blocks() {
+    std::vector<LayerWeights*> out(static_cast<size_t>(placement.n_layers()), nullptr);
+    for (size_t l = 0; l < layers.size(); ++l)
+      if (placement_layer[l] >= 0) out[size_t(placement_layer[l])] = &layers[l];
+    if (has_mtp && mtp_placement_layer >= 0) out[size_t(mtp_placement_layer)] = &mtp.block;
+    return out;
+  }
+
+  MoeRuntime moe_runtime(int moe_layer, int micro_batch) {
+    MoeRuntime rt;
+    rt.comm = comm;
+    rt.placement = &placement;
+    rt.placement_layer = moe_layer;
+    rt.payload = opt.gemm == GemmMode::W8A8 ? DispatchPayload::FP8 : DispatchPayload::F32;
+    rt.stats = stats.get();
+    rt.trace = trace;
+    rt.micro_batch = micro_batch;
+    return rt;
+  }
+
+  TraceRecorder::Scope span(const char* name, int micro_batch) const {
+    return TraceRecorder::Scope(trace, name, TraceLane::Compute, micro_batch);
+  }
+
+  // Collective: how many micro-batches this forward call uses. Every rank must take the same decision, since
+  // each micro-batch is a dispatch/combine collective of its own; a rank with fewer tokens gets an empty one.
+  int micro_batch_count(int64_t T) {
+    const bool wanted = opt.micro_batches == 2 || (opt.micro_batches == 0 && comm->size() > 1);
+    if (!wanted || placement.n_layers() == 0) return 1;
+    int64_t max_T = T;
+    if (comm->size() > 1)
+      for (int64_t t : comm->all_gather(std::vector<int64_t>{T})) max_T = std::max(max_T, t);
+    return max_T >= 2 ? 2 : 1;
+  }
+
+  // Splits rows [0, T) at the row that best balances attention work (Σ context length over the tokens; reference
+  // §6: "balanced attention load", so one prompt may be split) and returns the micro-batches. A sequence cut in
+  // two keeps its order: micro-batch 0 holds its earlier positions and runs each layer's attention first, so
+  // micro-batch 1 finds their cache rows written.
+  std::vector<MicroBatch> split_micro_batches(int n_mb, float* x, int64_t T, const int64_t* positions,
+                                              const std::vector<SequenceSlice>& slices) {
+    int64_t cut = T;
+    if (n_mb == 2) {
+      double total = 0;
+      for (const auto& s : slices)
+        for (int64_t i = 0; i < s.count; ++i) total += double(s.start + i + 1);
+      double prefix = 0, best = total;
+      cut = 0;
+      for (const auto& s : slices)
+        for (int64_t i = 0; i < s.count; ++i) {
+          prefix += double(s.start + i + 1);
+          const double imbalance = std::abs(2 * prefix - total);
+          if (imbalance < best) best = imbalance, cut = s.offset + i + 1;
+        }
+      if (T >= 2) cut = std::clamp<int64_t>(cut, 1, T - 1);
     }
-    for (int64_t i = 0; i < T * H; ++i) x[i] += f[size_t(i)];
+    std::vector<MicroBatch> mbs(static_cast<size_t>(n_mb));
+    const int64_t H = cfg.hidden_size;
+    for (int m = 0; m < n_mb; ++m) {
+      MicroBatch& mb = mbs[size_t(m)];
+      const int64_t r0 = m == 0 ? 0 : cut, r1 = m == 0 ? cut : T;
+      mb.index = m;
+      mb.x = x + r0 * H;
+      mb.T = r1 - r0;
+      mb.positions = positions + r0;
+      for (const auto& s : slices) {
+        const int64_t a = std::max(s.offset, r0), b = std::min(s.offset + s.count, r1);
+        if (a >= b) continue;
+        mb.slices.push_back({s.cache, s.cache_layer, s.start + (a - s.offset), a - r0, b - a});
+      }
+      mb.h = std::make_unique<Scratch>(mb.T * H);
+      mb.f = std::make_unique<Scratch>(mb.T * H);
+    }
+    return mbs;
+  }
+
+  void add_into(MicroBatch& mb) {
+    const int64_t n = mb.T * cfg.hidden_size;
+    const float* f = mb.f->data();
+    for (int64_t i = 0; i < n; ++i) mb.x[i] += f[i];
+  }
+
+  void finish_moe(MicroBatch& mb) {
+    if (!mb.moe) return;
+    mb.moe->finish(mb.f->data());
+    mb.moe.reset();
+    add_into(mb);
+  }
+
+  static void poll(std::vector<MicroBatch>& mbs) {
+    for (auto& mb : mbs)
+      if (mb.moe) mb.moe->poll();
+  }
+
+  // Transformer blocks (model.py Block.forward: x += attn(attn_norm(x)); x += ffn(ffn_norm(x))) over the
+  // micro-batches, interleaved as in reference §6's prefill figure: per layer, micro-batch 0's attention and gate
+  // start its dispatch; micro-batch 1's attention runs while it is in flight; then each micro-batch's experts run
+  // while the other's dispatch or combine is in flight, its shared experts overlap its own combine, and the next
+  // layer's attention of micro-batch 0 overlaps micro-batch 1's combine. With one micro-batch this is the plain
+  // sequence of model.py.
+  void run_blocks(const std::vector<BlockRef>& blocks, std::vector<MicroBatch>& mbs) {
+    const int64_t H = cfg.hidden_size;
+    for (const BlockRef& b : blocks) {
+      const LayerWeights& lw = *b.weights;
+      for (auto& mb : mbs) {
+        finish_moe(mb);
+        for (auto& s : mb.slices) s.cache_layer = b.cache_layer;
+        if (mb.T > 0) {
+          auto span = this->span("attention", mb.index);
+          rmsnorm(mb.x, H, lw.input_norm.data(), mb.T, H, ctx.rms_eps, mb.h->data(), H, ctx.pool);
+          mla_forward(ctx, lw.attn, mb.h->data(), mb.T, mb.positions, mb.slices, mb.f->data());
+          add_into(mb);
+          rmsnorm(mb.x, H, lw.post_attention_norm.data(), mb.T, H, ctx.rms_eps, mb.h->data(), H, ctx.pool);
+        }
+        poll(mbs);
+        if (lw.moe) {
+          mb.moe = std::make_unique<MoeLayerRun>(ctx, lw.moe_weights, moe_runtime(b.moe_layer, mb.index),
+                                                 mb.h->data(), mb.T);
+          mb.moe->start_dispatch();
+        } else if (mb.T > 0) {
+          auto span = this->span("mlp", mb.index);
+          mlp_forward(ctx, lw.mlp, mb.h->data(), mb.T, mb.f->data());
+          add_into(mb);
+        }
+      }
+      if (!lw.moe) continue;
+      for (auto& mb : mbs) {
+        mb.moe->run_experts();
+        poll(mbs);
+        mb.moe->run_shared();
+        poll(mbs);
+      }
+    }
+    for (auto& mb : mbs) finish_moe(mb);
   }
 
   // logits [rows, vocab] = head(norm(hidden rows)).
@@ -162,7 +304,21 @@ std::unique_ptr<DeepseekModel> DeepseekModel::load(const std::string& dir, const
   const int64_t n_blocks = c.num_hidden_layers + (m->has_mtp ? 1 : 0);
   int n_moe = 0;
   for (int64_t l = 0; l < n_blocks; ++l) m->placement_layer.push_back(c.is_moe_layer(l) ? n_moe++ : -1);
-  if (n_moe > 0) m->placement = ExpertPlacement::uniform(n_moe, int(c.n_routed_experts), comm.size());
+  if (options.redundant_experts < 0)
+    throw Error("redundant experts must be >= 0, got " + std::to_string(options.redundant_experts));
+  if (options.micro_batches < 0 || options.micro_batches > 2)
+    throw Error("micro_batches must be 0 (auto), 1 or 2, got " + std::to_string(options.micro_batches));
+  if (options.load_window < 1) throw Error("load_window must be >= 1, got " + std::to_string(options.load_window));
+  if (n_moe > 0) {
+    const int64_t physical = c.n_routed_experts + options.redundant_experts;
+    if (physical % comm.size() != 0)
+      throw Error(std::to_string(c.n_routed_experts) + " routed experts + " +
+                  std::to_string(options.redundant_experts) + " redundant do not divide over " +
+                  std::to_string(comm.size()) + " ranks (each rank hosts (experts + redundant) / ranks slots)");
+    m->placement = ExpertPlacement::uniform(n_moe, int(c.n_routed_experts), comm.size(), options.redundant_experts);
+    m->stats = std::make_unique<ExpertLoadStats>(n_moe, int(c.n_routed_experts), options.load_window);
+  }
+  m->moved_experts.resize(size_t(n_moe));
 
   m->embed = bind_tensor(m->ckpt, "model.embed_tokens.weight", c.vocab_size, c.hidden_size);
   for (int64_t l = 0; l < c.num_hidden_layers; ++l) {
@@ -189,6 +345,53 @@ const ModelConfig& DeepseekModel::config() const { return impl_->cfg; }
 const ModelOptions& DeepseekModel::options() const { return impl_->opt; }
 bool DeepseekModel::has_mtp() const { return impl_->has_mtp; }
 uint64_t DeepseekModel::weight_bytes() const { return impl_->ckpt.total_bytes(); }
+const ExpertPlacement& DeepseekModel::placement() const { return impl_->placement; }
+void DeepseekModel::set_trace(TraceRecorder* trace) { impl_->trace = trace; }
+
+const ExpertLoadStats& DeepseekModel::load_stats() const {
+  if (!impl_->stats) throw Error("this model has no MoE layers, so no expert load statistics");
+  return *impl_->stats;
+}
+
+void DeepseekModel::rebalance() {
+  Impl& m = *impl_;
+  if (!m.stats) return;  // no MoE layers
+  const ModelConfig& c = m.cfg;
+  // EPLB's hierarchical policy with the config's expert groups on one node (the global policy when the groups do
+  // not divide the experts).
+  const int groups = c.n_group > 0 && c.n_routed_experts % c.n_group == 0 ? int(c.n_group) : 1;
+  apply_placement(rebalance_placement(*m.stats, m.comm->size(), m.placement.n_physical(), groups, 1));
+}
+
+void DeepseekModel::apply_placement(const ExpertPlacement& next) {
+  Impl& m = *impl_;
+  const ModelConfig& c = m.cfg;
+  if (next.n_layers() != m.placement.n_layers() || next.n_logical() != m.placement.n_logical() ||
+      next.n_ranks() != m.comm->size())
+    throw Error("apply_placement: the placement has " + std::to_string(next.n_layers()) + " MoE layers, " +
+                std::to_string(next.n_logical()) + " experts and " + std::to_string(next.n_ranks()) +
+                " ranks; the model needs " + std::to_string(m.placement.n_layers()) + ", " +
+                std::to_string(m.placement.n_logical()) + " and " + std::to_string(m.comm->size()));
+  const std::vector<LayerWeights*> blocks = m.moe_blocks();
+  for (int pl = 0; pl < next.n_layers(); ++pl) {
+    MoeWeights& w = blocks[size_t(pl)]->moe_weights;
+    const ExpertSlotLayout layout = ExpertSlotLayout::of_layer(m.ckpt, c, blocks[size_t(pl)]->index);
+    const int64_t bytes = layout.bytes_per_slot();
+    const int old_slots = m.placement.slots_per_rank(), new_slots = next.slots_per_rank();
+    // Pack the current slots (from the mmap or an earlier move), move blobs, then rebind: the old storage is
+    // released only after every slot points at the new one.
+    std::vector<uint8_t> packed(static_cast<size_t>(bytes * old_slots));
+    for (int s = 0; s < old_slots; ++s) layout.pack(w, s, packed.data() + int64_t(s) * bytes);
+    ExpertSlotStorage storage(bytes * new_slots);
+    migrate_expert_slots(*m.comm, m.placement, next, pl, bytes, packed.data(), storage.data());
+    w.expert_gate.resize(size_t(new_slots));
+    w.expert_up.resize(size_t(new_slots));
+    w.expert_down.resize(size_t(new_slots));
+    for (int s = 0; s < new_slots; ++s) layout.bind(storage.data() + int64_t(s) * bytes, w, s);
+    m.moved_experts[size_t(pl)] = std::move(storage);
+  }
+  m.placement = next;
+}
 
 std::unique_ptr<Sequence> DeepseekModel::create_sequence() const {
   const ModelConfig& c = impl_->cfg;
@@ -227,10 +430,12 @@ Tensor DeepseekModel::forward(const std::vector<SequenceInput>& batch, Tensor* h
     for (const auto& in : batch)
       for (int32_t t : in.tokens) embedding_row(m.embed, t, x.data() + (r++) * H);
   }
-  std::vector<SequenceSlice> layer_slices = slices;
-  for (int64_t l = 0; l < c.num_hidden_layers; ++l) {
-    for (auto& s : layer_slices) s.cache_layer = l;
-    m.run_block(m.layers[size_t(l)], m.placement_layer[size_t(l)], x.data(), T, positions.data(), layer_slices);
+  {
+    std::vector<BlockRef> blocks;
+    for (int64_t l = 0; l < c.num_hidden_layers; ++l)
+      blocks.push_back({&m.layers[size_t(l)], m.placement_layer[size_t(l)], l});
+    auto mbs = m.split_micro_batches(m.micro_batch_count(T), x.data(), T, positions.data(), slices);
+    m.run_blocks(blocks, mbs);
   }
   for (const auto& s : slices) s.cache->advance(s.count);
 
@@ -295,7 +500,10 @@ Tensor DeepseekModel::forward_mtp(const std::vector<MtpInput>& batch) {
   }
   std::vector<float> x(static_cast<size_t>(T * H));
   linear(m.ctx, cat.data(), T, m.mtp.eh_proj, x.data());
-  m.run_block(m.mtp.block, m.mtp_placement_layer, x.data(), T, positions.data(), slices);
+  {
+    auto mbs = m.split_micro_batches(m.micro_batch_count(T), x.data(), T, positions.data(), slices);
+    m.run_blocks({{&m.mtp.block, m.mtp_placement_layer, 0}}, mbs);
+  }
   for (const auto& s : slices) s.cache->advance(s.count);
 
   std::vector<float> rows(static_cast<size_t>(n_out * H));

@@ -23,6 +23,9 @@ namespace deepmoe {
 
 struct ModelConfig;
 class Communicator;
+class ExpertPlacement;
+class ExpertLoadStats;
+class TraceRecorder;
 
 struct ModelOptions {
   GemmMode gemm = GemmMode::W8A32;        // how FP8 weights meet activations (kernels/gemm.h)
@@ -30,6 +33,15 @@ struct ModelOptions {
   AttentionMode attention = AttentionMode::Absorbed;
   int threads = 0;                        // worker threads; 0 = one per hardware thread
   bool load_mtp = true;                   // load model.layers.{num_hidden_layers}.* when the checkpoint has it
+  // Expert parallelism (issue 6). Extra physical expert slots per MoE layer over all ranks: each rank hosts
+  // (n_routed_experts + redundant_experts) / ranks slots; the initial placement gives the first experts a second
+  // replica (ExpertPlacement::uniform), rebalance() re-chooses them from the load statistics.
+  int redundant_experts = 0;
+  int load_window = 64;  // dispatches per MoE layer kept in the load statistics (EPLB's moving window)
+  // Two-micro-batch overlap (reference §6): 0 = when running on more than one rank, 1 = never, 2 = always. A
+  // forward call splits into two micro-batches when some rank's batch has at least two tokens; the result is
+  // bitwise the same either way.
+  int micro_batches = 0;
 };
 
 // One sequence's new tokens in a forward call. They take positions sequence->length() ... + tokens.size() - 1
@@ -81,6 +93,23 @@ class DeepseekModel {
 
   // Bytes of tensor data in the checkpoint (mapped, not copied).
   uint64_t weight_bytes() const;
+
+  // Expert parallelism (issue 6). The placement of the routed experts over the ranks (one placement layer per
+  // MoE layer, the MTP layer last), and the global tokens per logical expert that dispatch recorded over the last
+  // options().load_window dispatches (identical on every rank).
+  const ExpertPlacement& placement() const;
+  const ExpertLoadStats& load_stats() const;
+  // Collective, between forward calls (a batch boundary): runs EPLB on the load statistics (hierarchical policy
+  // over the config's expert groups, one node) and applies the result with apply_placement(). Sequences and
+  // their caches are untouched, so a request continues with bitwise the same logits.
+  void rebalance();
+  // Collective, between forward calls: switches to `placement` (same logical experts and ranks; the slot count
+  // may change), moving expert weights between ranks (parallel/expert_migration.h). Every rank must pass the
+  // same placement.
+  void apply_placement(const ExpertPlacement& placement);
+  // Records compute and communication spans of the following forward calls (nullptr stops); the recorder must
+  // outlive its use.
+  void set_trace(TraceRecorder* trace);
 
   struct Impl;
 

@@ -55,6 +55,19 @@ std::string TraceRecorder::events_json() const {
   return out;
 }
 
+double TraceRecorder::total_us(TraceLane lane, const std::string& prefix) const {
+  std::lock_guard lock(mutex_);
+  double total = 0;
+  for (const Span& s : spans_)
+    if (s.lane == lane && s.name.compare(0, prefix.size(), prefix) == 0) total += s.dur_us;
+  return total;
+}
+
+void TraceRecorder::clear() {
+  std::lock_guard lock(mutex_);
+  spans_.clear();
+}
+
 double TraceRecorder::lane_total_us(TraceLane lane) const {
   std::lock_guard lock(mutex_);
   double total = 0;

@@ -44,6 +44,9 @@ class TraceRecorder {
   std::string events_json() const;
   // Total duration of the recorded spans on a lane, in microseconds.
   double lane_total_us(TraceLane lane) const;
+  // Total duration of the spans on a lane whose name starts with `prefix`, in microseconds.
+  double total_us(TraceLane lane, const std::string& prefix) const;
+  void clear();
 
  private:
   struct Span {

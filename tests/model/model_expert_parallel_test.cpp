@@ -1,12 +1,17 @@
-// Expert parallelism through the model: the MoE layers always run route → dispatch → local experts → combine
-// (DESIGN.md §4), so a sequence's logits on 2 or 4 thread ranks (each rank hosting a slice of the experts and
-// running its own batch) are bitwise the ones of a single rank.
+// Expert parallelism through the model (issue 6): the MoE layers always run route → dispatch → local experts →
+// combine (DESIGN.md §4), so a sequence's logits on 2 or 4 thread ranks (each rank hosting a slice of the experts
+// and running its own batch) are bitwise the ones of a single rank — with redundant experts, with the prefill
+// split into two overlapped micro-batches, and across a live rebalance that moves expert weights between ranks.
 #include <gtest/gtest.h>
 
 #include <cstring>
-#include <mutex>
+#include <numeric>
 
+#include "core/error.h"
 #include "model/deepseek_model.h"
+#include "parallel/chrome_trace.h"
+#include "parallel/expert_load_stats.h"
+#include "parallel/expert_placement.h"
 #include "parallel/thread_communicator.h"
 #include "tiny_checkpoint.h"
 
@@ -14,37 +19,221 @@ namespace deepmoe {
 namespace {
 
 using namespace testing_util;
+using Floats = std::vector<float>;
 
-TEST(ModelExpertParallel, ThreadRanksGiveSingleRankLogitsBitwise) {
-  const std::string dir = temp_dir("ep") + "/v3";
-  write_tiny_checkpoint(tiny_v3_config(), dir, WeightFormat::Fp8, 11);
-  // Rank r's batch: a different sequence per rank (data-parallel attention).
-  const std::vector<std::vector<int32_t>> seqs = {{0, 5, 9, 400, 3}, {0, 77, 78}, {0, 1, 2, 3, 4, 5, 6}, {0, 300}};
+const std::string& tiny_model_dir() {
+  static const std::string dir = [] {
+    std::string d = temp_dir("ep") + "/v3";
+    write_tiny_checkpoint(tiny_v3_config(), d, WeightFormat::Fp8, 11);
+    return d;
+  }();
+  return dir;
+}
+
+// Rank r's batch: a different sequence per rank (data-parallel attention).
+const std::vector<std::vector<int32_t>> kSeqs = {{0, 5, 9, 400, 3}, {0, 77, 78}, {0, 1, 2, 3, 4, 5, 6}, {0, 300}};
+
+Floats to_vector(const Tensor& t) { return Floats(t.data<float>(), t.data<float>() + t.numel()); }
+
+bool bitwise_equal(const Floats& a, const Floats& b) {
+  return a.size() == b.size() && std::memcmp(a.data(), b.data(), a.size() * sizeof(float)) == 0;
+}
+
+ModelOptions options(int redundant, int micro_batches) {
   ModelOptions o;
   o.threads = 1;
-  std::vector<std::vector<float>> single;
+  o.redundant_experts = redundant;
+  o.micro_batches = micro_batches;
+  return o;
+}
+
+// Every position's logits of each sequence, one sequence per forward call on a single rank.
+std::vector<Floats> single_rank_logits(const ModelOptions& o) {
+  auto model = DeepseekModel::load(tiny_model_dir(), o);
+  std::vector<Floats> out;
+  for (const auto& t : kSeqs) {
+    auto s = model->create_sequence();
+    out.push_back(to_vector(model->forward({SequenceInput::all(s.get(), t)})));
+  }
+  return out;
+}
+
+TEST(ModelExpertParallel, ThreadRanksGiveSingleRankLogitsBitwise) {
+  const std::vector<Floats> single = single_rank_logits(options(0, 1));
+  // Redundant experts (16 + 4 slots) and the two-micro-batch schedule change where tokens go and in which order
+  // ranks compute, never a result.
+  for (int redundant : {0, 4})
+    for (int micro_batches : {1, 2})
+      for (int ranks : {1, 2, 4}) {
+        std::vector<Floats> got(static_cast<size_t>(ranks));
+        run_thread_ranks(ranks, [&](Communicator& comm) {
+          auto model = DeepseekModel::load(tiny_model_dir(), options(redundant, micro_batches), comm);
+          EXPECT_EQ(model->placement().slots_per_rank(), (16 + redundant) / ranks);
+          auto s = model->create_sequence();
+          got[size_t(comm.rank())] = to_vector(model->forward({SequenceInput::all(s.get(), kSeqs[size_t(comm.rank())])}));
+        });
+        for (int r = 0; r < ranks; ++r)
+          EXPECT_TRUE(bitwise_equal(got[size_t(r)], single[size_t(r)]))
+              << ranks << " ranks, rank " << r << ", redundant " << redundant << ", micro-batches " << micro_batches;
+      }
+}
+
+TEST(ModelExpertParallel, RedundantExpertsNeedSlotsThatDivideOverRanks) {
+  try {
+    run_thread_ranks(4, [&](Communicator& comm) { DeepseekModel::load(tiny_model_dir(), options(2, 1), comm); });
+    FAIL() << "16 + 2 slots over 4 ranks was accepted";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("do not divide over 4 ranks"), std::string::npos) << e.what();
+  }
+}
+
+// A batch of several sequences, some already decoding: the two-micro-batch split cuts the flattened rows where
+// attention work balances (inside the long prompt here), and must not change a bit of any sequence's logits.
+TEST(ModelExpertParallel, TwoMicroBatchesAreBitwiseTheSingleBatch) {
+  std::vector<std::vector<Floats>> runs;
+  for (int micro_batches : {1, 2}) {
+    auto model = DeepseekModel::load(tiny_model_dir(), options(0, micro_batches));
+    std::vector<std::unique_ptr<Sequence>> seqs;
+    for (int i = 0; i < 3; ++i) seqs.push_back(model->create_sequence());
+    std::vector<Floats> out;
+    out.push_back(to_vector(model->forward({SequenceInput::all(seqs[0].get(), kSeqs[2])})));
+    // One sequence decodes a token while two others prefill.
+    out.push_back(to_vector(model->forward({SequenceInput::all(seqs[1].get(), {0, 9, 8, 7, 6, 5, 4, 3, 2, 1, 11}),
+                                            SequenceInput::all(seqs[0].get(), {42}),
+                                            SequenceInput::all(seqs[2].get(), kSeqs[0])})));
+    // Decode steps: one token per sequence (three rows split 2/1 or 1/2).
+    out.push_back(to_vector(model->forward({SequenceInput::all(seqs[0].get(), {7}),
+                                            SequenceInput::all(seqs[1].get(), {8}),
+                                            SequenceInput::all(seqs[2].get(), {9})})));
+    out.push_back(to_vector(model->forward({SequenceInput::all(seqs[1].get(), {10})})));
+    runs.push_back(std::move(out));
+  }
+  for (size_t i = 0; i < runs[0].size(); ++i) EXPECT_TRUE(bitwise_equal(runs[0][i], runs[1][i])) << "call " << i;
+}
+
+// Dispatch records the GLOBAL tokens per logical expert, so every rank holds the statistics that one rank running
+// all the sequences in one batch records, whatever the placement or micro-batching.
+TEST(ModelExpertParallel, LoadStatisticsAreGlobalAndIdenticalOnEveryRank) {
+  auto reference = DeepseekModel::load(tiny_model_dir(), options(0, 1));
   {
-    auto model = DeepseekModel::load(dir, o);
-    for (const auto& t : seqs) {
-      auto s = model->create_sequence();
-      Tensor l = model->forward({SequenceInput::all(s.get(), t)});
-      single.emplace_back(l.data<float>(), l.data<float>() + l.numel());
+    std::vector<std::unique_ptr<Sequence>> seqs;
+    std::vector<SequenceInput> batch;
+    for (const auto& t : kSeqs) {
+      seqs.push_back(reference->create_sequence());
+      batch.push_back(SequenceInput::last(seqs.back().get(), t));
     }
+    reference->forward(batch);
   }
-  for (int ranks : {2, 4}) {
-    std::vector<std::vector<float>> got(static_cast<size_t>(ranks));
-    run_thread_ranks(ranks, [&](Communicator& comm) {
-      auto model = DeepseekModel::load(dir, o, comm);
+  const ExpertLoadStats& want = reference->load_stats();
+  int64_t tokens = 0;
+  for (const auto& t : kSeqs) tokens += int64_t(t.size());
+  ASSERT_EQ(want.n_layers(), 3);  // 2 MoE layers + the MTP layer (not run by forward)
+  for (int l = 0; l < 2; ++l) {
+    const auto load = want.window_load(l);
+    EXPECT_EQ(std::accumulate(load.begin(), load.end(), int64_t(0)), tokens * 4) << "layer " << l;  // top-4
+  }
+  EXPECT_EQ(want.batches_in_window(2), 0);
+  for (int micro_batches : {1, 2}) {
+    run_thread_ranks(4, [&](Communicator& comm) {
+      auto model = DeepseekModel::load(tiny_model_dir(), options(4, micro_batches), comm);
       auto s = model->create_sequence();
-      Tensor l = model->forward({SequenceInput::all(s.get(), seqs[size_t(comm.rank())])});
-      got[size_t(comm.rank())].assign(l.data<float>(), l.data<float>() + l.numel());
+      model->forward({SequenceInput::last(s.get(), kSeqs[size_t(comm.rank())])});
+      for (int l = 0; l < 3; ++l)
+        EXPECT_EQ(model->load_stats().window_load(l), want.window_load(l))
+            << "rank " << comm.rank() << " layer " << l << " micro-batches " << micro_batches;
     });
-    for (int r = 0; r < ranks; ++r) {
-      ASSERT_EQ(got[size_t(r)].size(), single[size_t(r)].size());
-      EXPECT_EQ(std::memcmp(got[size_t(r)].data(), single[size_t(r)].data(), single[size_t(r)].size() * sizeof(float)), 0)
-          << ranks << " ranks, rank " << r;
+  }
+}
+
+// Decoding a request across a live rebalance: its logits at every step equal those of an uninterrupted
+// single-rank run, while the experts have moved between ranks.
+TEST(ModelExpertParallel, RequestDecodedAcrossARebalanceKeepsItsLogits) {
+  const int steps_before = 2, steps_after = 3;
+  // Uninterrupted single-rank run: prompt then greedy-free fixed decode tokens.
+  auto decode_tokens = [](int rank, int step) { return int32_t(17 + 31 * rank + 7 * step); };
+  std::vector<std::vector<Floats>> want(4);
+  {
+    auto model = DeepseekModel::load(tiny_model_dir(), options(0, 1));
+    for (int r = 0; r < 4; ++r) {
+      auto s = model->create_sequence();
+      want[size_t(r)].push_back(to_vector(model->forward({SequenceInput::all(s.get(), kSeqs[size_t(r)])})));
+      for (int step = 0; step < steps_before + steps_after; ++step)
+        want[size_t(r)].push_back(to_vector(model->forward({SequenceInput::last(s.get(), {decode_tokens(r, step)})})));
     }
   }
+  for (int redundant : {0, 4})
+    for (int ranks : {1, 2, 4}) {
+      std::vector<std::vector<Floats>> got(static_cast<size_t>(ranks));
+      std::vector<int> moved_slots(static_cast<size_t>(ranks), 0);
+      run_thread_ranks(ranks, [&](Communicator& comm) {
+        const int r = comm.rank();
+        auto model = DeepseekModel::load(tiny_model_dir(), options(redundant, 2), comm);
+        auto s = model->create_sequence();
+        auto& out = got[size_t(r)];
+        out.push_back(to_vector(model->forward({SequenceInput::all(s.get(), kSeqs[size_t(r)])})));
+        for (int step = 0; step < steps_before; ++step)
+          out.push_back(to_vector(model->forward({SequenceInput::last(s.get(), {decode_tokens(r, step)})})));
+        const ExpertPlacement before = model->placement();
+        model->rebalance();
+        const ExpertPlacement& after = model->placement();
+        EXPECT_EQ(after.n_physical(), 16 + redundant);
+        for (int l = 0; l < after.n_layers(); ++l)
+          for (int slot = 0; slot < after.slots_per_rank(); ++slot)
+            moved_slots[size_t(r)] += after.logical_of_local(l, r, slot) != before.logical_of_local(l, r, slot);
+        for (int step = steps_before; step < steps_before + steps_after; ++step)
+          out.push_back(to_vector(model->forward({SequenceInput::last(s.get(), {decode_tokens(r, step)})})));
+      });
+      int moved = 0;
+      for (int r = 0; r < ranks; ++r) {
+        moved += moved_slots[size_t(r)];
+        ASSERT_EQ(got[size_t(r)].size(), want[size_t(r)].size());
+        for (size_t i = 0; i < want[size_t(r)].size(); ++i)
+          EXPECT_TRUE(bitwise_equal(got[size_t(r)][i], want[size_t(r)][i]))
+              << ranks << " ranks, redundant " << redundant << ", rank " << r << ", call " << i;
+      }
+      // The skewed statistics of this workload make EPLB move experts (the test would be vacuous otherwise).
+      if (ranks > 1) EXPECT_GT(moved, 0) << ranks << " ranks, redundant " << redundant;
+    }
+}
+
+// apply_placement with an arbitrary placement (every rank's slots reversed and rotated to the next rank, so all
+// expert weights cross ranks) and a different number of redundant slots.
+TEST(ModelExpertParallel, ApplyPlacementMovesEveryExpertAndKeepsLogits) {
+  const std::vector<Floats> single = single_rank_logits(options(0, 1));
+  const int ranks = 2;
+  std::vector<Floats> got(ranks);
+  run_thread_ranks(ranks, [&](Communicator& comm) {
+    auto model = DeepseekModel::load(tiny_model_dir(), options(0, 1), comm);
+    const int layers = model->placement().n_layers();
+    std::vector<std::vector<int>> phy2log(static_cast<size_t>(layers));
+    for (int l = 0; l < layers; ++l) {
+      for (int p = 0; p < 16; ++p) phy2log[size_t(l)].push_back((p + 8 + l) % 16);
+      phy2log[size_t(l)].push_back(l);  // two redundant replicas: 18 slots, 9 per rank
+      phy2log[size_t(l)].push_back(15 - l);
+    }
+    model->apply_placement(ExpertPlacement::from_phy2log(phy2log, 16, ranks));
+    EXPECT_EQ(model->placement().slots_per_rank(), 9);
+    auto s = model->create_sequence();
+    got[size_t(comm.rank())] = to_vector(model->forward({SequenceInput::all(s.get(), kSeqs[size_t(comm.rank())])}));
+  });
+  for (int r = 0; r < ranks; ++r) EXPECT_TRUE(bitwise_equal(got[size_t(r)], single[size_t(r)])) << "rank " << r;
+}
+
+TEST(ModelExpertParallel, TraceHasComputeAndCommunicationSpansPerMicroBatch) {
+  std::vector<std::string> json(2);
+  run_thread_ranks(2, [&](Communicator& comm) {
+    auto model = DeepseekModel::load(tiny_model_dir(), options(0, 2), comm);
+    TraceRecorder trace(comm.rank(), CommClock::now());
+    model->set_trace(&trace);
+    auto s = model->create_sequence();
+    model->forward({SequenceInput::last(s.get(), kSeqs[size_t(comm.rank())])});
+    json[size_t(comm.rank())] = trace.events_json();
+    EXPECT_GT(trace.lane_total_us(TraceLane::Comm), 0.0);
+  });
+  for (const std::string& j : json)
+    for (const char* want : {"\"attention\"", "\"gate\"", "\"experts\"", "\"shared\"", "\"dispatch\"",
+                             "\"combine\"", "\"micro_batch\":0", "\"micro_batch\":1"})
+      EXPECT_NE(j.find(want), std::string::npos) << want;
 }
 
 }  // namespace
