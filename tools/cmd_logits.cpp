@@ -1,55 +1,170 @@
-// `deepmoe logits -m DIR --tokens 0,5,9 [--tokens ...]`: runs each token list as one request through the model and
-// prints, per request in order, a digest of its last-position logits (FNV-1a of the float bits) and the top
-// entries. Under `mpirun -np N` the requests are spread over the ranks (request i on rank i mod N, data-parallel
-// attention, experts partitioned across ranks) and rank 0 prints the same lines — byte for byte the output of a
-// single process, since combine sums the top-k contributions in a fixed order (issue 6).
+// `deepmoe logits -m DIR --ids 0,42,7 [--ids ...] [--positions all|last] [--format json|f32|digest] [--out FILE]`:
+// the logits of token sequences, each run as one request from an empty cache (one prefill from position 0), written
+// so other implementations can be compared with ours (issue 4):
+//   json    one JSON object per request per line (JSON Lines; a single request is a single JSON document), every
+//           float in its shortest form that reads back to the same float32;
+//   f32     raw little-endian float32 behind a small header (layout in kF32FormatHelp, also in --help);
+//   digest  one line per logits row: FNV-1a of the float bits and the top entries (short, diffable).
+// Under `mpirun -np N` the requests are spread over the ranks (request i on rank i mod N, data-parallel attention,
+// experts partitioned across ranks), the rows are gathered on rank 0 and rank 0 writes them — byte for byte the
+// output of a single process, since combine sums the top-k contributions in a fixed order (issue 6).
 #include <CLI/CLI.hpp>
 
 // Compiled in once the model's forward pass (src/model/deepseek_model.cpp) is part of the build.
 #ifdef DEEPMOE_HAVE_MODEL_FORWARD
 
+#include <unistd.h>
+
 #include <algorithm>
+#include <cerrno>
+#include <charconv>
 #include <climits>
-#include <cstring>
+#include <cmath>
 #include <cstdio>
+#include <cstring>
+#include <memory>
 #include <numeric>
-#include <sstream>
 
 #include "command.h"
 #include "core/error.h"
+#include "model/config.h"
 #include "model/deepseek_model.h"
+#include "model_run_options.h"
 #include "parallel/communicator.h"
 
 namespace deepmoe::tools {
 namespace {
 
+constexpr char kF32Magic[8] = {'D', 'M', 'L', 'O', 'G', 'I', 'T', 'S'};
+constexpr uint32_t kF32Version = 1;
+
+const char* const kF32FormatHelp =
+    "f32 layout (little-endian): 8-byte magic \"DMLOGITS\", u32 version (1), u32 rows, u32 vocab_size, "
+    "u32 requests; then per row three i32: request index, position in its request, token id at that position; "
+    "then rows x vocab_size float32 logits, row-major (rows in request order, then position order)";
+
 struct LogitsArgs {
-  std::string model_dir;
-  std::vector<std::string> requests;
-  std::string gemm = "w8a32";
-  int threads = 0;
+  std::string model;
+  std::vector<std::string> requests;  // one comma-separated id list per --ids
+  std::string positions = "all";
+  std::string format = "json";
+  std::string out;
   int top = 5;
+  ModelRunArgs run;
 };
 
-std::vector<int32_t> parse_tokens(const std::string& s) {
+// "0,42,7" → ids; the syntax only (the vocabulary bound needs the model). Empty lists, empty items, signs,
+// spaces and values beyond int32 are errors naming the offending item.
+std::vector<int32_t> parse_id_list(const std::string& s) {
+  if (s.empty()) throw Error("empty token id list");
   std::vector<int32_t> out;
-  std::stringstream ss(s);
-  std::string item;
-  while (std::getline(ss, item, ',')) {
-    try {
-      size_t used = 0;
-      long v = std::stol(item, &used);
-      if (used != item.size() || v < 0 || v > INT32_MAX) throw std::invalid_argument("range");
-      out.push_back(int32_t(v));
-    } catch (const std::exception&) {
-      throw Error("--tokens: '" + item + "' is not a token id");
-    }
+  size_t start = 0;
+  while (true) {
+    const size_t comma = std::min(s.find(',', start), s.size());
+    const std::string item = s.substr(start, comma - start);
+    int64_t v = -1;
+    const auto [end, ec] = std::from_chars(item.data(), item.data() + item.size(), v);
+    if (item.empty() || ec != std::errc() || end != item.data() + item.size() || v < 0 || v > INT32_MAX)
+      throw Error("'" + item + "' is not a token id (a non-negative integer) in '" + s + "'");
+    out.push_back(int32_t(v));
+    if (comma == s.size()) break;
+    start = comma + 1;
   }
-  if (out.empty()) throw Error("--tokens: empty token list");
   return out;
 }
 
-std::string describe(size_t index, size_t n_tokens, const float* logits, int64_t vocab, int top) {
+// One row of the output: which request, which position in it.
+struct RowRef {
+  size_t request;
+  int64_t position;
+};
+
+class Output {
+ public:
+  explicit Output(const std::string& path) : path_(path.empty() ? "-" : path) {
+    f_ = path_ == "-" ? stdout : std::fopen(path_.c_str(), "wb");
+    if (!f_) throw Error("cannot create file: " + std::string(std::strerror(errno)), {path_, "", ""});
+  }
+  ~Output() {
+    if (f_ && f_ != stdout) std::fclose(f_);
+  }
+  void write(const void* data, size_t n) {
+    if (n && std::fwrite(data, 1, n, f_) != n) throw Error("cannot write: " + std::string(std::strerror(errno)), {path_, "", ""});
+  }
+  void write(const std::string& s) { write(s.data(), s.size()); }
+  void close() {
+    const bool ok = std::fflush(f_) == 0 && (f_ == stdout || std::fclose(f_) == 0);
+    if (f_ != stdout) f_ = nullptr;
+    if (!ok) throw Error("cannot write: " + std::string(std::strerror(errno)), {path_, "", ""});
+  }
+
+ private:
+  std::string path_;
+  FILE* f_ = nullptr;
+};
+
+void append_int(std::string& s, int64_t v) {
+  char buf[24];
+  const auto r = std::to_chars(buf, buf + sizeof buf, v);
+  s.append(buf, r.ptr);
+}
+
+// Shortest decimal that reads back as the same float32 (std::to_chars guarantees the round trip); JSON has no
+// NaN or infinity, so those are written as null.
+void append_float(std::string& s, float v) {
+  if (!std::isfinite(v)) {
+    s += "null";
+    return;
+  }
+  char buf[32];
+  const auto r = std::to_chars(buf, buf + sizeof buf, v);
+  s.append(buf, r.ptr);
+}
+
+std::string json_line(const std::string& model, size_t request, const std::vector<int32_t>& ids,
+                      const std::vector<int64_t>& positions, const float* rows, int64_t vocab) {
+  std::string s = "{\"model\":\"";
+  for (char c : model) {  // a path: escape what JSON requires
+    if (c == '"' || c == '\\') {
+      s += '\\';
+      s += c;
+    } else if (static_cast<unsigned char>(c) < 0x20) {
+      char buf[8];
+      std::snprintf(buf, sizeof buf, "\\u%04x", c);
+      s += buf;
+    } else {
+      s += c;
+    }
+  }
+  s += "\",\"request\":";
+  append_int(s, int64_t(request));
+  s += ",\"ids\":[";
+  for (size_t i = 0; i < ids.size(); ++i) {
+    if (i) s += ',';
+    append_int(s, ids[i]);
+  }
+  s += "],\"positions\":[";
+  for (size_t i = 0; i < positions.size(); ++i) {
+    if (i) s += ',';
+    append_int(s, positions[i]);
+  }
+  s += "],\"vocab_size\":";
+  append_int(s, vocab);
+  s += ",\"logits\":[";
+  for (size_t r = 0; r < positions.size(); ++r) {
+    s += r ? ",[" : "[";
+    const float* row = rows + int64_t(r) * vocab;
+    for (int64_t i = 0; i < vocab; ++i) {
+      if (i) s += ',';
+      append_float(s, row[i]);
+    }
+    s += ']';
+  }
+  s += "]}\n";
+  return s;
+}
+
+std::string digest_line(size_t request, int64_t position, int32_t token, const float* logits, int64_t vocab, int top) {
   uint64_t h = 0xcbf29ce484222325ull;  // FNV-1a over the float bits
   for (int64_t i = 0; i < vocab; ++i) {
     uint32_t bits;
@@ -62,9 +177,9 @@ std::string describe(size_t index, size_t n_tokens, const float* logits, int64_t
   std::partial_sort(ids.begin(), ids.begin() + k, ids.end(), [&](int64_t a, int64_t b) {
     return logits[a] > logits[b] || (logits[a] == logits[b] && a < b);
   });
-  char buf[128];
-  std::snprintf(buf, sizeof buf, "request %zu: %zu tokens, logits[%lld] fnv1a64=%016llx top:", index, n_tokens,
-                (long long)vocab, (unsigned long long)h);
+  char buf[160];
+  std::snprintf(buf, sizeof buf, "request %zu position %lld token %d: logits[%lld] fnv1a64=%016llx top:", request,
+                (long long)position, token, (long long)vocab, (unsigned long long)h);
   std::string line = buf;
   for (int64_t i = 0; i < k; ++i) {
     std::snprintf(buf, sizeof buf, " %lld:%.9g", (long long)ids[size_t(i)], logits[ids[size_t(i)]]);
@@ -73,7 +188,7 @@ std::string describe(size_t index, size_t n_tokens, const float* logits, int64_t
   return line + "\n";
 }
 
-void run_logits_on(Communicator& comm_ref, const LogitsArgs& args);
+void run_logits_on(Communicator& comm, const LogitsArgs& args);
 
 void run_logits(const LogitsArgs& args) {
   auto comm = make_world_communicator();
@@ -86,76 +201,137 @@ void run_logits(const LogitsArgs& args) {
   }
 }
 
-void run_logits_on(Communicator& comm_ref, const LogitsArgs& args) {
-  Communicator* comm = &comm_ref;
+void run_logits_on(Communicator& comm, const LogitsArgs& args) {
   std::vector<std::vector<int32_t>> requests;
-  for (const auto& r : args.requests) requests.push_back(parse_tokens(r));
-  const int R = comm->size(), me = comm->rank();
+  for (const auto& r : args.requests) requests.push_back(parse_id_list(r));
+  const int R = comm.size(), me = comm.rank();
   // Every rank takes part in every MoE layer's all-to-all, so each needs a request of its own.
   if (int(requests.size()) < R)
     throw Error("logits: " + std::to_string(requests.size()) + " request(s) for " + std::to_string(R) +
-                " ranks; give at least one --tokens per rank");
-  ModelOptions options;
-  if (args.gemm == "w8a8")
-    options.gemm = GemmMode::W8A8;
-  else if (args.gemm != "w8a32")
-    throw Error("--gemm must be w8a8 or w8a32, got '" + args.gemm + "'");
-  options.threads = args.threads;
-  options.load_mtp = false;
-  auto model = DeepseekModel::load(args.model_dir, options, *comm);
+                " ranks; give at least one --ids per rank");
+  if (args.format == "f32" && (args.out.empty() || args.out == "-") && me == 0 && ::isatty(STDOUT_FILENO))
+    throw Error("--format f32 writes binary data; give --out FILE or redirect stdout");
 
+  ModelOptions options = args.run.options();
+  options.load_mtp = false;
+  auto model = DeepseekModel::load(args.model, options, comm);
+  const int64_t vocab = model->config().vocab_size;
+  for (size_t i = 0; i < requests.size(); ++i)
+    for (int32_t id : requests[i])
+      if (id >= vocab)
+        throw Error("--ids: token id " + std::to_string(id) + " (request " + std::to_string(i) +
+                        ") is outside the vocabulary [0, " + std::to_string(vocab) + ")",
+                    {args.model, "", "vocab_size"});
+
+  // Rows of the whole output in order, and each request's positions.
+  const bool last_only = args.positions == "last";
+  std::vector<std::vector<int64_t>> positions(requests.size());
+  for (size_t i = 0; i < requests.size(); ++i) {
+    const int64_t n = int64_t(requests[i].size());
+    for (int64_t p = last_only ? n - 1 : 0; p < n; ++p) positions[i].push_back(p);
+  }
+
+  // This rank's requests in one forward call.
   std::vector<std::unique_ptr<Sequence>> sequences;
   std::vector<SequenceInput> batch;
-  std::vector<size_t> mine;
   for (size_t i = size_t(me); i < requests.size(); i += size_t(R)) {
     sequences.push_back(model->create_sequence());
-    batch.push_back(SequenceInput::last(sequences.back().get(), requests[i]));
-    mine.push_back(i);
+    SequenceInput in;
+    in.sequence = sequences.back().get();
+    in.tokens = requests[i];
+    in.logit_indices = positions[i];
+    batch.push_back(std::move(in));
   }
-  Tensor logits = model->forward(batch);  // [mine.size(), vocab]
-  const int64_t vocab = logits.dim(1);
-  std::vector<std::string> lines(requests.size());
-  std::string text;
-  for (size_t j = 0; j < mine.size(); ++j)
-    text += describe(mine[j], requests[mine[j]].size(), logits.data<float>() + int64_t(j) * vocab, vocab, args.top);
+  const Tensor logits = model->forward(batch);  // [this rank's rows, vocab] F32
+  DEEPMOE_CHECK(logits.dim(1) == vocab, "logits width");
+  const int64_t row_bytes = vocab * int64_t(sizeof(float));
 
-  // Gather every rank's lines on rank 0 (plain text of known length), then print in request order.
-  const std::vector<int64_t> sizes = comm->all_gather(std::vector<int64_t>{int64_t(text.size())});
-  std::vector<int64_t> sb(static_cast<size_t>(R), 0), so(static_cast<size_t>(R), 0);
-  std::vector<int64_t> rb(static_cast<size_t>(R), 0), ro(static_cast<size_t>(R), 0);
-  sb[0] = int64_t(text.size());
-  int64_t total = 0;
+  // Gather every rank's rows on rank 0. Every rank knows every request, hence how many rows each rank sends.
+  std::vector<int64_t> rows_of_rank(size_t(R), 0);
+  for (size_t i = 0; i < requests.size(); ++i) rows_of_rank[i % size_t(R)] += int64_t(positions[i].size());
+  DEEPMOE_CHECK(logits.dim(0) == rows_of_rank[size_t(me)], "logits rows");
+  std::vector<int64_t> sb(size_t(R), 0), so(size_t(R), 0), rb(size_t(R), 0), ro(size_t(R), 0);
+  sb[0] = rows_of_rank[size_t(me)] * row_bytes;
+  int64_t total_bytes = 0;
   if (me == 0)
-    for (int r = 0; r < R; ++r) rb[size_t(r)] = sizes[size_t(r)], ro[size_t(r)] = total, total += sizes[size_t(r)];
-  std::string all(static_cast<size_t>(total), '\0');
-  comm->all_to_all_v(text.data(), sb, so, all.data(), rb, ro)->wait();
+    for (int r = 0; r < R; ++r) rb[size_t(r)] = rows_of_rank[size_t(r)] * row_bytes, ro[size_t(r)] = total_bytes,
+                                total_bytes += rb[size_t(r)];
+  std::vector<float> gathered(size_t(total_bytes) / sizeof(float));
+  comm.all_to_all_v(logits.data<float>(), sb, so, gathered.data(), rb, ro)->wait();
   if (me != 0) return;
+
+  // Where each request's first row lies in `gathered` (rank-major, then the rank's requests in order).
+  std::vector<const float*> request_rows(requests.size());
   for (int r = 0; r < R; ++r) {
-    std::stringstream ss(all.substr(size_t(ro[size_t(r)]), size_t(rb[size_t(r)])));
-    std::string line;
+    const float* p = gathered.data() + ro[size_t(r)] / int64_t(sizeof(float));
     for (size_t i = size_t(r); i < requests.size(); i += size_t(R)) {
-      if (!std::getline(ss, line)) throw Error("logits: rank " + std::to_string(r) + " returned too few lines");
-      lines[i] = line;
+      request_rows[i] = p;
+      p += int64_t(positions[i].size()) * vocab;
     }
   }
-  for (const auto& l : lines) std::printf("%s\n", l.c_str());
+
+  Output out(args.out);
+  if (args.format == "f32") {
+    std::vector<int32_t> meta;
+    for (size_t i = 0; i < requests.size(); ++i)
+      for (int64_t p : positions[i]) meta.insert(meta.end(), {int32_t(i), int32_t(p), requests[i][size_t(p)]});
+    const uint32_t head[4] = {kF32Version, uint32_t(meta.size() / 3), uint32_t(vocab), uint32_t(requests.size())};
+    out.write(kF32Magic, sizeof kF32Magic);
+    out.write(head, sizeof head);
+    out.write(meta.data(), meta.size() * sizeof(int32_t));
+    for (size_t i = 0; i < requests.size(); ++i)
+      out.write(request_rows[i], positions[i].size() * size_t(row_bytes));
+  } else {
+    for (size_t i = 0; i < requests.size(); ++i) {
+      if (args.format == "json") {
+        out.write(json_line(args.model, i, requests[i], positions[i], request_rows[i], vocab));
+      } else {
+        for (size_t r = 0; r < positions[i].size(); ++r)
+          out.write(digest_line(i, positions[i][r], requests[i][size_t(positions[i][r])],
+                                request_rows[i] + int64_t(r) * vocab, vocab, args.top));
+      }
+    }
+  }
+  out.close();
 }
 
 CommandRegistration registration{
-    {"logits", "Print a digest and the top entries of each request's last-position logits (works under mpirun)",
+    {"logits", "Write the logits of token sequences (JSON, raw float32 or a digest) to compare implementations; "
+               "works under mpirun",
      [](CLI::App& sub) {
        auto args = std::make_shared<LogitsArgs>();
-       sub.add_option("-m,--model", args->model_dir, "Model folder (default: $DEEPMOE_MODEL or the bundled model)");
-       sub.add_option("--tokens", args->requests, "Comma-separated token ids of one request (repeat for more)")
-           ->required();
-       sub.add_option("--gemm", args->gemm, "w8a32 (FP32 activations) or w8a8 (FP8 activations, FP8 dispatch)")
+       sub.add_option("-m,--model", args->model, "Model folder (default: $DEEPMOE_MODEL or the bundled model)");
+       sub.add_option("--ids", args->requests,
+                      "Token ids of one request, comma separated (e.g. 0,42,7); repeat for more requests, each "
+                      "run from an empty cache")
+           ->required()
+           ->check(CLI::Validator(
+               [](std::string& s) -> std::string {
+                 try {
+                   parse_id_list(s);
+                   return {};
+                 } catch (const Error& e) {
+                   return e.message();
+                 }
+               },
+               "ID,ID,...", "token id list"));
+       sub.add_option("--positions", args->positions, "Logits of every position of a request or only its last")
+           ->check(CLI::IsMember({"all", "last"}))
            ->capture_default_str();
-       sub.add_option("--threads", args->threads, "Worker threads per rank (0 = all)")->check(CLI::NonNegativeNumber);
-       sub.add_option("--top", args->top, "Top entries to print")->check(CLI::Range(1, 100))->capture_default_str();
-       sub.callback([args] {
-         if (args->model_dir.empty()) args->model_dir = default_model_dir();
-         run_logits(*args);
-       });
+       sub.add_option("--format", args->format,
+                      "json: one object per request per line {model, request, ids, positions, vocab_size, "
+                      "logits: [[row]...]} with shortest round-trip floats (NaN/inf as null); f32: raw float32 "
+                      "with a header (below); digest: per row an FNV-1a hash of the float bits and the --top "
+                      "entries")
+           ->check(CLI::IsMember({"json", "f32", "digest"}))
+           ->capture_default_str();
+       sub.add_option("-o,--out", args->out, "Output file (default: stdout)");
+       sub.add_option("--top", args->top, "Top entries per row in --format digest")
+           ->check(CLI::Range(1, 100))
+           ->capture_default_str();
+       args->run.add_to(sub);
+       sub.footer(kF32FormatHelp);
+       sub.callback([args] { with_default_model_hint(args->model, [&] { run_logits(*args); }); });
      }}};
 
 }  // namespace

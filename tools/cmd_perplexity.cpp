@@ -43,10 +43,15 @@ double negative_log_likelihood(const float* logits, int64_t vocab, int32_t targe
 }
 
 void run_perplexity(const PerplexityArgs& args) {
+  const int64_t ctx = args.ctx;
+  const ModelConfig config = load_model_config(args.model);
+  if (config.max_position_embeddings > 0 && ctx > config.max_position_embeddings)
+    throw Error("--ctx " + std::to_string(ctx) + " exceeds the model's context of " +
+                    std::to_string(config.max_position_embeddings) + " tokens",
+                {args.model, "", "max_position_embeddings"});
   const std::string text = read_text_file(args.file);
   const auto tokenizer = Tokenizer::load(args.model);
   const std::vector<int32_t> tokens = tokenizer->encode(text, /*add_special=*/false, /*parse_special=*/false);
-  const int64_t ctx = args.ctx;
   int64_t n_chunks = int64_t(tokens.size()) / ctx;
   if (args.max_chunks > 0) n_chunks = std::min(n_chunks, args.max_chunks);
   if (n_chunks < 1)
@@ -103,13 +108,14 @@ CommandRegistration registration{
     {"perplexity", "Perplexity of a model over a text file (chunks of --ctx tokens, second half scored, as llama.cpp)",
      [](CLI::App& sub) {
        auto args = std::make_shared<PerplexityArgs>();
-       sub.add_option("-m,--model", args->model, "Model folder (weights + tokenizer.json)")->required();
+       sub.add_option("-m,--model", args->model,
+                      "Model folder with weights and tokenizer.json (default: $DEEPMOE_MODEL or the bundled model)");
        sub.add_option("-f,--file", args->file, "Text file")->required();
        sub.add_option("--ctx", args->ctx, "Tokens per chunk")->check(CLI::Range(int64_t(4), int64_t(1) << 20))->capture_default_str();
        sub.add_option("--chunks", args->max_chunks, "Evaluate at most this many chunks (0 = all)")
            ->check(CLI::NonNegativeNumber);
        args->run.add_to(sub);
-       sub.callback([args] { run_perplexity(*args); });
+       sub.callback([args] { with_default_model_hint(args->model, [&] { run_perplexity(*args); }); });
      }}};
 
 }  // namespace

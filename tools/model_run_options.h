@@ -1,11 +1,14 @@
 // The options every model-running tool command shares (logits, perplexity, bench): --gemm, --threads,
-// --kv-dtype, --attention, --redundant-experts, --micro-batches, turned into ModelOptions.
+// --kv-dtype, --attention, --redundant-experts, --micro-batches, turned into ModelOptions; and the default model
+// folder when -m is not given.
 #pragma once
 
 #include <CLI/CLI.hpp>
 
 #include <string>
 
+#include "command.h"
+#include "core/error.h"
 #include "model/deepseek_model.h"
 
 namespace deepmoe::tools {
@@ -62,5 +65,20 @@ struct ModelRunArgs {
     return o;
   }
 };
+
+// Runs `body` for the model folder `dir`: an empty `dir` becomes the default model (command.h), and an error about
+// that folder then says how to create it, as generate's does.
+template <class Body>
+void with_default_model_hint(std::string& dir, Body&& body) {
+  const bool defaulted = dir.empty();
+  if (defaulted) dir = default_model_dir();
+  try {
+    body();
+  } catch (const Error& e) {
+    if (defaulted && e.context().file.rfind(dir, 0) == 0)
+      throw Error(e.message() + " (the default model; run `make demo` to create it, or pass -m DIR)", e.context());
+    throw;
+  }
+}
 
 }  // namespace deepmoe::tools

@@ -3,18 +3,12 @@
 // and messages for bad input.
 #include <gtest/gtest.h>
 
-#include <sys/wait.h>
-#include <unistd.h>
-
 #include <algorithm>
-#include <atomic>
-#include <cstdlib>
-#include <filesystem>
-#include <fstream>
 #include <sstream>
 #include <string>
 #include <vector>
 
+#include "cli_test_util.h"
 #include "model/deepseek_model.h"
 #include "model/config.h"
 #include "tokenizer/chat_template.h"
@@ -23,57 +17,7 @@
 namespace deepmoe {
 namespace {
 
-namespace fs = std::filesystem;
-
-const std::string kModel = CLI_E2E_MODEL_DIR;
-
-struct CommandResult {
-  int code = -1;
-  std::string out, err;
-};
-
-std::string read_file(const fs::path& p) {
-  std::ifstream in(p, std::ios::binary);
-  std::ostringstream s;
-  s << in.rdbuf();
-  return s.str();
-}
-
-std::string quote(const std::string& s) {
-  std::string out = "'";
-  for (char c : s) out += c == '\'' ? std::string("'\\''") : std::string(1, c);
-  return out + "'";
-}
-
-fs::path scratch_dir() {
-  static std::atomic<int> counter{0};
-  fs::path dir = fs::path(::testing::TempDir()) /
-                 ("deepmoe_cli_e2e_" + std::to_string(getpid()) + "_" + std::to_string(counter++));
-  fs::create_directories(dir);
-  return dir;
-}
-
-// Runs `prefix deepmoe args` through sh with stdin from `input`; prefix may set environment variables or wrap
-// the command.
-CommandResult run_shell(const std::string& command, const std::string& input = "") {
-  const fs::path dir = scratch_dir();
-  std::ofstream(dir / "in", std::ios::binary) << input;
-  const std::string full = command + " < " + quote((dir / "in").string()) + " > " + quote((dir / "out").string()) +
-                           " 2> " + quote((dir / "err").string());
-  const int status = std::system(full.c_str());
-  CommandResult r;
-  r.code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
-  r.out = read_file(dir / "out");
-  r.err = read_file(dir / "err");
-  fs::remove_all(dir);
-  return r;
-}
-
-std::string deepmoe_bin() { return quote(DEEPMOE_BINARY_DIR "/tools/deepmoe"); }
-
-CommandResult deepmoe(const std::string& args, const std::string& input = "") {
-  return run_shell(deepmoe_bin() + " " + args, input);
-}
+using namespace cli_test;
 
 std::vector<int32_t> parse_ids(const std::string& line) {
   std::istringstream in(line);

@@ -8,7 +8,7 @@ if(NOT EXISTS ${MODEL_DIR}/config.json)
   endif()
 endif()
 set(args logits -m ${MODEL_DIR} --threads 1 --gemm ${GEMM}
-    --tokens 0,5,9,400,3 --tokens 0,77,78 --tokens 0,1,2,3,4,5,6 --tokens 0,300)
+    --format digest --ids 0,5,9,400,3 --ids 0,77,78 --ids 0,1,2,3,4,5,6 --ids 0,300)
 execute_process(COMMAND ${TOOL} ${args} RESULT_VARIABLE rc OUTPUT_VARIABLE reference ERROR_VARIABLE err)
 if(NOT rc EQUAL 0 OR reference STREQUAL "")
   message(FATAL_ERROR "deepmoe logits failed (${rc}): ${err}")
