@@ -162,6 +162,7 @@ std::vector<float> run(Communicator& comm, const Params& p, const ExpertPlacemen
 
 struct ModelTiming {
   double wall_ms = 1e300, exposed_comm_ms = 0, inflight_comm_ms = 0;
+  double attention_ms = 0, experts_ms = 0, shared_ms = 0;  // compute spans, to see what the split costs
 };
 
 // Deterministic prompt tokens of this rank (a fixed LCG).
@@ -200,7 +201,12 @@ int run_model(Communicator& comm, const Params& p) {
       models[m]->set_trace(nullptr);
       logits[m].assign(l.data<float>(), l.data<float>() + l.numel());
       if (rep >= 0 && wall < timing[m].wall_ms) {
-        timing[m] = {wall, trace.total_us(TraceLane::Compute, "wait") / 1e3, trace.lane_total_us(TraceLane::Comm) / 1e3};
+        timing[m] = {wall,
+                     trace.total_us(TraceLane::Compute, "wait") / 1e3,
+                     trace.lane_total_us(TraceLane::Comm) / 1e3,
+                     trace.total_us(TraceLane::Compute, "attention") / 1e3,
+                     trace.total_us(TraceLane::Compute, "experts") / 1e3,
+                     trace.total_us(TraceLane::Compute, "shared") / 1e3};
       }
       if (m == 1 && rep == p.reps - 1 && !p.trace.empty()) write_chrome_trace(comm, trace, p.trace);
     }
@@ -213,10 +219,14 @@ int run_model(Communicator& comm, const Params& p) {
       "{\"bench\":\"model_prefill_overlap\",\"rank\":%d,\"ranks\":%d,\"comm\":\"%s\",\"model\":\"%s\",\"prompt\":%lld,"
       "\"threads\":%d,\"redundant_experts\":%d,\"serial_wall_ms\":%.2f,\"serial_exposed_comm_ms\":%.2f,"
       "\"serial_inflight_comm_ms\":%.2f,\"overlap_wall_ms\":%.2f,\"overlap_exposed_comm_ms\":%.2f,"
-      "\"overlap_inflight_comm_ms\":%.2f,\"comm_hidden_fraction\":%.3f,\"identical\":%s}\n",
+      "\"overlap_inflight_comm_ms\":%.2f,\"comm_hidden_fraction\":%.3f,\"serial_attention_ms\":%.1f,"
+      "\"overlap_attention_ms\":%.1f,\"serial_experts_ms\":%.1f,\"overlap_experts_ms\":%.1f,\"serial_shared_ms\":%.1f,"
+      "\"overlap_shared_ms\":%.1f,\"identical\":%s}\n",
       comm.rank(), comm.size(), comm.kind().c_str(), p.model.c_str(), (long long)p.prompt, p.threads, p.redundant,
       timing[0].wall_ms, timing[0].exposed_comm_ms, timing[0].inflight_comm_ms, timing[1].wall_ms,
-      timing[1].exposed_comm_ms, timing[1].inflight_comm_ms, hidden_fraction, identical ? "true" : "false");
+      timing[1].exposed_comm_ms, timing[1].inflight_comm_ms, hidden_fraction, timing[0].attention_ms,
+      timing[1].attention_ms, timing[0].experts_ms, timing[1].experts_ms, timing[0].shared_ms, timing[1].shared_ms,
+      identical ? "true" : "false");
   std::fflush(stdout);
   return identical ? 0 : 1;
 }

@@ -69,6 +69,9 @@ struct DeepseekModel::Impl {
   Communicator* comm = nullptr;
   ExpertPlacement placement;
   std::unique_ptr<ExpertLoadStats> stats;
+  // This forward call's counts: one record per micro-batch dispatch, summed into `stats` as one batch at the end
+  // so that the window counts forward calls whatever the micro-batching.
+  std::unique_ptr<ExpertLoadStats> call_stats;
   std::vector<ExpertSlotStorage> moved_experts;  // per MoE layer, once a rebalance moved its experts
   TraceRecorder* trace = nullptr;
   ForwardContext ctx;
@@ -103,7 +106,7 @@ struct DeepseekModel::Impl {
     rt.placement = &placement;
     rt.placement_layer = moe_layer;
     rt.payload = opt.gemm == GemmMode::W8A8 ? DispatchPayload::FP8 : DispatchPayload::F32;
-    rt.stats = stats.get();
+    rt.stats = call_stats.get();
     rt.trace = trace;
     rt.micro_batch = micro_batch;
     return rt;
@@ -223,6 +226,11 @@ struct DeepseekModel::Impl {
       }
     }
     for (auto& mb : mbs) finish_moe(mb);
+    if (call_stats) {
+      for (int l = 0; l < call_stats->n_layers(); ++l)
+        if (call_stats->batches_in_window(l) > 0) stats->record(l, call_stats->window_load(l));
+      call_stats->clear();
+    }
   }
 
   // logits [rows, vocab] = head(norm(hidden rows)).
@@ -317,6 +325,7 @@ std::unique_ptr<DeepseekModel> DeepseekModel::load(const std::string& dir, const
                   std::to_string(comm.size()) + " ranks (each rank hosts (experts + redundant) / ranks slots)");
     m->placement = ExpertPlacement::uniform(n_moe, int(c.n_routed_experts), comm.size(), options.redundant_experts);
     m->stats = std::make_unique<ExpertLoadStats>(n_moe, int(c.n_routed_experts), options.load_window);
+    m->call_stats = std::make_unique<ExpertLoadStats>(n_moe, int(c.n_routed_experts), 2);
   }
   m->moved_experts.resize(size_t(n_moe));
 

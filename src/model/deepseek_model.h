@@ -37,7 +37,7 @@ struct ModelOptions {
   // (n_routed_experts + redundant_experts) / ranks slots; the initial placement gives the first experts a second
   // replica (ExpertPlacement::uniform), rebalance() re-chooses them from the load statistics.
   int redundant_experts = 0;
-  int load_window = 64;  // dispatches per MoE layer kept in the load statistics (EPLB's moving window)
+  int load_window = 64;  // forward calls per MoE layer kept in the load statistics (EPLB's moving window)
   // Two-micro-batch overlap (reference §6): 0 = when running on more than one rank, 1 = never, 2 = always. A
   // forward call splits into two micro-batches when some rank's batch has at least two tokens; the result is
   // bitwise the same either way.
@@ -96,7 +96,7 @@ class DeepseekModel {
 
   // Expert parallelism (issue 6). The placement of the routed experts over the ranks (one placement layer per
   // MoE layer, the MTP layer last), and the global tokens per logical expert that dispatch recorded over the last
-  // options().load_window dispatches (identical on every rank).
+  // options().load_window forward calls that ran the layer (identical on every rank).
   const ExpertPlacement& placement() const;
   const ExpertLoadStats& load_stats() const;
   // Collective, between forward calls (a batch boundary): runs EPLB on the load statistics (hierarchical policy

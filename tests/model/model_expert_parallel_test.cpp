@@ -141,6 +141,8 @@ TEST(ModelExpertParallel, LoadStatisticsAreGlobalAndIdenticalOnEveryRank) {
       for (int l = 0; l < 3; ++l)
         EXPECT_EQ(model->load_stats().window_load(l), want.window_load(l))
             << "rank " << comm.rank() << " layer " << l << " micro-batches " << micro_batches;
+      // Both micro-batches' dispatches count as one batch of the window.
+      EXPECT_EQ(model->load_stats().batches_in_window(0), 1);
     });
   }
 }
