@@ -30,6 +30,7 @@
 #include "model/config.h"
 #include "model/deepseek_model.h"
 #include "model_run_options.h"
+#include "parallel/chrome_trace.h"
 #include "parallel/communicator.h"
 
 namespace deepmoe::tools {
@@ -50,6 +51,8 @@ struct LogitsArgs {
   std::string format = "json";
   std::string out;
   int top = 5;
+  int64_t rebalance_after = 0;  // > 0: prefill that many tokens, rebalance the experts, then the rest
+  std::string trace;
   ModelRunArgs run;
 };
 
@@ -201,6 +204,42 @@ void run_logits(const LogitsArgs& args) {
   }
 }
 
+// model.forward(batch), or with --rebalance-after K (issue 6, live rebalance): each request's first min(K, n - 1)
+// tokens in one forward call, then a rebalance of the experts (EPLB on the statistics of that call, weights moved
+// between ranks), then the rest — the same rows, which must be bitwise those of one uninterrupted call.
+Tensor forward_across_rebalance(DeepseekModel& model, const std::vector<SequenceInput>& batch, int64_t after) {
+  if (after <= 0) return model.forward(batch);
+  std::vector<SequenceInput> first, rest;
+  for (const SequenceInput& in : batch) {
+    const int64_t n = int64_t(in.tokens.size()), cut = std::min<int64_t>(after, n - 1);
+    SequenceInput a{in.sequence, {in.tokens.begin(), in.tokens.begin() + cut}, {}};
+    SequenceInput b{in.sequence, {in.tokens.begin() + cut, in.tokens.end()}, {}};
+    for (int64_t i : in.logit_indices) (i < cut ? a.logit_indices : b.logit_indices).push_back(i < cut ? i : i - cut);
+    if (cut > 0) first.push_back(std::move(a));
+    rest.push_back(std::move(b));
+  }
+  const Tensor l1 = model.forward(first);  // every rank calls forward, rebalance and forward: collectives
+  model.rebalance();
+  const Tensor l2 = model.forward(rest);
+  const int64_t vocab = l2.dim(1);
+  int64_t rows = 0;
+  for (const SequenceInput& in : batch) rows += int64_t(in.logit_indices.size());
+  Tensor out = Tensor::zeros(DType::F32, {rows, vocab});
+  float* dst = out.data<float>();
+  const float* p1 = l1.data<float>();
+  const float* p2 = l2.data<float>();
+  size_t j = 0;  // index into `first`
+  for (size_t b = 0; b < batch.size(); ++b) {
+    const size_t n1 = (j < first.size() && first[j].sequence == batch[b].sequence) ? first[j++].logit_indices.size() : 0;
+    const size_t n2 = rest[b].logit_indices.size();
+    dst = std::copy_n(p1, int64_t(n1) * vocab, dst);
+    dst = std::copy_n(p2, int64_t(n2) * vocab, dst);
+    p1 += int64_t(n1) * vocab;
+    p2 += int64_t(n2) * vocab;
+  }
+  return out;
+}
+
 void run_logits_on(Communicator& comm, const LogitsArgs& args) {
   std::vector<std::vector<int32_t>> requests;
   for (const auto& r : args.requests) requests.push_back(parse_id_list(r));
@@ -242,7 +281,12 @@ void run_logits_on(Communicator& comm, const LogitsArgs& args) {
     in.logit_indices = positions[i];
     batch.push_back(std::move(in));
   }
-  const Tensor logits = model->forward(batch);  // [this rank's rows, vocab] F32
+  comm.barrier();  // spans of all ranks share one time origin
+  TraceRecorder trace(me, CommClock::now());
+  if (!args.trace.empty()) model->set_trace(&trace);
+  const Tensor logits = forward_across_rebalance(*model, batch, args.rebalance_after);  // [this rank's rows, vocab]
+  model->set_trace(nullptr);
+  if (!args.trace.empty()) write_chrome_trace(comm, trace, args.trace);
   DEEPMOE_CHECK(logits.dim(1) == vocab, "logits width");
   const int64_t row_bytes = vocab * int64_t(sizeof(float));
 
@@ -329,6 +373,13 @@ CommandRegistration registration{
        sub.add_option("--top", args->top, "Top entries per row in --format digest")
            ->check(CLI::Range(1, 100))
            ->capture_default_str();
+       sub.add_option("--rebalance-after", args->rebalance_after,
+                      "Prefill the first K tokens of each request, rebalance the experts over the ranks (EPLB on "
+                      "the load of that prefill; weights move between ranks), then the rest: the logits must not "
+                      "change (0 = off)")
+           ->check(CLI::NonNegativeNumber);
+       sub.add_option("--trace", args->trace,
+                      "Write compute and communication spans per rank and micro-batch as Chrome-trace JSON");
        args->run.add_to(sub);
        sub.footer(kF32FormatHelp);
        sub.callback([args] { with_default_model_hint(args->model, [&] { run_logits(*args); }); });
