@@ -29,7 +29,7 @@ void add_model_options(CLI::App& app, ModelArgs& args) {
   app.add_option("--attention", args.attention, "MLA form: absorbed or naive")
       ->check(CLI::IsMember({"absorbed", "naive"}))
       ->capture_default_str();
-  ModelRunArgs::add_expert_parallel_options(app, args.redundant_experts, args.micro_batches);
+  ModelRunArgs::add_expert_parallel_options(app, args.redundant_experts, args.micro_batches, args.rebalance_every);
 }
 
 void add_request_options(CLI::App& app, RequestArgs& args, double default_temperature) {
@@ -66,6 +66,7 @@ LoadedModel load_model_for_cli(const ModelArgs& args) {
   options.attention = args.attention == "naive" ? AttentionMode::Naive : AttentionMode::Absorbed;
   options.redundant_experts = args.redundant_experts;
   options.micro_batches = args.micro_batches;
+  options.rebalance_every = args.rebalance_every;
   const std::string dir = args.model_dir.empty() ? default_model_dir() : args.model_dir;
   TerminalProgress bar(stderr);
   try {

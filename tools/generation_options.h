@@ -25,6 +25,7 @@ struct ModelArgs {
   std::string attention = "absorbed";
   int redundant_experts = 0;
   int micro_batches = 0;
+  int rebalance_every = 0;
 };
 
 struct RequestArgs {

@@ -22,6 +22,7 @@ struct ModelRunArgs {
   int threads = 0;
   int redundant_experts = 0;
   int micro_batches = 0;
+  int rebalance_every = 0;
 
   void add_to(CLI::App& sub) {
     sub.add_option("--gemm", gemm,
@@ -37,11 +38,12 @@ struct ModelRunArgs {
     sub.add_option("--attention", attention, "MLA form: absorbed (latent cache, model.py default) or naive")
         ->check(CLI::IsMember({"absorbed", "naive"}))
         ->capture_default_str();
-    add_expert_parallel_options(sub, redundant_experts, micro_batches);
+    add_expert_parallel_options(sub, redundant_experts, micro_batches, rebalance_every);
   }
 
   // Also used by commands with their own option structs (generate, chat).
-  static void add_expert_parallel_options(CLI::App& sub, int& redundant_experts, int& micro_batches) {
+  static void add_expert_parallel_options(CLI::App& sub, int& redundant_experts, int& micro_batches,
+                                          int& rebalance_every) {
     sub.add_option("--redundant-experts", redundant_experts,
                    "Extra routed-expert replicas per MoE layer over all ranks; each rank hosts (experts + N) / ranks "
                    "slots (issue 6)")
@@ -51,6 +53,11 @@ struct ModelRunArgs {
                    "Two-micro-batch overlap of compute and all-to-all: 0 = when on more than one rank, 1 = off, "
                    "2 = always (results are identical)")
         ->check(CLI::Range(0, 2))
+        ->capture_default_str();
+    sub.add_option("--rebalance-every", rebalance_every,
+                   "Re-place the experts with EPLB from the collected load every N forward calls, moving weights "
+                   "between ranks at the batch boundary (0 = never)")
+        ->check(CLI::NonNegativeNumber)
         ->capture_default_str();
   }
 
@@ -62,6 +69,7 @@ struct ModelRunArgs {
     o.threads = threads;
     o.redundant_experts = redundant_experts;
     o.micro_batches = micro_batches;
+    o.rebalance_every = rebalance_every;
     return o;
   }
 };

@@ -74,6 +74,7 @@ struct DeepseekModel::Impl {
   std::unique_ptr<ExpertLoadStats> call_stats;
   std::vector<ExpertSlotStorage> moved_experts;  // per MoE layer, once a rebalance moved its experts
   TraceRecorder* trace = nullptr;
+  int64_t forward_calls = 0;  // for options.rebalance_every
   ForwardContext ctx;
   Tensor embed;                     // [vocab, hidden]
   std::vector<LayerWeights> layers;  // num_hidden_layers
@@ -317,6 +318,8 @@ std::unique_ptr<DeepseekModel> DeepseekModel::load(const std::string& dir, const
   if (options.micro_batches < 0 || options.micro_batches > 2)
     throw Error("micro_batches must be 0 (auto), 1 or 2, got " + std::to_string(options.micro_batches));
   if (options.load_window < 1) throw Error("load_window must be >= 1, got " + std::to_string(options.load_window));
+  if (options.rebalance_every < 0)
+    throw Error("rebalance_every must be >= 0, got " + std::to_string(options.rebalance_every));
   if (n_moe > 0) {
     const int64_t physical = c.n_routed_experts + options.redundant_experts;
     if (physical % comm.size() != 0)
@@ -412,6 +415,8 @@ std::unique_ptr<Sequence> DeepseekModel::create_sequence() const {
 
 Tensor DeepseekModel::forward(const std::vector<SequenceInput>& batch, Tensor* hidden) {
   Impl& m = *impl_;
+  if (m.opt.rebalance_every > 0 && m.forward_calls > 0 && m.forward_calls % m.opt.rebalance_every == 0) rebalance();
+  ++m.forward_calls;
   const ModelConfig& c = m.cfg;
   const int64_t H = c.hidden_size;
   std::vector<const Sequence*> seqs;

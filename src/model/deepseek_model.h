@@ -38,6 +38,9 @@ struct ModelOptions {
   // replica (ExpertPlacement::uniform), rebalance() re-chooses them from the load statistics.
   int redundant_experts = 0;
   int load_window = 64;  // forward calls per MoE layer kept in the load statistics (EPLB's moving window)
+  // > 0: every this many forward() calls, the next call first runs rebalance() (a batch boundary; every rank
+  // makes the same calls, so the collective lines up). 0 = only when rebalance() is called.
+  int rebalance_every = 0;
   // Two-micro-batch overlap (reference §6): 0 = when running on more than one rank, 1 = never, 2 = always. A
   // forward call splits into two micro-batches when some rank's batch has at least two tokens; the result is
   // bitwise the same either way.

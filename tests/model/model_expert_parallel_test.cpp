@@ -149,20 +149,24 @@ TEST(ModelExpertParallel, LoadStatisticsAreGlobalAndIdenticalOnEveryRank) {
 
 // Decoding a request across a live rebalance: its logits at every step equal those of an uninterrupted
 // single-rank run, while the experts have moved between ranks.
-TEST(ModelExpertParallel, RequestDecodedAcrossARebalanceKeepsItsLogits) {
-  const int steps_before = 2, steps_after = 3;
-  // Uninterrupted single-rank run: prompt then greedy-free fixed decode tokens.
-  auto decode_tokens = [](int rank, int step) { return int32_t(17 + 31 * rank + 7 * step); };
+constexpr int kStepsBefore = 2, kStepsAfter = 3;
+int32_t decode_token(int rank, int step) { return int32_t(17 + 31 * rank + 7 * step); }
+
+// Per rank: the prompt's logits, then each decode step's, on one rank without any rebalance.
+std::vector<std::vector<Floats>> uninterrupted_decode() {
   std::vector<std::vector<Floats>> want(4);
-  {
-    auto model = DeepseekModel::load(tiny_model_dir(), options(0, 1));
-    for (int r = 0; r < 4; ++r) {
-      auto s = model->create_sequence();
-      want[size_t(r)].push_back(to_vector(model->forward({SequenceInput::all(s.get(), kSeqs[size_t(r)])})));
-      for (int step = 0; step < steps_before + steps_after; ++step)
-        want[size_t(r)].push_back(to_vector(model->forward({SequenceInput::last(s.get(), {decode_tokens(r, step)})})));
-    }
+  auto model = DeepseekModel::load(tiny_model_dir(), options(0, 1));
+  for (int r = 0; r < 4; ++r) {
+    auto s = model->create_sequence();
+    want[size_t(r)].push_back(to_vector(model->forward({SequenceInput::all(s.get(), kSeqs[size_t(r)])})));
+    for (int step = 0; step < kStepsBefore + kStepsAfter; ++step)
+      want[size_t(r)].push_back(to_vector(model->forward({SequenceInput::last(s.get(), {decode_token(r, step)})})));
   }
+  return want;
+}
+
+TEST(ModelExpertParallel, RequestDecodedAcrossARebalanceKeepsItsLogits) {
+  const auto want = uninterrupted_decode();
   for (int redundant : {0, 4})
     for (int ranks : {1, 2, 4}) {
       std::vector<std::vector<Floats>> got(static_cast<size_t>(ranks));
@@ -173,8 +177,8 @@ TEST(ModelExpertParallel, RequestDecodedAcrossARebalanceKeepsItsLogits) {
         auto s = model->create_sequence();
         auto& out = got[size_t(r)];
         out.push_back(to_vector(model->forward({SequenceInput::all(s.get(), kSeqs[size_t(r)])})));
-        for (int step = 0; step < steps_before; ++step)
-          out.push_back(to_vector(model->forward({SequenceInput::last(s.get(), {decode_tokens(r, step)})})));
+        for (int step = 0; step < kStepsBefore; ++step)
+          out.push_back(to_vector(model->forward({SequenceInput::last(s.get(), {decode_token(r, step)})})));
         const ExpertPlacement before = model->placement();
         model->rebalance();
         const ExpertPlacement& after = model->placement();
@@ -182,8 +186,8 @@ TEST(ModelExpertParallel, RequestDecodedAcrossARebalanceKeepsItsLogits) {
         for (int l = 0; l < after.n_layers(); ++l)
           for (int slot = 0; slot < after.slots_per_rank(); ++slot)
             moved_slots[size_t(r)] += after.logical_of_local(l, r, slot) != before.logical_of_local(l, r, slot);
-        for (int step = steps_before; step < steps_before + steps_after; ++step)
-          out.push_back(to_vector(model->forward({SequenceInput::last(s.get(), {decode_tokens(r, step)})})));
+        for (int step = kStepsBefore; step < kStepsBefore + kStepsAfter; ++step)
+          out.push_back(to_vector(model->forward({SequenceInput::last(s.get(), {decode_token(r, step)})})));
       });
       int moved = 0;
       for (int r = 0; r < ranks; ++r) {
@@ -196,6 +200,34 @@ TEST(ModelExpertParallel, RequestDecodedAcrossARebalanceKeepsItsLogits) {
       // The skewed statistics of this workload make EPLB move experts (the test would be vacuous otherwise).
       if (ranks > 1) EXPECT_GT(moved, 0) << ranks << " ranks, redundant " << redundant;
     }
+}
+
+// ModelOptions::rebalance_every: the model rebalances by itself at batch boundaries (here before the 3rd and 5th
+// forward call), with the same logits as ever.
+TEST(ModelExpertParallel, PeriodicRebalanceKeepsLogits) {
+  const auto want = uninterrupted_decode();
+  const int ranks = 4;
+  std::vector<std::vector<Floats>> got(ranks);
+  std::vector<int> placements_seen(ranks, 0);
+  run_thread_ranks(ranks, [&](Communicator& comm) {
+    const int r = comm.rank();
+    ModelOptions o = options(4, 0);
+    o.rebalance_every = 2;
+    auto model = DeepseekModel::load(tiny_model_dir(), o, comm);
+    auto s = model->create_sequence();
+    auto& out = got[size_t(r)];
+    ExpertPlacement last = model->placement();
+    out.push_back(to_vector(model->forward({SequenceInput::all(s.get(), kSeqs[size_t(r)])})));
+    for (int step = 0; step < kStepsBefore + kStepsAfter; ++step) {
+      out.push_back(to_vector(model->forward({SequenceInput::last(s.get(), {decode_token(r, step)})})));
+      if (!(model->placement() == last)) ++placements_seen[size_t(r)], last = model->placement();
+    }
+  });
+  for (int r = 0; r < ranks; ++r) {
+    EXPECT_GE(placements_seen[size_t(r)], 1) << "rank " << r << ": the placement never changed";
+    for (size_t i = 0; i < want[size_t(r)].size(); ++i)
+      EXPECT_TRUE(bitwise_equal(got[size_t(r)][i], want[size_t(r)][i])) << "rank " << r << ", call " << i;
+  }
 }
 
 // apply_placement with an arbitrary placement (every rank's slots reversed and rotated to the next rank, so all
@@ -219,6 +251,23 @@ TEST(ModelExpertParallel, ApplyPlacementMovesEveryExpertAndKeepsLogits) {
     got[size_t(comm.rank())] = to_vector(model->forward({SequenceInput::all(s.get(), kSeqs[size_t(comm.rank())])}));
   });
   for (int r = 0; r < ranks; ++r) EXPECT_TRUE(bitwise_equal(got[size_t(r)], single[size_t(r)])) << "rank " << r;
+}
+
+TEST(ModelExpertParallel, ApplyPlacementRejectsAPlacementOfAnotherShape) {
+  auto model = DeepseekModel::load(tiny_model_dir(), options(0, 1));
+  for (const ExpertPlacement& bad : {ExpertPlacement::uniform(3, 16, 2), ExpertPlacement::uniform(2, 16, 1),
+                                     ExpertPlacement::uniform(3, 8, 1)}) {
+    try {
+      model->apply_placement(bad);
+      ADD_FAILURE() << "accepted a placement of " << bad.n_layers() << " layers, " << bad.n_logical()
+                    << " experts, " << bad.n_ranks() << " ranks";
+    } catch (const Error& e) {
+      EXPECT_NE(std::string(e.what()).find("the model needs 3, 16 and 1"), std::string::npos) << e.what();
+    }
+  }
+  // The model still runs on its old placement.
+  auto s = model->create_sequence();
+  EXPECT_EQ(model->forward({SequenceInput::last(s.get(), kSeqs[0])}).dim(0), 1);
 }
 
 TEST(ModelExpertParallel, TraceHasComputeAndCommunicationSpansPerMicroBatch) {
