@@ -16,7 +16,8 @@
 // With --model DIR the same comparison runs the real model's prefill (DeepseekModel, micro_batches 1 vs 2): each
 // rank prefills its own prompt of --prompt tokens (--reps times each, alternating; the fastest rep is reported),
 // exposed communication is the compute thread's time blocked in dispatch/combine (trace spans named "wait"),
-// in-flight communication the dispatch/combine spans from start to arrival; the last-position logits of both
+// split into payload waits (rows not yet arrived: what the overlap can hide) and layout waits (dispatch's blocking
+// count exchange, a synchronization point that also absorbs skew between ranks), in-flight communication the dispatch/combine spans from start to arrival; the last-position logits of both
 // schedules must be bitwise equal. `mpirun -np 2 moe_overlap_bench --model DIR [--prompt 256] [--threads 1]
 // [--reps 3] [--redundant-experts N] [--trace FILE]`.
 #include <cmath>
@@ -163,6 +164,9 @@ std::vector<float> run(Communicator& comm, const Params& p, const ExpertPlacemen
 struct ModelTiming {
   double wall_ms = 1e300, exposed_comm_ms = 0, inflight_comm_ms = 0;
   double attention_ms = 0, experts_ms = 0, shared_ms = 0;  // compute spans, to see what the split costs
+  // Exposed communication split: waiting for dispatched/combined rows (what overlap can hide) vs the blocking
+  // count exchange of dispatch's layout step (a synchronization point: it absorbs any skew between ranks).
+  double payload_wait_ms = 0, layout_wait_ms = 0;
 };
 
 // Deterministic prompt tokens of this rank (a fixed LCG).
@@ -206,7 +210,11 @@ int run_model(Communicator& comm, const Params& p) {
                      trace.lane_total_us(TraceLane::Comm) / 1e3,
                      trace.total_us(TraceLane::Compute, "attention") / 1e3,
                      trace.total_us(TraceLane::Compute, "experts") / 1e3,
-                     trace.total_us(TraceLane::Compute, "shared") / 1e3};
+                     trace.total_us(TraceLane::Compute, "shared") / 1e3,
+                     (trace.total_us(TraceLane::Compute, "wait: dispatch") -
+                      trace.total_us(TraceLane::Compute, "wait: dispatch layout") +
+                      trace.total_us(TraceLane::Compute, "wait: combine")) / 1e3,
+                     trace.total_us(TraceLane::Compute, "wait: dispatch layout") / 1e3};
       }
       if (m == 1 && rep == p.reps - 1 && !p.trace.empty()) write_chrome_trace(comm, trace, p.trace);
     }
@@ -215,18 +223,23 @@ int run_model(Communicator& comm, const Params& p) {
                          std::memcmp(logits[0].data(), logits[1].data(), logits[0].size() * 4) == 0;
   const double hidden_fraction =
       timing[0].exposed_comm_ms > 0 ? 1.0 - timing[1].exposed_comm_ms / timing[0].exposed_comm_ms : 0;
+  const double payload_hidden_fraction =
+      timing[0].payload_wait_ms > 0 ? 1.0 - timing[1].payload_wait_ms / timing[0].payload_wait_ms : 0;
   std::printf(
       "{\"bench\":\"model_prefill_overlap\",\"rank\":%d,\"ranks\":%d,\"comm\":\"%s\",\"model\":\"%s\",\"prompt\":%lld,"
       "\"threads\":%d,\"redundant_experts\":%d,\"serial_wall_ms\":%.2f,\"serial_exposed_comm_ms\":%.2f,"
       "\"serial_inflight_comm_ms\":%.2f,\"overlap_wall_ms\":%.2f,\"overlap_exposed_comm_ms\":%.2f,"
       "\"overlap_inflight_comm_ms\":%.2f,\"comm_hidden_fraction\":%.3f,\"serial_attention_ms\":%.1f,"
       "\"overlap_attention_ms\":%.1f,\"serial_experts_ms\":%.1f,\"overlap_experts_ms\":%.1f,\"serial_shared_ms\":%.1f,"
-      "\"overlap_shared_ms\":%.1f,\"identical\":%s}\n",
+      "\"overlap_shared_ms\":%.1f,\"serial_payload_wait_ms\":%.2f,\"overlap_payload_wait_ms\":%.2f,"
+      "\"payload_hidden_fraction\":%.3f,\"serial_layout_wait_ms\":%.2f,\"overlap_layout_wait_ms\":%.2f,"
+      "\"identical\":%s}\n",
       comm.rank(), comm.size(), comm.kind().c_str(), p.model.c_str(), (long long)p.prompt, p.threads, p.redundant,
       timing[0].wall_ms, timing[0].exposed_comm_ms, timing[0].inflight_comm_ms, timing[1].wall_ms,
       timing[1].exposed_comm_ms, timing[1].inflight_comm_ms, hidden_fraction, timing[0].attention_ms,
       timing[1].attention_ms, timing[0].experts_ms, timing[1].experts_ms, timing[0].shared_ms, timing[1].shared_ms,
-      identical ? "true" : "false");
+      timing[0].payload_wait_ms, timing[1].payload_wait_ms, payload_hidden_fraction, timing[0].layout_wait_ms,
+      timing[1].layout_wait_ms, identical ? "true" : "false");
   std::fflush(stdout);
   return identical ? 0 : 1;
 }
