@@ -1,14 +1,19 @@
-// GEMM driver: validation, W8A8 activation quantization, tiling into tasks, ISA dispatch, scatter of results.
+// GEMM driver: validation, W8A8 activation quantization, A packing, tiling into tasks, ISA dispatch, lane sums.
 //
-// Work is cut into tasks of (up to kChunkRows rows of A) × (a group of 16-row W panels). A task loops over the K
-// blocks in order; per block it decodes its W panels once into an L1/L2-resident FP32 buffer and runs every row
-// of its chunk against them, so a decode-shaped call (M ≤ 16: one chunk) streams each weight byte exactly once
-// and a prefill-shaped call reuses each decoded panel across up to kChunkRows rows. Every output element is
+// A decode-shaped call (M ≤ kGemvMaxRows) is cut into tasks of kGemvTaskRows W rows that each stream their rows
+// once, front to back (gemv_rows). Otherwise work is cut into tasks of (up to kChunkRows rows of A) ×
+// (kTaskPanels 16-row W panels). A task walks K in chunks of kChunkBlocks blocks; per chunk and panel it decodes
+// the panel once into an L1-resident FP32 buffer and runs every row of its chunk against it. Tasks are contiguous
+// in W, so with the pool's contiguous partition each thread streams its own part of W. Every output element is
 // computed by exactly one task, in the fixed order of gemm.h, so neither the tiling nor the thread count can
 // change a bit of it.
 #include "kernels/gemm.h"
 
 #include <algorithm>
+#include <cstdint>
+#include <cstdlib>
+#include <cstring>
+#include <memory>
 #include <string>
 #include <vector>
 
@@ -21,43 +26,59 @@
 namespace deepmoe {
 namespace {
 
+using gemm_detail::BlockArgs;
 using gemm_detail::DecodeArgs;
-using gemm_detail::KbArgs;
+using gemm_detail::GemvArgs;
 using gemm_detail::kBlockK;
+using gemm_detail::kGemvMaxRows;
+using gemm_detail::kLanes;
 using gemm_detail::kPanelRows;
 
-// Rows of A per task in prefill; W panels per task for decode-shaped (GEMV) and prefill-shaped calls.
-constexpr int64_t kChunkRows = 128;
-constexpr int kGemvPanels = 2;
-constexpr int kGemmPanels = 4;
+using gemm_detail::kChunkBlocks;
+
+// A GEMM task: kChunkRows A rows × kTaskPanels W panels. Each decoded panel chunk is reused by the task's rows;
+// the rows' slice of A for one K chunk (64 × 512 floats, 128 KB) is reused by every panel of the task; the lane
+// accumulators (64 rows × 64 outputs × 16 lanes, 256 KB) stay in L2 with it.
+constexpr int64_t kChunkRows = 64;
+constexpr int kTaskPanels = 4;
+// W rows per GEMV task: enough tasks to balance threads on the smallest projections, few enough to stay cheap.
+constexpr int64_t kGemvTaskRows = 16;
 
 struct Isa {
-  void (*kb_update)(const KbArgs&);
+  void (*gemv_rows)(const GemvArgs&);
+  void (*block_update)(const BlockArgs&);
   void (*decode_block)(const DecodeArgs&);
 };
 
 Isa select_isa(IsaLevel level) {
   level = std::min(level, gemm_detail::hardware_isa_level());
   switch (level) {
-    case IsaLevel::Avx512: return {gemm_detail::kb_update_avx512, gemm_detail::decode_block_avx512};
-    case IsaLevel::Avx2: return {gemm_detail::kb_update_avx2, gemm_detail::decode_block_avx2};
-    default: return {gemm_detail::kb_update_scalar, gemm_detail::decode_block_scalar};
+    case IsaLevel::Avx512:
+      return {gemm_detail::gemv_rows_avx512, gemm_detail::block_update_avx512, gemm_detail::decode_block_avx512};
+    case IsaLevel::Avx2:
+      return {gemm_detail::gemv_rows_avx2, gemm_detail::block_update_avx2, gemm_detail::decode_block_avx2};
+    default:
+      return {gemm_detail::gemv_rows_scalar, gemm_detail::block_update_scalar, gemm_detail::decode_block_scalar};
   }
 }
 
 // One product of a row range of A with one weight matrix.
 struct Problem {
-  const float* a;        // [rows, k]
+  const float* a;        // [rows, k], row stride lda
   const float* a_scale;  // [rows, ceil(k/128)] for W8A8, else null
   const WeightMatrix* w;
   float* c;              // [rows, n]
   int64_t rows;
+  int64_t lda = 0;       // 0: k
 };
 
+// A GEMV task covers W rows [panel0 · 16, + n_panels · 16) ∩ [0, n) for all of A's rows (gemv set); a GEMM task
+// covers A rows [row0, row0 + rows) × the same W rows.
 struct Task {
   const Problem* problem;
   int64_t row0, rows, panel0;
   int n_panels;
+  bool gemv;
 };
 
 void check_weight(const WeightMatrix& w) {
@@ -72,64 +93,121 @@ void check_weight(const WeightMatrix& w) {
     throw Error("gemm: scale_inv given for a " + std::string(dtype_name(w.dtype)) + " weight");
 }
 
-void run_task(const Task& t, const Isa& isa, std::vector<float>& wbuf, std::vector<float>& cacc) {
+// 64-byte aligned FP32 storage (the GEMM kernels' A rows and scratch buffers; a vector's 16-byte alignment makes
+// every other 64-byte load straddle two cache lines). Grows, never shrinks.
+class AlignedFloats {
+ public:
+  float* get(size_t n) {
+    if (n > capacity_) {
+      data_.reset(static_cast<float*>(std::aligned_alloc(64, (std::max<size_t>(n, 16) * sizeof(float) + 63) / 64 * 64)));
+      if (!data_) throw Error("gemm: out of memory for a " + std::to_string(n) + "-float buffer");
+      capacity_ = n;
+    }
+    return data_.get();
+  }
+
+ private:
+  std::unique_ptr<float[], decltype(&std::free)> data_{nullptr, &std::free};
+  size_t capacity_ = 0;
+};
+
+void run_gemv_task(const Task& t, const Isa& isa) {
+  const Problem& p = *t.problem;
+  GemvArgs g;
+  g.a = p.a;
+  g.m = p.rows;
+  g.a_scale = p.a_scale;
+  g.w = p.w;
+  g.row0 = t.panel0 * kPanelRows;
+  g.rows = std::min<int64_t>(int64_t(t.n_panels) * kPanelRows, p.w->n - g.row0);
+  g.c = p.c;
+  isa.gemv_rows(g);
+}
+
+void run_gemm_task(const Task& t, const Isa& isa, AlignedFloats& wbuf_storage, AlignedFloats& lacc_storage) {
   const Problem& p = *t.problem;
   const WeightMatrix& w = *p.w;
   const int64_t kb_count = quant_blocks(w.k);
-  const int64_t row0_w = t.panel0 * kPanelRows;
-  const int64_t w_rows = std::min<int64_t>(int64_t(t.n_panels) * kPanelRows, w.n - row0_w);
-  wbuf.resize(size_t(t.n_panels) * kPanelRows * kBlockK);
-  cacc.assign(size_t(t.n_panels) * size_t(t.rows) * 16, 0.0f);
-  float w_scale[kGemmPanels > kGemvPanels ? kGemmPanels : kGemvPanels];
-  for (int64_t kb = 0; kb < kb_count; ++kb) {
-    const int kn = int(std::min<int64_t>(kBlockK, w.k - kb * kBlockK));
-    DecodeArgs d;
-    d.dtype = w.dtype;
-    d.data = w.data;
-    d.k = w.k;
-    d.row0 = row0_w;
-    d.rows = w_rows;
-    d.col0 = kb * kBlockK;
-    d.kn = kn;
-    d.n_panels = t.n_panels;
-    d.wbuf = wbuf.data();
-    isa.decode_block(d);
+  const int64_t ldw = int64_t(kChunkBlocks) * kBlockK;
+  const int64_t panel_lanes = t.rows * kPanelRows * kLanes;
+  float* wbuf = wbuf_storage.get(size_t(kPanelRows * ldw));
+  float* lacc = lacc_storage.get(size_t(t.n_panels * panel_lanes));
+  float w_scale[kChunkBlocks];
+  for (int64_t kb0 = 0; kb0 < kb_count; kb0 += kChunkBlocks) {
+    const int n_blocks = int(std::min<int64_t>(kChunkBlocks, kb_count - kb0));
+    const int64_t col0 = kb0 * kBlockK;
+    const int kn = int(std::min<int64_t>(int64_t(n_blocks) * kBlockK, w.k - col0));
     for (int q = 0; q < t.n_panels; ++q) {
-      // The decoders return e4m3 codes as q·2^-8; the 2^8 comes back here, exactly (a power of two).
-      const int64_t nb = (row0_w + int64_t(q) * kPanelRows) / kBlockK;
-      w_scale[q] = w.dtype == DType::F8_E4M3 ? w.scale_inv[nb * kb_count + kb] * 256.0f : 1.0f;
+      const int64_t row0_w = (t.panel0 + q) * kPanelRows;
+      DecodeArgs d;
+      d.dtype = w.dtype;
+      d.data = w.data;
+      d.k = w.k;
+      d.row0 = row0_w;
+      d.rows = std::min<int64_t>(kPanelRows, w.n - row0_w);
+      d.col0 = col0;
+      d.kn = kn;
+      d.ldw = ldw;
+      d.wbuf = wbuf;
+      d.prefetch_cols = std::min<int64_t>(ldw, w.k - col0 - kn);
+      isa.decode_block(d);
+      for (int b = 0; b < n_blocks; ++b) w_scale[b] = gemm_detail::weight_block_scale(w, row0_w, kb0 + b, kb_count);
+      BlockArgs g;
+      g.a = p.a + t.row0 * p.lda + col0;
+      g.lda = p.lda;
+      g.rows = t.rows;
+      g.n_blocks = n_blocks;
+      g.kn_last = kn - (n_blocks - 1) * kBlockK;
+      g.wbuf = wbuf;
+      g.ldw = ldw;
+      g.a_scale = p.a_scale ? p.a_scale + t.row0 * kb_count + kb0 : nullptr;
+      g.a_scale_stride = kb_count;
+      g.w_scale = w_scale;
+      g.lacc = lacc + q * panel_lanes;
+      g.first_chunk = kb0 == 0;
+      isa.block_update(g);
     }
-    KbArgs g;
-    g.a = p.a + t.row0 * w.k + kb * kBlockK;
-    g.lda = w.k;
-    g.rows = t.rows;
-    g.kn = kn;
-    g.wbuf = wbuf.data();
-    g.n_panels = t.n_panels;
-    g.a_scale = p.a_scale ? p.a_scale + t.row0 * kb_count + kb : nullptr;
-    g.a_scale_stride = kb_count;
-    g.w_scale = w_scale;
-    g.cacc = cacc.data();
-    isa.kb_update(g);
   }
-  // Scatter cacc (layout in gemm_kernels.h) into C.
   for (int q = 0; q < t.n_panels; ++q) {
-    const float* cp = cacc.data() + size_t(q) * size_t(t.rows) * 16;
-    const int64_t col0 = row0_w + int64_t(q) * kPanelRows;
-    const int cols = int(std::min<int64_t>(kPanelRows, w.n - col0));
-    for (int64_t r = 0; r < t.rows;) {
-      const int mr = t.rows - r >= 4 ? 4 : t.rows - r >= 2 ? 2 : 1;
-      const int nr = 16 / mr;
-      for (int i = 0; i < mr; ++i) {
-        float* crow = p.c + (t.row0 + r + i) * w.n + col0;
-        for (int j = 0; j < cols; ++j) crow[j] = cp[16 * r + 16 * (j / nr) + nr * i + j % nr];
-      }
-      r += mr;
+    const int64_t row0_w = (t.panel0 + q) * kPanelRows;
+    const int64_t w_rows = std::min<int64_t>(kPanelRows, w.n - row0_w);
+    const float* lq = lacc + q * panel_lanes;
+    for (int64_t r = 0; r < t.rows; ++r) {
+      float* crow = p.c + (t.row0 + r) * w.n + row0_w;
+      for (int64_t j = 0; j < w_rows; ++j) crow[j] = gemm_detail::sum_lanes(lq + (r * kPanelRows + j) * kLanes);
     }
   }
 }
 
-void run_problems(const std::vector<Problem>& problems, IsaLevel level, ThreadPool* pool) {
+void run_problems(std::vector<Problem> problems, IsaLevel level, ThreadPool* pool) {
+  // GEMM-shaped problems read A through 64-byte vectors many times over: give them cache-line-aligned rows.
+  size_t packed_size = 0;
+  const auto needs_packing = [](const Problem& p) {
+    return p.rows > kGemvMaxRows && p.w->n > 0 && p.w->k > 0 &&
+           (reinterpret_cast<uintptr_t>(p.a) % 64 != 0 || p.w->k % 16 != 0);
+  };
+  const auto padded_k = [](int64_t k) { return (k + 15) / 16 * 16; };
+  for (Problem& p : problems) {
+    p.lda = p.w->k;
+    if (needs_packing(p)) packed_size += size_t(p.rows * padded_k(p.w->k));
+  }
+  // Kept per calling thread: a fresh allocation per call would be page-faulted in (and zeroed by the kernel)
+  // every time.
+  thread_local AlignedFloats packed;
+  if (packed_size > 0) {
+    float* next = packed.get(packed_size);
+    for (Problem& p : problems) {
+      if (!needs_packing(p)) continue;
+      const int64_t k = p.w->k, ld = padded_k(k);
+      const float* src = p.a;
+      parallel_for(pool, p.rows, [&](int64_t r0, int64_t r1) {
+        for (int64_t r = r0; r < r1; ++r) std::memcpy(next + r * ld, src + r * k, size_t(k) * sizeof(float));
+      });
+      p.a = next;
+      p.lda = ld;
+      next += p.rows * ld;
+    }
+  }
   std::vector<Task> tasks;
   for (const Problem& p : problems) {
     const WeightMatrix& w = *p.w;
@@ -139,16 +217,28 @@ void run_problems(const std::vector<Problem>& problems, IsaLevel level, ThreadPo
       continue;
     }
     const int64_t panels = (w.n + kPanelRows - 1) / kPanelRows;
-    const int per_task = p.rows <= 16 ? kGemvPanels : kGemmPanels;
-    for (int64_t r = 0; r < p.rows; r += kChunkRows)
+    if (p.rows <= kGemvMaxRows) {
+      constexpr int per_task = int(kGemvTaskRows / kPanelRows);
       for (int64_t q = 0; q < panels; q += per_task)
-        tasks.push_back({&p, r, std::min(kChunkRows, p.rows - r), q, int(std::min<int64_t>(per_task, panels - q))});
+        tasks.push_back({&p, 0, p.rows, q, int(std::min<int64_t>(per_task, panels - q)), true});
+      continue;
+    }
+    for (int64_t r = 0; r < p.rows; r += kChunkRows)
+      for (int64_t q = 0; q < panels; q += kTaskPanels)
+        tasks.push_back(
+            {&p, r, std::min(kChunkRows, p.rows - r), q, int(std::min<int64_t>(kTaskPanels, panels - q)), false});
   }
   if (tasks.empty()) return;
   const Isa isa = select_isa(level);
   parallel_for(pool, int64_t(tasks.size()), [&](int64_t t0, int64_t t1) {
-    std::vector<float> wbuf, cacc;
-    for (int64_t t = t0; t < t1; ++t) run_task(tasks[size_t(t)], isa, wbuf, cacc);
+    thread_local AlignedFloats wbuf, lacc;  // per worker thread, reused across calls (see `packed`)
+    for (int64_t t = t0; t < t1; ++t) {
+      const Task& task = tasks[size_t(t)];
+      if (task.gemv)
+        run_gemv_task(task, isa);
+      else
+        run_gemm_task(task, isa, wbuf, lacc);
+    }
   });
 }
 

@@ -8,10 +8,12 @@
 //
 // Batch invariance (issue 4): C[i, j] is bitwise the same whatever M is, whichever row tile or code path
 // computes it, whatever the thread count, and in grouped_gemm as in gemm. Every path follows one reduction order
-// per output element: in each K block, lane l of 16 accumulates k ≡ l (mod 16) in increasing
-// k; the 16 lanes are summed by the fixed tree ((l, l+8), then +4, +2, +1); the block partial is promoted with
-// one fused multiply-add in increasing kb. AVX2 and AVX-512 evaluate exactly that (so they agree bitwise); the
-// scalar fallback evaluates the same order with separate multiply and add.
+// per output element: lane l of 16 owns the k ≡ l (mod 16). In each K block, lane l's partial is one fused-
+// multiply-add chain over its k in increasing order, starting from zero; it is promoted into the lane's own FP32
+// accumulator, acc_l = fma(p_l, scale(kb), acc_l), in increasing kb. After the last block the 16 accumulators are
+// summed by the fixed tree ((l, l+8), then +4, +2, +1). So the FP32 promotion happens per block, as DeepGEMM's
+// contract asks, while the only horizontal reduction happens once per output, not once per block. Scalar, AVX2
+// and AVX-512 evaluate exactly that, so they agree bitwise (tested).
 //
 // K may be any size (the last block is partial) and N any size. F8_E4M3 codes 0x7F/0xFF (NaN) are not valid
 // weights; the kernels read them as ±480.

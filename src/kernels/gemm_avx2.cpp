@@ -1,10 +1,10 @@
 // AVX2+FMA+F16C inner kernels (built with -march=x86-64-v3; entered only when cpu_features().level >= Avx2).
 // Only raw loops, intrinsics and templates in the anonymous namespace here (see core/dtype_bulk_avx2.cpp).
 //
-// The order of gemm.h has 16 lanes per accumulator; a ymm holds 8, so each output's lanes 0-7 ("lo", k ≡ 0..7
-// mod 16) and 8-15 ("hi") are accumulated in two passes over the block, 8 outputs per tile (MR rows × 8/MR panel
-// rows, MR = 2 or 1). lo + hi is the tree's first level; reduce8 does the rest (+4, +2, +1), so every output is
-// bitwise what gemm_avx512.cpp computes.
+// The arithmetic of gemm_avx512.cpp with 8-lane vectors: an output's 16 lanes (gemm.h) are two ymm, "lo"
+// (k ≡ 0..7 mod 16) and "hi" (k ≡ 8..15). lo + hi is the final tree's first level; the rest is +4, +2, +1 within
+// a ymm. The last, partial step of a block blends the FMA result in only for valid k, so lanes past the block's
+// end keep their value exactly, as the masked FMAs of AVX-512 do.
 #include <immintrin.h>
 
 #include <cstring>
@@ -14,130 +14,214 @@
 namespace deepmoe::gemm_detail {
 namespace {
 
-// Out lane m holds r[2m] for m < 4 and r[2(m-4)+1] for m >= 4; so slot t must hold natural lane (t%2)·4 + t/2.
 __attribute__((always_inline)) inline
-__m256 reduce8(const __m256* r) {
-  __m256 s[4], t[2];
-  for (int u = 0; u < 4; ++u)  // + l+4: 128-bit half h becomes output 2u+h's 4 partial lanes
-    s[u] = _mm256_add_ps(_mm256_permute2f128_ps(r[2 * u], r[2 * u + 1], 0x20),
-                         _mm256_permute2f128_ps(r[2 * u], r[2 * u + 1], 0x31));
-  for (int v = 0; v < 2; ++v)  // + l+2
-    t[v] = _mm256_add_ps(_mm256_shuffle_ps(s[2 * v], s[2 * v + 1], _MM_SHUFFLE(1, 0, 1, 0)),
-                         _mm256_shuffle_ps(s[2 * v], s[2 * v + 1], _MM_SHUFFLE(3, 2, 3, 2)));
-  // + l+1
-  return _mm256_add_ps(_mm256_shuffle_ps(t[0], t[1], _MM_SHUFFLE(2, 0, 2, 0)),
-                       _mm256_shuffle_ps(t[0], t[1], _MM_SHUFFLE(3, 1, 3, 1)));
+__m256i e4m3_to_f16_bits(__m128i bytes) {  // see gemm_avx512.cpp
+  const __m256i h = _mm256_cvtepi8_epi16(bytes);
+  return _mm256_and_si256(_mm256_slli_epi16(h, 7), _mm256_set1_epi16(int16_t(0xBF80)));
 }
 
-// Accumulates one half (h = 0: lanes 0-7, h = 1: lanes 8-15) of the 8 outputs of a tile.
+__attribute__((always_inline)) inline
+float sum_lanes16(__m256 lo, __m256 hi) {
+  const __m256 a = _mm256_add_ps(lo, hi);
+  const __m128 b = _mm_add_ps(_mm256_castps256_ps128(a), _mm256_extractf128_ps(a, 1));
+  const __m128 c = _mm_add_ps(b, _mm_movehl_ps(b, b));
+  return _mm_cvtss_f32(_mm_add_ss(c, _mm_movehdup_ps(c)));
+}
+
+// Valid-lane mask of the 8 k starting at `first` when `left` k remain (all ones if left ≥ 8).
+__attribute__((always_inline)) inline
+__m256i lane_mask(int left) {
+  const __m256i idx = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+  return _mm256_cmpgt_epi32(_mm256_set1_epi32(left), idx);
+}
+
+// 16 W values [k, k + 16) of one row as lo/hi ymm; k + 16 may pass the block end only through `left` (< 16), in
+// which case the missing values read as zero.
+__attribute__((always_inline)) inline
+void load_w16(DType dtype, const uint8_t* row, int64_t k, int left, __m256& lo, __m256& hi) {
+  if (dtype == DType::F8_E4M3) {
+    __m128i b;
+    if (left >= 16) {
+      b = _mm_loadu_si128(reinterpret_cast<const __m128i*>(row + k));
+    } else {
+      alignas(16) uint8_t tail[16] = {};
+      std::memcpy(tail, row + k, size_t(left));
+      b = _mm_load_si128(reinterpret_cast<const __m128i*>(tail));
+    }
+    const __m256i h = e4m3_to_f16_bits(b);
+    lo = _mm256_cvtph_ps(_mm256_castsi256_si128(h));
+    hi = _mm256_cvtph_ps(_mm256_extracti128_si256(h, 1));
+  } else if (dtype == DType::BF16) {
+    const uint16_t* p = reinterpret_cast<const uint16_t*>(row) + k;
+    __m128i v0, v1;
+    if (left >= 16) {
+      v0 = _mm_loadu_si128(reinterpret_cast<const __m128i*>(p));
+      v1 = _mm_loadu_si128(reinterpret_cast<const __m128i*>(p + 8));
+    } else {
+      alignas(16) uint16_t tail[16] = {};
+      std::memcpy(tail, p, size_t(left) * 2);
+      v0 = _mm_load_si128(reinterpret_cast<const __m128i*>(tail));
+      v1 = _mm_load_si128(reinterpret_cast<const __m128i*>(tail + 8));
+    }
+    lo = _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(v0), 16));
+    hi = _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(v1), 16));
+  } else {
+    const float* p = reinterpret_cast<const float*>(row) + k;
+    if (left >= 16) {
+      lo = _mm256_loadu_ps(p);
+      hi = _mm256_loadu_ps(p + 8);
+    } else {
+      lo = _mm256_maskload_ps(p, lane_mask(left));
+      hi = _mm256_maskload_ps(p + 8, lane_mask(left - 8));
+    }
+  }
+}
+
+// R consecutive W rows (inside one 16-row panel) against M rows of A, all of K; promoted accumulators on the
+// stack (16 registers hold only the partials).
+template <int M, int R>
+void gemv_group(const GemvArgs& g, int64_t row) {
+  const WeightMatrix& w = *g.w;
+  const int64_t k = w.k, kb_count = (k + kBlockK - 1) / kBlockK;
+  const size_t elem = w.dtype == DType::F8_E4M3 ? 1 : w.dtype == DType::BF16 ? 2 : 4;
+  const uint8_t* wrow[R];
+  for (int r = 0; r < R; ++r) wrow[r] = static_cast<const uint8_t*>(w.data) + size_t((row + r) * k) * elem;
+  alignas(32) float acc[M][R][16] = {};
+  for (int64_t kb = 0; kb < kb_count; ++kb) {
+    const int64_t k0 = kb * kBlockK;
+    const int kn = k - k0 < kBlockK ? int(k - k0) : kBlockK;
+    __m256 plo[M][R], phi[M][R];
+    for (int i = 0; i < M; ++i)
+      for (int r = 0; r < R; ++r) plo[i][r] = phi[i][r] = _mm256_setzero_ps();
+    for (int r = 0; r < R; ++r)
+      for (size_t line = 0; line < kBlockK * elem; line += 64)
+        _mm_prefetch(reinterpret_cast<const char*>(wrow[r] + size_t(k0 + 3 * kBlockK) * elem + line), _MM_HINT_T0);
+    for (int c = 0; c < kn; c += 16) {
+      const int left = kn - c;
+      for (int r = 0; r < R; ++r) {
+        __m256 wlo, whi;
+        load_w16(w.dtype, wrow[r], k0 + c, left, wlo, whi);
+        for (int i = 0; i < M; ++i) {
+          const float* a = g.a + i * k + k0 + c;
+          if (left >= 16) {
+            plo[i][r] = _mm256_fmadd_ps(_mm256_loadu_ps(a), wlo, plo[i][r]);
+            phi[i][r] = _mm256_fmadd_ps(_mm256_loadu_ps(a + 8), whi, phi[i][r]);
+          } else {
+            const __m256i mlo = lane_mask(left), mhi = lane_mask(left - 8);
+            plo[i][r] = _mm256_blendv_ps(
+                plo[i][r], _mm256_fmadd_ps(_mm256_maskload_ps(a, mlo), wlo, plo[i][r]), _mm256_castsi256_ps(mlo));
+            phi[i][r] = _mm256_blendv_ps(
+                phi[i][r], _mm256_fmadd_ps(_mm256_maskload_ps(a + 8, mhi), whi, phi[i][r]), _mm256_castsi256_ps(mhi));
+          }
+        }
+      }
+    }
+    const float ws = w.dtype == DType::F8_E4M3 ? w.scale_inv[(row / kBlockK) * kb_count + kb] * 256.0f : 1.0f;
+    for (int i = 0; i < M; ++i) {
+      const __m256 s = _mm256_set1_ps(g.a_scale ? g.a_scale[i * kb_count + kb] * ws : ws);
+      for (int r = 0; r < R; ++r) {
+        _mm256_store_ps(acc[i][r], _mm256_fmadd_ps(plo[i][r], s, _mm256_load_ps(acc[i][r])));
+        _mm256_store_ps(acc[i][r] + 8, _mm256_fmadd_ps(phi[i][r], s, _mm256_load_ps(acc[i][r] + 8)));
+      }
+    }
+  }
+  for (int i = 0; i < M; ++i)
+    for (int r = 0; r < R; ++r)
+      g.c[i * w.n + row + r] = sum_lanes16(_mm256_load_ps(acc[i][r]), _mm256_load_ps(acc[i][r] + 8));
+}
+
+template <int M>
+void gemv_m(const GemvArgs& g) {
+  constexpr int R = M == 1 ? 4 : M == 2 ? 2 : 1;  // 2·M·R partials within the 16 registers
+  int64_t j = 0;
+  for (; g.rows - j >= R; j += R) gemv_group<M, R>(g, g.row0 + j);
+  for (; j < g.rows; ++j) gemv_group<M, 1>(g, g.row0 + j);
+}
+
+// One half (h = 0: lanes 0-7, h = 1: lanes 8-15) of MR A rows × 4 W rows, over each block of the chunk in turn,
+// promoted into the lane accumulators after every block.
 template <int MR>
 __attribute__((always_inline)) inline
-void half_pass(const float* a, int64_t lda, const float* w, int kn, int h, __m256* acc) {
-  constexpr int NR = 8 / MR;
-  for (int t = 0; t < 8; ++t) acc[t] = _mm256_setzero_ps();
-  const int steps = (kn + 15) / 16;
-  for (int s = 0; s < steps; ++s) {
-    const int k0 = 16 * s + 8 * h;
-    __m256 av[MR];
-    if (k0 + 8 <= kn) {
-      for (int i = 0; i < MR; ++i) av[i] = _mm256_loadu_ps(a + i * lda + k0);
-    } else {  // the partial last step: lanes past kn read as zero
-      const __m256i lane = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
-      const __m256i mask = _mm256_cmpgt_epi32(_mm256_set1_epi32(kn - k0), lane);
-      for (int i = 0; i < MR; ++i) av[i] = _mm256_maskload_ps(a + i * lda + k0, mask);
+void half_tile(const BlockArgs& g, int64_t r, int j0, int h) {
+  constexpr int NR = 4;
+  for (int b = 0; b < g.n_blocks; ++b) {
+    const int kn = b == g.n_blocks - 1 ? g.kn_last : kBlockK;
+    const float* a = g.a + r * g.lda + b * kBlockK + 8 * h;
+    const float* w = g.wbuf + j0 * g.ldw + b * kBlockK + 8 * h;
+    __m256 acc[MR][NR];
+    for (int i = 0; i < MR; ++i)
+      for (int j = 0; j < NR; ++j) acc[i][j] = _mm256_setzero_ps();
+    for (int c = 0; c < kn - 8 * h; c += 16) {
+      const int left = kn - 8 * h - c;
+      __m256 av[MR], wv[NR];
+      for (int j = 0; j < NR; ++j) wv[j] = _mm256_loadu_ps(w + j * g.ldw + c);
+      if (left >= 8) {
+        for (int i = 0; i < MR; ++i) av[i] = _mm256_loadu_ps(a + i * g.lda + c);
+        for (int i = 0; i < MR; ++i)
+          for (int j = 0; j < NR; ++j) acc[i][j] = _mm256_fmadd_ps(av[i], wv[j], acc[i][j]);
+      } else {
+        const __m256i m = lane_mask(left);
+        for (int i = 0; i < MR; ++i) av[i] = _mm256_maskload_ps(a + i * g.lda + c, m);
+        for (int i = 0; i < MR; ++i)
+          for (int j = 0; j < NR; ++j)
+            acc[i][j] =
+                _mm256_blendv_ps(acc[i][j], _mm256_fmadd_ps(av[i], wv[j], acc[i][j]), _mm256_castsi256_ps(m));
+      }
     }
-    for (int t = 0; t < 8; ++t) {
-      const int l = (t % 2) * 4 + t / 2;
-      acc[t] = _mm256_fmadd_ps(av[l / NR], _mm256_loadu_ps(w + (l % NR) * kBlockK + k0), acc[t]);
+    for (int i = 0; i < MR; ++i) {
+      const float ws = g.w_scale[b];
+      const __m256 s = _mm256_set1_ps(g.a_scale ? g.a_scale[(r + i) * g.a_scale_stride + b] * ws : ws);
+      for (int j = 0; j < NR; ++j) {
+        float* lane = g.lacc + ((r + i) * kPanelRows + j0 + j) * kLanes + 8 * h;
+        const __m256 prev = g.first_chunk && b == 0 ? _mm256_setzero_ps() : _mm256_loadu_ps(lane);
+        _mm256_storeu_ps(lane, _mm256_fmadd_ps(acc[i][j], s, prev));
+      }
     }
   }
 }
 
 template <int MR>
-__attribute__((always_inline)) inline
-void tile8(const float* a, int64_t lda, const float* w, int kn, __m256 scale, float* cacc) {
-  __m256 lo[8], hi[8];
-  half_pass<MR>(a, lda, w, kn, 0, lo);
-  half_pass<MR>(a, lda, w, kn, 1, hi);
-  for (int t = 0; t < 8; ++t) lo[t] = _mm256_add_ps(lo[t], hi[t]);
-  _mm256_storeu_ps(cacc, _mm256_fmadd_ps(reduce8(lo), scale, _mm256_loadu_ps(cacc)));
-}
-
-__m256 tile_scale(const KbArgs& g, int64_t r, int nr, float ws) {
-  alignas(32) float sc[8];
-  for (int l = 0; l < 8; ++l) sc[l] = g.a_scale ? g.a_scale[(r + l / nr) * g.a_scale_stride] * ws : ws;
-  return _mm256_load_ps(sc);
+void row_group(const BlockArgs& g, int64_t r) {
+  for (int j0 = 0; j0 < kPanelRows; j0 += 4) {
+    half_tile<MR>(g, r, j0, 0);
+    half_tile<MR>(g, r, j0, 1);
+  }
 }
 
 }  // namespace
 
-void kb_update_avx2(const KbArgs& g) {
-  for (int p = 0; p < g.n_panels; ++p) {
-    const float ws = g.w_scale[p];
-    const float* wp = g.wbuf + int64_t(p) * kPanelRows * kBlockK;
-    float* cp = g.cacc + int64_t(p) * g.rows * 16;
-    for (int64_t r = 0; r < g.rows;) {
-      const int64_t left = g.rows - r;
-      if (left >= 4) {
-        // A 4-row group's subtile s is 4 rows × 4 panel rows (4s..4s+3); rows 2h, 2h+1 fill its floats 8h..8h+7.
-        for (int h = 0; h < 2; ++h) {
-          const __m256 scale = tile_scale(g, r + 2 * h, 4, ws);
-          for (int s = 0; s < 4; ++s)
-            tile8<2>(g.a + (r + 2 * h) * g.lda, g.lda, wp + 4 * s * kBlockK, g.kn, scale, cp + 16 * r + 16 * s + 8 * h);
-        }
-        r += 4;
-      } else if (left >= 2) {
-        // Subtile s is 2 rows × 8 panel rows (8s..8s+7); row i fills its floats 8i..8i+7.
-        for (int i = 0; i < 2; ++i) {
-          const __m256 scale = tile_scale(g, r + i, 8, ws);
-          for (int s = 0; s < 2; ++s)
-            tile8<1>(g.a + (r + i) * g.lda, g.lda, wp + 8 * s * kBlockK, g.kn, scale, cp + 16 * r + 16 * s + 8 * i);
-        }
-        r += 2;
-      } else {
-        const __m256 scale = tile_scale(g, r, 8, ws);
-        for (int s = 0; s < 2; ++s)
-          tile8<1>(g.a + r * g.lda, g.lda, wp + 8 * s * kBlockK, g.kn, scale, cp + 16 * r + 8 * s);
-        r += 1;
-      }
-    }
+void gemv_rows_avx2(const GemvArgs& g) {
+  switch (g.m) {
+    case 1: gemv_m<1>(g); break;
+    case 2: gemv_m<2>(g); break;
+    case 3: gemv_m<3>(g); break;
+    default: gemv_m<4>(g); break;
   }
 }
 
+void block_update_avx2(const BlockArgs& g) {
+  int64_t r = 0;
+  for (; g.rows - r >= 2; r += 2) row_group<2>(g, r);
+  if (r < g.rows) row_group<1>(g, r);
+}
+
 void decode_block_avx2(const DecodeArgs& d) {
-  const int64_t total_rows = int64_t(d.n_panels) * kPanelRows;
-  alignas(32) uint8_t tail8[kBlockK * 4];
-  for (int64_t r = 0; r < total_rows; ++r) {
-    float* out = d.wbuf + r * kBlockK;
-    if (r >= d.rows) {
-      for (int c = 0; c < kBlockK; c += 8) _mm256_storeu_ps(out + c, _mm256_setzero_ps());
-      continue;
-    }
-    const int64_t off = (d.row0 + r) * d.k + d.col0;
-    const size_t elem = d.dtype == DType::F8_E4M3 ? 1 : d.dtype == DType::BF16 ? 2 : 4;
-    const uint8_t* src = static_cast<const uint8_t*>(d.data) + size_t(off) * elem;
-    if (d.kn < kBlockK) {  // partial last block: zero-pad a copy
-      std::memset(tail8, 0, sizeof tail8);
-      std::memcpy(tail8, src, size_t(d.kn) * elem);
-      src = tail8;
-    }
-    if (d.dtype == DType::F8_E4M3) {
-      // e4m3 → fp16 bits (value q·2^-8): sign-extend to 16 bits, shift up by 7, mask 0xBF80 (gemm_avx512.cpp).
-      const __m256i mask = _mm256_set1_epi16(int16_t(0xBF80));
-      for (int c = 0; c < kBlockK; c += 16) {
-        __m256i h = _mm256_cvtepi8_epi16(_mm_loadu_si128(reinterpret_cast<const __m128i*>(src + c)));
-        h = _mm256_and_si256(_mm256_slli_epi16(h, 7), mask);
-        _mm256_storeu_ps(out + c, _mm256_cvtph_ps(_mm256_castsi256_si128(h)));
-        _mm256_storeu_ps(out + c + 8, _mm256_cvtph_ps(_mm256_extracti128_si256(h, 1)));
+  const size_t elem = d.dtype == DType::F8_E4M3 ? 1 : d.dtype == DType::BF16 ? 2 : 4;
+  for (int64_t r = 0; r < kPanelRows; ++r) {
+    float* out = d.wbuf + r * d.ldw;
+    int c = 0;
+    if (r < d.rows) {
+      const uint8_t* src = static_cast<const uint8_t*>(d.data) + size_t((d.row0 + r) * d.k + d.col0) * elem;
+      for (size_t line = 0; line < size_t(d.prefetch_cols) * elem; line += 64)
+        _mm_prefetch(reinterpret_cast<const char*>(src + size_t(d.kn) * elem + line), _MM_HINT_T1);
+      for (; c < d.kn; c += 16) {
+        __m256 lo, hi;
+        load_w16(d.dtype, src, c, d.kn - c, lo, hi);
+        _mm256_storeu_ps(out + c, lo);
+        _mm256_storeu_ps(out + c + 8, hi);
       }
-    } else if (d.dtype == DType::BF16) {
-      for (int c = 0; c < kBlockK; c += 8) {
-        __m256i v = _mm256_cvtepu16_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(src + 2 * c)));
-        _mm256_storeu_ps(out + c, _mm256_castsi256_ps(_mm256_slli_epi32(v, 16)));
-      }
-    } else {
-      std::memcpy(out, src, kBlockK * sizeof(float));
     }
+    for (; c < d.ldw; c += 8) _mm256_storeu_ps(out + c, _mm256_setzero_ps());
   }
 }
 

@@ -1,127 +1,259 @@
 // AVX-512 inner kernels (built with -march=x86-64-v4; entered only when cpu_features().level >= Avx512).
 // Only raw loops, intrinsics and templates in the anonymous namespace here (see core/dtype_bulk_avx2.cpp).
 //
-// A tile is 16 outputs (MR rows × 16/MR panel rows, MR = 4, 2, 1), one zmm accumulator per output whose lane l
-// sums k ≡ l (mod 16) of the block. reduce16 turns the 16 accumulators into one zmm of the 16 block partials with
-// the tree of gemm.h (pairs l, l+8; then +4, +2, +1) — the same arithmetic gemm_avx2.cpp does — and the partials
-// are promoted into cacc with one FMA.
+// One zmm holds one output's 16 lanes (gemm.h), so no kernel reduces across lanes until the very end:
+// - gemv_rows: R W rows × M A rows of partial and promoted accumulators stay in registers for the whole of K; W
+//   rows are decoded 32 (FP8) or 16 values at a time straight into registers, and A comes from L1.
+// - block_update: MR A rows × 4 W rows register tiles over each K block of the decoded panel chunk, promoted into
+//   the tile's lane accumulators (L1-resident while the tile walks the chunk's blocks).
+// The last, partial step of a block uses masked FMAs, so lanes past the block's end keep their value exactly.
 #include <immintrin.h>
 
 #include <cstring>
 
 #include "kernels/gemm_kernels.h"
 
+// GCC 12's AVX-512 headers build some intrinsics from a deliberately undefined vector ("__Y = __Y"), which
+// -Wuninitialized reports once they are inlined here; the lanes in question are always overwritten.
+#pragma GCC diagnostic ignored "-Wuninitialized"
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+
 namespace deepmoe::gemm_detail {
 namespace {
 
-// Out lane 4q + r holds the sum of acc[q + 4r]; so slot t must hold the output of natural lane 4(t%4) + t/4.
+// e4m3 → fp16 bits: sign to bit 15, exponent+mantissa up by 7. Sign-extending to 16 bits and masking with 0xBF80
+// does both (the extension's copy of the sign at bit 14 is masked off). Value = q·2^-8.
 __attribute__((always_inline)) inline
-__m512 reduce16(const __m512* acc) {
-  __m512 b[8], c[4], d[2];
-  for (int u = 0; u < 8; ++u)  // lanes l + l+8: [A2u.lo256 | A2u+1.lo256] + [A2u.hi256 | A2u+1.hi256]
-    b[u] = _mm512_add_ps(_mm512_shuffle_f32x4(acc[2 * u], acc[2 * u + 1], _MM_SHUFFLE(1, 0, 1, 0)),
-                         _mm512_shuffle_f32x4(acc[2 * u], acc[2 * u + 1], _MM_SHUFFLE(3, 2, 3, 2)));
-  for (int v = 0; v < 4; ++v)  // + l+4: each 128-bit quarter becomes one output's 4 partial lanes
-    c[v] = _mm512_add_ps(_mm512_shuffle_f32x4(b[2 * v], b[2 * v + 1], _MM_SHUFFLE(2, 0, 2, 0)),
-                         _mm512_shuffle_f32x4(b[2 * v], b[2 * v + 1], _MM_SHUFFLE(3, 1, 3, 1)));
-  for (int w = 0; w < 2; ++w)  // + l+2
-    d[w] = _mm512_add_ps(_mm512_shuffle_ps(c[2 * w], c[2 * w + 1], _MM_SHUFFLE(1, 0, 1, 0)),
-                         _mm512_shuffle_ps(c[2 * w], c[2 * w + 1], _MM_SHUFFLE(3, 2, 3, 2)));
-  // + l+1
-  return _mm512_add_ps(_mm512_shuffle_ps(d[0], d[1], _MM_SHUFFLE(2, 0, 2, 0)),
-                       _mm512_shuffle_ps(d[0], d[1], _MM_SHUFFLE(3, 1, 3, 1)));
+__m512i e4m3_to_f16_bits(__m256i bytes) {
+  const __m512i h = _mm512_cvtepi8_epi16(bytes);
+  return _mm512_and_si512(_mm512_slli_epi16(h, 7), _mm512_set1_epi16(int16_t(0xBF80)));
 }
 
-template <int MR>
+// The tree of gemm.h: (l, l+8), then +4, +2, +1.
 __attribute__((always_inline)) inline
-void tile16(const float* a, int64_t lda, const float* w, int kn, __m512 scale, float* cacc) {
-  constexpr int NR = 16 / MR;
-  __m512 acc[16];
-  for (int t = 0; t < 16; ++t) acc[t] = _mm512_setzero_ps();
-  const int steps = (kn + 15) / 16;
-  const __mmask16 tail = __mmask16((kn % 16) ? (1u << (kn % 16)) - 1 : 0xFFFFu);
-  for (int s = 0; s < steps; ++s) {
-    const __mmask16 mask = s == steps - 1 ? tail : __mmask16(0xFFFF);
-    __m512 av[MR], wv[NR];
-    for (int i = 0; i < MR; ++i) av[i] = _mm512_maskz_loadu_ps(mask, a + i * lda + 16 * s);
-    for (int j = 0; j < NR; ++j) wv[j] = _mm512_loadu_ps(w + j * kBlockK + 16 * s);
-    for (int t = 0; t < 16; ++t) {
-      const int l = 4 * (t % 4) + t / 4;
-      acc[t] = _mm512_fmadd_ps(av[l / NR], wv[l % NR], acc[t]);
+float sum_lanes16(__m512 v) {
+  const __m256 a = _mm256_add_ps(_mm512_castps512_ps256(v), _mm512_extractf32x8_ps(v, 1));
+  const __m128 b = _mm_add_ps(_mm256_castps256_ps128(a), _mm256_extractf128_ps(a, 1));
+  const __m128 c = _mm_add_ps(b, _mm_movehl_ps(b, b));
+  return _mm_cvtss_f32(_mm_add_ss(c, _mm_movehdup_ps(c)));
+}
+
+// Loads W values [k, k + 16·kSteps) of one row as kSteps vectors; `mask` selects valid k of a partial step (only
+// used by the partial path, where kSteps is 1).
+template <DType D>
+struct WRow;
+
+template <>
+struct WRow<DType::F8_E4M3> {
+  static constexpr int kSteps = 2;
+  static constexpr int kBytes = 1;
+  __attribute__((always_inline)) static void load(const void* row, int64_t k, __m512* wv) {
+    const __m512i h = e4m3_to_f16_bits(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(
+        static_cast<const uint8_t*>(row) + k)));
+    wv[0] = _mm512_cvtph_ps(_mm512_castsi512_si256(h));
+    wv[1] = _mm512_cvtph_ps(_mm512_extracti64x4_epi64(h, 1));
+  }
+  __attribute__((always_inline)) static __m512 load_masked(const void* row, int64_t k, __mmask16 mask) {
+    const __m128i b = _mm_maskz_loadu_epi8(mask, static_cast<const uint8_t*>(row) + k);
+    const __m512i h = e4m3_to_f16_bits(_mm256_castsi128_si256(b));
+    return _mm512_cvtph_ps(_mm512_castsi512_si256(h));
+  }
+};
+
+template <>
+struct WRow<DType::BF16> {
+  static constexpr int kSteps = 1;
+  static constexpr int kBytes = 2;
+  __attribute__((always_inline)) static __m512 widen(__m256i v) {
+    return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(v), 16));
+  }
+  __attribute__((always_inline)) static void load(const void* row, int64_t k, __m512* wv) {
+    wv[0] = widen(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(static_cast<const uint16_t*>(row) + k)));
+  }
+  __attribute__((always_inline)) static __m512 load_masked(const void* row, int64_t k, __mmask16 mask) {
+    return widen(_mm256_maskz_loadu_epi16(mask, static_cast<const uint16_t*>(row) + k));
+  }
+};
+
+template <>
+struct WRow<DType::F32> {
+  static constexpr int kSteps = 1;
+  static constexpr int kBytes = 4;
+  __attribute__((always_inline)) static void load(const void* row, int64_t k, __m512* wv) {
+    wv[0] = _mm512_loadu_ps(static_cast<const float*>(row) + k);
+  }
+  __attribute__((always_inline)) static __m512 load_masked(const void* row, int64_t k, __mmask16 mask) {
+    return _mm512_maskz_loadu_ps(mask, static_cast<const float*>(row) + k);
+  }
+};
+
+// R consecutive W rows (inside one 16-row panel, so one scale block) against M rows of A, all of K.
+template <DType D, int M, int R>
+void gemv_group(const GemvArgs& g, int64_t row) {
+  using L = WRow<D>;
+  const WeightMatrix& w = *g.w;
+  const int64_t k = w.k, kb_count = (k + kBlockK - 1) / kBlockK;
+  const uint8_t* wrow[R];
+  for (int r = 0; r < R; ++r) wrow[r] = static_cast<const uint8_t*>(w.data) + (row + r) * k * L::kBytes;
+  __m512 acc[M][R];
+  for (int i = 0; i < M; ++i)
+    for (int r = 0; r < R; ++r) acc[i][r] = _mm512_setzero_ps();
+  for (int64_t kb = 0; kb < kb_count; ++kb) {
+    const int64_t k0 = kb * kBlockK;
+    const int kn = k - k0 < kBlockK ? int(k - k0) : kBlockK;
+    __m512 p[M][R];
+    for (int i = 0; i < M; ++i)
+      for (int r = 0; r < R; ++r) p[i][r] = _mm512_setzero_ps();
+    // Three blocks ahead in each row: the rows are separate streams.
+    for (int r = 0; r < R; ++r)
+      for (int line = 0; line < kBlockK * L::kBytes; line += 64)
+        _mm_prefetch(reinterpret_cast<const char*>(wrow[r] + (k0 + 3 * kBlockK) * L::kBytes + line), _MM_HINT_T0);
+    const int full = kn / (16 * L::kSteps) * (16 * L::kSteps);
+    for (int c = 0; c < full; c += 16 * L::kSteps) {
+      for (int r = 0; r < R; ++r) {
+        __m512 wv[L::kSteps];
+        L::load(wrow[r], k0 + c, wv);
+        for (int s = 0; s < L::kSteps; ++s)
+          for (int i = 0; i < M; ++i)
+            p[i][r] = _mm512_fmadd_ps(_mm512_loadu_ps(g.a + i * k + k0 + c + 16 * s), wv[s], p[i][r]);
+      }
+    }
+    for (int c = full; c < kn; c += 16) {
+      const int left = kn - c;
+      const __mmask16 mask = left >= 16 ? __mmask16(0xFFFF) : __mmask16((1u << left) - 1);
+      for (int r = 0; r < R; ++r) {
+        const __m512 wv = L::load_masked(wrow[r], k0 + c, mask);
+        for (int i = 0; i < M; ++i)
+          p[i][r] = _mm512_mask3_fmadd_ps(_mm512_maskz_loadu_ps(mask, g.a + i * k + k0 + c), wv, p[i][r], mask);
+      }
+    }
+    const float ws = D == DType::F8_E4M3 ? w.scale_inv[(row / kBlockK) * kb_count + kb] * 256.0f : 1.0f;
+    for (int i = 0; i < M; ++i) {
+      const __m512 s = _mm512_set1_ps(g.a_scale ? g.a_scale[i * kb_count + kb] * ws : ws);
+      for (int r = 0; r < R; ++r) acc[i][r] = _mm512_fmadd_ps(p[i][r], s, acc[i][r]);
     }
   }
-  _mm512_storeu_ps(cacc, _mm512_fmadd_ps(reduce16(acc), scale, _mm512_loadu_ps(cacc)));
+  for (int i = 0; i < M; ++i)
+    for (int r = 0; r < R; ++r) g.c[i * w.n + row + r] = sum_lanes16(acc[i][r]);
+}
+
+template <DType D, int M>
+void gemv_dtype(const GemvArgs& g) {
+  constexpr int R = M <= 2 ? 4 : 2;  // M·R partial + M·R promoted accumulators within the 32 registers
+  int64_t j = 0;
+  for (; g.rows - j >= R; j += R) gemv_group<D, M, R>(g, g.row0 + j);
+  for (; j < g.rows; ++j) gemv_group<D, M, 1>(g, g.row0 + j);
+}
+
+template <DType D>
+void gemv_m(const GemvArgs& g) {
+  switch (g.m) {
+    case 1: gemv_dtype<D, 1>(g); break;
+    case 2: gemv_dtype<D, 2>(g); break;
+    case 3: gemv_dtype<D, 3>(g); break;
+    default: gemv_dtype<D, 4>(g); break;
+  }
+}
+
+// MR A rows × 4 W rows (wbuf rows j0..j0+3), over each block of the chunk in turn. The tile's lane accumulators
+// are loaded once per chunk and stay in registers while every block's partials are promoted into them.
+template <int MR>
+__attribute__((always_inline)) inline
+void tile(const BlockArgs& g, int64_t r, int j0) {
+  constexpr int NR = 4;
+  __m512 acc[MR][NR];
+  for (int i = 0; i < MR; ++i)
+    for (int j = 0; j < NR; ++j)
+      acc[i][j] = g.first_chunk ? _mm512_setzero_ps()
+                                : _mm512_loadu_ps(g.lacc + ((r + i) * kPanelRows + j0 + j) * kLanes);
+  for (int b = 0; b < g.n_blocks; ++b) {
+    const int kn = b == g.n_blocks - 1 ? g.kn_last : kBlockK;
+    const float* a = g.a + r * g.lda + b * kBlockK;
+    const float* w = g.wbuf + j0 * g.ldw + b * kBlockK;
+    __m512 p[MR][NR];
+    for (int i = 0; i < MR; ++i)
+      for (int j = 0; j < NR; ++j) p[i][j] = _mm512_setzero_ps();
+    const int full = kn / 16 * 16;
+    for (int c = 0; c < full; c += 16) {
+      __m512 av[MR];
+      for (int i = 0; i < MR; ++i) av[i] = _mm512_loadu_ps(a + i * g.lda + c);
+      for (int j = 0; j < NR; ++j) {
+        __m512 wv = _mm512_loadu_ps(w + j * g.ldw + c);
+        // Keep wv in a register: folded into each FMA as a memory operand it would be loaded MR times, and the
+        // load ports, not the FMA pipes, would set the pace.
+        asm("" : "+v"(wv));
+        for (int i = 0; i < MR; ++i) p[i][j] = _mm512_fmadd_ps(av[i], wv, p[i][j]);
+      }
+    }
+    if (full < kn) {
+      const __mmask16 mask = __mmask16((1u << (kn - full)) - 1);
+      __m512 av[MR];
+      for (int i = 0; i < MR; ++i) av[i] = _mm512_maskz_loadu_ps(mask, a + i * g.lda + full);
+      for (int j = 0; j < NR; ++j) {
+        const __m512 wv = _mm512_loadu_ps(w + j * g.ldw + full);
+        for (int i = 0; i < MR; ++i) p[i][j] = _mm512_mask3_fmadd_ps(av[i], wv, p[i][j], mask);
+      }
+    }
+    for (int i = 0; i < MR; ++i) {
+      const float ws = g.w_scale[b];
+      const __m512 s = _mm512_set1_ps(g.a_scale ? g.a_scale[(r + i) * g.a_scale_stride + b] * ws : ws);
+      for (int j = 0; j < NR; ++j) acc[i][j] = _mm512_fmadd_ps(p[i][j], s, acc[i][j]);
+    }
+  }
+  for (int i = 0; i < MR; ++i)
+    for (int j = 0; j < NR; ++j) _mm512_storeu_ps(g.lacc + ((r + i) * kPanelRows + j0 + j) * kLanes, acc[i][j]);
 }
 
 template <int MR>
-void row_group(const KbArgs& g, int64_t r) {
-  constexpr int NR = 16 / MR;
-  const float* a = g.a + r * g.lda;
-  for (int p = 0; p < g.n_panels; ++p) {
-    const float ws = g.w_scale[p];
-    // Lane ℓ of a tile belongs to row ℓ / NR.
-    alignas(64) float sc[16];
-    for (int l = 0; l < 16; ++l) sc[l] = g.a_scale ? g.a_scale[(r + l / NR) * g.a_scale_stride] * ws : ws;
-    const __m512 scale = _mm512_load_ps(sc);
-    const float* wp = g.wbuf + int64_t(p) * kPanelRows * kBlockK;
-    float* cp = g.cacc + int64_t(p) * g.rows * 16 + 16 * r;
-    for (int s = 0; s < MR; ++s) tile16<MR>(a, g.lda, wp + s * NR * kBlockK, g.kn, scale, cp + 16 * s);
-  }
+void row_group(const BlockArgs& g, int64_t r) {
+  for (int j0 = 0; j0 < kPanelRows; j0 += 4) tile<MR>(g, r, j0);
 }
 
 }  // namespace
 
-void kb_update_avx512(const KbArgs& g) {
-  for (int64_t r = 0; r < g.rows;) {
-    const int64_t left = g.rows - r;
-    if (left >= 4) {
-      row_group<4>(g, r);
-      r += 4;
-    } else if (left >= 2) {
-      row_group<2>(g, r);
-      r += 2;
-    } else {
-      row_group<1>(g, r);
-      r += 1;
-    }
+void gemv_rows_avx512(const GemvArgs& g) {
+  switch (g.w->dtype) {
+    case DType::F8_E4M3: gemv_m<DType::F8_E4M3>(g); break;
+    case DType::BF16: gemv_m<DType::BF16>(g); break;
+    default: gemv_m<DType::F32>(g); break;
+  }
+}
+
+void block_update_avx512(const BlockArgs& g) {
+  int64_t r = 0;
+  for (; g.rows - r >= 3; r += 3) row_group<3>(g, r);
+  switch (g.rows - r) {
+    case 2: row_group<2>(g, r); break;
+    case 1: row_group<1>(g, r); break;
+    default: break;
   }
 }
 
 void decode_block_avx512(const DecodeArgs& d) {
-  const int64_t total_rows = int64_t(d.n_panels) * kPanelRows;
-  alignas(64) uint8_t tail8[kBlockK * 4];
-  for (int64_t r = 0; r < total_rows; ++r) {
-    float* out = d.wbuf + r * kBlockK;
-    if (r >= d.rows) {
-      for (int c = 0; c < kBlockK; c += 16) _mm512_storeu_ps(out + c, _mm512_setzero_ps());
-      continue;
-    }
-    const int64_t off = (d.row0 + r) * d.k + d.col0;
-    const size_t elem = d.dtype == DType::F8_E4M3 ? 1 : d.dtype == DType::BF16 ? 2 : 4;
-    const uint8_t* src = static_cast<const uint8_t*>(d.data) + size_t(off) * elem;
-    if (d.kn < kBlockK) {  // partial last block: zero-pad a copy
-      std::memset(tail8, 0, sizeof tail8);
-      std::memcpy(tail8, src, size_t(d.kn) * elem);
-      src = tail8;
-    }
-    if (d.dtype == DType::F8_E4M3) {
-      // e4m3 → fp16 bits: sign to bit 15, exponent+mantissa up by 7. Sign-extending to 16 bits and masking
-      // with 0xBF80 does both (the extension's copy of the sign at bit 14 is masked off). Value = q·2^-8.
-      const __m512i mask = _mm512_set1_epi16(int16_t(0xBF80));
-      for (int c = 0; c < kBlockK; c += 32) {
-        __m512i h = _mm512_cvtepi8_epi16(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(src + c)));
-        h = _mm512_and_si512(_mm512_slli_epi16(h, 7), mask);
-        _mm512_storeu_ps(out + c, _mm512_cvtph_ps(_mm512_castsi512_si256(h)));
-        _mm512_storeu_ps(out + c + 16, _mm512_cvtph_ps(_mm512_extracti64x4_epi64(h, 1)));
+  const size_t elem = d.dtype == DType::F8_E4M3 ? 1 : d.dtype == DType::BF16 ? 2 : 4;
+  for (int64_t r = 0; r < kPanelRows; ++r) {
+    float* out = d.wbuf + r * d.ldw;
+    int c = 0;
+    if (r < d.rows) {
+      const uint8_t* src = static_cast<const uint8_t*>(d.data) + size_t((d.row0 + r) * d.k + d.col0) * elem;
+      for (size_t line = 0; line < size_t(d.prefetch_cols) * elem; line += 64)
+        _mm_prefetch(reinterpret_cast<const char*>(src + size_t(d.kn) * elem + line), _MM_HINT_T1);
+      for (; c < d.kn; c += 16) {
+        const int left = d.kn - c;
+        const __mmask16 mask = left >= 16 ? __mmask16(0xFFFF) : __mmask16((1u << left) - 1);
+        __m512 v;
+        if (d.dtype == DType::F8_E4M3) {
+          const __m128i b = _mm_maskz_loadu_epi8(mask, src + c);
+          v = _mm512_cvtph_ps(_mm512_castsi512_si256(e4m3_to_f16_bits(_mm256_castsi128_si256(b))));
+        } else if (d.dtype == DType::BF16) {
+          v = WRow<DType::BF16>::widen(_mm256_maskz_loadu_epi16(mask, src + 2 * c));
+        } else {
+          v = _mm512_maskz_loadu_ps(mask, src + 4 * c);
+        }
+        _mm512_storeu_ps(out + c, v);
       }
-    } else if (d.dtype == DType::BF16) {
-      for (int c = 0; c < kBlockK; c += 16) {
-        __m512i v = _mm512_cvtepu16_epi32(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(src + 2 * c)));
-        _mm512_storeu_ps(out + c, _mm512_castsi512_ps(_mm512_slli_epi32(v, 16)));
-      }
-    } else {
-      std::memcpy(out, src, kBlockK * sizeof(float));
     }
+    for (; c < d.ldw; c += 16) _mm512_storeu_ps(out + c, _mm512_setzero_ps());
   }
 }
 

@@ -1,14 +1,16 @@
 // Internal to the GEMM: the per-ISA inner kernels that gemm.cpp's driver calls. Not for other layers.
 //
-// The driver splits W into panels of 16 rows. For one K block (128 wide, or the partial last block) it decodes a
-// group of panels into `wbuf` as FP32 — F8_E4M3 codes as q·2^-8 (the e4m3→fp16 bit trick; the 2^8 is folded
-// into the block scale), BF16/F32 exactly — zero-padded past N and past the block's valid `kn` columns. Then
-// kb_update multiplies the rows of A with every panel and promotes each 16-lane block partial into `cacc`.
-//
-// cacc layout, shared by every ISA so the driver can scatter it into C: per panel, `rows` × 16 floats. Rows are
-// taken in groups of MR = 4 while at least 4 remain, then 2, then 1 (the same rule everywhere). A group starting
-// at row r occupies floats [16·r, 16·(r + MR)) and is split into 16-float subtiles of MR rows × NR = 16/MR
-// columns: element (i, j) of the group sits at 16·(j / NR) + NR·i + j % NR.
+// Two paths evaluate the one reduction order of gemm.h:
+// - GEMV (M ≤ kGemvMaxRows): gemv_rows streams a few W rows at a time over the whole of K, decoding FP8 (or BF16)
+//   straight into registers; each W row is touched once, front to back, and the per-lane partials and promoted
+//   accumulators never leave registers. Decode-shaped calls are bandwidth-bound, so this is what matters there.
+// - GEMM: tasks of (up to kChunkRows A rows) × (one 16-row W panel). Per chunk of kChunkBlocks K blocks the ISA's
+//   decoder writes the panel into `wbuf` as FP32 rows — F8_E4M3 codes as q·2^-8 (the e4m3→fp16 bit trick; the 2^8
+//   is folded into the block scale), BF16/F32 exactly — zero-padded past N and past the valid columns. Then
+//   block_update runs MR A rows × 4 W rows register tiles, each over all blocks of the chunk in turn, promoting
+//   each output's 16 lane partials into `lacc` (16 floats per output) after every block. Tile-outer, block-inner
+//   keeps the tile's lane accumulators, A rows and the decoded panel in L1. After the last chunk the driver sums
+//   each output's lanes by the tree of gemm.h.
 #pragma once
 
 #include <cstdint>
@@ -21,37 +23,75 @@ namespace deepmoe::gemm_detail {
 
 constexpr int kPanelRows = 16;
 constexpr int kBlockK = 128;
+constexpr int kLanes = 16;
+constexpr int64_t kGemvMaxRows = 4;
 
-struct KbArgs {
-  const float* a = nullptr;        // A at row 0 of the range, column kb·128
+// C[i, row0 + j] for i < m (≤ kGemvMaxRows) and j < rows.
+struct GemvArgs {
+  const float* a = nullptr;        // [m, w.k]
+  int64_t m = 0;
+  const float* a_scale = nullptr;  // [m, ceil(k/128)] for W8A8, else null (all 1)
+  const WeightMatrix* w = nullptr;
+  int64_t row0 = 0, rows = 0;
+  float* c = nullptr;              // row i at c + i · w.n
+};
+
+constexpr int kChunkBlocks = 4;  // K blocks per decoded chunk: 16 × 512 floats = 32 KB of panel
+
+struct BlockArgs {
+  const float* a = nullptr;        // A at row 0 of the range, column (first block)·128
   int64_t lda = 0;                 // A row stride
   int64_t rows = 0;
-  int kn = 0;                      // valid columns in this block, 1..128
-  const float* wbuf = nullptr;     // n_panels × 16 × 128 decoded weights
-  int n_panels = 0;
-  const float* a_scale = nullptr;  // scale of row r at a_scale[r · a_scale_stride], or null (all 1)
+  int n_blocks = 0;                // K blocks in this chunk, 1..kChunkBlocks
+  int kn_last = 0;                 // valid columns of the chunk's last block, 1..128 (the others are full)
+  const float* wbuf = nullptr;     // 16 rows × ldw decoded weights, zero past the valid columns
+  int64_t ldw = 0;
+  const float* a_scale = nullptr;  // scale of row r, chunk block b at a_scale[r · a_scale_stride + b], or null (1)
   int64_t a_scale_stride = 0;
-  const float* w_scale = nullptr;  // per panel; a row's promotion scale is a_scale · w_scale
-  float* cacc = nullptr;           // n_panels × rows × 16
+  const float* w_scale = nullptr;  // per chunk block; the promotion scale of (row, block) is a_scale · w_scale
+  float* lacc = nullptr;           // [rows][16][16] lane accumulators
+  bool first_chunk = false;        // lacc is not read but started from zero (saves clearing it)
 };
 
 struct DecodeArgs {
   DType dtype = DType::F32;
   const void* data = nullptr;  // W [n, k]
   int64_t k = 0;
-  int64_t row0 = 0, rows = 0;  // W rows [row0, row0 + rows) → wbuf rows [0, rows); rows up to n_panels·16 zero
+  int64_t row0 = 0, rows = 0;  // W rows [row0, row0 + rows) → wbuf rows [0, rows), rows ≤ 16; the rest zero
   int64_t col0 = 0;
-  int kn = 0;
-  int n_panels = 0;
+  int kn = 0;                  // valid columns from col0; wbuf columns [kn, ldw) are zeroed
+  int64_t ldw = 0;
   float* wbuf = nullptr;
+  int64_t prefetch_cols = 0;   // also prefetch the rows' next columns [col0 + kn, + prefetch_cols) into cache
 };
 
-void kb_update_scalar(const KbArgs& args);
+void gemv_rows_scalar(const GemvArgs& args);
+void block_update_scalar(const BlockArgs& args);
 void decode_block_scalar(const DecodeArgs& args);
-void kb_update_avx2(const KbArgs& args);
+void gemv_rows_avx2(const GemvArgs& args);
+void block_update_avx2(const BlockArgs& args);
 void decode_block_avx2(const DecodeArgs& args);
-void kb_update_avx512(const KbArgs& args);
+void gemv_rows_avx512(const GemvArgs& args);
+void block_update_avx512(const BlockArgs& args);
 void decode_block_avx512(const DecodeArgs& args);
+
+// Helpers for the baseline files (driver, scalar kernels) only: an inline function used from an *_avx*.cpp file
+// could be kept by the linker in its AVX-compiled copy for every caller.
+
+// The final tree of gemm.h over one output's 16 lane accumulators.
+inline float sum_lanes(const float* lane) {
+  float t[8];
+  for (int l = 0; l < 8; ++l) t[l] = lane[l] + lane[l + 8];
+  for (int l = 0; l < 4; ++l) t[l] = t[l] + t[l + 4];
+  for (int l = 0; l < 2; ++l) t[l] = t[l] + t[l + 2];
+  return t[0] + t[1];
+}
+
+// The promotion scale of W block (row / 128, kb): the decoders return e4m3 codes as q·2^-8, so 2^8 comes back
+// here, exactly (a power of two). 1 for BF16 and F32 weights.
+inline float weight_block_scale(const WeightMatrix& w, int64_t row, int64_t kb, int64_t kb_count) {
+  return w.dtype == DType::F8_E4M3 ? w.scale_inv[(row / kBlockK) * kb_count + kb] * 256.0f : 1.0f;
+}
 
 // gemm / grouped_gemm on the paths of one ISA level (capped at what the CPU has), so tests can compare the levels
 // in one process. gemm() and grouped_gemm() use cpu_features().level.

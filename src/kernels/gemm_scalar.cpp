@@ -1,10 +1,13 @@
-// Portable inner kernels: the reduction order of gemm.h evaluated with plain C++ (separate multiply and add, as
-// the baseline x86-64 target has no FMA; -ffp-contract=off keeps the compiler from fusing them elsewhere).
+// Portable inner kernels: the reduction order of gemm.h evaluated with plain C++. std::fma rounds once, exactly
+// like the vector FMA instructions, so this path agrees bitwise with AVX2 and AVX-512 (glibc selects a hardware
+// fma at run time where the CPU has one).
 #include <algorithm>
 #include <array>
+#include <cmath>
 #include <cstring>
 
 #include "kernels/gemm_kernels.h"
+#include "kernels/quantize.h"
 
 namespace deepmoe::gemm_detail {
 namespace {
@@ -20,48 +23,61 @@ const std::array<float, 256>& fp8_lut() {
   return lut;
 }
 
-// One output: 16 lanes over the block, then the fixed tree of gemm.h.
-float block_dot(const float* a, const float* w, int kn) {
-  float lane[16] = {};
-  const int steps = (kn + 15) / 16;
-  for (int s = 0; s < steps; ++s)
-    for (int l = 0; l < 16; ++l) {
-      const int k = 16 * s + l;
-      const float av = k < kn ? a[k] : 0.0f;
-      lane[l] = lane[l] + av * w[k];
-    }
-  for (int l = 0; l < 8; ++l) lane[l] = lane[l] + lane[l + 8];
-  for (int l = 0; l < 4; ++l) lane[l] = lane[l] + lane[l + 4];
-  for (int l = 0; l < 2; ++l) lane[l] = lane[l] + lane[l + 2];
-  return lane[0] + lane[1];
+// Lane partials of one K block: lane l chains the k ≡ l (mod 16), k < kn, in increasing k.
+void block_partials(const float* a, const float* w, int kn, float* p) {
+  for (int l = 0; l < kLanes; ++l) p[l] = 0.0f;
+  for (int k = 0; k < kn; ++k) p[k % kLanes] = std::fma(a[k], w[k], p[k % kLanes]);
 }
 
 }  // namespace
 
-void kb_update_scalar(const KbArgs& g) {
-  for (int p = 0; p < g.n_panels; ++p) {
-    const float* wp = g.wbuf + int64_t(p) * kPanelRows * kBlockK;
-    float* cp = g.cacc + int64_t(p) * g.rows * 16;
-    for (int64_t r = 0; r < g.rows;) {
-      const int mr = g.rows - r >= 4 ? 4 : g.rows - r >= 2 ? 2 : 1;
-      const int nr = 16 / mr;
-      for (int i = 0; i < mr; ++i) {
-        const float s = g.a_scale ? g.a_scale[(r + i) * g.a_scale_stride] * g.w_scale[p] : g.w_scale[p];
-        for (int j = 0; j < 16; ++j) {
-          float& acc = cp[16 * r + 16 * (j / nr) + nr * i + j % nr];
-          acc = acc + block_dot(g.a + (r + i) * g.lda, wp + j * kBlockK, g.kn) * s;
-        }
+void gemv_rows_scalar(const GemvArgs& g) {
+  const WeightMatrix& w = *g.w;
+  const int64_t kb_count = quant_blocks(w.k);
+  const auto& lut = fp8_lut();
+  float wrow[kBlockK], p[kLanes];
+  for (int64_t j = 0; j < g.rows; ++j) {
+    const int64_t row = g.row0 + j;
+    for (int64_t i = 0; i < g.m; ++i) {
+      float acc[kLanes] = {};
+      for (int64_t kb = 0; kb < kb_count; ++kb) {
+        const int kn = int(std::min<int64_t>(kBlockK, w.k - kb * kBlockK));
+        const int64_t off = row * w.k + kb * kBlockK;
+        for (int c = 0; c < kn; ++c)
+          wrow[c] = w.dtype == DType::F8_E4M3 ? lut[static_cast<const uint8_t*>(w.data)[off + c]]
+                    : w.dtype == DType::BF16 ? bf16_to_f32(static_cast<const uint16_t*>(w.data)[off + c])
+                                             : static_cast<const float*>(w.data)[off + c];
+        block_partials(g.a + i * w.k + kb * kBlockK, wrow, kn, p);
+        const float ws = weight_block_scale(w, row, kb, kb_count);
+        const float s = g.a_scale ? g.a_scale[i * kb_count + kb] * ws : ws;
+        for (int l = 0; l < kLanes; ++l) acc[l] = std::fma(p[l], s, acc[l]);
       }
-      r += mr;
+      g.c[i * w.n + row] = sum_lanes(acc);
     }
   }
 }
 
+void block_update_scalar(const BlockArgs& g) {
+  float p[kLanes];
+  for (int64_t r = 0; r < g.rows; ++r)
+    for (int j = 0; j < kPanelRows; ++j) {
+      float* acc = g.lacc + (r * kPanelRows + j) * kLanes;
+      if (g.first_chunk) std::fill(acc, acc + kLanes, 0.0f);
+      for (int b = 0; b < g.n_blocks; ++b) {
+        const int kn = b == g.n_blocks - 1 ? g.kn_last : kBlockK;
+        block_partials(g.a + r * g.lda + b * kBlockK, g.wbuf + j * g.ldw + b * kBlockK, kn, p);
+        const float ws = g.w_scale[b];
+        const float s = g.a_scale ? g.a_scale[r * g.a_scale_stride + b] * ws : ws;
+        for (int l = 0; l < kLanes; ++l) acc[l] = std::fma(p[l], s, acc[l]);
+      }
+    }
+}
+
 void decode_block_scalar(const DecodeArgs& d) {
   const auto& lut = fp8_lut();
-  std::fill(d.wbuf, d.wbuf + int64_t(d.n_panels) * kPanelRows * kBlockK, 0.0f);
+  std::fill(d.wbuf, d.wbuf + kPanelRows * d.ldw, 0.0f);
   for (int64_t r = 0; r < d.rows; ++r) {
-    float* out = d.wbuf + r * kBlockK;
+    float* out = d.wbuf + r * d.ldw;
     const int64_t off = (d.row0 + r) * d.k + d.col0;
     switch (d.dtype) {
       case DType::F8_E4M3: {
