@@ -30,13 +30,26 @@ constexpr size_t kSmallPiece = 48;
 
 }  // namespace
 
+namespace {
+
+TokenIndex index_of(const std::unordered_map<std::string, int32_t>& vocab) {
+  TokenIndex index;
+  index.reserve(vocab.size());
+  for (const auto& [spelling, id] : vocab) index.insert(spelling, id);
+  return index;
+}
+
+}  // namespace
+
 BpeModel::BpeModel(const std::unordered_map<std::string, int32_t>& vocab, const std::vector<Merge>& merges,
                    bool ignore_merges)
+    : BpeModel(index_of(vocab), merges, ignore_merges) {}
+
+BpeModel::BpeModel(const TokenIndex& vocab, const std::vector<Merge>& merges, bool ignore_merges)
     : cache_(new CacheEntry[kCacheEntries]), ignore_merges_(ignore_merges) {
   if (ignore_merges) vocab_ = vocab;
   for (int b = 0; b < 256; ++b) {
-    auto it = vocab.find(byte_level::encode(std::string(1, static_cast<char>(b))));
-    byte_token_[b] = it == vocab.end() ? -1 : it->second;
+    byte_token_[b] = vocab.find(byte_level::encode(std::string(1, static_cast<char>(b))));
     if (byte_token_[b] < 0) {
       throw Error("BPE vocabulary has no token for byte " + std::to_string(b) +
                   " (a byte-level vocabulary needs all 256)");
@@ -69,8 +82,7 @@ const BpeModel::Slot* BpeModel::find_merge(int32_t a, int32_t b) const {
 }
 
 int32_t BpeModel::token_id(std::string_view bytes) const {
-  auto it = vocab_.find(byte_level::encode(bytes));
-  return it == vocab_.end() ? -1 : it->second;
+  return vocab_.find(byte_level::encode(bytes));
 }
 
 void BpeModel::merge_small(std::vector<int32_t>& sym) const {

@@ -12,6 +12,8 @@
 #include <unordered_map>
 #include <vector>
 
+#include "tokenizer/token_index.h"
+
 namespace deepmoe {
 
 class BpeModel {
@@ -22,6 +24,7 @@ class BpeModel {
 
   // vocab: token spelling (byte-level alphabet) -> id (kept only when ignore_merges needs it); merges in rank
   // order, already resolved to ids. Throws Error when a byte has no single-byte token.
+  BpeModel(const TokenIndex& vocab, const std::vector<Merge>& merges, bool ignore_merges);
   BpeModel(const std::unordered_map<std::string, int32_t>& vocab, const std::vector<Merge>& merges,
            bool ignore_merges);
 
@@ -66,7 +69,7 @@ class BpeModel {
   int32_t byte_token_[256];
   std::vector<Slot> table_;
   uint64_t table_mask_ = 0;
-  std::unordered_map<std::string, int32_t> vocab_;
+  TokenIndex vocab_;
   bool ignore_merges_;
 };
 

@@ -3,12 +3,22 @@
 
 #include <pcre2.h>
 
+#include <mutex>
+
 #include "core/error.h"
 
 namespace deepmoe {
 
 struct Regex::Code {
   pcre2_code* code = nullptr;
+  // JIT compilation happens on the first match, not at load: it is the costly part of compiling, and a loaded
+  // tokenizer may never run this regex (DeepSeek-V3's Split sequence is replaced by a hand-written equivalent,
+  // tokenizer_loader.cpp). JIT is an optimization; the interpreter gives the same matches when it is unavailable.
+  std::once_flag jit_once;
+  pcre2_code* jitted() {
+    std::call_once(jit_once, [this] { pcre2_jit_compile(code, PCRE2_JIT_COMPLETE); });
+    return code;
+  }
   ~Code() {
     if (code) pcre2_code_free(code);
   }
@@ -59,8 +69,6 @@ Regex::Regex(std::string_view pattern, bool literal) : pattern_(pattern), code_(
     throw Error("regex does not compile at offset " + std::to_string(error_offset) + ": " +
                 pcre2_message(error_code) + " (pattern: " + std::string(pattern) + ")");
   }
-  // JIT is an optimization; the interpreter gives the same matches when JIT is unavailable.
-  pcre2_jit_compile(code_->code, PCRE2_JIT_COMPLETE);
 }
 
 Regex::~Regex() = default;
@@ -68,9 +76,10 @@ Regex::~Regex() = default;
 void Regex::find_all(std::string_view subject, std::vector<std::pair<size_t, size_t>>& matches) const {
   MatchState& state = match_state();
   auto* s = reinterpret_cast<PCRE2_SPTR>(subject.data());
+  pcre2_code* code = code_->jitted();
   size_t offset = 0;
   while (offset < subject.size()) {
-    int rc = pcre2_match(code_->code, s, subject.size(), offset, PCRE2_NO_UTF_CHECK, state.data, state.context);
+    int rc = pcre2_match(code, s, subject.size(), offset, PCRE2_NO_UTF_CHECK, state.data, state.context);
     if (rc == PCRE2_ERROR_NOMATCH) break;
     if (rc < 0) throw Error("regex match failed: " + pcre2_message(rc) + " (pattern: " + pattern_ + ")");
     PCRE2_SIZE* ov = pcre2_get_ovector_pointer(state.data);
@@ -88,7 +97,7 @@ void Regex::find_all(std::string_view subject, std::vector<std::pair<size_t, siz
 
 bool Regex::matches_at_start(std::string_view subject) const {
   MatchState& state = match_state();
-  int rc = pcre2_match(code_->code, reinterpret_cast<PCRE2_SPTR>(subject.data()), subject.size(), 0,
+  int rc = pcre2_match(code_->jitted(), reinterpret_cast<PCRE2_SPTR>(subject.data()), subject.size(), 0,
                        PCRE2_NO_UTF_CHECK | PCRE2_ANCHORED, state.data, state.context);
   if (rc == PCRE2_ERROR_NOMATCH) return false;
   if (rc < 0) throw Error("regex match failed: " + pcre2_message(rc) + " (pattern: " + pattern_ + ")");

@@ -66,8 +66,7 @@ const std::string& Tokenizer::token_piece(int32_t id) const {
 }
 
 int32_t Tokenizer::token_to_id(std::string_view piece) const {
-  auto it = impl_->piece_to_id.find(std::string(piece));
-  return it == impl_->piece_to_id.end() ? -1 : it->second;
+  return impl_->piece_to_id.find(piece);
 }
 
 int32_t Tokenizer::vocab_size() const { return static_cast<int32_t>(impl_->bytes.size()); }

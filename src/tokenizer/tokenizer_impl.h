@@ -10,6 +10,7 @@
 #include "tokenizer/added_tokens.h"
 #include "tokenizer/bpe_model.h"
 #include "tokenizer/pre_tokenizer.h"
+#include "tokenizer/token_index.h"
 #include "tokenizer/tokenizer.h"
 
 namespace deepmoe {
@@ -18,7 +19,7 @@ struct Tokenizer::Impl {
   std::vector<std::string> bytes;   // id -> raw bytes it decodes to
   std::vector<std::string> pieces;  // id -> spelling in tokenizer.json
   std::vector<uint8_t> special;     // id -> special added token
-  std::unordered_map<std::string, int32_t> piece_to_id;  // vocab and added tokens
+  TokenIndex piece_to_id;  // vocab and added tokens
   std::unique_ptr<BpeModel> bpe;
   std::unique_ptr<PreTokenizer> pre_tokenizer;
   AddedTokenMatcher added;

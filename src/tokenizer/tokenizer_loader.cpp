@@ -11,15 +11,13 @@
 #include "tokenizer/byte_level.h"
 #include "tokenizer/deepseek_v3_pre_tokenizer.h"
 #include "tokenizer/tokenizer_impl.h"
+#include "tokenizer/tokenizer_json_reader.h"
 #include "tokenizer/utf8.h"
 
 namespace deepmoe {
 namespace {
 
 using json = nlohmann::json;
-
-// Ids beyond this are rejected: no real vocabulary comes close, and it bounds the id tables' memory.
-constexpr int64_t kMaxTokenId = (int64_t{1} << 24) - 1;
 
 [[noreturn]] void fail(const std::string& field, const std::string& message) {
   throw Error(message, ErrorContext{"", "", field});
@@ -56,7 +54,7 @@ std::string type_of(const json& obj, const std::string& field) {
   return get_string(obj, "type", field);
 }
 
-void check_valid_utf8(const std::string& s, const std::string& field) {
+void check_valid_utf8(std::string_view s, const std::string& field) {
   if (!utf8::is_valid(s)) fail(field, "not valid UTF-8");
 }
 
@@ -185,7 +183,7 @@ std::string decoded_bytes(const std::string& piece) {
   return b ? *b : piece;
 }
 
-void read_model(const json& root, Tokenizer::Impl& impl) {
+void read_model(const json& root, const TokenizerJsonCollected& collected, Tokenizer::Impl& impl) {
   const json* model = member(root, "model");
   if (!model || !model->is_object()) fail("model", "missing model");
   if (member(*model, "type") && get_string(*model, "type", "model") != "BPE")
@@ -199,54 +197,61 @@ void read_model(const json& root, Tokenizer::Impl& impl) {
   }
   bool ignore_merges = get_bool(*model, "ignore_merges", false, "model");
 
+  // The vocabulary and the merges themselves were collected by the reader (tokenizer_json_reader.h); the DOM
+  // only holds an empty object / array in their place.
   const json* vocab = member(*model, "vocab");
   if (!vocab || !vocab->is_object()) fail("model.vocab", "expected an object of token -> id");
-  std::unordered_map<std::string, int32_t> spelling_to_id;
-  spelling_to_id.reserve(vocab->size());
-  for (auto it = vocab->begin(); it != vocab->end(); ++it) {
-    std::string field = "model.vocab[\"" + it.key() + "\"]";
-    check_valid_utf8(it.key(), "model.vocab");
-    int32_t id = get_id(it.value(), field);
-    grow(impl, id);
-    if (!impl.pieces[id].empty()) fail(field, "id " + std::to_string(id) + " is used twice");
-    impl.pieces[id] = it.key();
-    impl.bytes[id] = decoded_bytes(it.key());
-    spelling_to_id.emplace(it.key(), id);
+  DEEPMOE_CHECK(collected.has_vocab, "model.vocab not collected by the reader");
+  const size_t n_vocab = collected.vocab_ids.size();
+  int32_t max_id = -1;
+  for (int32_t id : collected.vocab_ids) max_id = std::max(max_id, id);
+  // Added tokens usually take ids past the vocabulary's: size the id tables for both at once (growing them
+  // again later would copy every string).
+  if (const json* added = member(root, "added_tokens"); added && added->is_array())
+    for (const json& t : *added)
+      if (const json* id = member(t, "id"); id && id->is_number_integer() && id->get<int64_t>() <= kMaxTokenId)
+        max_id = std::max(max_id, int32_t(id->get<int64_t>()));
+  if (max_id >= 0) grow(impl, max_id);
+  TokenIndex& spelling_to_id = impl.piece_to_id;
+  spelling_to_id.reserve(n_vocab + 1024);  // room for the added tokens too
+  for (size_t i = 0; i < n_vocab; ++i) {
+    if (collected.vocab_problem && collected.vocab_problem->index == i)
+      fail(collected.vocab_problem->field, collected.vocab_problem->message);
+    const std::string_view spelling = collected.vocab_spellings[i];
+    const int32_t id = collected.vocab_ids[i];
+    check_valid_utf8(spelling, "model.vocab");
+    if (!impl.pieces[id].empty())
+      fail("model.vocab[\"" + std::string(spelling) + "\"]", "id " + std::to_string(id) + " is used twice");
+    if (!spelling_to_id.insert(spelling, id))
+      fail("model.vocab[\"" + std::string(spelling) + "\"]", "token \"" + std::string(spelling) + "\" is listed twice");
+    impl.pieces[id] = spelling;
+    impl.bytes[id] = decoded_bytes(impl.pieces[id]);
   }
 
   const json* merges = member(*model, "merges");
   if (!merges || !merges->is_array()) fail("model.merges", "expected an array");
+  DEEPMOE_CHECK(collected.has_merges, "model.merges not collected by the reader");
   std::vector<BpeModel::Merge> resolved;
-  resolved.reserve(merges->size());
-  for (size_t i = 0; i < merges->size(); ++i) {
-    const json& m = (*merges)[i];
-    std::string field = "model.merges[" + std::to_string(i) + "]";
-    std::string left, right;
-    if (m.is_string()) {
-      const std::string& s = m.get_ref<const std::string&>();
-      size_t space = s.find(' ');
-      if (space == std::string::npos || s.find(' ', space + 1) != std::string::npos)
-        fail(field, "expected \"left right\"");
-      left = s.substr(0, space);
-      right = s.substr(space + 1);
-    } else if (m.is_array() && m.size() == 2 && m[0].is_string() && m[1].is_string()) {
-      left = m[0].get<std::string>();
-      right = m[1].get<std::string>();
-    } else {
-      fail(field, "expected \"left right\" or [left, right]");
-    }
-    auto l = spelling_to_id.find(left), r = spelling_to_id.find(right), j = spelling_to_id.find(left + right);
-    if (l == spelling_to_id.end() || r == spelling_to_id.end())
-      fail(field, "merge \"" + left + " " + right + "\" names a token not in the vocabulary");
-    if (j == spelling_to_id.end()) fail(field, "merge result \"" + left + right + "\" is not in the vocabulary");
-    resolved.push_back({l->second, r->second, j->second});
+  resolved.reserve(collected.merge_count());
+  std::string joined;  // reused: no allocation per merge
+  for (size_t i = 0; i < collected.merge_count(); ++i) {
+    if (collected.merges_problem && collected.merges_problem->index == i)
+      fail(collected.merges_problem->field, collected.merges_problem->message);
+    const std::string_view left = collected.merge_halves[2 * i], right = collected.merge_halves[2 * i + 1];
+    joined.assign(left).append(right);
+    const int32_t l = spelling_to_id.find(left), r = spelling_to_id.find(right), j = spelling_to_id.find(joined);
+    if (l < 0 || r < 0)
+      fail("model.merges[" + std::to_string(i) + "]",
+           "merge \"" + std::string(left) + " " + std::string(right) + "\" names a token not in the vocabulary");
+    if (j < 0)
+      fail("model.merges[" + std::to_string(i) + "]", "merge result \"" + joined + "\" is not in the vocabulary");
+    resolved.push_back({l, r, j});
   }
   try {
     impl.bpe = std::make_unique<BpeModel>(spelling_to_id, resolved, ignore_merges);
   } catch (const Error& e) {
     fail("model.vocab", e.message());
   }
-  impl.piece_to_id = std::move(spelling_to_id);
 }
 
 void read_added_tokens(const json& root, Tokenizer::Impl& impl) {
@@ -273,7 +278,7 @@ void read_added_tokens(const json& root, Tokenizer::Impl& impl) {
       impl.pieces[tok.id] = tok.content;
       impl.bytes[tok.id] = decoded_bytes(tok.content);
       impl.special[tok.id] = tok.special;
-      impl.piece_to_id[tok.content] = tok.id;
+      impl.piece_to_id.insert_or_assign(tok.content, tok.id);
       tokens.push_back(std::move(tok));
     }
   }
@@ -292,9 +297,9 @@ int32_t config_token(const json& config, const char* key, const Tokenizer::Impl&
   } else {
     fail(key, "expected a string or an object with \"content\"");
   }
-  auto it = impl.piece_to_id.find(content);
-  if (it == impl.piece_to_id.end()) fail(key, "token \"" + content + "\" is not in the vocabulary");
-  return it->second;
+  const int32_t id = impl.piece_to_id.find(content);
+  if (id < 0) fail(key, "token \"" + content + "\" is not in the vocabulary");
+  return id;
 }
 
 void read_config(const json& config, Tokenizer::Impl& impl) {
@@ -332,12 +337,18 @@ std::unique_ptr<Tokenizer> Tokenizer::from_json(std::string_view tokenizer_json,
   auto impl = std::make_unique<Impl>();
   std::string current = origin;
   try {
-    json root = parse(tokenizer_json, origin);
+    TokenizerJsonCollected collected;
+    json root;
+    try {
+      root = read_tokenizer_json(tokenizer_json, collected);
+    } catch (const json::exception& e) {
+      throw Error(std::string("malformed JSON: ") + e.what(), ErrorContext{origin, "", ""});
+    }
     if (!root.is_object()) fail("", "expected a JSON object");
     for (const char* key : {"truncation", "padding"})
       if (member(root, key)) fail(key, std::string(key) + " is not supported (must be null)");
     check_normalizer(root);
-    read_model(root, *impl);
+    read_model(root, collected, *impl);
     read_added_tokens(root, *impl);
     impl->pre_tokenizer = make_pre_tokenizer(root);
     check_decoder(root);
@@ -363,9 +374,16 @@ std::unique_ptr<Tokenizer> Tokenizer::load(const std::string& dir) {
   fs::path config_path = fs::path(dir) / "tokenizer_config.json";
   if (!fs::exists(tokenizer_path))
     throw Error("no tokenizer.json in model folder " + dir, ErrorContext{tokenizer_path.string(), "", ""});
-  std::string tokenizer_json = read_text_file(tokenizer_path.string());
+  // Mapped rather than read: the text is parsed once, and a copy would only add page faults (issue 5: load time).
+  const auto tokenizer_json = MappedFile::open(tokenizer_path.string());
+  constexpr size_t kMaxTokenizerJsonBytes = size_t(1) << 30;  // as read_text_file's limit
+  if (tokenizer_json->size() > kMaxTokenizerJsonBytes)
+    throw Error("file is " + std::to_string(tokenizer_json->size()) + " bytes, more than the limit of " +
+                    std::to_string(kMaxTokenizerJsonBytes),
+                ErrorContext{tokenizer_path.string(), "", ""});
   std::string config_json = fs::exists(config_path) ? read_text_file(config_path.string()) : std::string();
-  return from_json(tokenizer_json, config_json, tokenizer_path.string());
+  return from_json(std::string_view(reinterpret_cast<const char*>(tokenizer_json->data()), tokenizer_json->size()),
+                   config_json, tokenizer_path.string());
 }
 
 }  // namespace deepmoe

@@ -1,6 +1,7 @@
 // Unicode character properties the tokenizer needs outside the regex engine (the hand-written pre-tokenizer,
-// added-token word/space checks). General categories come from PCRE2's own Unicode tables, read once into a
-// lookup table, so the hand-written splitter classifies every code point exactly as the regex path does.
+// added-token word/space checks). General categories come from PCRE2's own Unicode tables, read into a lookup
+// table block by block as code points are first met, so the hand-written splitter classifies every code point
+// exactly as the regex path does. Thread-safe.
 #pragma once
 
 #include <cstdint>
