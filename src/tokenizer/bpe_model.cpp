@@ -139,35 +139,43 @@ void BpeModel::merge_large(std::vector<int32_t>& sym) const {
     prev[i] = static_cast<int32_t>(i) - 1;
     next[i] = (i + 1 < n) ? static_cast<int32_t>(i + 1) : -1;
   }
+  // A candidate orders by (rank, position) — leftmost first on equal ranks — and carries the merge's result and
+  // the version of its position's pair when pushed: a position's version changes whenever its pair does, so a
+  // stale candidate is recognized without another table lookup.
   struct Candidate {
-    int32_t rank;
-    int32_t pos;
-    int32_t left, right;  // the ids the pair had when pushed
-    bool operator>(const Candidate& o) const { return rank != o.rank ? rank > o.rank : pos > o.pos; }
+    uint64_t key;  // rank << 32 | position
+    int32_t merged;
+    uint32_t version;
+    bool operator>(const Candidate& o) const { return key > o.key; }
   };
+  thread_local std::vector<uint32_t> version;
+  version.assign(n, 0);
   thread_local std::vector<Candidate> heap;  // min-heap via std::greater
   heap.clear();
   auto push = [&](int32_t i) {
     if (i < 0 || next[i] < 0) return;
     if (const Slot* s = find_merge(sym[i], sym[next[i]])) {
-      heap.push_back({s->rank, i, sym[i], sym[next[i]]});
+      heap.push_back({uint64_t(uint32_t(s->rank)) << 32 | uint32_t(i), s->merged, version[i]});
       std::push_heap(heap.begin(), heap.end(), std::greater<Candidate>());
     }
   };
   for (size_t i = 0; i + 1 < n; ++i) push(static_cast<int32_t>(i));
   while (!heap.empty()) {
     std::pop_heap(heap.begin(), heap.end(), std::greater<Candidate>());
-    Candidate c = heap.back();
+    const Candidate c = heap.back();
     heap.pop_back();
-    int32_t i = c.pos;
-    if (!alive[i] || next[i] < 0 || sym[i] != c.left || sym[next[i]] != c.right) continue;
-    const Slot* s = find_merge(c.left, c.right);
-    int32_t j = next[i];
-    sym[i] = s->merged;
+    const int32_t i = int32_t(uint32_t(c.key));
+    if (!alive[i] || c.version != version[i]) continue;
+    const int32_t j = next[i];
+    sym[i] = c.merged;
     alive[j] = 0;
     next[i] = next[j];
     if (next[j] >= 0) prev[next[j]] = i;
-    push(prev[i]);
+    ++version[i];  // its pair is now (merged, the symbol after j)
+    if (prev[i] >= 0) {
+      ++version[prev[i]];  // its pair's right symbol changed
+      push(prev[i]);
+    }
     push(i);
   }
   size_t w = 0;
