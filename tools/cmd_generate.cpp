@@ -1,10 +1,14 @@
-// `deepmoe generate`: one prompt in, streamed text out (stdout), a one-line summary on stderr.
+// `deepmoe generate`: one prompt in, streamed text out (stdout), a one-line summary on stderr. With --output json
+// (implied by --logprobs N) it prints one JSON object per generated token instead: the token, its text, and with
+// --logprobs its log-probability and the N most likely alternatives (issue 5).
 #include <CLI/CLI.hpp>
+#include <nlohmann/json.hpp>
 
 #include <unistd.h>
 
 #include <cstdio>
 #include <memory>
+#include <optional>
 #include <string>
 
 #include "command.h"
@@ -22,7 +26,38 @@ struct GenerateArgs {
   bool chat = false;
   std::string system;
   std::string output = "text";
+  bool output_given = false;
+  std::optional<int64_t> logprobs;  // --logprobs N
 };
+
+// One generated token as a JSON object: its id, its text (lossy UTF-8: a token may hold part of a character) and
+// raw bytes, and when logprobs were asked for, its log-probability and the top alternatives.
+nlohmann::ordered_json token_json(const Tokenizer& tokenizer, int32_t id) {
+  nlohmann::ordered_json j;
+  j["token"] = id;
+  j["text"] = tokenizer.decode(std::vector<int32_t>{id});
+  const std::string& bytes = tokenizer.token_bytes(id);
+  j["bytes"] = std::vector<int>(bytes.begin(), bytes.end());
+  for (auto& b : j["bytes"]) b = b.get<int>() & 0xFF;
+  return j;
+}
+
+void print_json_tokens(const RequestState& state, const Tokenizer& tokenizer, bool with_logprobs) {
+  for (const SampledToken& t : state.tokens) {
+    nlohmann::ordered_json j = token_json(tokenizer, t.token);
+    if (with_logprobs) {
+      j["logprob"] = t.logprob;
+      nlohmann::ordered_json top = nlohmann::ordered_json::array();
+      for (const TokenLogprob& alt : t.top) {
+        nlohmann::ordered_json a = token_json(tokenizer, alt.token);
+        a["logprob"] = alt.logprob;
+        top.push_back(std::move(a));
+      }
+      j["top_logprobs"] = std::move(top);
+    }
+    std::printf("%s\n", j.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace).c_str());
+  }
+}
 
 void print_summary(const RequestState& state) {
   const GenerationStats& s = state.stats;
@@ -34,7 +69,14 @@ void print_summary(const RequestState& state) {
                s.decode_tokens_per_second(), s.decode_seconds, (unsigned long long)state.request.sampling.seed);
 }
 
-void run_generate(const GenerateArgs& args) {
+void run_generate(GenerateArgs args) {
+  if (args.logprobs) {
+    if (args.output_given && args.output != "json")
+      throw CLI::ValidationError("--logprobs", "prints JSON lines: use it with --output json (or no --output)");
+    args.output = "json";
+    args.request.sampling.logprobs = true;
+    args.request.sampling.top_logprobs = *args.logprobs;
+  }
   // Reject bad sampling values before spending time on loading (the same check runs again per request).
   if (auto e = validate(args.request.sampling)) throw *e;
   if (auto e = validate_stop_strings(args.request.stop)) throw *e;
@@ -61,9 +103,11 @@ void run_generate(const GenerateArgs& args) {
   });
   if (text) {
     if (isatty(fileno(stdout)) && !state->text.empty() && state->text.back() != '\n') std::fputc('\n', stdout);
-  } else {
+  } else if (args.output == "ids") {
     for (size_t i = 0; i < state->tokens.size(); ++i) std::printf("%s%d", i ? " " : "", state->tokens[i].token);
     std::printf("\n");
+  } else {
+    print_json_tokens(*state, *loaded.tokenizer, args.request.sampling.logprobs);
   }
   std::fflush(stdout);
   print_summary(*state);
@@ -77,11 +121,22 @@ CommandRegistration registration{
        auto* chat = sub.add_flag("--chat", args->chat, "Wrap the prompt as a user message in the model's chat template");
        sub.add_option("--system", args->system, "System prompt (with --chat)")->needs(chat);
        add_request_options(sub, args->request, /*default_temperature=*/0.2);
-       sub.add_option("--output", args->output,
-                      "text: stream the text; ids: print the generated token ids (the ending EOS included)")
-           ->check(CLI::IsMember({"text", "ids"}))
-           ->capture_default_str();
-       sub.callback([args] { run_generate(*args); });
+       auto* output = sub.add_option("--output", args->output,
+                                     "text: stream the text; ids: print the generated token ids (the ending EOS "
+                                     "included); json: one line per generated token, {\"token\": id, \"text\": "
+                                     "its text, \"bytes\": its raw bytes} plus, with --logprobs, \"logprob\" and "
+                                     "\"top_logprobs\": [{token, text, bytes, logprob}, ...] most likely first")
+                          ->check(CLI::IsMember({"text", "ids", "json"}))
+                          ->capture_default_str();
+       sub.add_option("--logprobs", args->logprobs,
+                      "Report each chosen token's log-probability and the N most likely alternatives (0-20), as "
+                      "JSON lines (implies --output json). Log-probabilities are the model's own distribution "
+                      "(log-softmax of the logits, before penalties and temperature)")
+           ->check(CLI::Range(int64_t(0), int64_t(20)));
+       sub.callback([args, output] {
+         args->output_given = output->count() > 0;
+         run_generate(*args);
+       });
      }}};
 
 }  // namespace

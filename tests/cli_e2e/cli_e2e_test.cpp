@@ -4,6 +4,9 @@
 #include <gtest/gtest.h>
 
 #include <algorithm>
+#include <cmath>
+#include <nlohmann/json.hpp>
+#include <numeric>
 #include <sstream>
 #include <string>
 #include <vector>
@@ -93,6 +96,59 @@ TEST(CliGenerate, GreedyEqualsLibraryArgmaxStepByStep) {
   EXPECT_EQ(parse_ids(r.out), ref.greedy(ref.tokenizer().encode(prompt, true, true), 8));
 }
 
+// --logprobs 3 (greedy): each JSON line's token, log-probability and top-3 alternatives equal the log-softmax
+// of the library's logits at that step, computed here in double.
+TEST(CliGenerate, LogprobsMatchTheModelsLogits) {
+  const std::string prompt = "The capital of France is";
+  const int steps = 4, top_n = 3;
+  const CommandResult r = deepmoe("generate -m " + quote(kModel) + " -p " + quote(prompt) + " -n " +
+                                  std::to_string(steps) + " --temperature 0 --ignore-eos --logprobs 3");
+  ASSERT_EQ(r.code, 0) << r.err;
+  std::vector<nlohmann::json> lines;
+  std::istringstream in(r.out);
+  for (std::string line; std::getline(in, line);) lines.push_back(nlohmann::json::parse(line));
+  ASSERT_EQ(lines.size(), size_t(steps)) << r.out;
+
+  const Reference& ref = reference();
+  auto model = DeepseekModel::load(kModel);
+  auto seq = model->create_sequence();
+  std::vector<int32_t> feed = ref.tokenizer().encode(prompt, true, true);
+  for (int step = 0; step < steps; ++step) {
+    const Tensor t = model->forward({SequenceInput::last(seq.get(), feed)});
+    const float* logits = t.data<float>();
+    const int64_t vocab = t.numel();
+    double max_logit = logits[0];
+    for (int64_t i = 1; i < vocab; ++i) max_logit = std::max(max_logit, double(logits[i]));
+    double z = 0;
+    for (int64_t i = 0; i < vocab; ++i) z += std::exp(double(logits[i]) - max_logit);
+    const double log_z = max_logit + std::log(z);
+    std::vector<int32_t> order(static_cast<size_t>(vocab));
+    std::iota(order.begin(), order.end(), 0);
+    std::partial_sort(order.begin(), order.begin() + top_n, order.end(),
+                      [&](int32_t a, int32_t b) { return logits[a] > logits[b] || (logits[a] == logits[b] && a < b); });
+    const nlohmann::json& j = lines[size_t(step)];
+    ASSERT_EQ(j["token"].get<int32_t>(), order[0]) << "step " << step;  // greedy: the argmax
+    EXPECT_NEAR(j["logprob"].get<double>(), double(logits[order[0]]) - log_z, 1e-9);
+    EXPECT_EQ(j["text"].get<std::string>(), ref.tokenizer().decode(std::vector<int32_t>{order[0]}));
+    ASSERT_EQ(j["top_logprobs"].size(), size_t(top_n));
+    for (int k = 0; k < top_n; ++k) {
+      EXPECT_EQ(j["top_logprobs"][k]["token"].get<int32_t>(), order[size_t(k)]) << "step " << step << " k " << k;
+      EXPECT_NEAR(j["top_logprobs"][k]["logprob"].get<double>(), double(logits[order[size_t(k)]]) - log_z, 1e-9);
+    }
+    feed = {order[0]};
+  }
+  // --logprobs prints JSON: other output forms are a usage error; the count is bounded.
+  EXPECT_EQ(deepmoe("generate -m " + quote(kModel) + " -p hi -n 2 --logprobs 2 --output ids").code, 2);
+  EXPECT_EQ(deepmoe("generate -m " + quote(kModel) + " -p hi -n 2 --logprobs 21").code, 2);
+  EXPECT_EQ(deepmoe("generate -m " + quote(kModel) + " -p hi -n 2 --logprobs -1").code, 2);
+  // --output json without --logprobs: the tokens only.
+  const CommandResult plain = deepmoe("generate -m " + quote(kModel) + " -p hi -n 2 --temperature 0 --output json");
+  ASSERT_EQ(plain.code, 0) << plain.err;
+  const auto first = nlohmann::json::parse(plain.out.substr(0, plain.out.find('\n')));
+  EXPECT_TRUE(first.contains("token"));
+  EXPECT_FALSE(first.contains("logprob"));
+}
+
 TEST(CliGenerate, StopStringCutsTheOutput) {
   const std::string base = "generate -m " + quote(kModel) + " -p 'Once upon a time' -n 16 --temperature 0 --ignore-eos";
   const CommandResult full = deepmoe(base);
@@ -132,6 +188,69 @@ TEST(CliChat, PipedScriptKeepsHistoryAcrossTurns) {
   history.push_back({"user", "How are you?"});
   const std::string second = reference().greedy_text(tmpl.render(history, true), 5, false);
   EXPECT_EQ(r.out, first + "\n" + second + "\n");
+}
+
+// --context 40 with replies of 5 tokens: the third turn no longer fits with the first one in the history, so the
+// first turn is dropped (the system prompt stays) and a notice goes to stderr; a message that cannot fit even
+// alone is not sent, and the chat goes on.
+TEST(CliChat, DropsOldestTurnsAtTheContextLimit) {
+  const int64_t context = 40, reply = 5;
+  const std::vector<std::string> inputs = {"Hello there, how are you doing today?",
+                                           "Tell me something about the weather in Paris",
+                                           "And what about London?",
+                                           "one two three four five six seven eight nine ten eleven twelve "
+                                           "thirteen fourteen fifteen sixteen seventeen eighteen nineteen twenty "
+                                           "twenty-one twenty-two twenty-three twenty-four twenty-five twenty-six "
+                                           "twenty-seven twenty-eight twenty-nine thirty",
+                                           "ok"};
+  std::string script;
+  for (const auto& line : inputs) script += line + "\n";
+  const CommandResult r = deepmoe("chat -m " + quote(kModel) + " --context 40 -n 5 --temperature 0 --ignore-eos " +
+                                      "--system 'Be brief.'",
+                                  script);
+  ASSERT_EQ(r.code, 0) << r.err;
+
+  // The same conversation replayed through the library: the history that fits, then greedy replies.
+  const ChatTemplate tmpl = ChatTemplate::from_tokenizer_config(kModel);
+  const Reference& ref = reference();
+  std::vector<ChatMessage> history = {{"system", "Be brief."}};
+  std::string expected_out;
+  std::vector<size_t> dropped_per_turn;
+  bool one_not_sent = false;
+  for (const auto& input : inputs) {
+    history.push_back({"user", input});
+    auto tokens = [&] { return ref.tokenizer().encode(tmpl.render(history, true), false, true); };
+    size_t dropped = 0;
+    while (int64_t(tokens().size()) + reply > context && history.size() >= 4) {
+      history.erase(history.begin() + 1, history.begin() + 3);
+      ++dropped;
+    }
+    if (int64_t(tokens().size()) + reply > context) {
+      history.pop_back();
+      one_not_sent = true;
+      continue;
+    }
+    dropped_per_turn.push_back(dropped);
+    const std::string answer = ref.greedy_text(tmpl.render(history, true), int(reply), false);
+    expected_out += answer + "\n";
+    history.push_back({"assistant", answer});
+  }
+  // The scenario exercises what it is meant to: some turn dropped old turns, one message could not be sent.
+  ASSERT_TRUE(one_not_sent);
+  ASSERT_GT(*std::max_element(dropped_per_turn.begin(), dropped_per_turn.end()), 0u);
+  EXPECT_EQ(r.out, expected_out);
+  for (size_t d : dropped_per_turn)
+    if (d > 0) {
+      const std::string notice = "[dropped the oldest " + std::to_string(d) + " turn" + (d == 1 ? "" : "s") +
+                                 " to fit the context of 40 tokens]";
+      EXPECT_NE(r.err.find(notice), std::string::npos) << notice << "\n" << r.err;
+    }
+  EXPECT_NE(r.err.find("[message not sent:"), std::string::npos) << r.err;
+
+  const CommandResult too_big = deepmoe("chat -m " + quote(kModel) + " --context 999999999", "hi\n");
+  EXPECT_EQ(too_big.code, 1);
+  EXPECT_NE(too_big.err.find("exceeds the model's context"), std::string::npos) << too_big.err;
+  EXPECT_EQ(deepmoe("chat -m " + quote(kModel) + " --context 0", "hi\n").code, 2);
 }
 
 TEST(CliChat, EndOfInputEndsTheChat) {
