@@ -93,7 +93,8 @@ void run_chat(const ChatArgs& args) {
     // Drop the oldest turns until the prompt leaves room for a reply; the newest message always stays.
     size_t dropped = 0;
     while (int64_t(prompt.size()) + reply_room > context && history.size() >= base_messages + 3) {
-      history.erase(history.begin() + std::ptrdiff_t(base_messages), history.begin() + std::ptrdiff_t(base_messages) + 2);
+      const auto oldest = history.begin() + std::ptrdiff_t(base_messages);
+      history.erase(oldest, oldest + 2);  // a user message and its reply
       ++dropped;
       prompt = encode();
     }

@@ -23,6 +23,7 @@
 #include <cstdio>
 #include <cstring>
 #include <memory>
+#include <nlohmann/json.hpp>
 #include <numeric>
 
 #include "command.h"
@@ -92,7 +93,8 @@ class Output {
     if (f_ && f_ != stdout) std::fclose(f_);
   }
   void write(const void* data, size_t n) {
-    if (n && std::fwrite(data, 1, n, f_) != n) throw Error("cannot write: " + std::string(std::strerror(errno)), {path_, "", ""});
+    if (n && std::fwrite(data, 1, n, f_) != n)
+      throw Error("cannot write: " + std::string(std::strerror(errno)), {path_, "", ""});
   }
   void write(const std::string& s) { write(s.data(), s.size()); }
   void close() {
@@ -126,20 +128,10 @@ void append_float(std::string& s, float v) {
 
 std::string json_line(const std::string& model, size_t request, const std::vector<int32_t>& ids,
                       const std::vector<int64_t>& positions, const float* rows, int64_t vocab) {
-  std::string s = "{\"model\":\"";
-  for (char c : model) {  // a path: escape what JSON requires
-    if (c == '"' || c == '\\') {
-      s += '\\';
-      s += c;
-    } else if (static_cast<unsigned char>(c) < 0x20) {
-      char buf[8];
-      std::snprintf(buf, sizeof buf, "\\u%04x", c);
-      s += buf;
-    } else {
-      s += c;
-    }
-  }
-  s += "\",\"request\":";
+  // The path, escaped as JSON requires (bytes that are not UTF-8 become U+FFFD).
+  std::string s =
+      "{\"model\":" + nlohmann::json(model).dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
+  s += ",\"request\":";
   append_int(s, int64_t(request));
   s += ",\"ids\":[";
   for (size_t i = 0; i < ids.size(); ++i) {

@@ -2,6 +2,7 @@
 
 #include <cmath>
 #include <limits>
+#include <optional>
 #include <nlohmann/json.hpp>
 
 #include "core/error.h"
@@ -76,14 +77,6 @@ class FieldReader {
     return x;
   }
 
-  int64_t req_int(const std::string& field, int64_t min, int64_t max) const {
-    return integer(field, require(field), min, max);
-  }
-  int64_t opt_int(const std::string& field, int64_t fallback, int64_t min, int64_t max) const {
-    const json* v = find(field);
-    return v ? integer(field, *v, min, max) : fallback;
-  }
-
   double number(const std::string& field, const json& v, double min, double max) const {
     if (!v.is_number()) fail(field, "expected a number, got " + json_type_name(v));
     double x = v.get<double>();
@@ -92,12 +85,16 @@ class FieldReader {
                       json(max).dump() + "]");
     return x;
   }
-  double req_num(const std::string& field, double min, double max) const {
-    return number(field, require(field), min, max);
+
+  // A required / optional integer (T = int64_t) or number (T = double) within [min, max].
+  template <class T>
+  T req(const std::string& field, T min, T max) const {
+    return bounded(field, require(field), min, max);
   }
-  double opt_num(const std::string& field, double fallback, double min, double max) const {
+  template <class T>
+  T opt(const std::string& field, T fallback, T min, T max) const {
     const json* v = find(field);
-    return v ? number(field, *v, min, max) : fallback;
+    return v ? bounded(field, *v, min, max) : fallback;
   }
 
   bool opt_bool(const std::string& field, bool fallback) const {
@@ -136,10 +133,33 @@ class FieldReader {
   const std::string& path() const { return path_; }
 
  private:
+  int64_t bounded(const std::string& field, const json& v, int64_t min, int64_t max) const {
+    return integer(field, v, min, max);
+  }
+  double bounded(const std::string& field, const json& v, double min, double max) const {
+    return number(field, v, min, max);
+  }
+
   const json& obj_;
   const std::string& path_;
   std::string prefix_;
 };
+
+// One numeric field of a config object: its name, where it goes in S, its bounds, and its default (none:
+// required). Reading a list of them in order keeps every field's name next to its member, spelled once.
+template <class S, class T>
+struct NumericField {
+  const char* name;
+  T S::*member;
+  T min, max;
+  std::optional<T> fallback = std::nullopt;
+};
+
+template <class S, class T>
+void read_fields(const FieldReader& r, S& out, std::initializer_list<NumericField<S, T>> fields) {
+  for (const auto& f : fields)
+    out.*f.member = f.fallback ? r.opt<T>(f.name, *f.fallback, f.min, f.max) : r.req<T>(f.name, f.min, f.max);
+}
 
 ModelArch parse_arch(const FieldReader& r, const json& root) {
   const json& archs = r.require("architectures");
@@ -164,12 +184,14 @@ void parse_rope_scaling(const FieldReader& r, ModelConfig& c) {
                         : "unsupported rope scaling type \"" + type + "\" (supported: yarn)");
   RopeScaling& s = c.rope_scaling;
   s.yarn = true;
-  s.factor = y.req_num("factor", 1.0, 1e6);
-  s.beta_fast = y.opt_num("beta_fast", 32, 1e-6, 1e6);
-  s.beta_slow = y.opt_num("beta_slow", 1, 1e-6, 1e6);
-  s.mscale = y.opt_num("mscale", 1, 0, 1e3);
-  s.mscale_all_dim = y.opt_num("mscale_all_dim", 0, 0, 1e3);
-  s.original_max_position_embeddings = y.req_int("original_max_position_embeddings", 1, kMaxPositions);
+  read_fields<RopeScaling, double>(y, s, {
+      {"factor", &RopeScaling::factor, 1.0, 1e6},
+      {"beta_fast", &RopeScaling::beta_fast, 1e-6, 1e6, 32},
+      {"beta_slow", &RopeScaling::beta_slow, 1e-6, 1e6, 1},
+      {"mscale", &RopeScaling::mscale, 0, 1e3, 1},
+      {"mscale_all_dim", &RopeScaling::mscale_all_dim, 0, 1e3, 0},
+  });
+  s.original_max_position_embeddings = y.req<int64_t>("original_max_position_embeddings", 1, kMaxPositions);
   if (s.beta_fast < s.beta_slow) y.fail("beta_fast", "must be >= beta_slow");
 }
 
@@ -193,7 +215,7 @@ void parse_quantization(const FieldReader& r, ModelConfig& c) {
 }
 
 void parse_token_ids(const FieldReader& r, const json& root, ModelConfig& c) {
-  c.bos_token_id = r.opt_int("bos_token_id", -1, 0, c.vocab_size - 1);
+  c.bos_token_id = r.opt<int64_t>("bos_token_id", -1, 0, c.vocab_size - 1);
   const json* eos = r.find("eos_token_id");
   if (eos && eos->is_array()) {
     if (eos->empty() || eos->size() > 64) r.fail("eos_token_id", "expected 1 to 64 token ids");
@@ -263,30 +285,36 @@ ModelConfig parse_model_config(std::string_view json_text, const std::string& pa
   if (r.opt_bool("attention_bias", false)) r.fail("attention_bias", "unsupported value true (MLA has no biases)");
   if (!r.opt_bool("rope_interleave", true)) r.fail("rope_interleave", "unsupported value false");
 
-  c.vocab_size = r.req_int("vocab_size", 1, kMaxVocab);
-  c.hidden_size = r.req_int("hidden_size", 1, kMaxHidden);
-  c.intermediate_size = r.req_int("intermediate_size", 1, kMaxIntermediate);
-  c.moe_intermediate_size = r.req_int("moe_intermediate_size", 1, kMaxIntermediate);
-  c.num_hidden_layers = r.req_int("num_hidden_layers", 1, kMaxLayers);
-  c.num_nextn_predict_layers = r.opt_int("num_nextn_predict_layers", 0, 0, kMaxNextnLayers);
-  c.num_attention_heads = r.req_int("num_attention_heads", 1, kMaxHeads);
-  if (r.opt_int("num_key_value_heads", c.num_attention_heads, 1, kMaxHeads) != c.num_attention_heads)
+  read_fields<ModelConfig, int64_t>(r, c, {
+      {"vocab_size", &ModelConfig::vocab_size, 1, kMaxVocab},
+      {"hidden_size", &ModelConfig::hidden_size, 1, kMaxHidden},
+      {"intermediate_size", &ModelConfig::intermediate_size, 1, kMaxIntermediate},
+      {"moe_intermediate_size", &ModelConfig::moe_intermediate_size, 1, kMaxIntermediate},
+      {"num_hidden_layers", &ModelConfig::num_hidden_layers, 1, kMaxLayers},
+      {"num_nextn_predict_layers", &ModelConfig::num_nextn_predict_layers, 0, kMaxNextnLayers, 0},
+      {"num_attention_heads", &ModelConfig::num_attention_heads, 1, kMaxHeads},
+  });
+  if (r.opt<int64_t>("num_key_value_heads", c.num_attention_heads, 1, kMaxHeads) != c.num_attention_heads)
     r.fail("num_key_value_heads", "must equal num_attention_heads (MLA)");
-  c.q_lora_rank = r.opt_int("q_lora_rank", 0, 0, kMaxLoraRank);
-  c.kv_lora_rank = r.req_int("kv_lora_rank", 1, kMaxLoraRank);
-  c.qk_nope_head_dim = r.req_int("qk_nope_head_dim", 1, kMaxHeadDim);
-  c.qk_rope_head_dim = r.req_int("qk_rope_head_dim", 2, kMaxHeadDim);
+  read_fields<ModelConfig, int64_t>(r, c, {
+      {"q_lora_rank", &ModelConfig::q_lora_rank, 0, kMaxLoraRank, 0},
+      {"kv_lora_rank", &ModelConfig::kv_lora_rank, 1, kMaxLoraRank},
+      {"qk_nope_head_dim", &ModelConfig::qk_nope_head_dim, 1, kMaxHeadDim},
+      {"qk_rope_head_dim", &ModelConfig::qk_rope_head_dim, 2, kMaxHeadDim},
+  });
   // RoPE rotates interleaved pairs (reference §1.4).
   if (c.qk_rope_head_dim % 2 != 0) r.fail("qk_rope_head_dim", "must be even (RoPE acts on pairs)");
-  c.v_head_dim = r.req_int("v_head_dim", 1, kMaxHeadDim);
-  c.n_routed_experts = r.req_int("n_routed_experts", 1, kMaxExperts);
-  c.n_shared_experts = r.opt_int("n_shared_experts", 0, 0, kMaxSharedExperts);
-  c.num_experts_per_tok = r.req_int("num_experts_per_tok", 1, kMaxExperts);
-  c.n_group = r.opt_int("n_group", 1, 1, kMaxExperts);
-  c.topk_group = r.opt_int("topk_group", 1, 1, kMaxExperts);
-  c.first_k_dense_replace = r.opt_int("first_k_dense_replace", 0, 0, c.num_hidden_layers);
-  c.moe_layer_freq = r.opt_int("moe_layer_freq", 1, 1, kMaxLayers);
-  c.max_position_embeddings = r.req_int("max_position_embeddings", 1, kMaxPositions);
+  read_fields<ModelConfig, int64_t>(r, c, {
+      {"v_head_dim", &ModelConfig::v_head_dim, 1, kMaxHeadDim},
+      {"n_routed_experts", &ModelConfig::n_routed_experts, 1, kMaxExperts},
+      {"n_shared_experts", &ModelConfig::n_shared_experts, 0, kMaxSharedExperts, 0},
+      {"num_experts_per_tok", &ModelConfig::num_experts_per_tok, 1, kMaxExperts},
+      {"n_group", &ModelConfig::n_group, 1, kMaxExperts, 1},
+      {"topk_group", &ModelConfig::topk_group, 1, kMaxExperts, 1},
+      {"first_k_dense_replace", &ModelConfig::first_k_dense_replace, 0, c.num_hidden_layers, 0},
+      {"moe_layer_freq", &ModelConfig::moe_layer_freq, 1, kMaxLayers, 1},
+      {"max_position_embeddings", &ModelConfig::max_position_embeddings, 1, kMaxPositions},
+  });
   parse_token_ids(r, root, c);
 
   // V2's HF defaults are softmax/greedy, V3's sigmoid/noaux_tc (configuration_deepseek.py).
@@ -295,9 +323,11 @@ ModelConfig parse_model_config(std::string_view json_text, const std::string& pa
   c.topk_method =
       r.opt_choice("topk_method", v3 ? "noaux_tc" : "greedy", {"noaux_tc", "greedy", "group_limited_greedy"});
   c.norm_topk_prob = r.opt_bool("norm_topk_prob", false);
-  c.routed_scaling_factor = r.opt_num("routed_scaling_factor", 1.0, 1e-6, 1e6);
-  c.rms_norm_eps = r.opt_num("rms_norm_eps", 1e-6, 1e-30, 1.0);
-  c.rope_theta = r.opt_num("rope_theta", 10000.0, 1.0, 1e12);
+  read_fields<ModelConfig, double>(r, c, {
+      {"routed_scaling_factor", &ModelConfig::routed_scaling_factor, 1e-6, 1e6, 1.0},
+      {"rms_norm_eps", &ModelConfig::rms_norm_eps, 1e-30, 1.0, 1e-6},
+      {"rope_theta", &ModelConfig::rope_theta, 1.0, 1e12, 10000.0},
+  });
   parse_rope_scaling(r, c);
   c.tie_word_embeddings = r.opt_bool("tie_word_embeddings", false);
   parse_quantization(r, c);

@@ -71,8 +71,8 @@ TEST(CliLogits, F32HeaderAndPayload) {
   const fs::path dir = scratch_dir();
   for (const std::string gemm : {"w8a32", "w8a8"}) {
     const std::string out = (dir / (gemm + ".f32")).string();
-    const CommandResult r = deepmoe("logits -m " + quote(kModel) + " --ids " + kIdsArg + " --ids 9,8 --format f32 --gemm " +
-                                    gemm + " --threads 1 --out " + quote(out));
+    const CommandResult r = deepmoe("logits -m " + quote(kModel) + " --ids " + kIdsArg +
+                                    " --ids 9,8 --format f32 --gemm " + gemm + " --threads 1 --out " + quote(out));
     ASSERT_EQ(r.code, 0) << r.err;
     EXPECT_EQ(r.out, "");
     const std::string f = read_file(out);
@@ -204,7 +204,10 @@ TEST(CliPerplexity, EqualsExpMeanNllOfTheChunks) {
   const size_t at = r.out.find("Final estimate: PPL = ");
   ASSERT_NE(at, std::string::npos) << r.out;
   const double ppl = std::stod(r.out.substr(at + 22));
-  for (int c = 1; c <= chunks; ++c) EXPECT_NE(r.out.find("[" + std::to_string(c) + "]"), std::string::npos) << r.out;
+  for (int c = 1; c <= chunks; ++c) {
+    const std::string running = '[' + std::to_string(c) + ']';  // the running PPL after chunk c
+    EXPECT_NE(r.out.find(running), std::string::npos) << r.out;
+  }
 
   // llama.cpp's chunking written out here: chunk c = tokens [c·ctx, (c+1)·ctx) with its first token replaced by
   // BOS, run from an empty cache; positions ctx/2 … ctx-2 predict the text's next token.

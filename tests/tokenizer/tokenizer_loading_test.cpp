@@ -69,7 +69,8 @@ std::string tiny_text(const std::string& merges, bool vocab_first, const std::st
   std::string v = vocab.dump();
   if (!extra_vocab.empty()) v = v.substr(0, v.size() - 1) + "," + extra_vocab + "}";
   const std::string m = "\"merges\":" + merges;
-  const std::string model = "{\"type\":\"BPE\"," + (vocab_first ? "\"vocab\":" + v + "," + m : m + ",\"vocab\":" + v) + "}";
+  const std::string members = vocab_first ? "\"vocab\":" + v + "," + m : m + ",\"vocab\":" + v;
+  const std::string model = "{\"type\":\"BPE\"," + members + "}";
   return R"({"pre_tokenizer":{"type":"ByteLevel","add_prefix_space":false,"use_regex":true},)"
          R"("decoder":{"type":"ByteLevel"},"model":)" +
          model + "}";
