@@ -192,7 +192,7 @@ CommandRegistration registration{
     {"bench", "Prefill and decode speed of a checkpoint as fractions of this machine's bandwidth and FMA peak",
      [](CLI::App& sub) {
        auto args = std::make_shared<BenchArgs>();
-       sub.add_option("dir", args->dir, "Model folder")->required();
+       sub.add_option("dir,-m,--model", args->dir, "Model folder (default: $DEEPMOE_MODEL or the bundled model)");
        sub.add_option("--prompt", args->prompt, "Prefill prompt length in tokens")
            ->check(CLI::Range(int64_t(1), int64_t(1) << 20))
            ->capture_default_str();
@@ -205,7 +205,7 @@ CommandRegistration registration{
            ->capture_default_str();
        sub.add_option("--trace", args->trace, "Write the prefill's compute/communication spans as Chrome-trace JSON");
        args->run.add_to(sub);
-       sub.callback([args] { run_bench(*args); });
+       sub.callback([args] { with_default_model_hint(args->dir, [&] { run_bench(*args); }); });
      }}};
 
 }  // namespace

@@ -6,6 +6,7 @@
 
 #include <cmath>
 #include <cstring>
+#include <fstream>
 #include <nlohmann/json.hpp>
 #include <sstream>
 #include <string>
@@ -179,6 +180,28 @@ TEST(CliLogits, BadIdsAndValues) {
   const CommandResult unwritable = deepmoe(base + "--ids 1 --out /nonexistent/dir/out.json");
   EXPECT_EQ(unwritable.code, 1);
   EXPECT_NE(unwritable.err.find("/nonexistent/dir/out.json"), std::string::npos) << unwritable.err;
+}
+
+// Without -m the model commands use $DEEPMOE_MODEL, else the bundled default model; a missing default says how
+// to make it.
+TEST(CliModelTools, DefaultModelWhenNoneIsGiven) {
+  const CommandResult r = run_shell("DEEPMOE_MODEL=" + quote(kModel) + " " + deepmoe_bin() +
+                                    " logits --ids 0,42,7 --format digest --positions last");
+  ASSERT_EQ(r.code, 0) << r.err;
+  const CommandResult with_m = deepmoe("logits -m " + quote(kModel) + " --ids 0,42,7 --format digest --positions last");
+  EXPECT_EQ(r.out, with_m.out);
+  const fs::path dir = scratch_dir();
+  std::ofstream(dir / "t.txt") << "some text";
+  const std::vector<std::string> commands = {"logits --ids 1", "perplexity -f " + quote((dir / "t.txt").string()),
+                                            "bench"};
+  for (const std::string& command : commands) {
+    const CommandResult missing =
+        run_shell("DEEPMOE_MODEL=/nonexistent/default " + deepmoe_bin() + " " + command);
+    EXPECT_EQ(missing.code, 1) << command << ": " << missing.err;
+    EXPECT_NE(missing.err.find("/nonexistent/default"), std::string::npos) << command << ": " << missing.err;
+    EXPECT_NE(missing.err.find("make demo"), std::string::npos) << command << ": " << missing.err;
+  }
+  fs::remove_all(dir);
 }
 
 // -log softmax(row)[target] in double.
