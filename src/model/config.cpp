@@ -146,7 +146,8 @@ class FieldReader {
 };
 
 // One numeric field of a config object: its name, where it goes in S, its bounds, and its default (none:
-// required). Reading a list of them in order keeps every field's name next to its member, spelled once.
+// required). The reader and the writer (model_config_to_json) both go through these tables, so each field's name
+// stands next to its member once.
 template <class S, class T>
 struct NumericField {
   const char* name;
@@ -155,11 +156,62 @@ struct NumericField {
   std::optional<T> fallback = std::nullopt;
 };
 
-template <class S, class T>
-void read_fields(const FieldReader& r, S& out, std::initializer_list<NumericField<S, T>> fields) {
+template <class S, class T, size_t N>
+void read_fields(const FieldReader& r, S& out, const NumericField<S, T> (&fields)[N]) {
   for (const auto& f : fields)
     out.*f.member = f.fallback ? r.opt<T>(f.name, *f.fallback, f.min, f.max) : r.req<T>(f.name, f.min, f.max);
 }
+
+template <class S, class T, size_t N, class Json>
+void write_fields(const S& in, const NumericField<S, T> (&fields)[N], Json& j) {
+  for (const auto& f : fields) j[f.name] = in.*f.member;
+}
+
+using IntField = NumericField<ModelConfig, int64_t>;
+using NumField = NumericField<ModelConfig, double>;
+
+// In reading order; the checks between the groups (num_key_value_heads, an even qk_rope_head_dim) come where
+// their fields do, so the first problem of a config is the one reported.
+constexpr IntField kShapeFields[] = {
+    {"vocab_size", &ModelConfig::vocab_size, 1, kMaxVocab},
+    {"hidden_size", &ModelConfig::hidden_size, 1, kMaxHidden},
+    {"intermediate_size", &ModelConfig::intermediate_size, 1, kMaxIntermediate},
+    {"moe_intermediate_size", &ModelConfig::moe_intermediate_size, 1, kMaxIntermediate},
+    {"num_hidden_layers", &ModelConfig::num_hidden_layers, 1, kMaxLayers},
+    {"num_nextn_predict_layers", &ModelConfig::num_nextn_predict_layers, 0, kMaxNextnLayers, 0},
+    {"num_attention_heads", &ModelConfig::num_attention_heads, 1, kMaxHeads},
+};
+constexpr IntField kAttentionFields[] = {
+    {"q_lora_rank", &ModelConfig::q_lora_rank, 0, kMaxLoraRank, 0},  // written as null when 0 (HF's "none")
+    {"kv_lora_rank", &ModelConfig::kv_lora_rank, 1, kMaxLoraRank},
+    {"qk_nope_head_dim", &ModelConfig::qk_nope_head_dim, 1, kMaxHeadDim},
+    {"qk_rope_head_dim", &ModelConfig::qk_rope_head_dim, 2, kMaxHeadDim},
+};
+constexpr IntField kMoeFields[] = {
+    {"v_head_dim", &ModelConfig::v_head_dim, 1, kMaxHeadDim},
+    {"n_routed_experts", &ModelConfig::n_routed_experts, 1, kMaxExperts},
+    {"n_shared_experts", &ModelConfig::n_shared_experts, 0, kMaxSharedExperts, 0},
+    {"num_experts_per_tok", &ModelConfig::num_experts_per_tok, 1, kMaxExperts},
+    {"n_group", &ModelConfig::n_group, 1, kMaxExperts, 1},
+    {"topk_group", &ModelConfig::topk_group, 1, kMaxExperts, 1},
+};
+// first_k_dense_replace sits between these groups: its bound is num_hidden_layers.
+constexpr IntField kLayoutFields[] = {
+    {"moe_layer_freq", &ModelConfig::moe_layer_freq, 1, kMaxLayers, 1},
+    {"max_position_embeddings", &ModelConfig::max_position_embeddings, 1, kMaxPositions},
+};
+constexpr NumField kScaleFields[] = {
+    {"routed_scaling_factor", &ModelConfig::routed_scaling_factor, 1e-6, 1e6, 1.0},
+    {"rms_norm_eps", &ModelConfig::rms_norm_eps, 1e-30, 1.0, 1e-6},
+    {"rope_theta", &ModelConfig::rope_theta, 1.0, 1e12, 10000.0},
+};
+constexpr NumericField<RopeScaling, double> kYarnFields[] = {
+    {"factor", &RopeScaling::factor, 1.0, 1e6},
+    {"beta_fast", &RopeScaling::beta_fast, 1e-6, 1e6, 32},
+    {"beta_slow", &RopeScaling::beta_slow, 1e-6, 1e6, 1},
+    {"mscale", &RopeScaling::mscale, 0, 1e3, 1},
+    {"mscale_all_dim", &RopeScaling::mscale_all_dim, 0, 1e3, 0},
+};
 
 ModelArch parse_arch(const FieldReader& r, const json& root) {
   const json& archs = r.require("architectures");
@@ -184,13 +236,7 @@ void parse_rope_scaling(const FieldReader& r, ModelConfig& c) {
                         : "unsupported rope scaling type \"" + type + "\" (supported: yarn)");
   RopeScaling& s = c.rope_scaling;
   s.yarn = true;
-  read_fields<RopeScaling, double>(y, s, {
-      {"factor", &RopeScaling::factor, 1.0, 1e6},
-      {"beta_fast", &RopeScaling::beta_fast, 1e-6, 1e6, 32},
-      {"beta_slow", &RopeScaling::beta_slow, 1e-6, 1e6, 1},
-      {"mscale", &RopeScaling::mscale, 0, 1e3, 1},
-      {"mscale_all_dim", &RopeScaling::mscale_all_dim, 0, 1e3, 0},
-  });
+  read_fields(y, s, kYarnFields);
   s.original_max_position_embeddings = y.req<int64_t>("original_max_position_embeddings", 1, kMaxPositions);
   if (s.beta_fast < s.beta_slow) y.fail("beta_fast", "must be >= beta_slow");
 }
@@ -285,36 +331,15 @@ ModelConfig parse_model_config(std::string_view json_text, const std::string& pa
   if (r.opt_bool("attention_bias", false)) r.fail("attention_bias", "unsupported value true (MLA has no biases)");
   if (!r.opt_bool("rope_interleave", true)) r.fail("rope_interleave", "unsupported value false");
 
-  read_fields<ModelConfig, int64_t>(r, c, {
-      {"vocab_size", &ModelConfig::vocab_size, 1, kMaxVocab},
-      {"hidden_size", &ModelConfig::hidden_size, 1, kMaxHidden},
-      {"intermediate_size", &ModelConfig::intermediate_size, 1, kMaxIntermediate},
-      {"moe_intermediate_size", &ModelConfig::moe_intermediate_size, 1, kMaxIntermediate},
-      {"num_hidden_layers", &ModelConfig::num_hidden_layers, 1, kMaxLayers},
-      {"num_nextn_predict_layers", &ModelConfig::num_nextn_predict_layers, 0, kMaxNextnLayers, 0},
-      {"num_attention_heads", &ModelConfig::num_attention_heads, 1, kMaxHeads},
-  });
+  read_fields(r, c, kShapeFields);
   if (r.opt<int64_t>("num_key_value_heads", c.num_attention_heads, 1, kMaxHeads) != c.num_attention_heads)
     r.fail("num_key_value_heads", "must equal num_attention_heads (MLA)");
-  read_fields<ModelConfig, int64_t>(r, c, {
-      {"q_lora_rank", &ModelConfig::q_lora_rank, 0, kMaxLoraRank, 0},
-      {"kv_lora_rank", &ModelConfig::kv_lora_rank, 1, kMaxLoraRank},
-      {"qk_nope_head_dim", &ModelConfig::qk_nope_head_dim, 1, kMaxHeadDim},
-      {"qk_rope_head_dim", &ModelConfig::qk_rope_head_dim, 2, kMaxHeadDim},
-  });
+  read_fields(r, c, kAttentionFields);
   // RoPE rotates interleaved pairs (reference §1.4).
   if (c.qk_rope_head_dim % 2 != 0) r.fail("qk_rope_head_dim", "must be even (RoPE acts on pairs)");
-  read_fields<ModelConfig, int64_t>(r, c, {
-      {"v_head_dim", &ModelConfig::v_head_dim, 1, kMaxHeadDim},
-      {"n_routed_experts", &ModelConfig::n_routed_experts, 1, kMaxExperts},
-      {"n_shared_experts", &ModelConfig::n_shared_experts, 0, kMaxSharedExperts, 0},
-      {"num_experts_per_tok", &ModelConfig::num_experts_per_tok, 1, kMaxExperts},
-      {"n_group", &ModelConfig::n_group, 1, kMaxExperts, 1},
-      {"topk_group", &ModelConfig::topk_group, 1, kMaxExperts, 1},
-      {"first_k_dense_replace", &ModelConfig::first_k_dense_replace, 0, c.num_hidden_layers, 0},
-      {"moe_layer_freq", &ModelConfig::moe_layer_freq, 1, kMaxLayers, 1},
-      {"max_position_embeddings", &ModelConfig::max_position_embeddings, 1, kMaxPositions},
-  });
+  read_fields(r, c, kMoeFields);
+  c.first_k_dense_replace = r.opt<int64_t>("first_k_dense_replace", 0, 0, c.num_hidden_layers);
+  read_fields(r, c, kLayoutFields);
   parse_token_ids(r, root, c);
 
   // V2's HF defaults are softmax/greedy, V3's sigmoid/noaux_tc (configuration_deepseek.py).
@@ -323,11 +348,7 @@ ModelConfig parse_model_config(std::string_view json_text, const std::string& pa
   c.topk_method =
       r.opt_choice("topk_method", v3 ? "noaux_tc" : "greedy", {"noaux_tc", "greedy", "group_limited_greedy"});
   c.norm_topk_prob = r.opt_bool("norm_topk_prob", false);
-  read_fields<ModelConfig, double>(r, c, {
-      {"routed_scaling_factor", &ModelConfig::routed_scaling_factor, 1e-6, 1e6, 1.0},
-      {"rms_norm_eps", &ModelConfig::rms_norm_eps, 1e-30, 1.0, 1e-6},
-      {"rope_theta", &ModelConfig::rope_theta, 1.0, 1e12, 10000.0},
-  });
+  read_fields(r, c, kScaleFields);
   parse_rope_scaling(r, c);
   c.tie_word_embeddings = r.opt_bool("tie_word_embeddings", false);
   parse_quantization(r, c);
@@ -342,11 +363,16 @@ ModelConfig load_model_config(const std::string& model_dir) {
 }
 
 std::string model_config_to_json(const ModelConfig& c) {
-  using ojson = nlohmann::ordered_json;
+  // nlohmann::json keeps keys sorted: the order HF's save_pretrained writes them in.
   bool v3 = c.arch == ModelArch::DeepseekV3;
-  auto null_if = [](bool is_null, int64_t v) { return is_null ? ojson(nullptr) : ojson(v); };
-  ojson j;
-  j["architectures"] = ojson::array({std::string(model_arch_name(c.arch))});
+  auto null_if = [](bool is_null, int64_t v) { return is_null ? json(nullptr) : json(v); };
+  json j;
+  write_fields(c, kShapeFields, j);
+  write_fields(c, kAttentionFields, j);
+  write_fields(c, kMoeFields, j);
+  write_fields(c, kLayoutFields, j);
+  write_fields(c, kScaleFields, j);
+  j["architectures"] = json::array({std::string(model_arch_name(c.arch))});
   j["attention_bias"] = false;
   j["bos_token_id"] = null_if(c.bos_token_id < 0, c.bos_token_id);
   if (c.eos_token_ids.size() > 1)
@@ -355,58 +381,32 @@ std::string model_config_to_json(const ModelConfig& c) {
     j["eos_token_id"] = null_if(c.eos_token_id < 0, c.eos_token_id);
   j["first_k_dense_replace"] = c.first_k_dense_replace;
   j["hidden_act"] = "silu";
-  j["hidden_size"] = c.hidden_size;
-  j["intermediate_size"] = c.intermediate_size;
-  j["kv_lora_rank"] = c.kv_lora_rank;
-  j["max_position_embeddings"] = c.max_position_embeddings;
   j["model_type"] = v3 ? "deepseek_v3" : "deepseek_v2";
-  j["moe_intermediate_size"] = c.moe_intermediate_size;
-  j["moe_layer_freq"] = c.moe_layer_freq;
-  j["n_group"] = c.n_group;
-  j["n_routed_experts"] = c.n_routed_experts;
-  j["n_shared_experts"] = c.n_shared_experts;
   j["norm_topk_prob"] = c.norm_topk_prob;
-  j["num_attention_heads"] = c.num_attention_heads;
-  j["num_experts_per_tok"] = c.num_experts_per_tok;
-  j["num_hidden_layers"] = c.num_hidden_layers;
   j["num_key_value_heads"] = c.num_attention_heads;
-  j["num_nextn_predict_layers"] = c.num_nextn_predict_layers;
   j["q_lora_rank"] = null_if(c.q_lora_rank == 0, c.q_lora_rank);
-  j["qk_nope_head_dim"] = c.qk_nope_head_dim;
-  j["qk_rope_head_dim"] = c.qk_rope_head_dim;
   if (c.fp8) {
-    ojson q;
+    json q;
     q["activation_scheme"] = "dynamic";
     q["fmt"] = "e4m3";
     q["quant_method"] = "fp8";
     if (!c.fp8_scale_fmt.empty()) q["scale_fmt"] = c.fp8_scale_fmt;
-    q["weight_block_size"] = ojson::array({c.fp8_block_n, c.fp8_block_k});
+    q["weight_block_size"] = json::array({c.fp8_block_n, c.fp8_block_k});
     j["quantization_config"] = q;
   }
-  j["rms_norm_eps"] = c.rms_norm_eps;
   if (c.rope_scaling.yarn) {
-    const RopeScaling& s = c.rope_scaling;
-    ojson y;
-    y["beta_fast"] = s.beta_fast;
-    y["beta_slow"] = s.beta_slow;
-    y["factor"] = s.factor;
-    y["mscale"] = s.mscale;
-    y["mscale_all_dim"] = s.mscale_all_dim;
-    y["original_max_position_embeddings"] = s.original_max_position_embeddings;
+    json y;
+    write_fields(c.rope_scaling, kYarnFields, y);
+    y["original_max_position_embeddings"] = c.rope_scaling.original_max_position_embeddings;
     y["type"] = "yarn";
     j["rope_scaling"] = y;
   } else {
     j["rope_scaling"] = nullptr;
   }
-  j["rope_theta"] = c.rope_theta;
-  j["routed_scaling_factor"] = c.routed_scaling_factor;
   j["scoring_func"] = c.scoring_func;
   j["tie_word_embeddings"] = c.tie_word_embeddings;
-  j["topk_group"] = c.topk_group;
   j["topk_method"] = c.topk_method;
   if (!c.torch_dtype.empty()) j["torch_dtype"] = c.torch_dtype;
-  j["v_head_dim"] = c.v_head_dim;
-  j["vocab_size"] = c.vocab_size;
   return j.dump(2) + "\n";
 }
 
