@@ -36,7 +36,7 @@ std::string gigabytes(double bytes) {
 
 void run_inspect(const InspectArgs& args) {
   const ModelConfig c = load_model_config(args.dir);
-  const Checkpoint ckpt = Checkpoint::open(args.dir);
+  const Checkpoint ckpt = Checkpoint::open(args.dir, Checkpoint::Populate::Never);
   std::vector<StoredTensor> stored;
   for (const std::string& name : ckpt.names()) {
     const TensorInfo& info = ckpt.info(name);

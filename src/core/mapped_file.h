@@ -16,6 +16,11 @@ class MappedFile {
   MappedFile(const MappedFile&) = delete;
   MappedFile& operator=(const MappedFile&) = delete;
 
+  // Maps every page now (reading it from disk if needed) so that first use does not page-fault page by page: a
+  // model's first forward pass would otherwise take a fault per 4 KB of weights, and software prefetches of
+  // unmapped pages are dropped. Best effort: errors are ignored (the pages then fault in on use as before).
+  void populate() const;
+
   const std::string& path() const { return path_; }
   const uint8_t* data() const { return data_; }
   size_t size() const { return size_; }

@@ -45,6 +45,7 @@ constexpr int kTaskPanels = 4;
 constexpr int64_t kGemvTaskRows = 16;
 
 struct Isa {
+  void (*reduce_lanes)(const float*, int, float*);
   void (*gemv_rows)(const GemvArgs&);
   void (*block_update)(const BlockArgs&);
   void (*decode_block)(const DecodeArgs&);
@@ -54,11 +55,11 @@ Isa select_isa(IsaLevel level) {
   level = std::min(level, gemm_detail::hardware_isa_level());
   switch (level) {
     case IsaLevel::Avx512:
-      return {gemm_detail::gemv_rows_avx512, gemm_detail::block_update_avx512, gemm_detail::decode_block_avx512};
+      return {gemm_detail::reduce_lanes_avx512, gemm_detail::gemv_rows_avx512, gemm_detail::block_update_avx512, gemm_detail::decode_block_avx512};
     case IsaLevel::Avx2:
-      return {gemm_detail::gemv_rows_avx2, gemm_detail::block_update_avx2, gemm_detail::decode_block_avx2};
+      return {gemm_detail::reduce_lanes_avx2, gemm_detail::gemv_rows_avx2, gemm_detail::block_update_avx2, gemm_detail::decode_block_avx2};
     default:
-      return {gemm_detail::gemv_rows_scalar, gemm_detail::block_update_scalar, gemm_detail::decode_block_scalar};
+      return {gemm_detail::reduce_lanes_scalar, gemm_detail::gemv_rows_scalar, gemm_detail::block_update_scalar, gemm_detail::decode_block_scalar};
   }
 }
 
@@ -124,6 +125,13 @@ void run_gemv_task(const Task& t, const Isa& isa) {
   isa.gemv_rows(g);
 }
 
+void prefetch_panel(const WeightMatrix& w, int64_t row0, int64_t col0, int kn) {
+  const int64_t elem = w.dtype == DType::F8_E4M3 ? 1 : w.dtype == DType::BF16 ? 2 : 4;
+  const auto* base = static_cast<const char*>(w.data);
+  for (int64_t r = row0; r < std::min<int64_t>(row0 + kPanelRows, w.n); ++r)
+    for (int64_t b = 0; b < kn * elem; b += 64) __builtin_prefetch(base + (r * w.k + col0) * elem + b, 0, 3);
+}
+
 void run_gemm_task(const Task& t, const Isa& isa, AlignedFloats& wbuf_storage, AlignedFloats& lacc_storage) {
   const Problem& p = *t.problem;
   const WeightMatrix& w = *p.w;
@@ -139,6 +147,13 @@ void run_gemm_task(const Task& t, const Isa& isa, AlignedFloats& wbuf_storage, A
     const int kn = int(std::min<int64_t>(int64_t(n_blocks) * kBlockK, w.k - col0));
     for (int q = 0; q < t.n_panels; ++q) {
       const int64_t row0_w = (t.panel0 + q) * kPanelRows;
+      // The panel decoded next: its 16 rows are 16 separate streams, more than the hardware prefetcher follows, so
+      // ask for them while this panel computes.
+      if (q + 1 < t.n_panels)
+        prefetch_panel(w, (t.panel0 + q + 1) * kPanelRows, col0, kn);
+      else if (kb0 + kChunkBlocks < kb_count)
+        prefetch_panel(w, t.panel0 * kPanelRows, col0 + ldw,
+                       int(std::min<int64_t>(ldw, w.k - col0 - ldw)));
       DecodeArgs d;
       d.dtype = w.dtype;
       d.data = w.data;
@@ -149,7 +164,6 @@ void run_gemm_task(const Task& t, const Isa& isa, AlignedFloats& wbuf_storage, A
       d.kn = kn;
       d.ldw = ldw;
       d.wbuf = wbuf;
-      d.prefetch_cols = std::min<int64_t>(ldw, w.k - col0 - kn);
       isa.decode_block(d);
       for (int b = 0; b < n_blocks; ++b) w_scale[b] = gemm_detail::weight_block_scale(w, row0_w, kb0 + b, kb_count);
       BlockArgs g;
@@ -172,9 +186,10 @@ void run_gemm_task(const Task& t, const Isa& isa, AlignedFloats& wbuf_storage, A
     const int64_t row0_w = (t.panel0 + q) * kPanelRows;
     const int64_t w_rows = std::min<int64_t>(kPanelRows, w.n - row0_w);
     const float* lq = lacc + q * panel_lanes;
+    float sums[kPanelRows];
     for (int64_t r = 0; r < t.rows; ++r) {
-      float* crow = p.c + (t.row0 + r) * w.n + row0_w;
-      for (int64_t j = 0; j < w_rows; ++j) crow[j] = gemm_detail::sum_lanes(lq + (r * kPanelRows + j) * kLanes);
+      isa.reduce_lanes(lq + r * kPanelRows * kLanes, int(w_rows), sums);
+      std::copy_n(sums, w_rows, p.c + (t.row0 + r) * w.n + row0_w);
     }
   }
 }

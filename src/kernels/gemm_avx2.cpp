@@ -28,6 +28,22 @@ float sum_lanes16(__m256 lo, __m256 hi) {
   return _mm_cvtss_f32(_mm_add_ss(c, _mm_movehdup_ps(c)));
 }
 
+// The tree's levels after the first (+4, +2, +1) for 8 outputs at once: out lane m holds r[2m] for m < 4 and
+// r[2(m-4)+1] for m >= 4, so slot t must hold output (t % 2)·4 + t / 2.
+__attribute__((always_inline)) inline
+__m256 reduce8(const __m256* r) {
+  __m256 s[4], t[2];
+  for (int u = 0; u < 4; ++u)  // + l+4: 128-bit half h becomes output 2u+h's 4 partial lanes
+    s[u] = _mm256_add_ps(_mm256_permute2f128_ps(r[2 * u], r[2 * u + 1], 0x20),
+                         _mm256_permute2f128_ps(r[2 * u], r[2 * u + 1], 0x31));
+  for (int v = 0; v < 2; ++v)  // + l+2
+    t[v] = _mm256_add_ps(_mm256_shuffle_ps(s[2 * v], s[2 * v + 1], _MM_SHUFFLE(1, 0, 1, 0)),
+                         _mm256_shuffle_ps(s[2 * v], s[2 * v + 1], _MM_SHUFFLE(3, 2, 3, 2)));
+  // + l+1
+  return _mm256_add_ps(_mm256_shuffle_ps(t[0], t[1], _MM_SHUFFLE(2, 0, 2, 0)),
+                       _mm256_shuffle_ps(t[0], t[1], _MM_SHUFFLE(3, 1, 3, 1)));
+}
+
 // Valid-lane mask of the 8 k starting at `first` when `left` k remain (all ones if left ≥ 8).
 __attribute__((always_inline)) inline
 __m256i lane_mask(int left) {
@@ -190,6 +206,19 @@ void row_group(const BlockArgs& g, int64_t r) {
 
 }  // namespace
 
+void reduce_lanes_avx2(const float* lanes, int n, float* out) {
+  int j = 0;
+  for (; n - j >= 8; j += 8) {
+    __m256 r[8];
+    for (int t = 0; t < 8; ++t) {
+      const float* l = lanes + (j + (t % 2) * 4 + t / 2) * kLanes;
+      r[t] = _mm256_add_ps(_mm256_loadu_ps(l), _mm256_loadu_ps(l + 8));  // the tree's first level, (l, l+8)
+    }
+    _mm256_storeu_ps(out + j, reduce8(r));
+  }
+  for (; j < n; ++j) out[j] = sum_lanes16(_mm256_loadu_ps(lanes + j * kLanes), _mm256_loadu_ps(lanes + j * kLanes + 8));
+}
+
 void gemv_rows_avx2(const GemvArgs& g) {
   switch (g.m) {
     case 1: gemv_m<1>(g); break;
@@ -212,8 +241,6 @@ void decode_block_avx2(const DecodeArgs& d) {
     int c = 0;
     if (r < d.rows) {
       const uint8_t* src = static_cast<const uint8_t*>(d.data) + size_t((d.row0 + r) * d.k + d.col0) * elem;
-      for (size_t line = 0; line < size_t(d.prefetch_cols) * elem; line += 64)
-        _mm_prefetch(reinterpret_cast<const char*>(src + size_t(d.kn) * elem + line), _MM_HINT_T1);
       for (; c < d.kn; c += 16) {
         __m256 lo, hi;
         load_w16(d.dtype, src, c, d.kn - c, lo, hi);

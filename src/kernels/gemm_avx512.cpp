@@ -38,6 +38,25 @@ float sum_lanes16(__m512 v) {
   return _mm_cvtss_f32(_mm_add_ss(c, _mm_movehdup_ps(c)));
 }
 
+// The same tree for 16 outputs at once, as vertical adds of transposed halves: out lane 4q + r holds the tree
+// over acc[q + 4r], so slot t must hold output 4(t % 4) + t / 4.
+__attribute__((always_inline)) inline
+__m512 reduce16(const __m512* acc) {
+  __m512 b[8], c[4], d[2];
+  for (int u = 0; u < 8; ++u)  // lanes l + l+8: [A2u.lo256 | A2u+1.lo256] + [A2u.hi256 | A2u+1.hi256]
+    b[u] = _mm512_add_ps(_mm512_shuffle_f32x4(acc[2 * u], acc[2 * u + 1], _MM_SHUFFLE(1, 0, 1, 0)),
+                         _mm512_shuffle_f32x4(acc[2 * u], acc[2 * u + 1], _MM_SHUFFLE(3, 2, 3, 2)));
+  for (int v = 0; v < 4; ++v)  // + l+4: each 128-bit quarter becomes one output's 4 partial lanes
+    c[v] = _mm512_add_ps(_mm512_shuffle_f32x4(b[2 * v], b[2 * v + 1], _MM_SHUFFLE(2, 0, 2, 0)),
+                         _mm512_shuffle_f32x4(b[2 * v], b[2 * v + 1], _MM_SHUFFLE(3, 1, 3, 1)));
+  for (int w = 0; w < 2; ++w)  // + l+2
+    d[w] = _mm512_add_ps(_mm512_shuffle_ps(c[2 * w], c[2 * w + 1], _MM_SHUFFLE(1, 0, 1, 0)),
+                         _mm512_shuffle_ps(c[2 * w], c[2 * w + 1], _MM_SHUFFLE(3, 2, 3, 2)));
+  // + l+1
+  return _mm512_add_ps(_mm512_shuffle_ps(d[0], d[1], _MM_SHUFFLE(2, 0, 2, 0)),
+                       _mm512_shuffle_ps(d[0], d[1], _MM_SHUFFLE(3, 1, 3, 1)));
+}
+
 // Loads W values [k, k + 16·kSteps) of one row as kSteps vectors; `mask` selects valid k of a partial step (only
 // used by the partial path, where kSteps is 1).
 template <DType D>
@@ -211,6 +230,16 @@ void row_group(const BlockArgs& g, int64_t r) {
 
 }  // namespace
 
+void reduce_lanes_avx512(const float* lanes, int n, float* out) {
+  if (n == 16) {
+    __m512 acc[16];
+    for (int t = 0; t < 16; ++t) acc[t] = _mm512_loadu_ps(lanes + (4 * (t % 4) + t / 4) * kLanes);
+    _mm512_storeu_ps(out, reduce16(acc));
+    return;
+  }
+  for (int j = 0; j < n; ++j) out[j] = sum_lanes16(_mm512_loadu_ps(lanes + j * kLanes));
+}
+
 void gemv_rows_avx512(const GemvArgs& g) {
   switch (g.w->dtype) {
     case DType::F8_E4M3: gemv_m<DType::F8_E4M3>(g); break;
@@ -236,14 +265,19 @@ void decode_block_avx512(const DecodeArgs& d) {
     int c = 0;
     if (r < d.rows) {
       const uint8_t* src = static_cast<const uint8_t*>(d.data) + size_t((d.row0 + r) * d.k + d.col0) * elem;
-      for (size_t line = 0; line < size_t(d.prefetch_cols) * elem; line += 64)
-        _mm_prefetch(reinterpret_cast<const char*>(src + size_t(d.kn) * elem + line), _MM_HINT_T1);
+      if (d.dtype == DType::F8_E4M3)  // whole 32-code steps first (masked byte loads are slow on some CPUs)
+        for (; d.kn - c >= 32; c += 32) {
+          const __m512i h = e4m3_to_f16_bits(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(src + c)));
+          _mm512_storeu_ps(out + c, _mm512_cvtph_ps(_mm512_castsi512_si256(h)));
+          _mm512_storeu_ps(out + c + 16, _mm512_cvtph_ps(_mm512_extracti64x4_epi64(h, 1)));
+        }
       for (; c < d.kn; c += 16) {
         const int left = d.kn - c;
         const __mmask16 mask = left >= 16 ? __mmask16(0xFFFF) : __mmask16((1u << left) - 1);
         __m512 v;
         if (d.dtype == DType::F8_E4M3) {
-          const __m128i b = _mm_maskz_loadu_epi8(mask, src + c);
+          const __m128i b = left >= 16 ? _mm_loadu_si128(reinterpret_cast<const __m128i*>(src + c))
+                                       : _mm_maskz_loadu_epi8(mask, src + c);
           v = _mm512_cvtph_ps(_mm512_castsi512_si256(e4m3_to_f16_bits(_mm256_castsi128_si256(b))));
         } else if (d.dtype == DType::BF16) {
           v = WRow<DType::BF16>::widen(_mm256_maskz_loadu_epi16(mask, src + 2 * c));

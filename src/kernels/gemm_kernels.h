@@ -62,8 +62,12 @@ struct DecodeArgs {
   int kn = 0;                  // valid columns from col0; wbuf columns [kn, ldw) are zeroed
   int64_t ldw = 0;
   float* wbuf = nullptr;
-  int64_t prefetch_cols = 0;   // also prefetch the rows' next columns [col0 + kn, + prefetch_cols) into cache
 };
+
+// out[j] = the final lane tree of gemm.h over lanes[16·j, 16·j + 16), j < n ≤ 16.
+void reduce_lanes_scalar(const float* lanes, int n, float* out);
+void reduce_lanes_avx2(const float* lanes, int n, float* out);
+void reduce_lanes_avx512(const float* lanes, int n, float* out);
 
 void gemv_rows_scalar(const GemvArgs& args);
 void block_update_scalar(const BlockArgs& args);

@@ -31,6 +31,10 @@ void block_partials(const float* a, const float* w, int kn, float* p) {
 
 }  // namespace
 
+void reduce_lanes_scalar(const float* lanes, int n, float* out) {
+  for (int j = 0; j < n; ++j) out[j] = sum_lanes(lanes + j * kLanes);
+}
+
 void gemv_rows_scalar(const GemvArgs& g) {
   const WeightMatrix& w = *g.w;
   const int64_t kb_count = quant_blocks(w.k);

@@ -1,6 +1,7 @@
 #include "model/safetensors.h"
 
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <cstdlib>
@@ -255,6 +256,9 @@ SafetensorsHeader parse_safetensors_header(const uint8_t* bytes, uint64_t file_s
   return h;
 }
 
+void SafetensorsFile::populate() const { file_->populate(); }
+uint64_t SafetensorsFile::file_size() const { return file_->size(); }
+
 std::shared_ptr<SafetensorsFile> SafetensorsFile::open(const std::string& path) {
   auto f = std::shared_ptr<SafetensorsFile>(new SafetensorsFile());
   f->file_ = MappedFile::open(path);
@@ -307,7 +311,26 @@ bool is_plain_file_name(const std::string& s) {
 
 }  // namespace
 
-Checkpoint Checkpoint::open(const std::string& dir) {
+namespace {
+
+void populate_if_fits(const Checkpoint& c, Checkpoint::Populate populate) {
+  if (populate == Checkpoint::Populate::Never) return;
+  uint64_t bytes = 0;
+  for (const auto& f : c.files()) bytes += f->file_size();
+  const long pages = ::sysconf(_SC_PHYS_PAGES), page = ::sysconf(_SC_PAGESIZE);
+  if (pages <= 0 || page <= 0 || bytes > uint64_t(pages) / 4 * 3 * uint64_t(page)) return;
+  for (const auto& f : c.files()) f->populate();
+}
+
+}  // namespace
+
+Checkpoint Checkpoint::open(const std::string& dir, Populate populate) {
+  Checkpoint c = open_unpopulated(dir);
+  populate_if_fits(c, populate);
+  return c;
+}
+
+Checkpoint Checkpoint::open_unpopulated(const std::string& dir) {
   Checkpoint c;
   c.dir_ = dir;
   const std::string single = dir + "/model.safetensors";

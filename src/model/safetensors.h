@@ -50,6 +50,8 @@ class SafetensorsFile {
  public:
   // Maps and validates `path`.
   static std::shared_ptr<SafetensorsFile> open(const std::string& path);
+  void populate() const;  // MappedFile::populate
+  uint64_t file_size() const;
 
   const std::string& path() const;
   const std::vector<TensorInfo>& tensors() const { return header_.tensors; }
@@ -77,7 +79,11 @@ class SafetensorsFile {
 // or in a shard but missing from weight_map, is an error.
 class Checkpoint {
  public:
-  static Checkpoint open(const std::string& dir);
+  // IfFitsInMemory (for running a model): when all shards together take at most 3/4 of physical memory, their pages
+  // are mapped at open (MappedFile::populate), so the first forward pass does not fault page by page. Never: header
+  // readers such as inspect.
+  enum class Populate { IfFitsInMemory, Never };
+  static Checkpoint open(const std::string& dir, Populate populate = Populate::IfFitsInMemory);
 
   const std::string& dir() const { return dir_; }
   bool contains(std::string_view name) const;
@@ -92,6 +98,7 @@ class Checkpoint {
   const std::string& file_of(std::string_view name) const;
 
  private:
+  static Checkpoint open_unpopulated(const std::string& dir);
   struct Entry {
     size_t file;
     const TensorInfo* info;
