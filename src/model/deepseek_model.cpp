@@ -72,7 +72,9 @@ struct DeepseekModel::Impl {
   // This forward call's counts: one record per micro-batch dispatch, summed into `stats` as one batch at the end
   // so that the window counts forward calls whatever the micro-batching.
   std::unique_ptr<ExpertLoadStats> call_stats;
-  std::vector<ExpertSlotStorage> moved_experts;  // per MoE layer, once a rebalance moved its experts
+  // [MoE layer][local slot]: the owned bytes of a slot received from another rank in a rebalance; null while the
+  // slot points into the checkpoint's mmap. Shared, since a later rebalance may keep a slot in place.
+  std::vector<std::vector<std::shared_ptr<ExpertSlotStorage>>> slot_storage;
   TraceRecorder* trace = nullptr;
   int64_t forward_calls = 0;  // for options.rebalance_every
   ForwardContext ctx;
@@ -330,7 +332,8 @@ std::unique_ptr<DeepseekModel> DeepseekModel::load(const std::string& dir, const
     m->stats = std::make_unique<ExpertLoadStats>(n_moe, int(c.n_routed_experts), options.load_window);
     m->call_stats = std::make_unique<ExpertLoadStats>(n_moe, int(c.n_routed_experts), 2);
   }
-  m->moved_experts.resize(size_t(n_moe));
+  m->slot_storage.resize(size_t(n_moe));
+  for (auto& v : m->slot_storage) v.resize(size_t(m->placement.slots_per_rank()));
 
   m->embed = bind_tensor(m->ckpt, "model.embed_tokens.weight", c.vocab_size, c.hidden_size);
   for (int64_t l = 0; l < c.num_hidden_layers; ++l) {
@@ -365,6 +368,16 @@ const ExpertLoadStats& DeepseekModel::load_stats() const {
   return *impl_->stats;
 }
 
+uint64_t DeepseekModel::moved_expert_bytes() const {
+  uint64_t total = 0;
+  for (const auto& layer : impl_->slot_storage) {
+    std::unordered_set<const ExpertSlotStorage*> seen;  // a slot kept in place twice (replicas) counts once
+    for (const auto& s : layer)
+      if (s && seen.insert(s.get()).second) total += uint64_t(s->bytes());
+  }
+  return total;
+}
+
 void DeepseekModel::rebalance() {
   Impl& m = *impl_;
   if (!m.stats) return;  // no MoE layers
@@ -384,23 +397,47 @@ void DeepseekModel::apply_placement(const ExpertPlacement& next) {
                 std::to_string(next.n_logical()) + " experts and " + std::to_string(next.n_ranks()) +
                 " ranks; the model needs " + std::to_string(m.placement.n_layers()) + ", " +
                 std::to_string(m.placement.n_logical()) + " and " + std::to_string(m.comm->size()));
+  TraceRecorder::Scope span(m.trace, "expert migration", TraceLane::Comm, 0);
   const std::vector<LayerWeights*> blocks = m.moe_blocks();
+  // Every layer's layout first: a checkpoint that cannot be moved fails on every rank before anything moves.
+  std::vector<ExpertSlotLayout> layouts;
+  for (int pl = 0; pl < next.n_layers(); ++pl)
+    layouts.push_back(ExpertSlotLayout::of_layer(m.ckpt, c, blocks[size_t(pl)]->index));
   for (int pl = 0; pl < next.n_layers(); ++pl) {
     MoeWeights& w = blocks[size_t(pl)]->moe_weights;
-    const ExpertSlotLayout layout = ExpertSlotLayout::of_layer(m.ckpt, c, blocks[size_t(pl)]->index);
+    const ExpertSlotLayout& layout = layouts[size_t(pl)];
     const int64_t bytes = layout.bytes_per_slot();
-    const int old_slots = m.placement.slots_per_rank(), new_slots = next.slots_per_rank();
-    // Pack the current slots (from the mmap or an earlier move), move blobs, then rebind: the old storage is
-    // released only after every slot points at the new one.
-    std::vector<uint8_t> packed(static_cast<size_t>(bytes * old_slots));
-    for (int s = 0; s < old_slots; ++s) layout.pack(w, s, packed.data() + int64_t(s) * bytes);
-    ExpertSlotStorage storage(bytes * new_slots);
-    migrate_expert_slots(*m.comm, m.placement, next, pl, bytes, packed.data(), storage.data());
-    w.expert_gate.resize(size_t(new_slots));
-    w.expert_up.resize(size_t(new_slots));
-    w.expert_down.resize(size_t(new_slots));
-    for (int s = 0; s < new_slots; ++s) layout.bind(storage.data() + int64_t(s) * bytes, w, s);
-    m.moved_experts[size_t(pl)] = std::move(storage);
+    const int new_slots = next.slots_per_rank(), me = m.comm->rank();
+    // Slots this rank sources itself keep their weights in place (mmap or earlier storage); the others get their
+    // own storage, filled by the exchange. The old bindings stay valid until the swap below.
+    const std::vector<SlotSource> plan = plan_slot_sources(m.placement, next, pl, me);
+    MoeWeights moved;
+    moved.expert_gate.resize(size_t(new_slots));
+    moved.expert_up.resize(size_t(new_slots));
+    moved.expert_down.resize(size_t(new_slots));
+    std::vector<std::shared_ptr<ExpertSlotStorage>> storage(static_cast<size_t>(new_slots));
+    std::vector<void*> destination(static_cast<size_t>(new_slots), nullptr);
+    for (int s = 0; s < new_slots; ++s) {
+      const SlotSource& src = plan[size_t(s)];
+      if (src.rank == me) {
+        moved.expert_gate[size_t(s)] = w.expert_gate[size_t(src.local_slot)];
+        moved.expert_up[size_t(s)] = w.expert_up[size_t(src.local_slot)];
+        moved.expert_down[size_t(s)] = w.expert_down[size_t(src.local_slot)];
+        storage[size_t(s)] = m.slot_storage[size_t(pl)][size_t(src.local_slot)];
+      } else {
+        storage[size_t(s)] = std::make_shared<ExpertSlotStorage>(bytes);
+        destination[size_t(s)] = storage[size_t(s)]->data();
+      }
+    }
+    migrate_expert_slots(
+        *m.comm, m.placement, next, pl, bytes,
+        [&](int slot, void* blob) { layout.pack(w, slot, static_cast<uint8_t*>(blob)); }, destination);
+    for (int s = 0; s < new_slots; ++s)
+      if (destination[size_t(s)]) layout.bind(storage[size_t(s)]->data(), moved, s);
+    w.expert_gate = std::move(moved.expert_gate);
+    w.expert_up = std::move(moved.expert_up);
+    w.expert_down = std::move(moved.expert_down);
+    m.slot_storage[size_t(pl)] = std::move(storage);
   }
   m.placement = next;
 }

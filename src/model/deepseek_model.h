@@ -110,6 +110,9 @@ class DeepseekModel {
   // may change), moving expert weights between ranks (parallel/expert_migration.h). Every rank must pass the
   // same placement.
   void apply_placement(const ExpertPlacement& placement);
+  // Bytes of routed-expert weights this rank holds outside the checkpoint's mmap: the slots that rebalances
+  // brought from other ranks (0 until then, and for slots a rank keeps).
+  uint64_t moved_expert_bytes() const;
   // Records compute and communication spans of the following forward calls (nullptr stops); the recorder must
   // outlive its use.
   void set_trace(TraceRecorder* trace);

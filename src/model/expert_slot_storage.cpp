@@ -32,6 +32,15 @@ ExpertSlotLayout ExpertSlotLayout::of_layer(const Checkpoint& ckpt, const ModelC
   for (int i = 0; i < 3; ++i) {
     Part& p = L.parts_[size_t(i)];
     p.dtype = ckpt.dtype_of(L.layer_name_ + ".0." + names[i] + ".weight");
+    // Checked for every expert from the header alone, so all ranks reach the same verdict before any exchange.
+    for (int64_t e = 1; e < c.n_routed_experts; ++e) {
+      const std::string name = L.layer_name_ + "." + std::to_string(e) + "." + names[i] + ".weight";
+      if (ckpt.dtype_of(name) != p.dtype)
+        throw Error(name + " has dtype " + std::string(dtype_name(ckpt.dtype_of(name))) + " while expert 0 has " +
+                        std::string(dtype_name(p.dtype)) + "; moving experts between ranks needs one dtype per "
+                        "projection",
+                    {ckpt.file_of(name), name, ""});
+    }
     p.n = shapes[i][0];
     p.k = shapes[i][1];
     p.data_offset = off;

@@ -1,7 +1,8 @@
 // Routed-expert weights of a rank's local slots as one fixed-size byte blob per slot (issue 6, live rebalance):
 // the unit that parallel/expert_migration moves between ranks when a new expert placement is applied. Until the
 // first rebalance a rank's experts point into the checkpoint's mmap (replicas of one expert share the same
-// mapped bytes); afterwards they point into an ExpertSlotStorage holding exactly the new local slots.
+// mapped bytes); a rebalance keeps every slot this rank sources itself where it is (mmap or earlier storage) and
+// gives each slot received from another rank an ExpertSlotStorage of its own.
 //
 // Blob layout (every section 64-byte aligned): gate_proj weight, its weight_scale_inv (FP8 only), up_proj weight,
 // its scales, down_proj weight, its scales — byte copies, so a moved expert computes bitwise as before.
@@ -24,7 +25,8 @@ class Checkpoint;
 class ExpertSlotLayout {
  public:
   // The layout of `layer`'s routed experts, with each projection's dtype taken from the checkpoint's expert 0
-  // (every rank computes the same layout without communication).
+  // (every rank computes the same layout without communication). Throws Error when some expert's projection has
+  // another dtype (checked from the header on every rank alike).
   static ExpertSlotLayout of_layer(const Checkpoint& ckpt, const ModelConfig& cfg, int64_t layer);
 
   int64_t bytes_per_slot() const { return bytes_per_slot_; }

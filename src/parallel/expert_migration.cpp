@@ -38,7 +38,8 @@ std::vector<SlotSource> plan_slot_sources(const ExpertPlacement& old_p, const Ex
 }
 
 void migrate_expert_slots(Communicator& comm, const ExpertPlacement& old_p, const ExpertPlacement& new_p, int layer,
-                          int64_t bytes_per_slot, const void* old_slots, void* new_slots) {
+                          int64_t bytes_per_slot, const std::function<void(int, void*)>& pack_old,
+                          std::span<void* const> new_slots) {
   if (old_p.n_logical() != new_p.n_logical() || old_p.n_ranks() != new_p.n_ranks() ||
       old_p.n_ranks() != comm.size())
     throw Error("expert migration: the old placement (" + std::to_string(old_p.n_logical()) + " experts, " +
@@ -46,9 +47,10 @@ void migrate_expert_slots(Communicator& comm, const ExpertPlacement& old_p, cons
                 " experts, " + std::to_string(new_p.n_ranks()) + " ranks) do not fit a job of " +
                 std::to_string(comm.size()) + " ranks");
   if (bytes_per_slot <= 0) throw Error("expert migration: bytes_per_slot must be positive");
+  if (int64_t(new_slots.size()) != new_p.slots_per_rank())
+    throw Error("expert migration: " + std::to_string(new_slots.size()) + " destination slots for a placement of " +
+                std::to_string(new_p.slots_per_rank()) + " slots per rank");
   const int R = comm.size(), me = comm.rank();
-  const char* src = static_cast<const char*>(old_slots);
-  char* dst = static_cast<char*>(new_slots);
   // Plans of every rank (cheap: slots_per_rank entries each), so each rank knows what it must send.
   std::vector<std::vector<SlotSource>> plans(static_cast<size_t>(R));
   for (int r = 0; r < R; ++r) plans[size_t(r)] = plan_slot_sources(old_p, new_p, layer, r);
@@ -73,18 +75,37 @@ void migrate_expert_slots(Communicator& comm, const ExpertPlacement& old_p, cons
   std::vector<char> send(static_cast<size_t>(send_total)), recv(static_cast<size_t>(recv_total));
   for (int r = 0; r < R; ++r)
     for (size_t i = 0; i < send_slots[size_t(r)].size(); ++i)
-      std::memcpy(send.data() + send_offsets[size_t(r)] + int64_t(i) * bytes_per_slot,
-                  src + int64_t(send_slots[size_t(r)][i]) * bytes_per_slot, size_t(bytes_per_slot));
+      pack_old(send_slots[size_t(r)][i], send.data() + send_offsets[size_t(r)] + int64_t(i) * bytes_per_slot);
   comm.all_to_all_v(send.data(), send_bytes, send_offsets, recv.data(), recv_bytes, recv_offsets)->wait();
   // Blobs from rank r arrive in the order of this rank's new slots that take from r.
   std::vector<int64_t> taken(static_cast<size_t>(R), 0);
   const auto& mine = plans[size_t(me)];
   for (size_t s = 0; s < mine.size(); ++s) {
-    const char* from = mine[s].rank == me
-                           ? src + int64_t(mine[s].local_slot) * bytes_per_slot
-                           : recv.data() + recv_offsets[size_t(mine[s].rank)] + taken[size_t(mine[s].rank)]++ * bytes_per_slot;
-    std::memcpy(dst + int64_t(s) * bytes_per_slot, from, size_t(bytes_per_slot));
+    if (mine[s].rank == me) continue;
+    const int r = mine[s].rank;
+    if (!new_slots[s]) throw Error("expert migration: no destination for new slot " + std::to_string(s));
+    std::memcpy(new_slots[s], recv.data() + recv_offsets[size_t(r)] + taken[size_t(r)]++ * bytes_per_slot,
+                size_t(bytes_per_slot));
   }
+}
+
+void migrate_expert_slots(Communicator& comm, const ExpertPlacement& old_p, const ExpertPlacement& new_p, int layer,
+                          int64_t bytes_per_slot, const void* old_slots, void* new_slots) {
+  if (bytes_per_slot <= 0) throw Error("expert migration: bytes_per_slot must be positive");
+  const char* src = static_cast<const char*>(old_slots);
+  char* dst = static_cast<char*>(new_slots);
+  std::vector<void*> slots;
+  for (int s = 0; s < new_p.slots_per_rank(); ++s) slots.push_back(dst + int64_t(s) * bytes_per_slot);
+  migrate_expert_slots(
+      comm, old_p, new_p, layer, bytes_per_slot,
+      [&](int slot, void* blob) { std::memcpy(blob, src + int64_t(slot) * bytes_per_slot, size_t(bytes_per_slot)); },
+      slots);
+  // New slots that this rank sources itself: a local copy.
+  const auto mine = plan_slot_sources(old_p, new_p, layer, comm.rank());
+  for (size_t s = 0; s < mine.size(); ++s)
+    if (mine[s].rank == comm.rank())
+      std::memcpy(dst + int64_t(s) * bytes_per_slot, src + int64_t(mine[s].local_slot) * bytes_per_slot,
+                  size_t(bytes_per_slot));
 }
 
 }  // namespace deepmoe

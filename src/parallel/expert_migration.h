@@ -7,6 +7,8 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
+#include <span>
 #include <vector>
 
 #include "parallel/communicator.h"
@@ -36,5 +38,14 @@ std::vector<SlotSource> plan_slot_sources(const ExpertPlacement& old_placement, 
 void migrate_expert_slots(Communicator& comm, const ExpertPlacement& old_placement,
                           const ExpertPlacement& new_placement, int layer, int64_t bytes_per_slot,
                           const void* old_slots, void* new_slots);
+
+// Collective, per-slot form that copies only what crosses ranks: pack_old(s, blob) writes old local slot s into
+// blob[bytes_per_slot] and is called only for slots some other rank takes; new_slots[s] (new_placement
+// .slots_per_rank() entries) receives new local slot s when it comes from another rank. New slots whose source
+// (plan_slot_sources) is this rank are not touched: the caller reuses its own old slot in place.
+void migrate_expert_slots(Communicator& comm, const ExpertPlacement& old_placement,
+                          const ExpertPlacement& new_placement, int layer, int64_t bytes_per_slot,
+                          const std::function<void(int old_local_slot, void* blob)>& pack_old,
+                          std::span<void* const> new_slots);
 
 }  // namespace deepmoe

@@ -111,6 +111,26 @@ TEST(ModelExpertParallel, TwoMicroBatchesAreBitwiseTheSingleBatch) {
   for (size_t i = 0; i < runs[0].size(); ++i) EXPECT_TRUE(bitwise_equal(runs[0][i], runs[1][i])) << "call " << i;
 }
 
+// The MTP module's MoE block goes through the same micro-batch schedule.
+TEST(ModelExpertParallel, MtpWithTwoMicroBatchesIsBitwiseTheSingleBatch) {
+  std::vector<Floats> runs;
+  for (int micro_batches : {1, 2}) {
+    auto model = DeepseekModel::load(tiny_model_dir(), options(0, micro_batches));
+    ASSERT_TRUE(model->has_mtp());
+    auto s = model->create_sequence();
+    const std::vector<int32_t>& t = kSeqs[2];
+    Tensor hidden;
+    model->forward({SequenceInput::all(s.get(), t)}, &hidden);  // [7, hidden]
+    const int64_t n = int64_t(t.size()) - 1;
+    Tensor h = Tensor::zeros(DType::F32, {n, hidden.dim(1)});
+    std::copy_n(hidden.data<float>(), h.numel(), h.data<float>());
+    MtpInput in{s.get(), h, {t.begin() + 1, t.end()}, {}};
+    for (int64_t i = 0; i < n; ++i) in.logit_indices.push_back(i);
+    runs.push_back(to_vector(model->forward_mtp({in})));
+  }
+  EXPECT_TRUE(bitwise_equal(runs[0], runs[1]));
+}
+
 // Dispatch records the GLOBAL tokens per logical expert, so every rank holds the statistics that one rank running
 // all the sequences in one batch records, whatever the placement or micro-batching.
 TEST(ModelExpertParallel, LoadStatisticsAreGlobalAndIdenticalOnEveryRank) {
@@ -180,12 +200,23 @@ TEST(ModelExpertParallel, RequestDecodedAcrossARebalanceKeepsItsLogits) {
         for (int step = 0; step < kStepsBefore; ++step)
           out.push_back(to_vector(model->forward({SequenceInput::last(s.get(), {decode_token(r, step)})})));
         const ExpertPlacement before = model->placement();
+        EXPECT_EQ(model->moved_expert_bytes(), 0u);
         model->rebalance();
         const ExpertPlacement& after = model->placement();
         EXPECT_EQ(after.n_physical(), 16 + redundant);
-        for (int l = 0; l < after.n_layers(); ++l)
-          for (int slot = 0; slot < after.slots_per_rank(); ++slot)
+        // Owned copies only for slots whose expert this rank did not host before (they came from another rank).
+        int received = 0;
+        for (int l = 0; l < after.n_layers(); ++l) {
+          for (int slot = 0; slot < after.slots_per_rank(); ++slot) {
             moved_slots[size_t(r)] += after.logical_of_local(l, r, slot) != before.logical_of_local(l, r, slot);
+            bool hosted = false;
+            for (int old = 0; old < before.slots_per_rank(); ++old)
+              hosted |= before.logical_of_local(l, r, old) == after.logical_of_local(l, r, slot);
+            received += !hosted;
+          }
+        }
+        if (ranks == 1) EXPECT_EQ(received, 0);
+        EXPECT_EQ(model->moved_expert_bytes() > 0, received > 0) << "rank " << r << ": " << received << " received";
         for (int step = kStepsBefore; step < kStepsBefore + kStepsAfter; ++step)
           out.push_back(to_vector(model->forward({SequenceInput::last(s.get(), {decode_token(r, step)})})));
       });

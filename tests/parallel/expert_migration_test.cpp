@@ -42,6 +42,37 @@ TEST(ExpertMigration, EverySlotReceivesItsExpertsWeights) {
   }
 }
 
+// The per-slot form packs only slots that leave their rank and writes only slots that arrive from another rank.
+TEST(ExpertMigration, PerSlotFormCopiesOnlyWhatCrossesRanks) {
+  // Rank 0 hosts 0,1 → 1,2 (keeps 1, receives 2); rank 1 hosts 2,3 → 3,0 (keeps 3, receives 0).
+  auto old_p = ExpertPlacement::from_phy2log({{0, 1, 2, 3}}, 4, 2);
+  auto new_p = ExpertPlacement::from_phy2log({{1, 2, 3, 0}}, 4, 2);
+  std::vector<std::vector<int>> packed(2);
+  std::vector<std::vector<char>> received(2);
+  run_thread_ranks(2, [&](Communicator& comm) {
+    const int r = comm.rank();
+    std::vector<char> arrived(size_t(kBlob), 0);
+    std::vector<void*> dest = {nullptr, nullptr};
+    const int arriving_slot = 1;  // on both ranks, new local slot 1 comes from the other rank
+    dest[size_t(arriving_slot)] = arrived.data();
+    migrate_expert_slots(
+        comm, old_p, new_p, 0, kBlob,
+        [&](int slot, void* blob) {
+          packed[size_t(r)].push_back(slot);
+          for (int64_t i = 0; i < kBlob; ++i)
+            static_cast<char*>(blob)[i] = blob_byte(old_p.logical_of_local(0, r, slot), i);
+        },
+        dest);
+    received[size_t(r)] = arrived;
+  });
+  EXPECT_EQ(packed[0], std::vector<int>{0});  // expert 0 leaves rank 0
+  EXPECT_EQ(packed[1], std::vector<int>{0});  // expert 2 leaves rank 1
+  for (int64_t i = 0; i < kBlob; ++i) {
+    EXPECT_EQ(received[0][size_t(i)], blob_byte(2, i));
+    EXPECT_EQ(received[1][size_t(i)], blob_byte(0, i));
+  }
+}
+
 TEST(ExpertMigration, SourcesPreferTheRankItself) {
   auto old_p = ExpertPlacement::from_phy2log({{0, 1, 2, 3}}, 4, 2);
   auto new_p = ExpertPlacement::from_phy2log({{1, 0, 3, 2}}, 4, 2);
