@@ -220,11 +220,20 @@ void reduce_lanes_avx2(const float* lanes, int n, float* out) {
 }
 
 void gemv_rows_avx2(const GemvArgs& g) {
-  switch (g.m) {
-    case 1: gemv_m<1>(g); break;
-    case 2: gemv_m<2>(g); break;
-    case 3: gemv_m<3>(g); break;
-    default: gemv_m<4>(g); break;
+  // Passes of up to 4 A rows over the same W rows (16 registers hold the partials of 4 rows).
+  const int64_t kb_count = (g.w->k + kBlockK - 1) / kBlockK;
+  for (int64_t i0 = 0; i0 < g.m; i0 += 4) {
+    GemvArgs part = g;
+    part.m = g.m - i0 < 4 ? g.m - i0 : 4;
+    part.a = g.a + i0 * g.w->k;
+    part.a_scale = g.a_scale ? g.a_scale + i0 * kb_count : nullptr;
+    part.c = g.c + i0 * g.w->n;
+    switch (part.m) {
+      case 1: gemv_m<1>(part); break;
+      case 2: gemv_m<2>(part); break;
+      case 3: gemv_m<3>(part); break;
+      default: gemv_m<4>(part); break;
+    }
   }
 }
 

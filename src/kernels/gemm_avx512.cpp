@@ -158,7 +158,7 @@ void gemv_group(const GemvArgs& g, int64_t row) {
 
 template <DType D, int M>
 void gemv_dtype(const GemvArgs& g) {
-  constexpr int R = M <= 2 ? 4 : 2;  // M·R partial + M·R promoted accumulators within the 32 registers
+  constexpr int R = M <= 2 ? 4 : M <= 4 ? 2 : 1;  // M·R partial + M·R promoted accumulators within 32 registers
   int64_t j = 0;
   for (; g.rows - j >= R; j += R) gemv_group<D, M, R>(g, g.row0 + j);
   for (; j < g.rows; ++j) gemv_group<D, M, 1>(g, g.row0 + j);
@@ -170,7 +170,25 @@ void gemv_m(const GemvArgs& g) {
     case 1: gemv_dtype<D, 1>(g); break;
     case 2: gemv_dtype<D, 2>(g); break;
     case 3: gemv_dtype<D, 3>(g); break;
-    default: gemv_dtype<D, 4>(g); break;
+    case 4: gemv_dtype<D, 4>(g); break;
+    case 5: gemv_dtype<D, 5>(g); break;
+    case 6: gemv_dtype<D, 6>(g); break;
+    case 7: gemv_dtype<D, 7>(g); break;
+    default: gemv_dtype<D, 8>(g); break;
+  }
+}
+
+// More than 8 A rows: passes of 8 over the same W rows (the second pass finds them in cache).
+template <DType D>
+void gemv_passes(const GemvArgs& g) {
+  const int64_t kb_count = (g.w->k + kBlockK - 1) / kBlockK;
+  for (int64_t i0 = 0; i0 < g.m; i0 += 8) {
+    GemvArgs part = g;
+    part.m = g.m - i0 < 8 ? g.m - i0 : 8;
+    part.a = g.a + i0 * g.w->k;
+    part.a_scale = g.a_scale ? g.a_scale + i0 * kb_count : nullptr;
+    part.c = g.c + i0 * g.w->n;
+    gemv_m<D>(part);
   }
 }
 
@@ -242,9 +260,9 @@ void reduce_lanes_avx512(const float* lanes, int n, float* out) {
 
 void gemv_rows_avx512(const GemvArgs& g) {
   switch (g.w->dtype) {
-    case DType::F8_E4M3: gemv_m<DType::F8_E4M3>(g); break;
-    case DType::BF16: gemv_m<DType::BF16>(g); break;
-    default: gemv_m<DType::F32>(g); break;
+    case DType::F8_E4M3: gemv_passes<DType::F8_E4M3>(g); break;
+    case DType::BF16: gemv_passes<DType::BF16>(g); break;
+    default: gemv_passes<DType::F32>(g); break;
   }
 }
 

@@ -24,7 +24,10 @@ namespace deepmoe::gemm_detail {
 constexpr int kPanelRows = 16;
 constexpr int kBlockK = 128;
 constexpr int kLanes = 16;
-constexpr int64_t kGemvMaxRows = 4;
+// Up to this many A rows, a call decodes W in registers (gemv_rows) rather than through the panel buffer: with few
+// rows per weight (decode batches, MoE experts with few tokens) the buffer's store and reload cost more than the
+// FMAs they feed.
+constexpr int64_t kGemvMaxRows = 16;
 
 // C[i, row0 + j] for i < m (≤ kGemvMaxRows) and j < rows.
 struct GemvArgs {
