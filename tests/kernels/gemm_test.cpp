@@ -233,6 +233,31 @@ TEST(GemmBatchInvariance, RowsBitwiseIndependentOfBatchThreadsAndGrouping) {
   }
 }
 
+// Every e4m3 code decodes to its exact value on every path (GEMV and GEMM, every ISA level): with unit-vector rows
+// of A, C[i, j] is the single weight W[j, k_i]. Codes 0x7F/0xFF (NaN, not valid weights) read as ±480 (gemm.h).
+TEST(Gemm, EveryFp8CodeDecodesExactlyOnEveryPath) {
+  const int64_t n = 16, k = 256;
+  std::vector<uint8_t> codes(size_t(n * k));
+  for (int64_t j = 0; j < n; ++j)
+    for (int64_t c = 0; c < k; ++c) codes[size_t(j * k + c)] = uint8_t((c + 37 * j) % 256);
+  const std::vector<float> scale_inv(2, 1.0f);  // [ceil(16/128), ceil(256/128)]
+  const WeightMatrix w{DType::F8_E4M3, n, k, codes.data(), scale_inv.data()};
+  ThreadPool pool(2);
+  for (IsaLevel level : levels())
+    for (int64_t m : {1, 7, 16, 256}) {
+      std::vector<float> a(size_t(m * k), 0.0f), c(size_t(m * n));
+      for (int64_t i = 0; i < m; ++i) a[size_t(i * k + (i * 59 + 3) % k)] = 1.0f;
+      gemm_at_level(level, a.data(), m, w, c.data(), GemmMode::W8A32, &pool);
+      for (int64_t i = 0; i < m; ++i)
+        for (int64_t j = 0; j < n; ++j) {
+          const uint8_t code = codes[size_t(j * k + (i * 59 + 3) % k)];
+          const float expect = (code & 0x7F) == 0x7F ? ((code & 0x80) ? -480.0f : 480.0f) : fp8_e4m3_to_f32(code);
+          ASSERT_EQ(expect, c[size_t(i * n + j)])
+              << isa_level_name(level) << " M=" << m << " code 0x" << std::hex << int(code);
+        }
+    }
+}
+
 // Scalar (std::fma), AVX2 and AVX-512 evaluate one order (gemm.h), so they agree bit for bit: on the GEMV path
 // (M ≤ 16) and the GEMM path, with partial last K blocks and partial W panels, for every weight dtype.
 TEST(GemmBatchInvariance, IsaLevelsAgreeBitwise) {
