@@ -55,11 +55,14 @@ Isa select_isa(IsaLevel level) {
   level = std::min(level, gemm_detail::hardware_isa_level());
   switch (level) {
     case IsaLevel::Avx512:
-      return {gemm_detail::reduce_lanes_avx512, gemm_detail::gemv_rows_avx512, gemm_detail::block_update_avx512, gemm_detail::decode_block_avx512};
+      return {gemm_detail::reduce_lanes_avx512, gemm_detail::gemv_rows_avx512, gemm_detail::block_update_avx512,
+              gemm_detail::decode_block_avx512};
     case IsaLevel::Avx2:
-      return {gemm_detail::reduce_lanes_avx2, gemm_detail::gemv_rows_avx2, gemm_detail::block_update_avx2, gemm_detail::decode_block_avx2};
+      return {gemm_detail::reduce_lanes_avx2, gemm_detail::gemv_rows_avx2, gemm_detail::block_update_avx2,
+              gemm_detail::decode_block_avx2};
     default:
-      return {gemm_detail::reduce_lanes_scalar, gemm_detail::gemv_rows_scalar, gemm_detail::block_update_scalar, gemm_detail::decode_block_scalar};
+      return {gemm_detail::reduce_lanes_scalar, gemm_detail::gemv_rows_scalar, gemm_detail::block_update_scalar,
+              gemm_detail::decode_block_scalar};
   }
 }
 
@@ -94,13 +97,14 @@ void check_weight(const WeightMatrix& w) {
     throw Error("gemm: scale_inv given for a " + std::string(dtype_name(w.dtype)) + " weight");
 }
 
-// 64-byte aligned FP32 storage (the GEMM kernels' A rows and scratch buffers; a vector's 16-byte alignment makes
-// every other 64-byte load straddle two cache lines). Grows, never shrinks.
+// 64-byte aligned FP32 storage (the GEMM kernels' A rows and scratch buffers; with a vector's 16-byte alignment
+// most 64-byte loads would straddle two cache lines). Grows, never shrinks.
 class AlignedFloats {
  public:
   float* get(size_t n) {
     if (n > capacity_) {
-      data_.reset(static_cast<float*>(std::aligned_alloc(64, (std::max<size_t>(n, 16) * sizeof(float) + 63) / 64 * 64)));
+      const size_t bytes = (std::max<size_t>(n, 16) * sizeof(float) + 63) / 64 * 64;
+      data_.reset(static_cast<float*>(std::aligned_alloc(64, bytes)));
       if (!data_) throw Error("gemm: out of memory for a " + std::to_string(n) + "-float buffer");
       capacity_ = n;
     }

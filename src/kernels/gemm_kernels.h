@@ -4,13 +4,14 @@
 // - GEMV (M ≤ kGemvMaxRows): gemv_rows streams a few W rows at a time over the whole of K, decoding FP8 (or BF16)
 //   straight into registers; each W row is touched once, front to back, and the per-lane partials and promoted
 //   accumulators never leave registers. Decode-shaped calls are bandwidth-bound, so this is what matters there.
-// - GEMM: tasks of (up to kChunkRows A rows) × (one 16-row W panel). Per chunk of kChunkBlocks K blocks the ISA's
-//   decoder writes the panel into `wbuf` as FP32 rows — F8_E4M3 codes as q·2^-8 (the e4m3→fp16 bit trick; the 2^8
-//   is folded into the block scale), BF16/F32 exactly — zero-padded past N and past the valid columns. Then
-//   block_update runs MR A rows × 4 W rows register tiles, each over all blocks of the chunk in turn, promoting
-//   each output's 16 lane partials into `lacc` (16 floats per output) after every block. Tile-outer, block-inner
-//   keeps the tile's lane accumulators, A rows and the decoded panel in L1. After the last chunk the driver sums
-//   each output's lanes by the tree of gemm.h.
+// - GEMM: tasks of (up to 64 A rows) × (4 16-row W panels), driven by gemm.cpp. Per chunk of kChunkBlocks K
+//   blocks and per panel, the ISA's decoder writes the panel into `wbuf` as FP32 rows — F8_E4M3 codes as q·2^-8
+//   (the e4m3→fp16 bit trick; the 2^8 is folded into the block scale), BF16/F32 exactly — zero-padded past N and
+//   past the valid columns. Then block_update runs MR A rows × 4 W rows register tiles, each over all blocks of
+//   the chunk in turn, promoting each output's 16 lane partials into its lane accumulators (16 floats per output,
+//   `lacc`) after every block: AVX-512 holds a tile's accumulators in registers for the whole chunk, AVX2 and the
+//   scalar path update `lacc` in L1. After the last chunk the driver sums each output's lanes by the tree of
+//   gemm.h (reduce_lanes).
 #pragma once
 
 #include <cstdint>
