@@ -261,16 +261,18 @@ void run_problems(std::vector<Problem> problems, IsaLevel level, ThreadPool* poo
   });
 }
 
-// 1x128 quantization of A followed by exact decoding, so the kernels see the e4m3 values as FP32.
-void quantize_rows(const float* a, int64_t m, int64_t k, std::vector<float>& a_q, std::vector<float>& a_scale,
-                   ThreadPool* pool) {
+// 1x128 quantization of A followed by exact decoding, so the kernels see the e4m3 values as FP32. The decoded rows
+// go to aligned storage, so run_problems need not copy them again.
+float* quantize_rows(const float* a, int64_t m, int64_t k, AlignedFloats& a_q, std::vector<float>& a_scale,
+                     ThreadPool* pool) {
   std::vector<uint8_t> q(size_t(m * k));
   a_scale.resize(size_t(m * quant_blocks(k)));
   quantize_act_1x128(a, m, k, q.data(), a_scale.data(), false, pool);
-  a_q.resize(size_t(m * k));
+  float* out = a_q.get(size_t(m * k));
   parallel_for(pool, m, [&](int64_t i0, int64_t i1) {
-    convert_fp8_e4m3_to_f32(q.data() + i0 * k, a_q.data() + i0 * k, size_t((i1 - i0) * k));
+    convert_fp8_e4m3_to_f32(q.data() + i0 * k, out + i0 * k, size_t((i1 - i0) * k));
   });
+  return out;
 }
 
 void check_buffers(const float* a, int64_t m, const WeightMatrix& w, const float* c) {
@@ -301,10 +303,11 @@ void grouped_gemm(const float* a, const int64_t* row_offsets, int64_t n_groups, 
 void gemm_detail::gemm_at_level(IsaLevel level, const float* a, int64_t m, const WeightMatrix& w, float* c,
                                 GemmMode mode, ThreadPool* pool) {
   check_buffers(a, m, w, c);
-  std::vector<float> a_q, a_scale;
+  AlignedFloats a_q;
+  std::vector<float> a_scale;
   const bool w8a8 = mode == GemmMode::W8A8 && w.dtype == DType::F8_E4M3;
-  if (w8a8) quantize_rows(a, m, w.k, a_q, a_scale, pool);
-  run_problems({Problem{w8a8 ? a_q.data() : a, w8a8 ? a_scale.data() : nullptr, &w, c, m}}, level, pool);
+  const float* a_used = w8a8 ? quantize_rows(a, m, w.k, a_q, a_scale, pool) : a;
+  run_problems({Problem{a_used, w8a8 ? a_scale.data() : nullptr, &w, c, m}}, level, pool);
 }
 
 void gemm_fp8_act(const uint8_t* a_q, const float* a_scales, int64_t m, const WeightMatrix& w, float* c,
@@ -312,9 +315,10 @@ void gemm_fp8_act(const uint8_t* a_q, const float* a_scales, int64_t m, const We
   check_buffers(reinterpret_cast<const float*>(a_q), m, w, c);
   if (w.dtype != DType::F8_E4M3) throw Error("gemm_fp8_act: the weight must be F8_E4M3");
   if (m * w.k > 0 && !a_scales) throw Error("gemm_fp8_act: activation scales are null");
-  std::vector<float> a(size_t(m * w.k));
-  convert_fp8_e4m3_to_f32(a_q, a.data(), a.size());
-  run_problems({Problem{a.data(), a_scales, &w, c, m}}, cpu_features().level, pool);
+  AlignedFloats a;
+  float* a_f32 = a.get(size_t(m * w.k));
+  convert_fp8_e4m3_to_f32(a_q, a_f32, size_t(m * w.k));
+  run_problems({Problem{a_f32, a_scales, &w, c, m}}, cpu_features().level, pool);
 }
 
 void gemm_detail::grouped_gemm_at_level(IsaLevel level, const float* a, const int64_t* row_offsets,
@@ -333,16 +337,17 @@ void gemm_detail::grouped_gemm_at_level(IsaLevel level, const float* a, const in
   check_buffers(a, m, weights[0], c);
   bool any_fp8 = false;
   for (int64_t g = 0; g < n_groups; ++g) any_fp8 |= weights[g].dtype == DType::F8_E4M3;
-  std::vector<float> a_q, a_scale;
+  AlignedFloats a_q_storage;
+  std::vector<float> a_scale;
   const bool w8a8 = mode == GemmMode::W8A8 && any_fp8;
   // Quantization is per row, so doing all rows at once gives each group exactly what gemm() would give it.
-  if (w8a8) quantize_rows(a + first * k, m, k, a_q, a_scale, pool);
+  const float* a_q = w8a8 ? quantize_rows(a + first * k, m, k, a_q_storage, a_scale, pool) : nullptr;
   const int64_t kb_count = quant_blocks(k);
   std::vector<Problem> problems;
   for (int64_t g = 0; g < n_groups; ++g) {
     const int64_t r0 = row_offsets[g] - first, rows = row_offsets[g + 1] - row_offsets[g];
     const bool q = w8a8 && weights[g].dtype == DType::F8_E4M3;
-    problems.push_back({q ? a_q.data() + r0 * k : a + (first + r0) * k, q ? a_scale.data() + r0 * kb_count : nullptr,
+    problems.push_back({q ? a_q + r0 * k : a + (first + r0) * k, q ? a_scale.data() + r0 * kb_count : nullptr,
                         &weights[g], c + (first + r0) * n, rows});
   }
   run_problems(problems, level, pool);
