@@ -93,6 +93,13 @@ void load_w16(DType dtype, const uint8_t* row, int64_t k, int left, __m256& lo, 
   }
 }
 
+// As in gemm_avx512.cpp: kGemvPrefetchBytes ahead in the row's slot of the task's stream, wrapping into the next
+// group's rows past the row's end.
+inline int64_t gemv_prefetch_offset(int64_t k0, int64_t k, int R, int elem_bytes) {
+  const int64_t ahead = k0 + kGemvPrefetchBytes / elem_bytes, groups = ahead / k;
+  return (groups * R * k + ahead - groups * k) * elem_bytes;
+}
+
 // R consecutive W rows (inside one 16-row panel) against M rows of A, all of K; promoted accumulators on the
 // stack (16 registers hold only the partials).
 template <int M, int R>
@@ -109,9 +116,12 @@ void gemv_group(const GemvArgs& g, int64_t row) {
     __m256 plo[M][R], phi[M][R];
     for (int i = 0; i < M; ++i)
       for (int r = 0; r < R; ++r) plo[i][r] = phi[i][r] = _mm256_setzero_ps();
-    for (int r = 0; r < R; ++r)
-      for (size_t line = 0; line < kBlockK * elem; line += 64)
-        _mm_prefetch(reinterpret_cast<const char*>(wrow[r] + size_t(k0 + 3 * kBlockK) * elem + line), _MM_HINT_T0);
+    {
+      const int64_t offset = gemv_prefetch_offset(k0, k, R, int(elem));
+      for (int r = 0; r < R; ++r)
+        for (size_t line = 0; line < kBlockK * elem; line += 64)
+          _mm_prefetch(reinterpret_cast<const char*>(wrow[r] + offset + line), _MM_HINT_T0);
+    }
     for (int c = 0; c < kn; c += 16) {
       const int left = kn - c;
       for (int r = 0; r < R; ++r) {

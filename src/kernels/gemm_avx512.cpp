@@ -106,6 +106,15 @@ struct WRow<DType::F32> {
   }
 };
 
+// Where to prefetch, relative to a row of a gemv group, while the group works on column k0: kGemvPrefetchBytes
+// further along that row's slot of the task's stream — past the row's end that is the same slot of the next group
+// (R rows down). The rows are R separate streams, more than the hardware prefetcher follows well, and without
+// wrapping every group would start R streams cold (most of the loss on K ≤ 2048 shapes).
+inline int64_t gemv_prefetch_offset(int64_t k0, int64_t k, int R, int elem_bytes) {
+  const int64_t ahead = k0 + kGemvPrefetchBytes / elem_bytes, groups = ahead / k;
+  return (groups * R * k + ahead - groups * k) * elem_bytes;
+}
+
 // R consecutive W rows (inside one 16-row panel, so one scale block) against M rows of A, all of K.
 template <DType D, int M, int R>
 void gemv_group(const GemvArgs& g, int64_t row) {
@@ -123,10 +132,12 @@ void gemv_group(const GemvArgs& g, int64_t row) {
     __m512 p[M][R];
     for (int i = 0; i < M; ++i)
       for (int r = 0; r < R; ++r) p[i][r] = _mm512_setzero_ps();
-    // Three blocks ahead in each row: the rows are separate streams.
-    for (int r = 0; r < R; ++r)
-      for (int line = 0; line < kBlockK * L::kBytes; line += 64)
-        _mm_prefetch(reinterpret_cast<const char*>(wrow[r] + (k0 + 3 * kBlockK) * L::kBytes + line), _MM_HINT_T0);
+    {
+      const int64_t offset = gemv_prefetch_offset(k0, k, R, L::kBytes);
+      for (int r = 0; r < R; ++r)
+        for (int line = 0; line < kBlockK * L::kBytes; line += 64)
+          _mm_prefetch(reinterpret_cast<const char*>(wrow[r] + offset + line), _MM_HINT_T0);
+    }
     const int full = kn / (16 * L::kSteps) * (16 * L::kSteps);
     for (int c = 0; c < full; c += 16 * L::kSteps) {
       for (int r = 0; r < R; ++r) {

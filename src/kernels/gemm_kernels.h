@@ -30,6 +30,9 @@ constexpr int kLanes = 16;
 // FMAs they feed.
 constexpr int64_t kGemvMaxRows = 16;
 
+// How far ahead of its reads a gemv group prefetches W, per row stream (tuned on the GEMV benchmark shapes).
+constexpr int kGemvPrefetchBytes = 1536;
+
 // C[i, row0 + j] for i < m (≤ kGemvMaxRows) and j < rows.
 struct GemvArgs {
   const float* a = nullptr;        // [m, w.k]
