@@ -1,6 +1,8 @@
 #include "core/thread_pool.h"
 
 #include <algorithm>
+#include <chrono>
+#include <thread>
 
 namespace deepmoe {
 
@@ -22,23 +24,56 @@ ThreadPool::~ThreadPool() {
   for (auto& t : threads_) t.join();
 }
 
+namespace {
+
+// How long a thread polls for the next job (or for the workers to finish) before it sleeps. Decode issues tens of
+// short GEMV calls per token with little work between them; waking a sleeping thread through the kernel costs
+// tens of microseconds on a VM, a large part of a call that streams a few MB. Bounded, so an idle pool sleeps.
+constexpr auto kSpin = std::chrono::microseconds(200);
+
+inline void cpu_relax() {
+#if defined(__x86_64__) || defined(__i386__)
+  __builtin_ia32_pause();
+#endif
+}
+
+// Polls `ready` until it holds or kSpin has passed; true if it holds.
+template <typename Ready>
+bool spin_until(Ready ready) {
+  const auto start = std::chrono::steady_clock::now();
+  for (int i = 0;; ++i) {
+    if (ready()) return true;
+    cpu_relax();
+    if ((i & 63) == 63) {
+      if (std::chrono::steady_clock::now() - start > kSpin) return ready();
+      std::this_thread::yield();  // when more threads than cores are runnable, let the others run
+    }
+  }
+}
+
+}  // namespace
+
 void ThreadPool::worker_loop(int worker) {
   uint64_t seen = 0;
   for (;;) {
     const std::function<void(int64_t, int)>* job;
     int64_t n_tasks;
-    {
+    if (!spin_until([&] { return generation_.load(std::memory_order_acquire) != seen; })) {
       std::unique_lock<std::mutex> lock(mutex_);
-      wake_.wait(lock, [&] { return stop_ || generation_ != seen; });
+      wake_.wait(lock, [&] { return stop_ || generation_.load(std::memory_order_acquire) != seen; });
       if (stop_) return;
-      seen = generation_;
+    }
+    {
+      std::lock_guard<std::mutex> lock(mutex_);
+      if (stop_) return;
+      seen = generation_.load(std::memory_order_acquire);
       job = job_;
       n_tasks = job_tasks_;
     }
     for (int64_t t = worker; t < n_tasks; t += n_threads_) (*job)(t, worker);
-    {
-      std::lock_guard<std::mutex> lock(mutex_);
-      if (--pending_ == 0) done_.notify_one();
+    if (pending_.fetch_sub(1, std::memory_order_acq_rel) == 1) {
+      std::lock_guard<std::mutex> lock(mutex_);  // the caller may be between its check and its sleep
+      done_.notify_one();
     }
   }
 }
@@ -53,13 +88,17 @@ void ThreadPool::run(int64_t n_tasks, const std::function<void(int64_t, int)>& f
     std::lock_guard<std::mutex> lock(mutex_);
     job_ = &fn;
     job_tasks_ = n_tasks;
-    pending_ = n_threads_ - 1;
-    ++generation_;
+    pending_.store(n_threads_ - 1, std::memory_order_relaxed);
+    generation_.fetch_add(1, std::memory_order_release);
   }
   wake_.notify_all();
   for (int64_t t = 0; t < n_tasks; t += n_threads_) fn(t, 0);
-  std::unique_lock<std::mutex> lock(mutex_);
-  done_.wait(lock, [&] { return pending_ == 0; });
+  const auto finished = [&] { return pending_.load(std::memory_order_acquire) == 0; };
+  if (!spin_until(finished)) {
+    std::unique_lock<std::mutex> lock(mutex_);
+    done_.wait(lock, finished);
+  }
+  std::lock_guard<std::mutex> lock(mutex_);
   job_ = nullptr;
 }
 

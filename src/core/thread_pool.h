@@ -3,6 +3,7 @@
 // partition so results do not depend on the thread count either (batch invariance, issue 4).
 #pragma once
 
+#include <atomic>
 #include <condition_variable>
 #include <cstdint>
 #include <functional>
@@ -36,12 +37,14 @@ class ThreadPool {
 
   int n_threads_;
   std::vector<std::thread> threads_;
+  // A job is published by bumping generation_ (release) after job_/job_tasks_ are set; workers that are spinning
+  // see it without a system call, sleeping ones are woken through wake_. pending_ counts the workers still busy.
   std::mutex mutex_;
   std::condition_variable wake_, done_;
   const std::function<void(int64_t, int)>* job_ = nullptr;
   int64_t job_tasks_ = 0;
-  uint64_t generation_ = 0;
-  int pending_ = 0;
+  std::atomic<uint64_t> generation_{0};
+  std::atomic<int> pending_{0};
   bool stop_ = false;
 };
 
