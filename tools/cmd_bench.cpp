@@ -5,12 +5,13 @@
 //              is loaded (see run_bench)
 //   prefill  — tokens/s of one prompt; projection FLOPs (2·active projection parameters per token) ÷ time as a
 //              fraction of the FMA peak. The time includes attention, norms and routing, so this understates the
-//              GEMM kernels' own efficiency (a lower bound on the GEMM share).
+//              GEMM kernels' own efficiency; gemm_* give the GEMM share itself: the FLOPs the GEMM calls performed
+//              over the time spent inside them (kernels/gemm.h gemm_counters), and that time's share of the total.
 //              With --trace FILE the prefill's compute and communication spans (per micro-batch) are written as
 //              Chrome-trace JSON (Perfetto).
 //   decode   — tokens/s at batch B after the prompt; weight bytes a step reads (model_summary.h: all non-expert
 //              weights, lm_head, and the experts the batch selects) × steps/s ÷ STREAM bandwidth = achieved
-//              fraction of the bandwidth roofline.
+//              fraction of the bandwidth roofline; gemm_share_of_time as for prefill.
 #include <CLI/CLI.hpp>
 
 // Compiled in once the model's forward pass (src/model/deepseek_model.cpp) is part of the build.
@@ -28,6 +29,7 @@
 #include "core/error.h"
 #include "core/machine_limits.h"
 #include "core/thread_pool.h"
+#include "kernels/gemm.h"
 #include "model/config.h"
 #include "model/deepseek_model.h"
 #include "model/model_summary.h"
@@ -150,9 +152,11 @@ void run_bench(const BenchArgs& args) {
     }
     TraceRecorder trace(0, CommClock::now());
     if (!args.trace.empty()) model->set_trace(&trace);
+    const GemmCounters g0 = gemm_counters();
     const auto t0 = std::chrono::steady_clock::now();
     model->forward({SequenceInput::last(seq.get(), tokens)});
     const double s = seconds_since(t0);
+    const GemmCounters g1 = gemm_counters();
     model->set_trace(nullptr);
     if (!args.trace.empty()) {
       SingleRankCommunicator one;
@@ -166,6 +170,12 @@ void run_bench(const BenchArgs& args) {
     j["tokens_per_s"] = double(args.prompt) / s;
     j["projection_gflops"] = flops / s / 1e9;
     j["fraction_of_fma_peak"] = flops / s / 1e9 / limits.fma_peak_gflops;
+    // The GEMM share: the FLOPs the GEMM calls performed over the time spent inside them.
+    const double gemm_s = g1.seconds - g0.seconds, gemm_flops = g1.flops - g0.flops;
+    j["gemm_seconds"] = gemm_s;
+    j["gemm_share_of_time"] = gemm_s / s;
+    j["gemm_gflops"] = gemm_flops / gemm_s / 1e9;
+    j["gemm_fraction_of_fma_peak"] = gemm_flops / gemm_s / 1e9 / limits.fma_peak_gflops;
     print_line(j);
   }
 
@@ -181,13 +191,14 @@ void run_bench(const BenchArgs& args) {
     std::vector<int32_t> next(static_cast<size_t>(batch));
     for (int64_t b = 0; b < batch; ++b) next[size_t(b)] = bench_tokens(1, c.vocab_size, 200 + uint64_t(b))[0];
     // One untimed step, then the timed ones.
-    double s = 0;
+    double s = 0, gemm_s = 0;
     for (int64_t step = -1; step < args.decode_steps; ++step) {
       std::vector<SequenceInput> in;
       for (int64_t b = 0; b < batch; ++b) in.push_back(SequenceInput::last(seqs[size_t(b)].get(), {next[size_t(b)]}));
+      const double g0 = gemm_counters().seconds;
       const auto t0 = std::chrono::steady_clock::now();
       const Tensor logits = model->forward(in);
-      if (step >= 0) s += seconds_since(t0);
+      if (step >= 0) s += seconds_since(t0), gemm_s += gemm_counters().seconds - g0;
       // Greedy next tokens keep the routing data-dependent, as in real decoding.
       for (int64_t b = 0; b < batch; ++b) {
         const float* row = logits.data<float>() + b * c.vocab_size;
@@ -205,6 +216,7 @@ void run_bench(const BenchArgs& args) {
     j["weight_bytes_per_step"] = bytes;
     j["achieved_gbps"] = bytes * steps_per_s / 1e9;
     j["fraction_of_bandwidth_roofline"] = bytes * steps_per_s / 1e9 / limits.stream_triad_gbps;
+    j["gemm_share_of_time"] = gemm_s / s;
     print_line(j);
   }
 }

@@ -10,6 +10,8 @@
 #include "kernels/gemm.h"
 
 #include <algorithm>
+#include <atomic>
+#include <chrono>
 #include <cstdint>
 #include <cstdlib>
 #include <cstring>
@@ -275,6 +277,29 @@ float* quantize_rows(const float* a, int64_t m, int64_t k, AlignedFloats& a_q, s
   return out;
 }
 
+// gemm_counters(): integers, so concurrent callers add without a lock and without losing updates.
+std::atomic<uint64_t> g_calls{0}, g_flops{0}, g_nanoseconds{0};
+
+// Adds one call's FLOPs and wall time to the counters when it goes out of scope (also when the call throws).
+class CallTimer {
+ public:
+  explicit CallTimer(double flops) : flops_(flops), start_(std::chrono::steady_clock::now()) {}
+  ~CallTimer() {
+    const auto ns = std::chrono::duration_cast<std::chrono::nanoseconds>(std::chrono::steady_clock::now() - start_);
+    g_calls.fetch_add(1, std::memory_order_relaxed);
+    g_flops.fetch_add(uint64_t(flops_), std::memory_order_relaxed);
+    g_nanoseconds.fetch_add(uint64_t(ns.count()), std::memory_order_relaxed);
+  }
+  CallTimer(const CallTimer&) = delete;
+  CallTimer& operator=(const CallTimer&) = delete;
+
+ private:
+  double flops_;
+  std::chrono::steady_clock::time_point start_;
+};
+
+double product_flops(int64_t m, const WeightMatrix& w) { return 2.0 * double(m) * double(w.n) * double(w.k); }
+
 void check_buffers(const float* a, int64_t m, const WeightMatrix& w, const float* c) {
   check_weight(w);
   if (m < 0) throw Error("gemm: negative row count");
@@ -300,9 +325,18 @@ void grouped_gemm(const float* a, const int64_t* row_offsets, int64_t n_groups, 
   gemm_detail::grouped_gemm_at_level(cpu_features().level, a, row_offsets, n_groups, weights, c, mode, pool);
 }
 
+GemmCounters gemm_counters() {
+  GemmCounters c;
+  c.calls = g_calls.load(std::memory_order_relaxed);
+  c.flops = double(g_flops.load(std::memory_order_relaxed));
+  c.seconds = 1e-9 * double(g_nanoseconds.load(std::memory_order_relaxed));
+  return c;
+}
+
 void gemm_detail::gemm_at_level(IsaLevel level, const float* a, int64_t m, const WeightMatrix& w, float* c,
                                 GemmMode mode, ThreadPool* pool) {
   check_buffers(a, m, w, c);
+  const CallTimer timer(product_flops(m, w));
   AlignedFloats a_q;
   std::vector<float> a_scale;
   const bool w8a8 = mode == GemmMode::W8A8 && w.dtype == DType::F8_E4M3;
@@ -315,6 +349,7 @@ void gemm_fp8_act(const uint8_t* a_q, const float* a_scales, int64_t m, const We
   check_buffers(reinterpret_cast<const float*>(a_q), m, w, c);
   if (w.dtype != DType::F8_E4M3) throw Error("gemm_fp8_act: the weight must be F8_E4M3");
   if (m * w.k > 0 && !a_scales) throw Error("gemm_fp8_act: activation scales are null");
+  const CallTimer timer(product_flops(m, w));
   AlignedFloats a;
   float* a_f32 = a.get(size_t(m * w.k));
   convert_fp8_e4m3_to_f32(a_q, a_f32, size_t(m * w.k));
@@ -335,6 +370,7 @@ void gemm_detail::grouped_gemm_at_level(IsaLevel level, const float* a, const in
   }
   const int64_t n = weights[0].n, k = weights[0].k;
   check_buffers(a, m, weights[0], c);
+  const CallTimer timer(product_flops(m, weights[0]));
   bool any_fp8 = false;
   for (int64_t g = 0; g < n_groups; ++g) any_fp8 |= weights[g].dtype == DType::F8_E4M3;
   AlignedFloats a_q_storage;

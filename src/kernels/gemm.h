@@ -57,4 +57,14 @@ void grouped_gemm_ref(const float* a, const int64_t* row_offsets, int64_t n_grou
 void gemm_fp8_act(const uint8_t* a_q, const float* a_scales, int64_t m, const WeightMatrix& w, float* c,
                   ThreadPool* pool);
 
+// Totals over every gemm / grouped_gemm / gemm_fp8_act call of this process so far (all threads): the wall time
+// each call took on its calling thread (including activation quantization and packing) and the multiply-add FLOPs
+// it performed (2·M·N·K). Benchmarks take differences around a region to see the GEMM share of its time.
+struct GemmCounters {
+  uint64_t calls = 0;
+  double flops = 0;
+  double seconds = 0;
+};
+GemmCounters gemm_counters();
+
 }  // namespace deepmoe
