@@ -3,6 +3,7 @@
 #include <cstdlib>
 #include <cstring>
 
+#include "core/buffer_cache.h"
 #include "core/checked_math.h"
 #include "core/error.h"
 
@@ -26,7 +27,7 @@ void set_shape(std::array<int64_t, kMaxTensorRank>& shape, std::array<int64_t, k
 
 }  // namespace
 
-Tensor Tensor::zeros(DType dtype, std::span<const int64_t> shape) {
+Tensor Tensor::uninitialized(DType dtype, std::span<const int64_t> shape) {
   Tensor t;
   t.dtype_ = dtype;
   set_shape(t.shape_, t.strides_, t.rank_, shape);
@@ -38,13 +39,16 @@ Tensor Tensor::zeros(DType dtype, std::span<const int64_t> shape) {
   }
   auto bytes = checked_mul(count, dtype_size_bytes(dtype));
   if (!bytes || *bytes > (uint64_t(1) << 46)) throw Error("tensor of shape " + t.shape_string() + " is too large");
-  size_t alloc = (size_t(*bytes) + 63) / 64 * 64;
-  if (alloc == 0) alloc = 64;
-  void* p = std::aligned_alloc(64, alloc);
-  if (!p) throw Error("out of memory allocating " + std::to_string(alloc) + " bytes");
-  std::memset(p, 0, alloc);
+  const size_t alloc = size_t(*bytes);
+  void* p = buffer_alloc(alloc);
   t.data_ = p;
-  t.owner_ = std::shared_ptr<void>(p, [](void* q) { std::free(q); });
+  t.owner_ = std::shared_ptr<void>(p, [alloc](void* q) { buffer_free(q, alloc); });
+  return t;
+}
+
+Tensor Tensor::zeros(DType dtype, std::span<const int64_t> shape) {
+  Tensor t = uninitialized(dtype, shape);
+  std::memset(t.data_, 0, t.nbytes());
   return t;
 }
 

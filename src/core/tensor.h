@@ -19,10 +19,15 @@ class Tensor {
  public:
   Tensor() = default;
 
-  // Owning, zero-filled, 64-byte aligned, contiguous.
+  // Owning, zero-filled, 64-byte aligned, contiguous (memory from core/buffer_cache.h).
   static Tensor zeros(DType dtype, std::span<const int64_t> shape);
   static Tensor zeros(DType dtype, std::initializer_list<int64_t> shape) {
     return zeros(dtype, std::span<const int64_t>(shape.begin(), shape.size()));
+  }
+  // As zeros, but the contents are unspecified: for outputs that are written completely before they are read.
+  static Tensor uninitialized(DType dtype, std::span<const int64_t> shape);
+  static Tensor uninitialized(DType dtype, std::initializer_list<int64_t> shape) {
+    return uninitialized(dtype, std::span<const int64_t>(shape.begin(), shape.size()));
   }
   // Contiguous view of memory kept alive by `owner` (may be null: the caller guarantees the lifetime).
   static Tensor view(DType dtype, std::span<const int64_t> shape, void* data, std::shared_ptr<void> owner = {});

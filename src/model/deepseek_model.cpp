@@ -242,7 +242,7 @@ struct DeepseekModel::Impl {
     const int64_t H = cfg.hidden_size;
     Scratch normed(n * H);
     rmsnorm(rows.data(), H, norm.data(), n, H, ctx.rms_eps, normed.data(), H, ctx.pool);
-    Tensor logits = Tensor::zeros(DType::F32, {n, cfg.vocab_size});
+    Tensor logits = Tensor::uninitialized(DType::F32, {n, cfg.vocab_size});
     linear(ctx, normed.data(), n, head, logits.data<float>());
     return logits;
   }

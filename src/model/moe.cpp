@@ -60,7 +60,7 @@ void MoeLayerRun::start_dispatch() {
   {
     // Route: logits = x · gateᵀ [T, E] in FP32, then the per-row gate.
     auto span = s.span("gate");
-    Tensor logits = Tensor::zeros(DType::F32, {T, E});
+    Tensor logits = Tensor::uninitialized(DType::F32, {T, E});
     linear(s.ctx, s.x, T, s.w.gate_matrix, logits.data<float>());
     s.topk_idx = Tensor::zeros(DType::I32, {T, k});
     s.topk_weight = Tensor::zeros(DType::F32, {T, k});
@@ -96,7 +96,7 @@ void MoeLayerRun::run_experts() {
   {
     // Local experts: grouped GEMMs gate/up → SwiGLU → down (unweighted; combine applies the top-k weights).
     auto span = s.span("experts");
-    s.expert_out = Tensor::zeros(DType::F32, {rows, hidden});
+    s.expert_out = Tensor::uninitialized(DType::F32, {rows, hidden});  // every row is a grouped_gemm output
     if (rows > 0) {
       Scratch g(rows * inter), u(rows * inter);
       grouped_gemm(d.x.data<float>(), d.row_offsets.data(), slots, s.w.expert_gate.data(), g.data(), s.ctx.gemm,

@@ -1,0 +1,24 @@
+// Recycled large buffers for activations. A forward pass allocates the same few sizes every layer and every call;
+// fresh large allocations come from mmap, so each one page-faults in and is zeroed by the kernel, which cost ~15%
+// of a prefill. Freed buffers are kept here, by size, and handed out again. Thread-safe.
+#pragma once
+
+#include <cstddef>
+
+namespace deepmoe {
+
+// 64-byte aligned, uninitialized, at least `bytes` long (0 is allowed). Throws deepmoe::Error when out of memory.
+void* buffer_alloc(size_t bytes);
+// Gives back a buffer from buffer_alloc(bytes), with the same `bytes`. Kept for reuse; when that would take the
+// cache past buffer_cache_limit(), the largest idle buffers are freed to make room.
+void buffer_free(void* p, size_t bytes);
+
+// The most bytes the cache keeps idle: a sixteenth of physical memory, at least 256 MiB.
+size_t buffer_cache_limit();
+// Bytes held idle in the cache now (for tests and diagnostics).
+size_t buffer_cache_idle_bytes();
+// False in AddressSanitizer builds, where every buffer goes straight back to the allocator so that a use after
+// free is still caught.
+bool buffer_cache_enabled();
+
+}  // namespace deepmoe
