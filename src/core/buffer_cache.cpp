@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <cstdint>
 #include <cstdlib>
+#include <cstring>
 #include <map>
 #include <mutex>
 #include <string>
@@ -108,6 +109,18 @@ void buffer_free(void* p, size_t bytes) {
     return;
   }
   std::free(p);
+}
+
+void CachedBytes::reset(size_t bytes) {
+  char* p = static_cast<char*>(buffer_alloc(bytes));  // first, so a failure leaves the old contents in place
+  buffer_free(data_, size_);
+  data_ = p;
+  size_ = bytes;
+}
+
+void CachedBytes::reset_zeroed(size_t bytes) {
+  reset(bytes);
+  std::memset(data_, 0, bytes);
 }
 
 }  // namespace deepmoe

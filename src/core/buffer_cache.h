@@ -4,6 +4,7 @@
 #pragma once
 
 #include <cstddef>
+#include <utility>
 
 namespace deepmoe {
 
@@ -20,5 +21,34 @@ size_t buffer_cache_idle_bytes();
 // False in AddressSanitizer builds, where every buffer goes straight back to the allocator so that a use after
 // free is still caught.
 bool buffer_cache_enabled();
+
+// A byte array from buffer_alloc (e.g. a message buffer). Contents are unspecified unless it was zeroed.
+class CachedBytes {
+ public:
+  CachedBytes() = default;
+  ~CachedBytes() { buffer_free(data_, size_); }
+  CachedBytes(CachedBytes&& o) noexcept : data_(std::exchange(o.data_, nullptr)), size_(std::exchange(o.size_, 0)) {}
+  CachedBytes& operator=(CachedBytes&& o) noexcept {
+    if (this != &o) {
+      buffer_free(data_, size_);
+      data_ = std::exchange(o.data_, nullptr);
+      size_ = std::exchange(o.size_, 0);
+    }
+    return *this;
+  }
+  CachedBytes(const CachedBytes&) = delete;
+  CachedBytes& operator=(const CachedBytes&) = delete;
+
+  // Replaces the contents with `bytes` uninitialized bytes (or zeros).
+  void reset(size_t bytes);
+  void reset_zeroed(size_t bytes);
+  char* data() { return data_; }
+  const char* data() const { return data_; }
+  size_t size() const { return size_; }
+
+ private:
+  char* data_ = nullptr;
+  size_t size_ = 0;
+};
 
 }  // namespace deepmoe

@@ -6,6 +6,7 @@
 #include <numeric>
 #include <string>
 
+#include "core/buffer_cache.h"
 #include "core/dtype.h"
 #include "core/error.h"
 #include "core/thread_pool.h"
@@ -246,7 +247,7 @@ struct PendingDispatch::State {
   DispatchHandle handle;
   std::vector<int64_t> tokens_from_rank;  // [R]
   std::vector<int64_t> recv_offsets;      // [R]
-  std::vector<char> send, recv;
+  CachedBytes send, recv;
   std::unique_ptr<CommRequest> request;
   bool finished = false;
 };
@@ -354,7 +355,8 @@ PendingDispatch moe_dispatch_start(Communicator& comm, const ExpertPlacement& pl
   st->recv_offsets = recv_offsets;
 
   // Pack: quantize each token once, then copy it into the section of every rank it visits.
-  std::vector<char> packed(size_t(T * st->row_bytes));
+  CachedBytes packed;
+  packed.reset(size_t(T * st->row_bytes));  // every row written below
   parallel_for(options.pool, T, [&](int64_t begin, int64_t end) {
     for (int64_t t = begin; t < end; ++t)
       pack_row(x.data<float>() + t * H, H, options.payload, options.ue8m0_scales, packed.data() + t * st->row_bytes);
@@ -366,7 +368,7 @@ PendingDispatch moe_dispatch_start(Communicator& comm, const ExpertPlacement& pl
     send_offsets[size_t(r)] = send_total;
     send_total += send_bytes[size_t(r)];
   }
-  st->send.assign(static_cast<size_t>(send_total), 0);
+  st->send.reset_zeroed(static_cast<size_t>(send_total));  // zero: the entry sections' padding is sent too
   std::vector<int64_t> rows_written(static_cast<size_t>(R), 0), entries_written(static_cast<size_t>(R), 0);
   std::vector<int32_t> msg_index(static_cast<size_t>(R));
   std::vector<std::vector<int32_t>> pairs_to(static_cast<size_t>(R));
@@ -400,7 +402,7 @@ PendingDispatch moe_dispatch_start(Communicator& comm, const ExpertPlacement& pl
   h.entries_to_rank = L.entries_per_rank;
   for (auto& p : pairs_to) h.pair_of_entry.insert(h.pair_of_entry.end(), p.begin(), p.end());
 
-  st->recv.assign(static_cast<size_t>(recv_total), 0);
+  st->recv.reset(static_cast<size_t>(recv_total));  // all_to_all_v fills it
   st->request = comm.all_to_all_v(st->send.data(), send_bytes, send_offsets, st->recv.data(), recv_bytes, recv_offsets);
   PendingDispatch pending;
   pending.state_ = std::move(st);
@@ -473,7 +475,7 @@ DispatchResult PendingDispatch::finish() {
   });
   out.layout = std::move(st.layout);
   st.send = {};
-  st.recv = {};
+  st.recv = CachedBytes();
   return out;
 }
 
@@ -490,7 +492,7 @@ struct PendingCombine::State {
   const DispatchHandle* handle = nullptr;
   int64_t row_bytes = 0;
   std::vector<int64_t> recv_offsets;
-  std::vector<char> send, recv;
+  CachedBytes send, recv;
   std::unique_ptr<CommRequest> request;
   bool finished = false;
 };
@@ -527,7 +529,7 @@ PendingCombine moe_combine_start(Communicator& comm, const DispatchHandle& h, co
   }
   st->recv_offsets = recv_offsets;
   // Entry k (arrival order) goes back as w · out[row]: the top-k weight is applied on the expert side.
-  st->send.assign(size_t(entry_ofs.back() * st->row_bytes), 0);
+  st->send.reset(size_t(entry_ofs.back() * st->row_bytes));  // every entry's row written below
   const bool bf16 = h.combine_payload == CombinePayload::BF16;
   parallel_for(h.pool, entry_ofs.back(), [&](int64_t begin, int64_t end) {
     std::vector<float> tmp(static_cast<size_t>(H));
@@ -543,7 +545,7 @@ PendingCombine moe_combine_start(Communicator& comm, const DispatchHandle& h, co
         std::memcpy(dst, tmp.data(), size_t(H) * 4);
     }
   });
-  st->recv.assign(size_t((recv_offsets.back() + recv_bytes.back())), 0);
+  st->recv.reset(size_t((recv_offsets.back() + recv_bytes.back())));  // all_to_all_v fills it
   st->request = comm.all_to_all_v(st->send.data(), send_bytes, send_offsets, st->recv.data(), recv_bytes, recv_offsets);
   PendingCombine pending;
   pending.state_ = std::move(st);
@@ -580,7 +582,7 @@ Tensor PendingCombine::finish() {
     }
   });
   st.send = {};
-  st.recv = {};
+  st.recv = CachedBytes();
   return y;
 }
 
