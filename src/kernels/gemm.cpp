@@ -131,12 +131,7 @@ void run_gemv_task(const Task& t, const Isa& isa) {
   isa.gemv_rows(g);
 }
 
-void prefetch_panel(const WeightMatrix& w, int64_t row0, int64_t col0, int kn) {
-  const int64_t elem = w.dtype == DType::F8_E4M3 ? 1 : w.dtype == DType::BF16 ? 2 : 4;
-  const auto* base = static_cast<const char*>(w.data);
-  for (int64_t r = row0; r < std::min<int64_t>(row0 + kPanelRows, w.n); ++r)
-    for (int64_t b = 0; b < kn * elem; b += 64) __builtin_prefetch(base + (r * w.k + col0) * elem + b, 0, 3);
-}
+int64_t element_bytes(DType dtype) { return dtype == DType::F8_E4M3 ? 1 : dtype == DType::BF16 ? 2 : 4; }
 
 void run_gemm_task(const Task& t, const Isa& isa, AlignedFloats& wbuf_storage, AlignedFloats& lacc_storage) {
   const Problem& p = *t.problem;
@@ -153,14 +148,20 @@ void run_gemm_task(const Task& t, const Isa& isa, AlignedFloats& wbuf_storage, A
     const int kn = int(std::min<int64_t>(int64_t(n_blocks) * kBlockK, w.k - col0));
     for (int q = 0; q < t.n_panels; ++q) {
       const int64_t row0_w = (t.panel0 + q) * kPanelRows;
-      // The panel decoded next: its 16 rows are 16 separate streams, more than the hardware prefetcher follows, so
-      // ask for them while this panel computes.
-      if (q + 1 < t.n_panels)
-        prefetch_panel(w, (t.panel0 + q + 1) * kPanelRows, col0, kn);
-      else if (kb0 + kChunkBlocks < kb_count)
-        prefetch_panel(w, t.panel0 * kPanelRows, col0 + ldw,
-                       int(std::min<int64_t>(ldw, w.k - col0 - ldw)));
       DecodeArgs d;
+      // The panel decoded next: its 16 rows are 16 separate streams, more than the hardware prefetcher follows, so
+      // the decoder asks for them while this panel computes.
+      int64_t next_row = -1, next_col = 0, next_kn = 0;
+      if (q + 1 < t.n_panels)
+        next_row = (t.panel0 + q + 1) * kPanelRows, next_col = col0, next_kn = kn;
+      else if (kb0 + kChunkBlocks < kb_count)
+        next_row = t.panel0 * kPanelRows, next_col = col0 + ldw, next_kn = std::min<int64_t>(ldw, w.k - col0 - ldw);
+      if (next_row >= 0) {
+        const int64_t elem = element_bytes(w.dtype);
+        d.next = static_cast<const uint8_t*>(w.data) + (next_row * w.k + next_col) * elem;
+        d.next_rows = std::min<int64_t>(kPanelRows, w.n - next_row);
+        d.next_bytes = next_kn * elem;
+      }
       d.dtype = w.dtype;
       d.data = w.data;
       d.k = w.k;
@@ -192,11 +193,8 @@ void run_gemm_task(const Task& t, const Isa& isa, AlignedFloats& wbuf_storage, A
     const int64_t row0_w = (t.panel0 + q) * kPanelRows;
     const int64_t w_rows = std::min<int64_t>(kPanelRows, w.n - row0_w);
     const float* lq = lacc + q * panel_lanes;
-    float sums[kPanelRows];
-    for (int64_t r = 0; r < t.rows; ++r) {
-      isa.reduce_lanes(lq + r * kPanelRows * kLanes, int(w_rows), sums);
-      std::copy_n(sums, w_rows, p.c + (t.row0 + r) * w.n + row0_w);
-    }
+    for (int64_t r = 0; r < t.rows; ++r)
+      isa.reduce_lanes(lq + r * kPanelRows * kLanes, int(w_rows), p.c + (t.row0 + r) * w.n + row0_w);
   }
 }
 

@@ -258,6 +258,9 @@ void decode_block_avx2(const DecodeArgs& d) {
   for (int64_t r = 0; r < kPanelRows; ++r) {
     float* out = d.wbuf + r * d.ldw;
     int c = 0;
+    if (r < d.next_rows)
+      for (int64_t b = 0; b < d.next_bytes; b += 64)
+        _mm_prefetch(reinterpret_cast<const char*>(d.next + r * d.k * int64_t(elem) + b), _MM_HINT_T0);
     if (r < d.rows) {
       const uint8_t* src = static_cast<const uint8_t*>(d.data) + size_t((d.row0 + r) * d.k + d.col0) * elem;
       for (; c < d.kn; c += 16) {

@@ -181,21 +181,18 @@ void gemv_m(const GemvArgs& g) {
     case 1: gemv_dtype<D, 1>(g); break;
     case 2: gemv_dtype<D, 2>(g); break;
     case 3: gemv_dtype<D, 3>(g); break;
-    case 4: gemv_dtype<D, 4>(g); break;
-    case 5: gemv_dtype<D, 5>(g); break;
-    case 6: gemv_dtype<D, 6>(g); break;
-    case 7: gemv_dtype<D, 7>(g); break;
-    default: gemv_dtype<D, 8>(g); break;
+    default: gemv_dtype<D, 4>(g); break;
   }
 }
 
-// More than 8 A rows: passes of 8 over the same W rows (the second pass finds them in cache).
+// More than 4 A rows (only if kGemvMaxRows grows): passes of 4 over the same W rows (later passes find them in
+// cache).
 template <DType D>
 void gemv_passes(const GemvArgs& g) {
   const int64_t kb_count = (g.w->k + kBlockK - 1) / kBlockK;
-  for (int64_t i0 = 0; i0 < g.m; i0 += 8) {
+  for (int64_t i0 = 0; i0 < g.m; i0 += 4) {
     GemvArgs part = g;
-    part.m = g.m - i0 < 8 ? g.m - i0 : 8;
+    part.m = g.m - i0 < 4 ? g.m - i0 : 4;
     part.a = g.a + i0 * g.w->k;
     part.a_scale = g.a_scale ? g.a_scale + i0 * kb_count : nullptr;
     part.c = g.c + i0 * g.w->n;
@@ -292,6 +289,9 @@ void decode_block_avx512(const DecodeArgs& d) {
   for (int64_t r = 0; r < kPanelRows; ++r) {
     float* out = d.wbuf + r * d.ldw;
     int c = 0;
+    if (r < d.next_rows)
+      for (int64_t b = 0; b < d.next_bytes; b += 64)
+        _mm_prefetch(reinterpret_cast<const char*>(d.next + r * d.k * int64_t(elem) + b), _MM_HINT_T0);
     if (r < d.rows) {
       const uint8_t* src = static_cast<const uint8_t*>(d.data) + size_t((d.row0 + r) * d.k + d.col0) * elem;
       if (d.dtype == DType::F8_E4M3)  // whole 32-code steps first (masked byte loads are slow on some CPUs)

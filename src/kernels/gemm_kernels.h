@@ -25,10 +25,11 @@ namespace deepmoe::gemm_detail {
 constexpr int kPanelRows = 16;
 constexpr int kBlockK = 128;
 constexpr int kLanes = 16;
-// Up to this many A rows, a call decodes W in registers (gemv_rows) rather than through the panel buffer: with few
-// rows per weight (decode batches, MoE experts with few tokens) the buffer's store and reload cost more than the
-// FMAs they feed.
-constexpr int64_t kGemvMaxRows = 16;
+// Up to this many A rows, a call decodes W in registers (gemv_rows) rather than through the panel buffer: with so
+// few rows per weight the buffer's store and reload cost more than the FMAs they feed, and decode at batch 1 is
+// bandwidth-bound, which the GEMV's streaming serves best. From 5 rows on the GEMM path is faster (v3 expert
+// shape, 64 experts × 5..16 rows: 134–213 vs 107–112 GFLOP/s through gemv_rows).
+constexpr int64_t kGemvMaxRows = 4;
 
 // How far ahead of its reads a gemv group prefetches W, per row stream (tuned on the GEMV benchmark shapes).
 constexpr int kGemvPrefetchBytes = 1536;
@@ -69,6 +70,12 @@ struct DecodeArgs {
   int kn = 0;                  // valid columns from col0; wbuf columns [kn, ldw) are zeroed
   int64_t ldw = 0;
   float* wbuf = nullptr;
+  // The panel the task decodes next, prefetched one row per row decoded here (null: none). Spread out like this
+  // the prefetches land; issued as one burst of 16 rows × 8 lines most of them were dropped, and the next decode
+  // waited on memory.
+  const uint8_t* next = nullptr;  // its first row at its first column
+  int64_t next_rows = 0;          // rows (≤ 16), row stride k · element size
+  int64_t next_bytes = 0;         // bytes per row
 };
 
 // out[j] = the final lane tree of gemm.h over lanes[16·j, 16·j + 16), j < n ≤ 16.
