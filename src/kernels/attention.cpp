@@ -131,6 +131,20 @@ void attention_absorbed_at_level(IsaLevel level, const AbsorbedAttentionArgs& a,
         convert_bf16_to_f32(static_cast<const uint16_t*>(a.cache) + t * a.cache_row, row.data(), size_t(C + R));
         return row.data();
       };
+      if (level >= IsaLevel::Avx2) {
+        // All heads of the group at once (same arithmetic per head, see attention_avx2.h).
+        float lat[kHeadsPerTask], rope[kHeadsPerTask];
+        for (int64_t t = 0; t < n; ++t) {
+          const float* c = load_row(t);
+          attention_detail::dot_heads_avx2(a.q_latent + (i * H + h0) * C, C, nh, c, C, lat);
+          attention_detail::dot_heads_avx2(a.q_rope + (i * H + h0) * R, R, nh, c + C, R, rope);
+          for (int h = 0; h < nh; ++h) scores[size_t(h * n + t)] = (lat[h] + rope[h]) * a.scale;
+        }
+        for (int h = 0; h < nh; ++h) softmax_inplace(scores.data() + h * n, n);
+        attention_detail::weighted_rows_avx2(scores.data(), n, nh, a.cache, a.cache_dtype == DType::BF16,
+                                             a.cache_row, n, C, a.out + (i * H + h0) * C, C);
+        continue;
+      }
       for (int64_t t = 0; t < n; ++t) {
         const float* c = load_row(t);
         for (int h = h0; h < h1; ++h) {

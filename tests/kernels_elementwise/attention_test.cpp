@@ -164,6 +164,25 @@ TEST(Attention, AvxPathIsBitwiseEqualToBaseline) {
   a.out = o2.data();
   attention_absorbed_at_level(IsaLevel::Avx2, a, nullptr);
   EXPECT_EQ(o1, o2);
+  // More heads than one group of the AVX2 path (8) plus a partial group, and a BF16 cache with padded rows.
+  {
+    const int H2 = 19, row = C + R + 3;
+    auto ql2 = testing_util::random_vector(size_t(n_q * H2 * C), 7);
+    auto qr2 = testing_util::random_vector(size_t(n_q * H2 * R), 8);
+    auto c32 = testing_util::random_vector(size_t(ctx * row), 9);
+    std::vector<uint16_t> c16(c32.size());
+    for (size_t j = 0; j < c32.size(); ++j) c16[j] = f32_to_bf16(c32[j]);
+    for (DType dt : {DType::F32, DType::BF16}) {
+      std::vector<float> p1(size_t(n_q * H2 * C)), p2(p1.size());
+      const void* cache2 = dt == DType::F32 ? static_cast<const void*>(c32.data()) : c16.data();
+      AbsorbedAttentionArgs b2{ql2.data(), qr2.data(), cache2, dt, row, p1.data(), n_q, ctx, H2, C, R, vis.data(),
+                               0.3f};
+      attention_absorbed_at_level(IsaLevel::Scalar, b2, nullptr);
+      b2.out = p2.data();
+      attention_absorbed_at_level(IsaLevel::Avx2, b2, nullptr);
+      EXPECT_EQ(p1, p2) << dtype_name(dt);
+    }
+  }
   auto q = testing_util::random_vector(size_t(n_q * H * qk), 4), k = testing_util::random_vector(size_t(ctx * H * qk), 5);
   auto v = testing_util::random_vector(size_t(ctx * H * vd), 6);
   std::vector<float> n1(size_t(n_q * H * vd)), n2(n1.size());
