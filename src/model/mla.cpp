@@ -9,16 +9,16 @@
 namespace deepmoe {
 namespace {
 
-// Per head h: dst[:, h, :] = src[:, h, :] · Wh ᵀ with Wh the FP32 [n, k] matrix w + h·n·k. src is [T, H, src_dim]
-// of which the k values at src_col are used; dst is [T, H, dst_dim] written at dst_col.
+// Per head h: dst[:, h, :] = src[:, h, :] · w[h]ᵀ with w[h] an [n, k] matrix. src is [T, H, src_dim] of which the
+// k values at src_col are used; dst is [T, H, dst_dim].
 void per_head_linear(const ForwardContext& ctx, const float* src, int64_t src_dim, int64_t src_col, int64_t T,
-                     int64_t H, const float* w, int64_t n, int64_t k, float* dst, int64_t dst_dim) {
+                     int64_t H, const std::vector<WeightMatrix>& w, float* dst, int64_t dst_dim) {
+  const int64_t n = w[0].n, k = w[0].k;
   Scratch a(T * k), c(T * n);
   for (int64_t h = 0; h < H; ++h) {
     for (int64_t t = 0; t < T; ++t)
       for (int64_t j = 0; j < k; ++j) a[size_t(t * k + j)] = src[(t * H + h) * src_dim + src_col + j];
-    WeightMatrix wm{DType::F32, n, k, w + h * n * k, nullptr};
-    linear(ctx, a.data(), T, wm, c.data());
+    linear(ctx, a.data(), T, w[size_t(h)], c.data());
     for (int64_t t = 0; t < T; ++t)
       for (int64_t j = 0; j < n; ++j) dst[(t * H + h) * dst_dim + j] = c[size_t(t * n + j)];
   }
@@ -62,7 +62,7 @@ void mla_forward(const ForwardContext& ctx, const AttentionWeights& w, const flo
   if (ctx.attention == AttentionMode::Absorbed) {
     // q_nope' = q_nope · W_UK (einsum "shd,hdc->shc"): [T, H, C]; q_pe gathered to [T, H, R].
     Scratch q_lat(T * H * C), q_pe(T * H * R), o_lat(T * H * C);
-    per_head_linear(ctx, q.data(), qk, 0, T, H, w.w_uk_t.data(), C, nope, q_lat.data(), C);
+    per_head_linear(ctx, q.data(), qk, 0, T, H, w.w_uk_t, q_lat.data(), C);
     for (int64_t r = 0; r < T * H; ++r)
       for (int64_t j = 0; j < R; ++j) q_pe[size_t(r * R + j)] = q[size_t(r * qk + nope + j)];
     for (const SequenceSlice& s : slices) {
@@ -84,7 +84,7 @@ void mla_forward(const ForwardContext& ctx, const AttentionWeights& w, const flo
       attention_absorbed(a, ctx.pool);
     }
     // o = o_lat · W_UVᵀ (einsum "shc,hdc->shd"): [T, H, v]
-    per_head_linear(ctx, o_lat.data(), C, 0, T, H, w.w_uv.data(), V, C, o.data(), V);
+    per_head_linear(ctx, o_lat.data(), C, 0, T, H, w.w_uv, o.data(), V);
   } else {
     for (const SequenceSlice& s : slices) {
       const int64_t n_ctx = s.start + s.count;

@@ -61,15 +61,38 @@ AttentionWeights bind_attention(const Checkpoint& ckpt, const ModelConfig& c, in
   w.kv_b = bind_linear(ckpt, a + "kv_b_proj", H * (nope + v), C);
   w.o = bind_linear(ckpt, a + "o_proj", c.hidden_size, H * v);
   // model.py absorb: wkv_b.view(H, nope + v, C); W_UK = [:, :nope], W_UV = [:, nope:].
+  w.w_uk_t.resize(size_t(H));
+  w.w_uv.resize(size_t(H));
+  if (w.kv_b.dtype == DType::F8_E4M3 && nope % 128 == 0 && v % 128 == 0) {
+    const int64_t kcb = quant_blocks(C), nb = nope / 128;
+    const auto* kv_b = static_cast<const uint8_t*>(w.kv_b.data);
+    w.w_uk_t_fp8.resize(size_t(H * C * nope));
+    w.w_uk_t_scales.resize(size_t(H * kcb * nb));
+    for (int64_t h = 0; h < H; ++h) {
+      const int64_t head_row = h * (nope + v);
+      uint8_t* t = w.w_uk_t_fp8.data() + h * C * nope;
+      for (int64_t d = 0; d < nope; ++d)
+        for (int64_t j = 0; j < C; ++j) t[j * nope + d] = kv_b[(head_row + d) * C + j];
+      float* ts = w.w_uk_t_scales.data() + h * kcb * nb;
+      for (int64_t jb = 0; jb < kcb; ++jb)
+        for (int64_t db = 0; db < nb; ++db) ts[jb * nb + db] = w.kv_b.scale_inv[(head_row / 128 + db) * kcb + jb];
+      w.w_uk_t[size_t(h)] = {DType::F8_E4M3, C, nope, t, ts};
+      const int64_t v_row = head_row + nope;
+      w.w_uv[size_t(h)] = {DType::F8_E4M3, v, C, kv_b + v_row * C, w.kv_b.scale_inv + (v_row / 128) * kcb};
+    }
+    return w;
+  }
   std::vector<float> kv_b = dequantize_all(ckpt, a + "kv_b_proj", w.kv_b);
-  w.w_uk_t.resize(static_cast<size_t>(H * C * nope));
-  w.w_uv.resize(static_cast<size_t>(H * v * C));
+  w.w_uk_t_f32.resize(static_cast<size_t>(H * C * nope));
+  w.w_uv_f32.resize(static_cast<size_t>(H * v * C));
   for (int64_t h = 0; h < H; ++h) {
     const float* rows = kv_b.data() + h * (nope + v) * C;
     for (int64_t d = 0; d < nope; ++d)
-      for (int64_t j = 0; j < C; ++j) w.w_uk_t[size_t((h * C + j) * nope + d)] = rows[d * C + j];
+      for (int64_t j = 0; j < C; ++j) w.w_uk_t_f32[size_t((h * C + j) * nope + d)] = rows[d * C + j];
     for (int64_t d = 0; d < v; ++d)
-      for (int64_t j = 0; j < C; ++j) w.w_uv[size_t((h * v + d) * C + j)] = rows[(nope + d) * C + j];
+      for (int64_t j = 0; j < C; ++j) w.w_uv_f32[size_t((h * v + d) * C + j)] = rows[(nope + d) * C + j];
+    w.w_uk_t[size_t(h)] = {DType::F32, C, nope, w.w_uk_t_f32.data() + h * C * nope, nullptr};
+    w.w_uv[size_t(h)] = {DType::F32, v, C, w.w_uv_f32.data() + h * v * C, nullptr};
   }
   return w;
 }

@@ -32,9 +32,21 @@ struct AttentionWeights {
   std::vector<float> kv_a_norm;
   WeightMatrix kv_b;  // kv_b_proj [H·(nope + v), kv_lora_rank]
   WeightMatrix o;     // o_proj [hidden, H·v]
-  // Absorbed form: per head h, W_UKᵀ[h] = kv_b rows of k_nope transposed → [H][kv_lora_rank, nope] and
-  // W_UV[h] = kv_b rows of v → [H][v, kv_lora_rank], FP32.
-  std::vector<float> w_uk_t, w_uv;
+  // Absorbed form, per head h as GEMM operands: W_UKᵀ[h] = kv_b's k_nope rows of head h transposed
+  // [kv_lora_rank, nope], and W_UV[h] = its v rows [v, kv_lora_rank]. With an FP8 kv_b whose heads start on
+  // 128-row blocks (nope and v multiples of 128: V2, V3, Kimi) they stay FP8: W_UV[h] is a view into kv_b and
+  // W_UKᵀ[h] a transposed copy of its bytes with the scale grid transposed, which is exact. Otherwise FP32 copies.
+  // The matrices point into the storage below: move this struct, never copy it.
+  std::vector<WeightMatrix> w_uk_t, w_uv;
+  std::vector<uint8_t> w_uk_t_fp8;   // [H][kv_lora_rank, nope] e4m3
+  std::vector<float> w_uk_t_scales;  // [H][ceil(kv_lora_rank/128), nope/128]
+  std::vector<float> w_uk_t_f32, w_uv_f32;
+
+  AttentionWeights() = default;
+  AttentionWeights(AttentionWeights&&) = default;
+  AttentionWeights& operator=(AttentionWeights&&) = default;
+  AttentionWeights(const AttentionWeights&) = delete;
+  AttentionWeights& operator=(const AttentionWeights&) = delete;
 };
 
 struct MoeWeights {

@@ -34,6 +34,16 @@ struct TinyCheckpoints {
     return checkpoint_dir("v2_grouped", tiny_v2_config("group_limited_greedy", 16.0), WeightFormat::Fp8, 2);
   }
   std::string v2_greedy() { return checkpoint_dir("v2_greedy", tiny_v2_config("greedy", 1.0), WeightFormat::Bf16, 3); }
+  // Heads of V3's width (nope = v = 128), so the absorbed form keeps W_UK/W_UV in FP8 (model_weights.h), with a
+  // latent of 192: a partial 128-block in both of them.
+  std::string v3_wide_heads() {
+    ModelConfig c = tiny_v3_config();
+    c.num_attention_heads = 2;
+    c.qk_nope_head_dim = 128;
+    c.v_head_dim = 128;
+    c.kv_lora_rank = 192;
+    return checkpoint_dir("v3_wide_heads", c, WeightFormat::Fp8, 4);
+  }
 } ckpt;
 
 const std::vector<int32_t> kSeqA = {0, 17, 300, 5, 511, 42, 42, 9};
@@ -56,6 +66,8 @@ std::vector<float> to_vector(const Tensor& t) {
 std::vector<float> rows(const std::vector<float>& v, int64_t first, int64_t n, int64_t width) {
   return std::vector<float>(v.begin() + first * width, v.begin() + (first + n) * width);
 }
+
+std::vector<float> prefill_logits(const std::string& dir, const ModelOptions& o, const std::vector<int32_t>& toks);
 
 // Prefill of A and B in one batch, all logits; checked against the reference per sequence.
 void expect_matches_reference(const std::string& dir, const ModelOptions& o, const char* label) {
@@ -80,6 +92,15 @@ TEST(ModelForward, V3Fp8AbsorbedMatchesFp64Reference) {
 }
 TEST(ModelForward, V3Fp8NaiveMatchesFp64Reference) {
   expect_matches_reference(ckpt.v3(), opts(AttentionMode::Naive), "v3 fp8 w8a32 naive");
+}
+TEST(ModelForward, V3WideHeadsFp8AbsorbedMatchesFp64ReferenceAndNaive) {
+  expect_matches_reference(ckpt.v3_wide_heads(), opts(AttentionMode::Absorbed), "v3 128-wide heads absorbed");
+  expect_matches_reference(ckpt.v3_wide_heads(), opts(AttentionMode::Naive), "v3 128-wide heads naive");
+  auto absorbed = prefill_logits(ckpt.v3_wide_heads(), opts(AttentionMode::Absorbed), kSeqA);
+  auto naive = prefill_logits(ckpt.v3_wide_heads(), opts(AttentionMode::Naive), kSeqA);
+  const double d = max_rel_diff(absorbed, std::vector<double>(naive.begin(), naive.end()));
+  std::printf("128-wide heads, absorbed vs naive: max|d|/max|logit| = %.3g\n", d);
+  EXPECT_LE(d, 1e-5);
 }
 TEST(ModelForward, V2GroupLimitedGreedyMatchesFp64Reference) {
   expect_matches_reference(ckpt.v2_grouped(), opts(AttentionMode::Absorbed), "v2 group_limited_greedy");
