@@ -1,6 +1,7 @@
-// FP8 kernel benchmark (issue 3): measures the machine (STREAM triad, FP32 FMA peak; 1 thread and all threads),
-// then GEMV (M = 1) weight bandwidth as a fraction of STREAM, GEMM (M = 512, 2048) FLOP/s as a fraction of FMA
-// peak, and quantize_act throughput, on DeepSeek-V3 / V2-Lite projection shapes. One JSON line per case.
+// FP8 kernel benchmark (issue 3): GEMV (M = 1) weight bandwidth as a fraction of STREAM, GEMM (M = 512, 2048)
+// FLOP/s as a fraction of FMA peak, and quantize_act throughput, on DeepSeek-V3 / V2-Lite projection shapes. The
+// machine (STREAM triad, FP32 FMA peak; 1 thread and all threads) is measured right before each shape's GEMV and
+// GEMM cases, and their fractions use those numbers. One JSON line per case.
 //
 // usage: gemm_bench [--threads N] [--quick]   (--quick: the first two shapes only, M = 512 only)
 // GEMV rotates through weight copies larger than the last-level cache, so its bytes come from memory.
@@ -127,12 +128,18 @@ int main(int argc, char** argv) {
     }
   }
   ThreadPool pool(threads);
-  const MachineLimits one = measure_machine_limits(nullptr), all = measure_machine_limits(&pool);
-  for (const MachineLimits* m : {&one, &all})
-    std::printf("{\"case\":\"machine\",\"threads\":%d,\"isa\":\"%s\",\"stream_triad_gbps\":%.2f,"
-                "\"fma_peak_gflops\":%.1f,\"load_avg\":%.1f}\n",
-                m->threads, m->isa, m->stream_triad_gbps, m->fma_peak_gflops, load_average());
-  std::fflush(stdout);
+  // The machine is measured again before every shape and each shape's fractions use the limits measured just
+  // before it: on a shared VM the speed drifts by up to 1.5x within a minute, more than the effects measured here.
+  MachineLimits one, all;
+  const auto measure_machine = [&](const char* before) {
+    one = measure_machine_limits(nullptr);
+    all = measure_machine_limits(&pool);
+    for (const MachineLimits* m : {&one, &all})
+      std::printf("{\"case\":\"machine\",\"before\":\"%s\",\"threads\":%d,\"isa\":\"%s\",\"stream_triad_gbps\":%.2f,"
+                  "\"fma_peak_gflops\":%.1f,\"load_avg\":%.1f}\n",
+                  before, m->threads, m->isa, m->stream_triad_gbps, m->fma_peak_gflops, load_average());
+    std::fflush(stdout);
+  };
 
   struct Shape {
     const char* name;
@@ -147,6 +154,7 @@ int main(int argc, char** argv) {
   std::normal_distribution<float> normal(0.0f, 1.0f);
 
   for (const Shape& s : shapes) {
+    measure_machine(s.name);
     const Fp8Weight w = random_fp8_weight(s.n, s.k, uint64_t(s.n * 7 + s.k));
     const double weight_bytes = double(s.n) * double(s.k) + 4.0 * double(w.scale_inv.size());
     // GEMV reads weights from memory, as decode does: rotate through copies that together exceed the last-level
@@ -176,7 +184,8 @@ int main(int argc, char** argv) {
         std::fflush(stdout);
         if (threads == 1) break;
       }
-    // GEMM: FLOP/s against the FMA peak, all threads.
+    // GEMM: FLOP/s against the FMA peak, all threads (measured again just before).
+    measure_machine((std::string(s.name) + " gemm").c_str());
     for (int64_t m : quick ? std::vector<int64_t>{512} : std::vector<int64_t>{512, 2048}) {
       std::vector<float> a(size_t(m * s.k)), c(size_t(m * s.n));
       for (auto& v : a) v = normal(rng);
@@ -195,6 +204,7 @@ int main(int argc, char** argv) {
     }
   }
 
+  measure_machine("quantize_act_1x128");
   // quantize_act_1x128: bytes read (f32) + written (e4m3 + scales) per second.
   for (auto [m, k] : {std::pair<int64_t, int64_t>{1, 7168}, {2048, 7168}, {4096, 2048}}) {
     std::vector<float> x(size_t(m * k)), scales(size_t(m * quant_blocks(k)));
