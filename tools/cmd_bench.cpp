@@ -3,8 +3,8 @@
 //   load     — peak RSS while loading vs the checkpoint's tensor bytes (FP8 weights are used in place from the mmap)
 //   machine  — STREAM-triad bandwidth and FP32 FMA peak (core/machine_limits.h), measured before the checkpoint
 //              is loaded (see run_bench)
-//   prefill  — tokens/s of one prompt (after an untimed warm-up prompt of the same length); projection FLOPs (2·active projection parameters per token) ÷ time as a
-//              fraction of the FMA peak. The time includes attention, norms and routing, so this understates the
+//   prefill  — tokens/s of one prompt (after an untimed warm-up prompt of the same length); projection FLOPs
+//              (2·active projection parameters per token) ÷ time as a fraction of the FMA peak. The time includes attention, norms and routing, so this understates the
 //              GEMM kernels' own efficiency; gemm_* give the GEMM share itself: the FLOPs the GEMM calls performed
 //              over the time spent inside them (kernels/gemm.h gemm_counters), and that time's share of the total.
 //              With --trace FILE the prefill's compute and communication spans (per micro-batch) are written as

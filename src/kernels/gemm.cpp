@@ -13,12 +13,11 @@
 #include <atomic>
 #include <chrono>
 #include <cstdint>
-#include <cstdlib>
 #include <cstring>
-#include <memory>
 #include <string>
 #include <vector>
 
+#include "core/buffer_cache.h"
 #include "core/cpu_features.h"
 #include "core/error.h"
 #include "core/thread_pool.h"
@@ -100,22 +99,16 @@ void check_weight(const WeightMatrix& w) {
 }
 
 // 64-byte aligned FP32 storage (the GEMM kernels' A rows and scratch buffers; with a vector's 16-byte alignment
-// most 64-byte loads would straddle two cache lines). Grows, never shrinks.
+// most 64-byte loads would straddle two cache lines), from the buffer cache. Grows, never shrinks.
 class AlignedFloats {
  public:
   float* get(size_t n) {
-    if (n > capacity_) {
-      const size_t bytes = (std::max<size_t>(n, 16) * sizeof(float) + 63) / 64 * 64;
-      data_.reset(static_cast<float*>(std::aligned_alloc(64, bytes)));
-      if (!data_) throw Error("gemm: out of memory for a " + std::to_string(n) + "-float buffer");
-      capacity_ = n;
-    }
-    return data_.get();
+    if (n * sizeof(float) > bytes_.size()) bytes_.reset(n * sizeof(float));
+    return reinterpret_cast<float*>(bytes_.data());
   }
 
  private:
-  std::unique_ptr<float[], decltype(&std::free)> data_{nullptr, &std::free};
-  size_t capacity_ = 0;
+  CachedBytes bytes_;
 };
 
 void run_gemv_task(const Task& t, const Isa& isa) {
@@ -130,8 +123,6 @@ void run_gemv_task(const Task& t, const Isa& isa) {
   g.c = p.c;
   isa.gemv_rows(g);
 }
-
-int64_t element_bytes(DType dtype) { return dtype == DType::F8_E4M3 ? 1 : dtype == DType::BF16 ? 2 : 4; }
 
 void run_gemm_task(const Task& t, const Isa& isa, AlignedFloats& wbuf_storage, AlignedFloats& lacc_storage) {
   const Problem& p = *t.problem;
@@ -157,7 +148,7 @@ void run_gemm_task(const Task& t, const Isa& isa, AlignedFloats& wbuf_storage, A
       else if (kb0 + kChunkBlocks < kb_count)
         next_row = t.panel0 * kPanelRows, next_col = col0 + ldw, next_kn = std::min<int64_t>(ldw, w.k - col0 - ldw);
       if (next_row >= 0) {
-        const int64_t elem = element_bytes(w.dtype);
+        const int64_t elem = int64_t(dtype_size_bytes(w.dtype));
         d.next = static_cast<const uint8_t*>(w.data) + (next_row * w.k + next_col) * elem;
         d.next_rows = std::min<int64_t>(kPanelRows, w.n - next_row);
         d.next_bytes = next_kn * elem;

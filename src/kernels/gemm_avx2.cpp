@@ -106,7 +106,7 @@ template <int M, int R>
 void gemv_group(const GemvArgs& g, int64_t row) {
   const WeightMatrix& w = *g.w;
   const int64_t k = w.k, kb_count = (k + kBlockK - 1) / kBlockK;
-  const size_t elem = w.dtype == DType::F8_E4M3 ? 1 : w.dtype == DType::BF16 ? 2 : 4;
+  const size_t elem = dtype_size_bytes(w.dtype);
   const uint8_t* wrow[R];
   for (int r = 0; r < R; ++r) wrow[r] = static_cast<const uint8_t*>(w.data) + size_t((row + r) * k) * elem;
   alignas(32) float acc[M][R][16] = {};
@@ -254,7 +254,7 @@ void block_update_avx2(const BlockArgs& g) {
 }
 
 void decode_block_avx2(const DecodeArgs& d) {
-  const size_t elem = d.dtype == DType::F8_E4M3 ? 1 : d.dtype == DType::BF16 ? 2 : 4;
+  const size_t elem = dtype_size_bytes(d.dtype);
   for (int64_t r = 0; r < kPanelRows; ++r) {
     float* out = d.wbuf + r * d.ldw;
     int c = 0;

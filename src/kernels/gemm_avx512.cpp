@@ -287,7 +287,7 @@ void block_update_avx512(const BlockArgs& g) {
 }
 
 void decode_block_avx512(const DecodeArgs& d) {
-  const size_t elem = d.dtype == DType::F8_E4M3 ? 1 : d.dtype == DType::BF16 ? 2 : 4;
+  const size_t elem = dtype_size_bytes(d.dtype);
   for (int64_t r = 0; r < kPanelRows; ++r) {
     float* out = d.wbuf + r * d.ldw;
     int c = 0;

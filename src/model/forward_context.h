@@ -4,7 +4,6 @@
 
 #include <cstddef>
 #include <cstdint>
-#include <memory>
 #include <vector>
 
 #include "core/buffer_cache.h"
@@ -37,20 +36,16 @@ struct ForwardContext {
 // and 64-byte aligned, so the GEMM reads it in place instead of repacking it.
 class Scratch {
  public:
-  explicit Scratch(int64_t n)
-      : n_(static_cast<size_t>(n)), data_(static_cast<float*>(buffer_alloc(n_ * sizeof(float)))) {}
-  ~Scratch() { buffer_free(data_, n_ * sizeof(float)); }
-  Scratch(const Scratch&) = delete;
-  Scratch& operator=(const Scratch&) = delete;
-  float* data() { return data_; }
-  const float* data() const { return data_; }
-  float& operator[](size_t i) { return data_[i]; }
-  const float& operator[](size_t i) const { return data_[i]; }
+  explicit Scratch(int64_t n) : n_(static_cast<size_t>(n)) { bytes_.reset(n_ * sizeof(float)); }
+  float* data() { return reinterpret_cast<float*>(bytes_.data()); }
+  const float* data() const { return reinterpret_cast<const float*>(bytes_.data()); }
+  float& operator[](size_t i) { return data()[i]; }
+  const float& operator[](size_t i) const { return data()[i]; }
   size_t size() const { return n_; }
 
  private:
   size_t n_;
-  float* data_;
+  CachedBytes bytes_;
 };
 
 // y[T, w.n] = x[T, w.k] · wᵀ (kernels/gemm.h with the context's mode and pool).
