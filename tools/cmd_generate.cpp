@@ -37,8 +37,7 @@ nlohmann::ordered_json token_json(const Tokenizer& tokenizer, int32_t id) {
   j["token"] = id;
   j["text"] = tokenizer.decode(std::vector<int32_t>{id});
   const std::string& bytes = tokenizer.token_bytes(id);
-  j["bytes"] = std::vector<int>(bytes.begin(), bytes.end());
-  for (auto& b : j["bytes"]) b = b.get<int>() & 0xFF;
+  j["bytes"] = std::vector<uint8_t>(bytes.begin(), bytes.end());
   return j;
 }
 

@@ -30,21 +30,6 @@ constexpr size_t kSmallPiece = 48;
 
 }  // namespace
 
-namespace {
-
-TokenIndex index_of(const std::unordered_map<std::string, int32_t>& vocab) {
-  TokenIndex index;
-  index.reserve(vocab.size());
-  for (const auto& [spelling, id] : vocab) index.insert(spelling, id);
-  return index;
-}
-
-}  // namespace
-
-BpeModel::BpeModel(const std::unordered_map<std::string, int32_t>& vocab, const std::vector<Merge>& merges,
-                   bool ignore_merges)
-    : BpeModel(index_of(vocab), merges, ignore_merges) {}
-
 BpeModel::BpeModel(const TokenIndex& vocab, const std::vector<Merge>& merges, bool ignore_merges)
     : cache_(new CacheEntry[kCacheEntries]), ignore_merges_(ignore_merges) {
   if (ignore_merges) vocab_ = vocab;
@@ -128,20 +113,18 @@ void BpeModel::merge_small(std::vector<int32_t>& sym) const {
 
 void BpeModel::merge_large(std::vector<int32_t>& sym) const {
   // Doubly linked list over the symbols + a min-heap of candidate merges ordered by (rank, position), as in
-  // HF word.rs; stale heap entries are detected by re-checking the pair when popped.
+  // HF word.rs; stale heap entries are recognized by their position's version (below).
   size_t n = sym.size();
   thread_local std::vector<int32_t> prev, next;
-  thread_local std::vector<char> alive;
   prev.resize(n);
   next.resize(n);
-  alive.assign(n, 1);
   for (size_t i = 0; i < n; ++i) {
     prev[i] = static_cast<int32_t>(i) - 1;
     next[i] = (i + 1 < n) ? static_cast<int32_t>(i + 1) : -1;
   }
   // A candidate orders by (rank, position) — leftmost first on equal ranks — and carries the merge's result and
-  // the version of its position's pair when pushed: a position's version changes whenever its pair does, so a
-  // stale candidate is recognized without another table lookup.
+  // the version of its position's pair when pushed: a position's version changes whenever its pair does (and when
+  // the position is merged away), so a stale candidate is recognized without another table lookup.
   struct Candidate {
     uint64_t key;  // rank << 32 | position
     int32_t merged;
@@ -165,10 +148,10 @@ void BpeModel::merge_large(std::vector<int32_t>& sym) const {
     const Candidate c = heap.back();
     heap.pop_back();
     const int32_t i = int32_t(uint32_t(c.key));
-    if (!alive[i] || c.version != version[i]) continue;
+    if (c.version != version[i]) continue;
     const int32_t j = next[i];
     sym[i] = c.merged;
-    alive[j] = 0;
+    ++version[j];  // j is merged away: its candidates are stale
     next[i] = next[j];
     if (next[j] >= 0) prev[next[j]] = i;
     ++version[i];  // its pair is now (merged, the symbol after j)

@@ -9,7 +9,6 @@
 #include <memory>
 #include <string>
 #include <string_view>
-#include <unordered_map>
 #include <vector>
 
 #include "tokenizer/token_index.h"
@@ -25,8 +24,6 @@ class BpeModel {
   // vocab: token spelling (byte-level alphabet) -> id (kept only when ignore_merges needs it); merges in rank
   // order, already resolved to ids. Throws Error when a byte has no single-byte token.
   BpeModel(const TokenIndex& vocab, const std::vector<Merge>& merges, bool ignore_merges);
-  BpeModel(const std::unordered_map<std::string, int32_t>& vocab, const std::vector<Merge>& merges,
-           bool ignore_merges);
 
   // Appends the ids of one pre-tokenized piece (raw bytes, non-empty).
   void encode_piece(std::string_view piece, std::vector<int32_t>& out) const;

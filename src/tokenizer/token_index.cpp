@@ -26,7 +26,7 @@ void TokenIndex::rehash(size_t slots) {
 }
 
 bool TokenIndex::insert(std::string_view key, int32_t id) {
-  if (2 * (keys_.size() + 1) > slots_.size()) reserve(2 * (keys_.size() + 1));
+  if (2 * (keys_.size() + 1) > slots_.size()) reserve(keys_.size() + 1);  // doubles the table
   Slot& s = slots_[locate(key)];
   if (s.key != kEmpty) return false;
   s.key = uint32_t(keys_.size());

@@ -322,9 +322,10 @@ void read_config(const json& config, Tokenizer::Impl& impl) {
   if (add_eos) impl.suffix.push_back(impl.eos);
 }
 
-json parse(std::string_view text, const std::string& origin) {
+// Parses text (through read_tokenizer_json when `collected` is given); a syntax error names `origin`.
+json parse(std::string_view text, const std::string& origin, TokenizerJsonCollected* collected = nullptr) {
   try {
-    return json::parse(text);
+    return collected ? read_tokenizer_json(text, *collected) : json::parse(text);
   } catch (const json::exception& e) {
     throw Error(std::string("malformed JSON: ") + e.what(), ErrorContext{origin, "", ""});
   }
@@ -338,12 +339,7 @@ std::unique_ptr<Tokenizer> Tokenizer::from_json(std::string_view tokenizer_json,
   std::string current = origin;
   try {
     TokenizerJsonCollected collected;
-    json root;
-    try {
-      root = read_tokenizer_json(tokenizer_json, collected);
-    } catch (const json::exception& e) {
-      throw Error(std::string("malformed JSON: ") + e.what(), ErrorContext{origin, "", ""});
-    }
+    const json root = parse(tokenizer_json, origin, &collected);
     if (!root.is_object()) fail("", "expected a JSON object");
     for (const char* key : {"truncation", "padding"})
       if (member(root, key)) fail(key, std::string(key) + " is not supported (must be null)");

@@ -7,6 +7,7 @@
 #include <fstream>
 #include <random>
 #include <sstream>
+#include <unordered_map>
 
 #include "core/error.h"
 #include "tokenizer/added_tokens.h"
@@ -90,7 +91,9 @@ const BpeModel& deepseek_bpe() {
       std::string a = s.substr(0, sp), b = s.substr(sp + 1);
       merges.push_back({vocab.at(a), vocab.at(b), vocab.at(a + b)});
     }
-    return std::make_unique<BpeModel>(std::move(vocab), merges, false);
+    TokenIndex index;
+    for (const auto& [spelling, id] : vocab) index.insert(spelling, id);
+    return std::make_unique<BpeModel>(index, merges, false);
   }();
   return *model;
 }
