@@ -1,7 +1,7 @@
 // GEMM driver: validation, W8A8 activation quantization, A packing, tiling into tasks, ISA dispatch, lane sums.
 //
-// A decode-shaped call (M ≤ kGemvMaxRows) is cut into tasks of kGemvTaskRows W rows that each stream their rows
-// once, front to back (gemv_rows). Otherwise work is cut into tasks of (up to kChunkRows rows of A) ×
+// A decode-shaped call (M ≤ kGemvMaxRows) is cut into tasks of whole W panels (kGemvTaskBytes) that each stream
+// their rows once, front to back (gemv_rows). Otherwise work is cut into tasks of (up to kChunkRows rows of A) ×
 // (kTaskPanels 16-row W panels). A task walks K in chunks of kChunkBlocks blocks; per chunk and panel it decodes
 // the panel once into an L1-resident FP32 buffer and runs every row of its chunk against it. Tasks are contiguous
 // in W, so with the pool's contiguous partition each thread streams its own part of W. Every output element is
@@ -42,8 +42,11 @@ using gemm_detail::kChunkBlocks;
 // accumulators (64 rows × 64 outputs × 16 lanes, 256 KB) stay in L2 with it.
 constexpr int64_t kChunkRows = 64;
 constexpr int kTaskPanels = 4;
-// W rows per GEMV task: enough tasks to balance threads on the smallest projections, few enough to stay cheap.
-constexpr int64_t kGemvTaskRows = 16;
+// A GEMV task covers whole 16-row panels and at least kGemvTaskBytes of W, so each task streams long enough to
+// pay for starting (tasks of 16 rows of 512 B, kv_b's shape, streamed at half the rate of 64 KB tasks: ~280 ns
+// per task), but a call keeps at least kGemvMinTasks tasks to balance threads on small projections.
+constexpr int64_t kGemvTaskBytes = 64 << 10;
+constexpr int64_t kGemvMinTasks = 16;
 
 struct Isa {
   void (*reduce_lanes)(const float*, int, float*);
@@ -228,9 +231,11 @@ void run_problems(std::vector<Problem> problems, IsaLevel level, ThreadPool* poo
     }
     const int64_t panels = (w.n + kPanelRows - 1) / kPanelRows;
     if (p.rows <= kGemvMaxRows) {
-      constexpr int per_task = int(kGemvTaskRows / kPanelRows);
+      const int64_t panel_bytes = kPanelRows * w.k * int64_t(dtype_size_bytes(w.dtype));
+      const int64_t per_task =
+          std::max<int64_t>(1, std::min((kGemvTaskBytes + panel_bytes - 1) / panel_bytes, panels / kGemvMinTasks));
       for (int64_t q = 0; q < panels; q += per_task)
-        tasks.push_back({&p, 0, p.rows, q, int(std::min<int64_t>(per_task, panels - q)), true});
+        tasks.push_back({&p, 0, p.rows, q, int(std::min(per_task, panels - q)), true});
       continue;
     }
     for (int64_t r = 0; r < p.rows; r += kChunkRows)
