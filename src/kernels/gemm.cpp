@@ -53,6 +53,7 @@ struct Isa {
   void (*gemv_rows)(const GemvArgs&);
   void (*block_update)(const BlockArgs&);
   void (*decode_block)(const DecodeArgs&);
+  bool half_panel;  // decode_block / block_update take FP8 panels as FP16 (DecodeArgs::wbuf_half)
 };
 
 Isa select_isa(IsaLevel level) {
@@ -60,13 +61,13 @@ Isa select_isa(IsaLevel level) {
   switch (level) {
     case IsaLevel::Avx512:
       return {gemm_detail::reduce_lanes_avx512, gemm_detail::gemv_rows_avx512, gemm_detail::block_update_avx512,
-              gemm_detail::decode_block_avx512};
+              gemm_detail::decode_block_avx512, true};
     case IsaLevel::Avx2:
       return {gemm_detail::reduce_lanes_avx2, gemm_detail::gemv_rows_avx2, gemm_detail::block_update_avx2,
-              gemm_detail::decode_block_avx2};
+              gemm_detail::decode_block_avx2, false};
     default:
       return {gemm_detail::reduce_lanes_scalar, gemm_detail::gemv_rows_scalar, gemm_detail::block_update_scalar,
-              gemm_detail::decode_block_scalar};
+              gemm_detail::decode_block_scalar, false};
   }
 }
 
@@ -134,6 +135,7 @@ void run_gemm_task(const Task& t, const Isa& isa, AlignedFloats& wbuf_storage, A
   const int64_t ldw = int64_t(kChunkBlocks) * kBlockK;
   const int64_t panel_lanes = t.rows * kPanelRows * kLanes;
   float* wbuf = wbuf_storage.get(size_t(kPanelRows * ldw));
+  uint16_t* wbuf_half = isa.half_panel && w.dtype == DType::F8_E4M3 ? reinterpret_cast<uint16_t*>(wbuf) : nullptr;
   float* lacc = lacc_storage.get(size_t(t.n_panels * panel_lanes));
   float w_scale[kChunkBlocks];
   for (int64_t kb0 = 0; kb0 < kb_count; kb0 += kChunkBlocks) {
@@ -165,6 +167,7 @@ void run_gemm_task(const Task& t, const Isa& isa, AlignedFloats& wbuf_storage, A
       d.kn = kn;
       d.ldw = ldw;
       d.wbuf = wbuf;
+      d.wbuf_half = wbuf_half;
       isa.decode_block(d);
       for (int b = 0; b < n_blocks; ++b) w_scale[b] = gemm_detail::weight_block_scale(w, row0_w, kb0 + b, kb_count);
       BlockArgs g;
@@ -174,6 +177,7 @@ void run_gemm_task(const Task& t, const Isa& isa, AlignedFloats& wbuf_storage, A
       g.n_blocks = n_blocks;
       g.kn_last = kn - (n_blocks - 1) * kBlockK;
       g.wbuf = wbuf;
+      g.wbuf_half = wbuf_half;
       g.ldw = ldw;
       g.a_scale = p.a_scale ? p.a_scale + t.row0 * kb_count + kb0 : nullptr;
       g.a_scale_stride = kb_count;

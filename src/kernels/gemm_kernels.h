@@ -53,6 +53,7 @@ struct BlockArgs {
   int n_blocks = 0;                // K blocks in this chunk, 1..kChunkBlocks
   int kn_last = 0;                 // valid columns of the chunk's last block, 1..128 (the others are full)
   const float* wbuf = nullptr;     // 16 rows × ldw decoded weights, zero past the valid columns
+  const uint16_t* wbuf_half = nullptr;  // instead of wbuf: the same panel as FP16 bit patterns (see DecodeArgs)
   int64_t ldw = 0;
   const float* a_scale = nullptr;  // scale of row r, chunk block b at a_scale[r · a_scale_stride + b], or null (1)
   int64_t a_scale_stride = 0;
@@ -70,6 +71,10 @@ struct DecodeArgs {
   int kn = 0;                  // valid columns from col0; wbuf columns [kn, ldw) are zeroed
   int64_t ldw = 0;
   float* wbuf = nullptr;
+  // Instead of wbuf, for F8_E4M3 on AVX-512 (Isa::half_panel): the panel as FP16 bit patterns of q·2^-8, exact
+  // like the FP32 form. Half the bytes: the decoder stores half as much and skips the FP32 conversion, and the
+  // tile's loads (converted on the way, on pipes the FMAs do not use) keep a 3-row A slice and the panel in L1.
+  uint16_t* wbuf_half = nullptr;
   // The panel the task decodes next, prefetched one row per row decoded here (null: none). Spread out like this
   // the prefetches land; issued as one burst of 16 rows × 8 lines most of them were dropped, and the next decode
   // waited on memory.
