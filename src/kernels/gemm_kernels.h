@@ -7,11 +7,11 @@
 // - GEMM: tasks of (up to 64 A rows) × (4 16-row W panels), driven by gemm.cpp. Per chunk of kChunkBlocks K
 //   blocks and per panel, the ISA's decoder writes the panel into `wbuf` as FP32 rows — F8_E4M3 codes as q·2^-8
 //   (the e4m3→fp16 bit trick; the 2^8 is folded into the block scale), BF16/F32 exactly — zero-padded past N and
-//   past the valid columns. Then block_update runs MR A rows × 4 W rows register tiles, each over all blocks of
-//   the chunk in turn, promoting each output's 16 lane partials into its lane accumulators (16 floats per output,
-//   `lacc`) after every block: AVX-512 holds a tile's accumulators in registers for the whole chunk, AVX2 and the
-//   scalar path update `lacc` in L1. After the last chunk the driver sums each output's lanes by the tree of
-//   gemm.h (reduce_lanes).
+//   past the valid columns (on AVX-512 FP8 panels stay FP16, `wbuf_half`, widened as the tile loads them).
+//   Then block_update runs MR A rows × 4 W rows register tiles, each over all blocks of the chunk in turn,
+//   promoting each output's 16 lane partials into its lane accumulators (16 floats per output, `lacc`) after every
+//   block: AVX-512 holds a tile's accumulators in registers for the whole chunk, AVX2 and the scalar path update
+//   `lacc` in L1. After the last chunk the driver sums each output's lanes by the tree of gemm.h (reduce_lanes).
 #pragma once
 
 #include <cstdint>
