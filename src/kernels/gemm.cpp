@@ -53,7 +53,7 @@ struct Isa {
   void (*gemv_rows)(const GemvArgs&);
   void (*block_update)(const BlockArgs&);
   void (*decode_block)(const DecodeArgs&);
-  bool half_panel;  // decode_block / block_update take FP8 panels as FP16 (DecodeArgs::wbuf_half)
+  bool half_panel;  // decode_block / block_update take FP8 and BF16 panels in 16 bits (DecodeArgs::wbuf_half)
 };
 
 Isa select_isa(IsaLevel level) {
@@ -135,7 +135,8 @@ void run_gemm_task(const Task& t, const Isa& isa, AlignedFloats& wbuf_storage, A
   const int64_t ldw = int64_t(kChunkBlocks) * kBlockK;
   const int64_t panel_lanes = t.rows * kPanelRows * kLanes;
   float* wbuf = wbuf_storage.get(size_t(kPanelRows * ldw));
-  uint16_t* wbuf_half = isa.half_panel && w.dtype == DType::F8_E4M3 ? reinterpret_cast<uint16_t*>(wbuf) : nullptr;
+  const bool half = isa.half_panel && (w.dtype == DType::F8_E4M3 || w.dtype == DType::BF16);
+  uint16_t* wbuf_half = half ? reinterpret_cast<uint16_t*>(wbuf) : nullptr;
   float* lacc = lacc_storage.get(size_t(t.n_panels * panel_lanes));
   float w_scale[kChunkBlocks];
   for (int64_t kb0 = 0; kb0 < kb_count; kb0 += kChunkBlocks) {
@@ -178,6 +179,7 @@ void run_gemm_task(const Task& t, const Isa& isa, AlignedFloats& wbuf_storage, A
       g.kn_last = kn - (n_blocks - 1) * kBlockK;
       g.wbuf = wbuf;
       g.wbuf_half = wbuf_half;
+      g.half_is_bf16 = w.dtype == DType::BF16;
       g.ldw = ldw;
       g.a_scale = p.a_scale ? p.a_scale + t.row0 * kb_count + kb0 : nullptr;
       g.a_scale_stride = kb_count;

@@ -10,6 +10,7 @@
 #include <immintrin.h>
 
 #include <cstring>
+#include <type_traits>
 
 #include "kernels/gemm_kernels.h"
 
@@ -206,13 +207,24 @@ void gemv_passes(const GemvArgs& g) {
 // are loaded once per chunk and stay in registers while every block's partials are promoted into them.
 // kFullBlocks: every block of the chunk has all 128 columns (K a multiple of 512, or the chunk before the last),
 // so the step loop has a constant trip count the compiler unrolls (~10% faster than the run-time bound).
-// A decoded panel row: FP32 values, or FP16 bit patterns widened on load (exact).
-__attribute__((always_inline)) inline __m512 load_panel(const float* p) { return _mm512_loadu_ps(p); }
-__attribute__((always_inline)) inline __m512 load_panel(const uint16_t* p) {
-  return _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(p)));
+// How a decoded panel holds its values: FP32, or 16-bit patterns widened exactly on load.
+enum class Panel { F32, F16, BF16 };
+
+template <Panel P>
+using PanelElem = std::conditional_t<P == Panel::F32, float, uint16_t>;
+
+template <Panel P>
+__attribute__((always_inline)) inline __m512 load_panel(const PanelElem<P>* p) {
+  if constexpr (P == Panel::F32) {
+    return _mm512_loadu_ps(p);
+  } else {
+    const __m256i h = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p));
+    if constexpr (P == Panel::F16) return _mm512_cvtph_ps(h);
+    else return WRow<DType::BF16>::widen(h);
+  }
 }
 
-template <int MR, bool kFullBlocks, typename WT>
+template <int MR, bool kFullBlocks, Panel P, typename WT = PanelElem<P>>
 __attribute__((always_inline)) inline
 void tile(const BlockArgs& g, const WT* wbuf, int64_t r, int j0) {
   constexpr int NR = 4;
@@ -233,7 +245,7 @@ void tile(const BlockArgs& g, const WT* wbuf, int64_t r, int j0) {
       __m512 av[MR];
       for (int i = 0; i < MR; ++i) av[i] = _mm512_loadu_ps(a + i * g.lda + c);
       for (int j = 0; j < NR; ++j) {
-        __m512 wv = load_panel(w + j * g.ldw + c);
+        __m512 wv = load_panel<P>(w + j * g.ldw + c);
         // Keep wv in a register: folded into each FMA as a memory operand it would be loaded MR times, and the
         // load ports, not the FMA pipes, would set the pace.
         asm("" : "+v"(wv));
@@ -245,7 +257,7 @@ void tile(const BlockArgs& g, const WT* wbuf, int64_t r, int j0) {
       __m512 av[MR];
       for (int i = 0; i < MR; ++i) av[i] = _mm512_maskz_loadu_ps(mask, a + i * g.lda + full);
       for (int j = 0; j < NR; ++j) {
-        const __m512 wv = load_panel(w + j * g.ldw + full);
+        const __m512 wv = load_panel<P>(w + j * g.ldw + full);
         for (int i = 0; i < MR; ++i) p[i][j] = _mm512_mask3_fmadd_ps(av[i], wv, p[i][j], mask);
       }
     }
@@ -259,40 +271,47 @@ void tile(const BlockArgs& g, const WT* wbuf, int64_t r, int j0) {
     for (int j = 0; j < NR; ++j) _mm512_storeu_ps(g.lacc + ((r + i) * kPanelRows + j0 + j) * kLanes, acc[i][j]);
 }
 
-template <int MR, typename WT>
-void row_group(const BlockArgs& g, const WT* wbuf, int64_t r) {
+template <int MR, Panel P>
+void row_group(const BlockArgs& g, const PanelElem<P>* wbuf, int64_t r) {
   if (g.kn_last == kBlockK)
-    for (int j0 = 0; j0 < kPanelRows; j0 += 4) tile<MR, true>(g, wbuf, r, j0);
+    for (int j0 = 0; j0 < kPanelRows; j0 += 4) tile<MR, true, P>(g, wbuf, r, j0);
   else
-    for (int j0 = 0; j0 < kPanelRows; j0 += 4) tile<MR, false>(g, wbuf, r, j0);
+    for (int j0 = 0; j0 < kPanelRows; j0 += 4) tile<MR, false, P>(g, wbuf, r, j0);
 }
 
-template <typename WT>
-void block_update_panel(const BlockArgs& g, const WT* wbuf) {
+template <Panel P>
+void block_update_panel(const BlockArgs& g, const PanelElem<P>* wbuf) {
   // Row groups of 3, but a remainder of 1 becomes 2 + 2: a 1-row tile loads as many W vectors as it does FMAs and
   // runs at half the rate (8% of a 16-row expert's time as one 1-row group).
   int64_t r = 0;
   const int64_t threes = g.rows % 3 == 1 && g.rows >= 4 ? g.rows / 3 - 1 : g.rows / 3;
-  for (; r < 3 * threes; r += 3) row_group<3>(g, wbuf, r);
-  for (; g.rows - r >= 2; r += 2) row_group<2>(g, wbuf, r);
-  if (r < g.rows) row_group<1>(g, wbuf, r);
+  for (; r < 3 * threes; r += 3) row_group<3, P>(g, wbuf, r);
+  for (; g.rows - r >= 2; r += 2) row_group<2, P>(g, wbuf, r);
+  if (r < g.rows) row_group<1, P>(g, wbuf, r);
 }
 
-// The FP16 form of decode_block_avx512 for F8_E4M3 (DecodeArgs::wbuf_half).
+// The 16-bit form of decode_block_avx512 (DecodeArgs::wbuf_half): F8_E4M3 to FP16 bit patterns, BF16 copied.
 void decode_block_half(const DecodeArgs& d) {
+  const bool bf16 = d.dtype == DType::BF16;
+  const int64_t elem = bf16 ? 2 : 1;
   for (int64_t r = 0; r < kPanelRows; ++r) {
     uint16_t* out = d.wbuf_half + r * d.ldw;
     int c = 0;
     if (r < d.next_rows)
       for (int64_t b = 0; b < d.next_bytes; b += 64)
-        _mm_prefetch(reinterpret_cast<const char*>(d.next + r * d.k + b), _MM_HINT_T0);
+        _mm_prefetch(reinterpret_cast<const char*>(d.next + r * d.k * elem + b), _MM_HINT_T0);
     if (r < d.rows) {
-      const uint8_t* src = static_cast<const uint8_t*>(d.data) + (d.row0 + r) * d.k + d.col0;
-      for (; d.kn - c >= 32; c += 32)
-        _mm512_store_si512(out + c, e4m3_to_f16_bits(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(src + c))));
+      const uint8_t* src = static_cast<const uint8_t*>(d.data) + ((d.row0 + r) * d.k + d.col0) * elem;
+      if (bf16) {
+        for (; d.kn - c >= 32; c += 32) _mm512_store_si512(out + c, _mm512_loadu_si512(src + 2 * c));
+      } else {
+        for (; d.kn - c >= 32; c += 32)
+          _mm512_store_si512(out + c, e4m3_to_f16_bits(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(src + c))));
+      }
       if (c < d.kn) {
         const __mmask32 mask = __mmask32((uint64_t(1) << (d.kn - c)) - 1);
-        _mm512_store_si512(out + c, e4m3_to_f16_bits(_mm256_maskz_loadu_epi8(mask, src + c)));
+        _mm512_store_si512(out + c, bf16 ? _mm512_maskz_loadu_epi16(mask, src + 2 * c)
+                                         : e4m3_to_f16_bits(_mm256_maskz_loadu_epi8(mask, src + c)));
         c += 32;
       }
     }
@@ -321,10 +340,12 @@ void gemv_rows_avx512(const GemvArgs& g) {
 }
 
 void block_update_avx512(const BlockArgs& g) {
-  if (g.wbuf_half)
-    block_update_panel(g, g.wbuf_half);
+  if (g.wbuf_half && g.half_is_bf16)
+    block_update_panel<Panel::BF16>(g, g.wbuf_half);
+  else if (g.wbuf_half)
+    block_update_panel<Panel::F16>(g, g.wbuf_half);
   else
-    block_update_panel(g, g.wbuf);
+    block_update_panel<Panel::F32>(g, g.wbuf);
 }
 
 void decode_block_avx512(const DecodeArgs& d) {

@@ -7,7 +7,8 @@
 // - GEMM: tasks of (up to 64 A rows) × (4 16-row W panels), driven by gemm.cpp. Per chunk of kChunkBlocks K
 //   blocks and per panel, the ISA's decoder writes the panel into `wbuf` as FP32 rows — F8_E4M3 codes as q·2^-8
 //   (the e4m3→fp16 bit trick; the 2^8 is folded into the block scale), BF16/F32 exactly — zero-padded past N and
-//   past the valid columns (on AVX-512 FP8 panels stay FP16, `wbuf_half`, widened as the tile loads them).
+//   past the valid columns (on AVX-512 FP8 panels stay FP16 and BF16 panels BF16, `wbuf_half`, widened as the
+//   tile loads them).
 //   Then block_update runs MR A rows × 4 W rows register tiles, each over all blocks of the chunk in turn,
 //   promoting each output's 16 lane partials into its lane accumulators (16 floats per output, `lacc`) after every
 //   block: AVX-512 holds a tile's accumulators in registers for the whole chunk, AVX2 and the scalar path update
@@ -53,7 +54,8 @@ struct BlockArgs {
   int n_blocks = 0;                // K blocks in this chunk, 1..kChunkBlocks
   int kn_last = 0;                 // valid columns of the chunk's last block, 1..128 (the others are full)
   const float* wbuf = nullptr;     // 16 rows × ldw decoded weights, zero past the valid columns
-  const uint16_t* wbuf_half = nullptr;  // instead of wbuf: the same panel as FP16 bit patterns (see DecodeArgs)
+  const uint16_t* wbuf_half = nullptr;  // instead of wbuf: the same panel in 16 bits (see DecodeArgs)
+  bool half_is_bf16 = false;            // wbuf_half holds BF16 (else FP16) bit patterns
   int64_t ldw = 0;
   const float* a_scale = nullptr;  // scale of row r, chunk block b at a_scale[r · a_scale_stride + b], or null (1)
   int64_t a_scale_stride = 0;
@@ -71,9 +73,10 @@ struct DecodeArgs {
   int kn = 0;                  // valid columns from col0; wbuf columns [kn, ldw) are zeroed
   int64_t ldw = 0;
   float* wbuf = nullptr;
-  // Instead of wbuf, for F8_E4M3 on AVX-512 (Isa::half_panel): the panel as FP16 bit patterns of q·2^-8, exact
-  // like the FP32 form. Half the bytes: the decoder stores half as much and skips the FP32 conversion, and the
-  // tile's loads (converted on the way, on pipes the FMAs do not use) keep a 3-row A slice and the panel in L1.
+  // Instead of wbuf, for F8_E4M3 and BF16 on AVX-512 (Isa::half_panel): the panel in 16 bits, exact like the
+  // FP32 form — FP16 bit patterns of q·2^-8 for F8_E4M3, the BF16 values as they are. Half the bytes: the decoder
+  // stores half as much and skips the FP32 conversion, and the tile's loads (widened on the way, on pipes the FMAs
+  // do not use) keep a 3-row A slice and the panel in L1.
   uint16_t* wbuf_half = nullptr;
   // The panel the task decodes next, prefetched one row per row decoded here (null: none). Spread out like this
   // the prefetches land; issued as one burst of 16 rows × 8 lines most of them were dropped, and the next decode
