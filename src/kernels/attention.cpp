@@ -9,6 +9,7 @@
 #include "core/error.h"
 #include "core/thread_pool.h"
 #include "kernels/attention_avx2.h"
+#include "kernels/attention_avx512.h"
 
 namespace deepmoe {
 namespace {
@@ -120,7 +121,7 @@ void attention_absorbed_at_level(IsaLevel level, const AbsorbedAttentionArgs& a,
   constexpr int kHeadsPerTask = 8;
   const int groups = (H + kHeadsPerTask - 1) / kHeadsPerTask;
   parallel_for(pool, a.n_queries * groups, [&](int64_t begin, int64_t end) {
-    std::vector<float> scores, row(size_t(C + R));
+    std::vector<float> scores, rope_scores, row(size_t(C + R));
     for (int64_t task = begin; task < end; ++task) {
       const int64_t i = task / groups;
       const int h0 = int(task % groups) * kHeadsPerTask, h1 = std::min(H, h0 + kHeadsPerTask), nh = h1 - h0;
@@ -131,6 +132,20 @@ void attention_absorbed_at_level(IsaLevel level, const AbsorbedAttentionArgs& a,
         convert_bf16_to_f32(static_cast<const uint16_t*>(a.cache) + t * a.cache_row, row.data(), size_t(C + R));
         return row.data();
       };
+      if (level >= IsaLevel::Avx512) {
+        // Three cache rows per pass and two heads per register (see attention_avx512.h); same arithmetic.
+        const bool bf16 = a.cache_dtype == DType::BF16;
+        rope_scores.resize(size_t(nh * n));
+        attention_detail::dot_heads_rows_avx512(a.q_latent + (i * H + h0) * C, C, nh, a.cache, bf16, a.cache_row, 0,
+                                                n, C, scores.data(), n);
+        attention_detail::dot_heads_rows_avx512(a.q_rope + (i * H + h0) * R, R, nh, a.cache, bf16, a.cache_row, C, n,
+                                                R, rope_scores.data(), n);
+        for (size_t j = 0; j < size_t(nh * n); ++j) scores[j] = (scores[j] + rope_scores[j]) * a.scale;
+        for (int h = 0; h < nh; ++h) softmax_inplace(scores.data() + h * n, n);
+        attention_detail::weighted_rows_avx512(scores.data(), n, nh, a.cache, bf16, a.cache_row, n, C,
+                                               a.out + (i * H + h0) * C, C);
+        continue;
+      }
       if (level >= IsaLevel::Avx2) {
         // All heads of the group at once (same arithmetic per head, see attention_avx2.h).
         float lat[kHeadsPerTask], rope[kHeadsPerTask];

@@ -2,6 +2,7 @@
 // decompressed from the same latent (reference §1.5: the two forms are algebraically equal).
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <array>
 #include <vector>
 
@@ -164,6 +165,13 @@ TEST(Attention, AvxPathIsBitwiseEqualToBaseline) {
   a.out = o2.data();
   attention_absorbed_at_level(IsaLevel::Avx2, a, nullptr);
   EXPECT_EQ(o1, o2);
+  // The AVX-512 loops (head pairs, three cache rows per pass) where the CPU has them.
+  const bool avx512 = cpu.level >= IsaLevel::Avx512;
+  if (avx512) {
+    std::fill(o2.begin(), o2.end(), 0.0f);
+    attention_absorbed_at_level(IsaLevel::Avx512, a, nullptr);
+    EXPECT_EQ(o1, o2) << "avx512";
+  }
   // More heads than one group of the AVX2 path (8) plus a partial group, and a BF16 cache with padded rows.
   {
     const int H2 = 19, row = C + R + 3;
@@ -181,6 +189,11 @@ TEST(Attention, AvxPathIsBitwiseEqualToBaseline) {
       b2.out = p2.data();
       attention_absorbed_at_level(IsaLevel::Avx2, b2, nullptr);
       EXPECT_EQ(p1, p2) << dtype_name(dt);
+      if (avx512) {
+        std::fill(p2.begin(), p2.end(), 0.0f);
+        attention_absorbed_at_level(IsaLevel::Avx512, b2, nullptr);
+        EXPECT_EQ(p1, p2) << dtype_name(dt) << " avx512";
+      }
     }
   }
   auto q = testing_util::random_vector(size_t(n_q * H * qk), 4), k = testing_util::random_vector(size_t(ctx * H * qk), 5);
