@@ -198,8 +198,9 @@ int main(int argc, char** argv) {
       float* c = reinterpret_cast<float*>(c_bytes.data());
       for (int64_t i = 0; i < m * s.k; ++i) a[i] = normal(rng);
       for (auto mode : {GemmMode::W8A32, GemmMode::W8A8}) {
-        // Best of up to 10 runs over at least a second: this machine's speed changes from second to second (shared
-        // caches), and the best run is the kernel's, as the best STREAM / FMA repeat is the machine's.
+        // Best of up to 10 runs, stopping once they add up to a second: this machine's speed changes from second
+        // to second (shared caches), and the best run is the kernel's, as the best STREAM / FMA repeat is the
+        // machine's.
         const Timing tm = best_seconds([&] { gemm(a, m, w.view, c, mode, &pool); }, 1.0, 10);
         const double sec = tm.best_s;
         const double gflops = 2.0 * double(m) * double(s.n) * double(s.k) / sec / 1e9;

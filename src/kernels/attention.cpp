@@ -121,7 +121,7 @@ void attention_absorbed_at_level(IsaLevel level, const AbsorbedAttentionArgs& a,
   constexpr int kHeadsPerTask = 8;
   const int groups = (H + kHeadsPerTask - 1) / kHeadsPerTask;
   parallel_for(pool, a.n_queries * groups, [&](int64_t begin, int64_t end) {
-    std::vector<float> scores, rope_scores, row(size_t(C + R));
+    std::vector<float> scores, rope_scores, row(size_t(C + R)), q_pairs;
     for (int64_t task = begin; task < end; ++task) {
       const int64_t i = task / groups;
       const int h0 = int(task % groups) * kHeadsPerTask, h1 = std::min(H, h0 + kHeadsPerTask), nh = h1 - h0;
@@ -136,10 +136,11 @@ void attention_absorbed_at_level(IsaLevel level, const AbsorbedAttentionArgs& a,
         // Three cache rows per pass and two heads per register (see attention_avx512.h); same arithmetic.
         const bool bf16 = a.cache_dtype == DType::BF16;
         rope_scores.resize(size_t(nh * n));
+        q_pairs.resize(size_t(attention_detail::dot_heads_scratch_floats(std::max(C, R))));
         attention_detail::dot_heads_rows_avx512(a.q_latent + (i * H + h0) * C, C, nh, a.cache, bf16, a.cache_row, 0,
-                                                n, C, scores.data(), n);
+                                                n, C, scores.data(), n, q_pairs.data());
         attention_detail::dot_heads_rows_avx512(a.q_rope + (i * H + h0) * R, R, nh, a.cache, bf16, a.cache_row, C, n,
-                                                R, rope_scores.data(), n);
+                                                R, rope_scores.data(), n, q_pairs.data());
         for (size_t j = 0; j < size_t(nh * n); ++j) scores[j] = (scores[j] + rope_scores[j]) * a.scale;
         for (int h = 0; h < nh; ++h) softmax_inplace(scores.data() + h * n, n);
         attention_detail::weighted_rows_avx512(scores.data(), n, nh, a.cache, bf16, a.cache_row, n, C,

@@ -4,8 +4,6 @@
 
 #include <immintrin.h>
 
-#include <vector>
-
 // GCC 12's AVX-512 headers build some intrinsics from a deliberately undefined vector, which -Wuninitialized
 // reports once they are inlined here; the lanes in question are always overwritten.
 #pragma GCC diagnostic ignored "-Wuninitialized"
@@ -105,22 +103,24 @@ void weighted(const float* p, int64_t p_stride, const void* cache, bool bf16, in
 }  // namespace
 
 void dot_heads_rows_avx512(const float* q, int64_t q_stride, int nh, const void* cache, bool bf16, int64_t row,
-                           int64_t col0, int64_t n_rows, int n, float* out, int64_t out_stride) {
+                           int64_t col0, int64_t n_rows, int n, float* out, int64_t out_stride, float* qp) {
   const int chunks = n / 8, pairs = (nh + 1) / 2, tail0 = chunks * 8;
-  thread_local std::vector<float> qp;
-  qp.assign(size_t(pairs) * size_t(chunks) * 16, 0.0f);
-  for (int h = 0; h < nh; ++h)
+  for (int p = 0; p < pairs; ++p)  // pair p, chunk s: [head 2p lanes | head 2p + 1 lanes, zero if nh is odd]
     for (int s = 0; s < chunks; ++s)
-      for (int l = 0; l < 8; ++l) qp[(size_t(h / 2) * chunks + s) * 16 + (h % 2) * 8 + l] = q[h * q_stride + 8 * s + l];
+      for (int half = 0; half < 2; ++half)
+        for (int l = 0; l < 8; ++l) {
+          const int h = 2 * p + half;
+          qp[(int64_t(p) * chunks + s) * 16 + half * 8 + l] = h < nh ? q[h * q_stride + 8 * s + l] : 0.0f;
+        }
   float lanes[4 * 3 * 16];
   for (int64_t t0 = 0; t0 < n_rows; t0 += 3) {
     const int rb = n_rows - t0 < 3 ? int(n_rows - t0) : 3;
     const int64_t offset = t0 * row + col0;
     switch (pairs) {
-      case 1: dot_block_rows<1>(rb, qp.data(), chunks, cache, bf16, row, offset, lanes); break;
-      case 2: dot_block_rows<2>(rb, qp.data(), chunks, cache, bf16, row, offset, lanes); break;
-      case 3: dot_block_rows<3>(rb, qp.data(), chunks, cache, bf16, row, offset, lanes); break;
-      default: dot_block_rows<4>(rb, qp.data(), chunks, cache, bf16, row, offset, lanes); break;
+      case 1: dot_block_rows<1>(rb, qp, chunks, cache, bf16, row, offset, lanes); break;
+      case 2: dot_block_rows<2>(rb, qp, chunks, cache, bf16, row, offset, lanes); break;
+      case 3: dot_block_rows<3>(rb, qp, chunks, cache, bf16, row, offset, lanes); break;
+      default: dot_block_rows<4>(rb, qp, chunks, cache, bf16, row, offset, lanes); break;
     }
     for (int r = 0; r < rb; ++r)
       for (int h = 0; h < nh; ++h) {

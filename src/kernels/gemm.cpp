@@ -3,10 +3,10 @@
 // A decode-shaped call (M ≤ kGemvMaxRows) is cut into tasks of whole W panels (kGemvTaskBytes) that each stream
 // their rows once, front to back (gemv_rows). Otherwise work is cut into tasks of (up to kChunkRows rows of A) ×
 // (kTaskPanels 16-row W panels). A task walks K in chunks of kChunkBlocks blocks; per chunk and panel it decodes
-// the panel once into an L1-resident FP32 buffer and runs every row of its chunk against it. Tasks are contiguous
-// in W, so with the pool's contiguous partition each thread streams its own part of W. Every output element is
-// computed by exactly one task, in the fixed order of gemm.h, so neither the tiling nor the thread count can
-// change a bit of it.
+// the panel once into an L1-resident buffer (FP32, or 16-bit where the ISA widens on load) and runs every row of
+// its chunk against it. Tasks are contiguous in W, so with the pool's contiguous partition each thread streams its
+// own part of W. Every output element is computed by exactly one task, in the fixed order of gemm.h, so neither
+// the tiling nor the thread count can change a bit of it.
 #include "kernels/gemm.h"
 
 #include <algorithm>
@@ -44,9 +44,11 @@ constexpr int64_t kChunkRows = 64;
 constexpr int kTaskPanels = 4;
 // A GEMV task covers whole 16-row panels and at least kGemvTaskBytes of W, so each task streams long enough to
 // pay for starting (tasks of 16 rows of 512 B, kv_b's shape, streamed at half the rate of 64 KB tasks: ~280 ns
-// per task), but a call keeps at least kGemvMinTasks tasks to balance threads on small projections.
+// per task), but a call keeps at least kGemvMinTasksPerThread tasks per thread (and kGemvMinTasks) to balance
+// threads on small projections.
 constexpr int64_t kGemvTaskBytes = 64 << 10;
 constexpr int64_t kGemvMinTasks = 16;
+constexpr int64_t kGemvMinTasksPerThread = 4;
 
 struct Isa {
   void (*reduce_lanes)(const float*, int, float*);
@@ -238,8 +240,9 @@ void run_problems(std::vector<Problem> problems, IsaLevel level, ThreadPool* poo
     const int64_t panels = (w.n + kPanelRows - 1) / kPanelRows;
     if (p.rows <= kGemvMaxRows) {
       const int64_t panel_bytes = kPanelRows * w.k * int64_t(dtype_size_bytes(w.dtype));
+      const int64_t min_tasks = std::max<int64_t>(kGemvMinTasks, kGemvMinTasksPerThread * (pool ? pool->size() : 1));
       const int64_t per_task =
-          std::max<int64_t>(1, std::min((kGemvTaskBytes + panel_bytes - 1) / panel_bytes, panels / kGemvMinTasks));
+          std::max<int64_t>(1, std::min((kGemvTaskBytes + panel_bytes - 1) / panel_bytes, panels / min_tasks));
       for (int64_t q = 0; q < panels; q += per_task)
         tasks.push_back({&p, 0, p.rows, q, int(std::min(per_task, panels - q)), true});
       continue;

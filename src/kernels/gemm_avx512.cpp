@@ -203,10 +203,6 @@ void gemv_passes(const GemvArgs& g) {
   }
 }
 
-// MR A rows × 4 W rows (wbuf rows j0..j0+3), over each block of the chunk in turn. The tile's lane accumulators
-// are loaded once per chunk and stay in registers while every block's partials are promoted into them.
-// kFullBlocks: every block of the chunk has all 128 columns (K a multiple of 512, or the chunk before the last),
-// so the step loop has a constant trip count the compiler unrolls (~10% faster than the run-time bound).
 // How a decoded panel holds its values: FP32, or 16-bit patterns widened exactly on load.
 enum class Panel { F32, F16, BF16 };
 
@@ -224,6 +220,10 @@ __attribute__((always_inline)) inline __m512 load_panel(const PanelElem<P>* p) {
   }
 }
 
+// MR A rows × 4 W rows (wbuf rows j0..j0+3), over each block of the chunk in turn. The tile's lane accumulators
+// are loaded once per chunk and stay in registers while every block's partials are promoted into them.
+// kFullBlocks: every block of the chunk has all 128 columns (K a multiple of 512, or the chunk before the last),
+// so the step loop has a constant trip count the compiler unrolls (~10% faster than the run-time bound).
 template <int MR, bool kFullBlocks, Panel P, typename WT = PanelElem<P>>
 __attribute__((always_inline)) inline
 void tile(const BlockArgs& g, const WT* wbuf, int64_t r, int j0) {
@@ -291,6 +291,8 @@ void block_update_panel(const BlockArgs& g, const PanelElem<P>* wbuf) {
 }
 
 // The 16-bit form of decode_block_avx512 (DecodeArgs::wbuf_half): F8_E4M3 to FP16 bit patterns, BF16 copied.
+// Whole 64-byte stores: the panel is 64-byte aligned and its rows (ldw halves) a multiple of 32 halves long.
+static_assert(kChunkBlocks * kBlockK % 32 == 0, "16-bit panel rows must be whole 64-byte lines");
 void decode_block_half(const DecodeArgs& d) {
   const bool bf16 = d.dtype == DType::BF16;
   const int64_t elem = bf16 ? 2 : 1;

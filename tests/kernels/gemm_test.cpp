@@ -121,6 +121,14 @@ TEST(Gemm, PlainDtypesTakeAnyK) {
   for (int64_t k : {64, 200}) check_against_ref({DType::F8_E4M3, GemmMode::W8A8, 9, 140, k, false}, &pool);
 }
 
+// Decode-shaped calls with short rows: GEMV tasks span several panels (kGemvTaskBytes), and the last task ends in
+// a partial panel (N = 1000 is 62.5 panels).
+TEST(Gemm, GemvTasksOfSeveralPanelsEndInPartialPanel) {
+  ThreadPool pool(2);
+  for (DType dtype : {DType::F8_E4M3, DType::BF16})
+    for (int64_t m : {1, 2, 4}) check_against_ref({dtype, GemmMode::W8A32, m, 1000, 256, false}, &pool);
+}
+
 TEST(Gemm, Fp8CloseToFp64ProductOfUnquantizedInputs) {
   // DeepGEMM tests/test_core.py: quantize, multiply, compare with the high-precision product; calc_diff < 1e-3.
   ThreadPool pool(2);
@@ -265,7 +273,7 @@ TEST(GemmBatchInvariance, IsaLevelsAgreeBitwise) {
   const std::vector<IsaLevel> all = levels();
   ASSERT_GE(all.size(), 1u);
   for (auto [m, n, k] : {std::tuple<int64_t, int64_t, int64_t>{1, 2112, 7168}, {3, 70, 1000}, {4, 33, 200},
-                         {5, 129, 1000}, {13, 40, 300}, {17, 129, 1000}, {300, 100, 384}})
+                         {5, 129, 1000}, {13, 40, 300}, {17, 129, 1000}, {300, 100, 384}, {1, 1000, 256}})
     for (DType dtype : {DType::F8_E4M3, DType::BF16, DType::F32})
       for (auto mode : {GemmMode::W8A32, GemmMode::W8A8}) {
         if (dtype != DType::F8_E4M3 && mode == GemmMode::W8A8) continue;

@@ -196,6 +196,22 @@ TEST(Attention, AvxPathIsBitwiseEqualToBaseline) {
       }
     }
   }
+  // Latent widths with a 16-wide masked step in the weighted sum (53), no tail at all (64), and rope widths
+  // shorter than one 8-lane chunk (4) or with no tail (16).
+  if (avx512)
+    for (auto [C3, R3] : {std::pair{53, 4}, std::pair{64, 16}}) {
+      const int H3 = 7;
+      auto ql3 = testing_util::random_vector(size_t(n_q * H3 * C3), 10);
+      auto qr3 = testing_util::random_vector(size_t(n_q * H3 * R3), 11);
+      auto c3 = testing_util::random_vector(size_t(ctx * (C3 + R3)), 12);
+      std::vector<float> p1(size_t(n_q * H3 * C3)), p2(p1.size());
+      AbsorbedAttentionArgs b3{ql3.data(), qr3.data(), c3.data(), DType::F32, C3 + R3, p1.data(), n_q, ctx, H3, C3,
+                               R3, vis.data(), 0.3f};
+      attention_absorbed_at_level(IsaLevel::Scalar, b3, nullptr);
+      b3.out = p2.data();
+      attention_absorbed_at_level(IsaLevel::Avx512, b3, nullptr);
+      EXPECT_EQ(p1, p2) << "latent " << C3 << " rope " << R3;
+    }
   auto q = testing_util::random_vector(size_t(n_q * H * qk), 4), k = testing_util::random_vector(size_t(ctx * H * qk), 5);
   auto v = testing_util::random_vector(size_t(ctx * H * vd), 6);
   std::vector<float> n1(size_t(n_q * H * vd)), n2(n1.size());
