@@ -56,6 +56,7 @@ struct Isa {
   void (*block_update)(const BlockArgs&);
   void (*decode_block)(const DecodeArgs&);
   bool half_panel;  // decode_block / block_update take FP8 and BF16 panels in 16 bits (DecodeArgs::wbuf_half)
+  bool fused_lane_sums;  // block_update writes C itself on the last chunk (BlockArgs::c)
 };
 
 Isa select_isa(IsaLevel level) {
@@ -63,13 +64,13 @@ Isa select_isa(IsaLevel level) {
   switch (level) {
     case IsaLevel::Avx512:
       return {gemm_detail::reduce_lanes_avx512, gemm_detail::gemv_rows_avx512, gemm_detail::block_update_avx512,
-              gemm_detail::decode_block_avx512, true};
+              gemm_detail::decode_block_avx512, true, true};
     case IsaLevel::Avx2:
       return {gemm_detail::reduce_lanes_avx2, gemm_detail::gemv_rows_avx2, gemm_detail::block_update_avx2,
-              gemm_detail::decode_block_avx2, false};
+              gemm_detail::decode_block_avx2, false, false};
     default:
       return {gemm_detail::reduce_lanes_scalar, gemm_detail::gemv_rows_scalar, gemm_detail::block_update_scalar,
-              gemm_detail::decode_block_scalar, false};
+              gemm_detail::decode_block_scalar, false, false};
   }
 }
 
@@ -188,9 +189,15 @@ void run_gemm_task(const Task& t, const Isa& isa, AlignedFloats& wbuf_storage, A
       g.w_scale = w_scale;
       g.lacc = lacc + q * panel_lanes;
       g.first_chunk = kb0 == 0;
+      if (isa.fused_lane_sums && kb0 + kChunkBlocks >= kb_count) {
+        g.c = p.c + t.row0 * w.n + row0_w;
+        g.ldc = w.n;
+        g.c_cols = int(std::min<int64_t>(kPanelRows, w.n - row0_w));
+      }
       isa.block_update(g);
     }
   }
+  if (isa.fused_lane_sums) return;
   for (int q = 0; q < t.n_panels; ++q) {
     const int64_t row0_w = (t.panel0 + q) * kPanelRows;
     const int64_t w_rows = std::min<int64_t>(kPanelRows, w.n - row0_w);

@@ -39,6 +39,25 @@ float sum_lanes16(__m512 v) {
   return _mm_cvtss_f32(_mm_add_ss(c, _mm_movehdup_ps(c)));
 }
 
+// The same tree for four outputs at once (acc[0..3]), into out[0..3]: each step adds the same lane pairs as
+// sum_lanes16, with the outputs side by side in the register.
+__attribute__((always_inline)) inline
+void reduce4(const __m512* acc, float* out) {
+  // + l+8: [A.lo + A.hi | B.lo + B.hi] and [C.lo + C.hi | D.lo + D.hi]
+  const __m512 ab = _mm512_add_ps(_mm512_shuffle_f32x4(acc[0], acc[1], _MM_SHUFFLE(1, 0, 1, 0)),
+                                  _mm512_shuffle_f32x4(acc[0], acc[1], _MM_SHUFFLE(3, 2, 3, 2)));
+  const __m512 cd = _mm512_add_ps(_mm512_shuffle_f32x4(acc[2], acc[3], _MM_SHUFFLE(1, 0, 1, 0)),
+                                  _mm512_shuffle_f32x4(acc[2], acc[3], _MM_SHUFFLE(3, 2, 3, 2)));
+  // + l+4: quarter q holds output q's four partial lanes
+  const __m512 v = _mm512_add_ps(_mm512_shuffle_f32x4(ab, cd, _MM_SHUFFLE(2, 0, 2, 0)),
+                                 _mm512_shuffle_f32x4(ab, cd, _MM_SHUFFLE(3, 1, 3, 1)));
+  // + l+2, then + l+1: lane 0 of each quarter
+  const __m512 w = _mm512_add_ps(v, _mm512_shuffle_ps(v, v, _MM_SHUFFLE(1, 0, 3, 2)));
+  const __m512 x = _mm512_add_ps(w, _mm512_shuffle_ps(w, w, _MM_SHUFFLE(2, 3, 0, 1)));
+  _mm_storeu_ps(out, _mm512_castps512_ps128(_mm512_permutexvar_ps(_mm512_setr_epi32(0, 4, 8, 12, 0, 0, 0, 0, 0, 0,
+                                                                                    0, 0, 0, 0, 0, 0), x)));
+}
+
 // The same tree for 16 outputs at once, as vertical adds of transposed halves: out lane 4q + r holds the tree
 // over acc[q + 4r], so slot t must hold output 4(t % 4) + t / 4.
 __attribute__((always_inline)) inline
@@ -266,6 +285,14 @@ void tile(const BlockArgs& g, const WT* wbuf, int64_t r, int j0) {
       const __m512 s = _mm512_set1_ps(g.a_scale ? g.a_scale[(r + i) * g.a_scale_stride + b] * ws : ws);
       for (int j = 0; j < NR; ++j) acc[i][j] = _mm512_fmadd_ps(p[i][j], s, acc[i][j]);
     }
+  }
+  if (g.c) {
+    for (int i = 0; i < MR; ++i) {
+      float out[NR];
+      reduce4(acc[i], out);
+      for (int j = 0; j < NR && j0 + j < g.c_cols; ++j) g.c[(r + i) * g.ldc + j0 + j] = out[j];
+    }
+    return;
   }
   for (int i = 0; i < MR; ++i)
     for (int j = 0; j < NR; ++j) _mm512_storeu_ps(g.lacc + ((r + i) * kPanelRows + j0 + j) * kLanes, acc[i][j]);

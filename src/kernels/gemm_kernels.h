@@ -62,6 +62,12 @@ struct BlockArgs {
   const float* w_scale = nullptr;  // per chunk block; the promotion scale of (row, block) is a_scale · w_scale
   float* lacc = nullptr;           // [rows][16][16] lane accumulators
   bool first_chunk = false;        // lacc is not read but started from zero (saves clearing it)
+  // Last chunk, for ISAs with Isa::fused_lane_sums: instead of storing the lane accumulators, the tile sums each
+  // output's lanes (gemm.h's tree) and writes C[r, j] = c[r · ldc + j] for panel rows j < c_cols. Saves the lacc
+  // round trip and the separate reduce pass, which dominate short-K products (MLA's per-head W_UK, K = 128).
+  float* c = nullptr;
+  int64_t ldc = 0;
+  int c_cols = 0;
 };
 
 struct DecodeArgs {
