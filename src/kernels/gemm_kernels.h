@@ -12,7 +12,8 @@
 //   Then block_update runs MR A rows × 4 W rows register tiles, each over all blocks of the chunk in turn,
 //   promoting each output's 16 lane partials into its lane accumulators (16 floats per output, `lacc`) after every
 //   block: AVX-512 holds a tile's accumulators in registers for the whole chunk, AVX2 and the scalar path update
-//   `lacc` in L1. After the last chunk the driver sums each output's lanes by the tree of gemm.h (reduce_lanes).
+//   `lacc` in L1. After the last chunk the driver sums each output's lanes by the tree of gemm.h (reduce_lanes);
+//   on AVX-512 the tiles of the last chunk do it themselves (BlockArgs::c).
 #pragma once
 
 #include <cstdint>
