@@ -132,33 +132,31 @@ void attention_absorbed_at_level(IsaLevel level, const AbsorbedAttentionArgs& a,
         convert_bf16_to_f32(static_cast<const uint16_t*>(a.cache) + t * a.cache_row, row.data(), size_t(C + R));
         return row.data();
       };
-      if (level >= IsaLevel::Avx512) {
-        // Three cache rows per pass and two heads per register (see attention_avx512.h); same arithmetic.
-        const bool bf16 = a.cache_dtype == DType::BF16;
-        rope_scores.resize(size_t(nh * n));
-        q_pairs.resize(size_t(attention_detail::dot_heads_scratch_floats(std::max(C, R))));
-        attention_detail::dot_heads_rows_avx512(a.q_latent + (i * H + h0) * C, C, nh, a.cache, bf16, a.cache_row, 0,
-                                                n, C, scores.data(), n, q_pairs.data());
-        attention_detail::dot_heads_rows_avx512(a.q_rope + (i * H + h0) * R, R, nh, a.cache, bf16, a.cache_row, C, n,
-                                                R, rope_scores.data(), n, q_pairs.data());
-        for (size_t j = 0; j < size_t(nh * n); ++j) scores[j] = (scores[j] + rope_scores[j]) * a.scale;
-        for (int h = 0; h < nh; ++h) softmax_inplace(scores.data() + h * n, n);
-        attention_detail::weighted_rows_avx512(scores.data(), n, nh, a.cache, bf16, a.cache_row, n, C,
-                                               a.out + (i * H + h0) * C, C);
-        continue;
-      }
       if (level >= IsaLevel::Avx2) {
-        // All heads of the group at once (same arithmetic per head, see attention_avx2.h).
-        float lat[kHeadsPerTask], rope[kHeadsPerTask];
-        for (int64_t t = 0; t < n; ++t) {
-          const float* c = load_row(t);
-          attention_detail::dot_heads_avx2(a.q_latent + (i * H + h0) * C, C, nh, c, C, lat);
-          attention_detail::dot_heads_avx2(a.q_rope + (i * H + h0) * R, R, nh, c + C, R, rope);
-          for (int h = 0; h < nh; ++h) scores[size_t(h * n + t)] = (lat[h] + rope[h]) * a.scale;
+        // All heads of the group at once, with each head's arithmetic exactly the baseline's (attention_avx2.h,
+        // attention_avx512.h).
+        const bool bf16 = a.cache_dtype == DType::BF16;
+        if (level >= IsaLevel::Avx512) {  // three cache rows per pass, two heads per register
+          rope_scores.resize(size_t(nh * n));
+          q_pairs.resize(size_t(attention_detail::dot_heads_scratch_floats(std::max(C, R))));
+          attention_detail::dot_heads_rows_avx512(a.q_latent + (i * H + h0) * C, C, nh, a.cache, bf16, a.cache_row,
+                                                  0, n, C, scores.data(), n, q_pairs.data());
+          attention_detail::dot_heads_rows_avx512(a.q_rope + (i * H + h0) * R, R, nh, a.cache, bf16, a.cache_row, C,
+                                                  n, R, rope_scores.data(), n, q_pairs.data());
+          for (size_t j = 0; j < size_t(nh * n); ++j) scores[j] = (scores[j] + rope_scores[j]) * a.scale;
+        } else {
+          float lat[kHeadsPerTask], rope[kHeadsPerTask];
+          for (int64_t t = 0; t < n; ++t) {
+            const float* c = load_row(t);
+            attention_detail::dot_heads_avx2(a.q_latent + (i * H + h0) * C, C, nh, c, C, lat);
+            attention_detail::dot_heads_avx2(a.q_rope + (i * H + h0) * R, R, nh, c + C, R, rope);
+            for (int h = 0; h < nh; ++h) scores[size_t(h * n + t)] = (lat[h] + rope[h]) * a.scale;
+          }
         }
         for (int h = 0; h < nh; ++h) softmax_inplace(scores.data() + h * n, n);
-        attention_detail::weighted_rows_avx2(scores.data(), n, nh, a.cache, a.cache_dtype == DType::BF16,
-                                             a.cache_row, n, C, a.out + (i * H + h0) * C, C);
+        const auto weighted_rows =
+            level >= IsaLevel::Avx512 ? attention_detail::weighted_rows_avx512 : attention_detail::weighted_rows_avx2;
+        weighted_rows(scores.data(), n, nh, a.cache, bf16, a.cache_row, n, C, a.out + (i * H + h0) * C, C);
         continue;
       }
       for (int64_t t = 0; t < n; ++t) {

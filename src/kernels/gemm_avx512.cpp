@@ -243,9 +243,9 @@ __attribute__((always_inline)) inline __m512 load_panel(const PanelElem<P>* p) {
 // are loaded once per chunk and stay in registers while every block's partials are promoted into them.
 // kFullBlocks: every block of the chunk has all 128 columns (K a multiple of 512, or the chunk before the last),
 // so the step loop has a constant trip count the compiler unrolls (~10% faster than the run-time bound).
-template <int MR, bool kFullBlocks, Panel P, typename WT = PanelElem<P>>
+template <int MR, bool kFullBlocks, Panel P>
 __attribute__((always_inline)) inline
-void tile(const BlockArgs& g, const WT* wbuf, int64_t r, int j0) {
+void tile(const BlockArgs& g, const PanelElem<P>* wbuf, int64_t r, int j0) {
   constexpr int NR = 4;
   __m512 acc[MR][NR];
   for (int i = 0; i < MR; ++i)
@@ -255,7 +255,7 @@ void tile(const BlockArgs& g, const WT* wbuf, int64_t r, int j0) {
   for (int b = 0; b < g.n_blocks; ++b) {
     const int kn = kFullBlocks || b != g.n_blocks - 1 ? kBlockK : g.kn_last;
     const float* a = g.a + r * g.lda + b * kBlockK;
-    const WT* w = wbuf + j0 * g.ldw + b * kBlockK;
+    const PanelElem<P>* w = wbuf + j0 * g.ldw + b * kBlockK;
     __m512 p[MR][NR];
     for (int i = 0; i < MR; ++i)
       for (int j = 0; j < NR; ++j) p[i][j] = _mm512_setzero_ps();
@@ -377,37 +377,22 @@ void block_update_avx512(const BlockArgs& g) {
     block_update_panel<Panel::F32>(g, g.wbuf);
 }
 
+// FP8 and BF16 weights always come as 16-bit panels on this ISA (Isa::half_panel), so the FP32 panel only ever
+// holds F32 weights: a copy, zero past the valid columns.
 void decode_block_avx512(const DecodeArgs& d) {
   if (d.wbuf_half) return decode_block_half(d);
-  const size_t elem = dtype_size_bytes(d.dtype);
   for (int64_t r = 0; r < kPanelRows; ++r) {
     float* out = d.wbuf + r * d.ldw;
     int c = 0;
     if (r < d.next_rows)
       for (int64_t b = 0; b < d.next_bytes; b += 64)
-        _mm_prefetch(reinterpret_cast<const char*>(d.next + r * d.k * int64_t(elem) + b), _MM_HINT_T0);
+        _mm_prefetch(reinterpret_cast<const char*>(d.next + r * d.k * 4 + b), _MM_HINT_T0);
     if (r < d.rows) {
-      const uint8_t* src = static_cast<const uint8_t*>(d.data) + size_t((d.row0 + r) * d.k + d.col0) * elem;
-      if (d.dtype == DType::F8_E4M3)  // whole 32-code steps first (masked byte loads are slow on some CPUs)
-        for (; d.kn - c >= 32; c += 32) {
-          const __m512i h = e4m3_to_f16_bits(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(src + c)));
-          _mm512_storeu_ps(out + c, _mm512_cvtph_ps(_mm512_castsi512_si256(h)));
-          _mm512_storeu_ps(out + c + 16, _mm512_cvtph_ps(_mm512_extracti64x4_epi64(h, 1)));
-        }
+      const float* src = static_cast<const float*>(d.data) + (d.row0 + r) * d.k + d.col0;
       for (; c < d.kn; c += 16) {
         const int left = d.kn - c;
         const __mmask16 mask = left >= 16 ? __mmask16(0xFFFF) : __mmask16((1u << left) - 1);
-        __m512 v;
-        if (d.dtype == DType::F8_E4M3) {
-          const __m128i b = left >= 16 ? _mm_loadu_si128(reinterpret_cast<const __m128i*>(src + c))
-                                       : _mm_maskz_loadu_epi8(mask, src + c);
-          v = _mm512_cvtph_ps(_mm512_castsi512_si256(e4m3_to_f16_bits(_mm256_castsi128_si256(b))));
-        } else if (d.dtype == DType::BF16) {
-          v = WRow<DType::BF16>::widen(_mm256_maskz_loadu_epi16(mask, src + 2 * c));
-        } else {
-          v = _mm512_maskz_loadu_ps(mask, src + 4 * c);
-        }
-        _mm512_storeu_ps(out + c, v);
+        _mm512_storeu_ps(out + c, _mm512_maskz_loadu_ps(mask, src + c));
       }
     }
     for (; c < d.ldw; c += 16) _mm512_storeu_ps(out + c, _mm512_setzero_ps());
