@@ -111,6 +111,32 @@ void ThreadPool::parallel_for(int64_t n, const std::function<void(int64_t, int64
   });
 }
 
+void ThreadPool::parallel_for_balanced(int64_t n, const std::function<void(int64_t, int)>& fn) {
+  if (n <= 0) return;
+  const int64_t shares = std::min<int64_t>(n_threads_, n);
+  // One cache line per share: the owner's and the thieves' claims on different shares do not contend.
+  struct alignas(64) Share {
+    std::atomic<int64_t> next;
+    int64_t end;
+  };
+  std::vector<Share> share(static_cast<size_t>(shares));
+  for (int64_t c = 0; c < shares; ++c) {
+    share[size_t(c)].next.store(n * c / shares, std::memory_order_relaxed);
+    share[size_t(c)].end = n * (c + 1) / shares;
+  }
+  run(shares, [&](int64_t own, int worker) {
+    for (int64_t v = 0; v < shares; ++v) {
+      Share& s = share[size_t((own + v) % shares)];
+      for (int64_t item; (item = s.next.fetch_add(1, std::memory_order_relaxed)) < s.end;) fn(item, worker);
+    }
+  });
+}
+
+void parallel_for_balanced(ThreadPool* pool, int64_t n, const std::function<void(int64_t, int)>& fn) {
+  if (pool) return pool->parallel_for_balanced(n, fn);
+  for (int64_t item = 0; item < n; ++item) fn(item, 0);
+}
+
 void parallel_for(ThreadPool* pool, int64_t n, const std::function<void(int64_t, int64_t)>& fn, int64_t grain) {
   if (pool) return pool->parallel_for(n, fn, grain);
   if (n > 0) fn(0, n);

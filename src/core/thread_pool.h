@@ -1,6 +1,6 @@
-// The thread pool that kernels share. Work is split into fixed contiguous chunks, so the same thread count
-// gives the same partition every time; kernels keep each output element's reduction order independent of the
-// partition so results do not depend on the thread count either (batch invariance, issue 4).
+// The thread pool that kernels share. parallel_for splits work into fixed contiguous chunks; parallel_for_balanced
+// lets idle workers take over the rest of a slow one's share. Kernels keep each output element's reduction order
+// independent of the partition, so results depend on neither the thread count nor who ran what (batch invariance).
 #pragma once
 
 #include <atomic>
@@ -30,6 +30,13 @@ class ThreadPool {
   // Splits [0, n) into size() contiguous chunks (at least `grain` items each) and runs fn(begin, end).
   void parallel_for(int64_t n, const std::function<void(int64_t begin, int64_t end)>& fn, int64_t grain = 1);
 
+  // Runs fn(item, worker) once for every item in [0, n). Each worker starts on its own contiguous share (as
+  // parallel_for splits) and, when that is done, takes items from the front of the others' remaining shares: a
+  // worker slowed by the machine (another tenant on its core or its caches) then no longer holds up the whole call.
+  // Which worker runs an item varies from run to run, so fn's result must not depend on it; `worker` (< size())
+  // only selects per-worker scratch.
+  void parallel_for_balanced(int64_t n, const std::function<void(int64_t item, int worker)>& fn);
+
   static int hardware_threads();
 
  private:
@@ -51,5 +58,6 @@ class ThreadPool {
 // Runs on `pool` when given, else on the calling thread.
 void parallel_for(ThreadPool* pool, int64_t n, const std::function<void(int64_t begin, int64_t end)>& fn,
                   int64_t grain = 1);
+void parallel_for_balanced(ThreadPool* pool, int64_t n, const std::function<void(int64_t item, int worker)>& fn);
 
 }  // namespace deepmoe

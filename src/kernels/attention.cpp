@@ -72,19 +72,19 @@ void attention_naive_at_level(IsaLevel level, const NaiveAttentionArgs& a, Threa
   check_visible(a.n_visible, a.n_queries, a.n_context);
   const InnerLoops f = inner_loops(level);
   const int64_t tasks = a.n_queries * a.n_heads;
-  parallel_for(pool, tasks, [&](int64_t begin, int64_t end) {
-    std::vector<float> scores(size_t(a.n_context));
-    for (int64_t task = begin; task < end; ++task) {
-      int64_t i = task / a.n_heads;
-      int h = int(task % a.n_heads);
-      const float* q = a.q + (i * a.n_heads + h) * a.qk_dim;
-      int64_t n = a.n_visible[i];
-      for (int64_t t = 0; t < n; ++t) scores[size_t(t)] = f.dot(q, a.k + (t * a.n_heads + h) * a.qk_dim, a.qk_dim) * a.scale;
-      softmax_inplace(scores.data(), n);
-      float* o = a.out + (i * a.n_heads + h) * a.v_dim;
-      for (int d = 0; d < a.v_dim; ++d) o[d] = 0;
-      for (int64_t t = 0; t < n; ++t) f.axpy(scores[size_t(t)], a.v + (t * a.n_heads + h) * a.v_dim, o, a.v_dim);
-    }
+  std::vector<std::vector<float>> scratch(size_t(pool ? pool->size() : 1));
+  parallel_for_balanced(pool, tasks, [&](int64_t task, int worker) {  // unequal items in causal prefill
+    std::vector<float>& scores = scratch[size_t(worker)];
+    scores.resize(size_t(a.n_context));
+    int64_t i = task / a.n_heads;
+    int h = int(task % a.n_heads);
+    const float* q = a.q + (i * a.n_heads + h) * a.qk_dim;
+    int64_t n = a.n_visible[i];
+    for (int64_t t = 0; t < n; ++t) scores[size_t(t)] = f.dot(q, a.k + (t * a.n_heads + h) * a.qk_dim, a.qk_dim) * a.scale;
+    softmax_inplace(scores.data(), n);
+    float* o = a.out + (i * a.n_heads + h) * a.v_dim;
+    for (int d = 0; d < a.v_dim; ++d) o[d] = 0;
+    for (int64_t t = 0; t < n; ++t) f.axpy(scores[size_t(t)], a.v + (t * a.n_heads + h) * a.v_dim, o, a.v_dim);
   });
 }
 
@@ -120,62 +120,70 @@ void attention_absorbed_at_level(IsaLevel level, const AbsorbedAttentionArgs& a,
   // group size is fixed (not derived from the thread count), and each head's arithmetic is the same in any group.
   constexpr int kHeadsPerTask = 8;
   const int groups = (H + kHeadsPerTask - 1) / kHeadsPerTask;
-  parallel_for(pool, a.n_queries * groups, [&](int64_t begin, int64_t end) {
-    std::vector<float> scores, rope_scores, row(size_t(C + R)), q_pairs;
-    for (int64_t task = begin; task < end; ++task) {
-      const int64_t i = task / groups;
-      const int h0 = int(task % groups) * kHeadsPerTask, h1 = std::min(H, h0 + kHeadsPerTask), nh = h1 - h0;
-      const int64_t n = a.n_visible[i];
-      scores.assign(size_t(nh * n), 0.0f);
-      auto load_row = [&](int64_t t) -> const float* {
-        if (a.cache_dtype == DType::F32) return static_cast<const float*>(a.cache) + t * a.cache_row;
-        convert_bf16_to_f32(static_cast<const uint16_t*>(a.cache) + t * a.cache_row, row.data(), size_t(C + R));
-        return row.data();
-      };
-      if (level >= IsaLevel::Avx2) {
-        // All heads of the group at once, with each head's arithmetic exactly the baseline's (attention_avx2.h,
-        // attention_avx512.h).
-        const bool bf16 = a.cache_dtype == DType::BF16;
-        if (level >= IsaLevel::Avx512) {  // three cache rows per pass, two heads per register
-          rope_scores.resize(size_t(nh * n));
-          q_pairs.resize(size_t(attention_detail::dot_heads_scratch_floats(std::max(C, R))));
-          attention_detail::dot_heads_rows_avx512(a.q_latent + (i * H + h0) * C, C, nh, a.cache, bf16, a.cache_row,
-                                                  0, n, C, scores.data(), n, q_pairs.data());
-          attention_detail::dot_heads_rows_avx512(a.q_rope + (i * H + h0) * R, R, nh, a.cache, bf16, a.cache_row, C,
-                                                  n, R, rope_scores.data(), n, q_pairs.data());
-          for (size_t j = 0; j < size_t(nh * n); ++j) scores[j] = (scores[j] + rope_scores[j]) * a.scale;
-        } else {
-          float lat[kHeadsPerTask], rope[kHeadsPerTask];
-          for (int64_t t = 0; t < n; ++t) {
-            const float* c = load_row(t);
-            attention_detail::dot_heads_avx2(a.q_latent + (i * H + h0) * C, C, nh, c, C, lat);
-            attention_detail::dot_heads_avx2(a.q_rope + (i * H + h0) * R, R, nh, c + C, R, rope);
-            for (int h = 0; h < nh; ++h) scores[size_t(h * n + t)] = (lat[h] + rope[h]) * a.scale;
-          }
-        }
-        for (int h = 0; h < nh; ++h) softmax_inplace(scores.data() + h * n, n);
-        const auto weighted_rows =
-            level >= IsaLevel::Avx512 ? attention_detail::weighted_rows_avx512 : attention_detail::weighted_rows_avx2;
-        weighted_rows(scores.data(), n, nh, a.cache, bf16, a.cache_row, n, C, a.out + (i * H + h0) * C, C);
-        continue;
-      }
-      for (int64_t t = 0; t < n; ++t) {
-        const float* c = load_row(t);
-        for (int h = h0; h < h1; ++h) {
-          const float* ql = a.q_latent + (i * H + h) * C;
-          const float* qr = a.q_rope + (i * H + h) * R;
-          scores[size_t((h - h0) * n + t)] = (f.dot(ql, c, C) + f.dot(qr, c + C, R)) * a.scale;
+  // Later queries see more of the cache (causal prefill), so equal shares of items are unequal work: balanced.
+  struct ItemScratch {
+    std::vector<float> scores, rope_scores, row, q_pairs;
+  };
+  std::vector<ItemScratch> scratch(size_t(pool ? pool->size() : 1));
+  parallel_for_balanced(pool, a.n_queries * groups, [&](int64_t task, int worker) {
+    ItemScratch& own = scratch[size_t(worker)];
+    std::vector<float>& scores = own.scores;
+    std::vector<float>& rope_scores = own.rope_scores;
+    std::vector<float>& row = own.row;
+    std::vector<float>& q_pairs = own.q_pairs;
+    row.resize(size_t(C + R));
+    const int64_t i = task / groups;
+    const int h0 = int(task % groups) * kHeadsPerTask, h1 = std::min(H, h0 + kHeadsPerTask), nh = h1 - h0;
+    const int64_t n = a.n_visible[i];
+    scores.assign(size_t(nh * n), 0.0f);
+    auto load_row = [&](int64_t t) -> const float* {
+      if (a.cache_dtype == DType::F32) return static_cast<const float*>(a.cache) + t * a.cache_row;
+      convert_bf16_to_f32(static_cast<const uint16_t*>(a.cache) + t * a.cache_row, row.data(), size_t(C + R));
+      return row.data();
+    };
+    if (level >= IsaLevel::Avx2) {
+      // All heads of the group at once, with each head's arithmetic exactly the baseline's (attention_avx2.h,
+      // attention_avx512.h).
+      const bool bf16 = a.cache_dtype == DType::BF16;
+      if (level >= IsaLevel::Avx512) {  // three cache rows per pass, two heads per register
+        rope_scores.resize(size_t(nh * n));
+        q_pairs.resize(size_t(attention_detail::dot_heads_scratch_floats(std::max(C, R))));
+        attention_detail::dot_heads_rows_avx512(a.q_latent + (i * H + h0) * C, C, nh, a.cache, bf16, a.cache_row,
+                                                0, n, C, scores.data(), n, q_pairs.data());
+        attention_detail::dot_heads_rows_avx512(a.q_rope + (i * H + h0) * R, R, nh, a.cache, bf16, a.cache_row, C,
+                                                n, R, rope_scores.data(), n, q_pairs.data());
+        for (size_t j = 0; j < size_t(nh * n); ++j) scores[j] = (scores[j] + rope_scores[j]) * a.scale;
+      } else {
+        float lat[kHeadsPerTask], rope[kHeadsPerTask];
+        for (int64_t t = 0; t < n; ++t) {
+          const float* c = load_row(t);
+          attention_detail::dot_heads_avx2(a.q_latent + (i * H + h0) * C, C, nh, c, C, lat);
+          attention_detail::dot_heads_avx2(a.q_rope + (i * H + h0) * R, R, nh, c + C, R, rope);
+          for (int h = 0; h < nh; ++h) scores[size_t(h * n + t)] = (lat[h] + rope[h]) * a.scale;
         }
       }
+      for (int h = 0; h < nh; ++h) softmax_inplace(scores.data() + h * n, n);
+      const auto weighted_rows =
+          level >= IsaLevel::Avx512 ? attention_detail::weighted_rows_avx512 : attention_detail::weighted_rows_avx2;
+      weighted_rows(scores.data(), n, nh, a.cache, bf16, a.cache_row, n, C, a.out + (i * H + h0) * C, C);
+      return;
+    }
+    for (int64_t t = 0; t < n; ++t) {
+      const float* c = load_row(t);
       for (int h = h0; h < h1; ++h) {
-        softmax_inplace(scores.data() + (h - h0) * n, n);
-        float* o = a.out + (i * H + h) * C;
-        for (int d = 0; d < C; ++d) o[d] = 0;
+        const float* ql = a.q_latent + (i * H + h) * C;
+        const float* qr = a.q_rope + (i * H + h) * R;
+        scores[size_t((h - h0) * n + t)] = (f.dot(ql, c, C) + f.dot(qr, c + C, R)) * a.scale;
       }
-      for (int64_t t = 0; t < n; ++t) {
-        const float* c = load_row(t);
-        for (int h = h0; h < h1; ++h) f.axpy(scores[size_t((h - h0) * n + t)], c, a.out + (i * H + h) * C, C);
-      }
+    }
+    for (int h = h0; h < h1; ++h) {
+      softmax_inplace(scores.data() + (h - h0) * n, n);
+      float* o = a.out + (i * H + h) * C;
+      for (int d = 0; d < C; ++d) o[d] = 0;
+    }
+    for (int64_t t = 0; t < n; ++t) {
+      const float* c = load_row(t);
+      for (int h = h0; h < h1; ++h) f.axpy(scores[size_t((h - h0) * n + t)], c, a.out + (i * H + h) * C, C);
     }
   });
 }

@@ -2,10 +2,12 @@
 #include <gtest/gtest.h>
 
 #include <atomic>
+#include <chrono>
 #include <cstdio>
 #include <fstream>
 #include <numeric>
 #include <set>
+#include <thread>
 
 #include "core/checked_math.h"
 #include "core/error.h"
@@ -90,6 +92,48 @@ TEST(ThreadPool, ManyShortJobsDoNotDeadlock) {
   std::atomic<int64_t> sum{0};
   for (int i = 0; i < 2000; ++i) pool.run(3, [&](int64_t t, int) { sum += t; });
   EXPECT_EQ(sum.load(), 2000 * 3);
+}
+
+TEST(ThreadPool, BalancedRunsEveryItemOnceWithAValidWorker) {
+  for (int threads : {1, 2, 3}) {
+    ThreadPool pool(threads);
+    for (int64_t n : {0, 1, 2, 5, 1000}) {
+      std::vector<std::atomic<int>> hits(static_cast<size_t>(n));
+      std::atomic<int> bad_worker{0};
+      pool.parallel_for_balanced(n, [&](int64_t item, int worker) {
+        hits[size_t(item)]++;
+        if (worker < 0 || worker >= threads) bad_worker++;
+      });
+      for (int64_t i = 0; i < n; ++i) EXPECT_EQ(hits[size_t(i)].load(), 1) << threads << " threads, n " << n;
+      EXPECT_EQ(bad_worker.load(), 0);
+    }
+  }
+  int64_t sum = 0;
+  parallel_for_balanced(nullptr, 10, [&](int64_t item, int worker) { sum += item + worker; });
+  EXPECT_EQ(sum, 45);
+}
+
+// The first item of the calling thread's share does not return until every other item has run, which can only
+// happen if the other worker takes over the rest of that share.
+TEST(ThreadPool, BalancedLetsAnIdleWorkerTakeOverASlowOnesShare) {
+  ThreadPool pool(2);
+  const int64_t n = 40;
+  std::atomic<int64_t> done{0};
+  std::vector<int> worker_of(size_t(n), -1);
+  bool others_finished = false;
+  pool.parallel_for_balanced(n, [&](int64_t item, int worker) {
+    worker_of[size_t(item)] = worker;
+    if (item == 0) {
+      const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(20);
+      while (done.load() < n - 1 && std::chrono::steady_clock::now() < deadline) std::this_thread::yield();
+      others_finished = done.load() == n - 1;
+    } else {
+      done++;
+    }
+  });
+  EXPECT_TRUE(others_finished) << "items of the blocked share were left waiting";
+  EXPECT_EQ(worker_of[0], 0);
+  for (int64_t i = 1; i < n / 2; ++i) EXPECT_EQ(worker_of[size_t(i)], 1) << "item " << i;
 }
 
 TEST(MappedFile, MapsContentsAndNamesMissingFiles) {
