@@ -126,15 +126,6 @@ struct WRow<DType::F32> {
   }
 };
 
-// Where to prefetch, relative to a row of a gemv group, while the group works on column k0: kGemvPrefetchBytes
-// further along that row's slot of the task's stream — past the row's end that is the same slot of the next group
-// (R rows down). The rows are R separate streams, more than the hardware prefetcher follows well, and without
-// wrapping every group would start R streams cold (most of the loss on K ≤ 2048 shapes).
-inline int64_t gemv_prefetch_offset(int64_t k0, int64_t k, int R, int elem_bytes) {
-  const int64_t ahead = k0 + kGemvPrefetchBytes / elem_bytes, groups = ahead / k;
-  return (groups * R * k + ahead - groups * k) * elem_bytes;
-}
-
 // R consecutive W rows (inside one 16-row panel, so one scale block) against M rows of A, all of K.
 template <DType D, int M, int R>
 void gemv_group(const GemvArgs& g, int64_t row) {
@@ -146,14 +137,21 @@ void gemv_group(const GemvArgs& g, int64_t row) {
   __m512 acc[M][R];
   for (int i = 0; i < M; ++i)
     for (int r = 0; r < R; ++r) acc[i][r] = _mm512_setzero_ps();
-  for (int64_t kb = 0; kb < kb_count; ++kb) {
+  // Where to prefetch while the group works on a block: kGemvPrefetchBytes further along each row's slot of the
+  // task's stream — past the row's end that is the same slot of the next group (R rows down), i.e. column
+  // `ahead_col` of the row `ahead_groups` groups down (carried from block to block without a division). The rows are
+  // R separate streams, more than the hardware prefetcher follows well, and without wrapping every group would
+  // start R streams cold (most of the loss on K ≤ 2048 shapes).
+  int64_t ahead_groups = (kGemvPrefetchBytes / L::kBytes) / k, ahead_col = (kGemvPrefetchBytes / L::kBytes) % k;
+  for (int64_t kb = 0; kb < kb_count; ++kb, ahead_col += kBlockK) {
     const int64_t k0 = kb * kBlockK;
     const int kn = k - k0 < kBlockK ? int(k - k0) : kBlockK;
     __m512 p[M][R];
     for (int i = 0; i < M; ++i)
       for (int r = 0; r < R; ++r) p[i][r] = _mm512_setzero_ps();
     {
-      const int64_t offset = gemv_prefetch_offset(k0, k, R, L::kBytes);
+      for (; ahead_col >= k; ahead_col -= k) ++ahead_groups;
+      const int64_t offset = (ahead_groups * R * k + ahead_col) * L::kBytes;
       for (int r = 0; r < R; ++r)
         for (int line = 0; line < kBlockK * L::kBytes; line += 64)
           _mm_prefetch(reinterpret_cast<const char*>(wrow[r] + offset + line), _MM_HINT_T0);
@@ -183,8 +181,13 @@ void gemv_group(const GemvArgs& g, int64_t row) {
       for (int r = 0; r < R; ++r) acc[i][r] = _mm512_fmadd_ps(p[i][r], s, acc[i][r]);
     }
   }
-  for (int i = 0; i < M; ++i)
-    for (int r = 0; r < R; ++r) g.c[i * w.n + row + r] = sum_lanes16(acc[i][r]);
+  for (int i = 0; i < M; ++i) {
+    if constexpr (R % 4 == 0) {
+      for (int r = 0; r < R; r += 4) reduce4(&acc[i][r], g.c + i * w.n + row + r);
+    } else {
+      for (int r = 0; r < R; ++r) g.c[i * w.n + row + r] = sum_lanes16(acc[i][r]);
+    }
+  }
 }
 
 template <DType D, int M>
