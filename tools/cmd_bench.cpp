@@ -1,8 +1,9 @@
 // `deepmoe bench DIR`: end-to-end speed of a checkpoint as ratios to this machine's limits, measured in the same
 // run (DESIGN.md §7; issue 4 "Speed"). One JSON line per case:
 //   load     — peak RSS while loading vs the checkpoint's tensor bytes (FP8 weights are used in place from the mmap)
-//   machine  — STREAM-triad bandwidth and FP32 FMA peak (core/machine_limits.h), measured before the checkpoint
-//              is loaded (see run_bench)
+//   machine  — STREAM-triad bandwidth and FP32 FMA peak (core/machine_limits.h), measured right before each
+//              case below on triad arrays allocated before the checkpoint is loaded (see run_bench); each case's
+//              fractions use the line before it
 //   prefill  — tokens/s of one prompt (after an untimed warm-up prompt of the same length); projection FLOPs
 //              (2·active projection parameters per token) ÷ time as a fraction of the FMA peak. The time includes attention, norms and routing, so this understates the
 //              GEMM kernels' own efficiency; gemm_* give the GEMM share itself: the FLOPs the GEMM calls performed
@@ -45,7 +46,6 @@ struct BenchArgs {
   int64_t prompt = 512;
   int64_t decode_steps = 16;
   std::vector<int64_t> batches = {1, 8};
-  bool skip_machine = false;
   std::string trace;
   ModelRunArgs run;
 };
@@ -90,23 +90,15 @@ bool reset_peak_rss() {
   return bool(f);
 }
 
-MachineLimits measure_machine(int threads) {
-  ThreadPool pool(threads);
-  return measure_machine_limits(&pool);
-}
-
 void run_bench(const BenchArgs& args) {
   const int threads = args.run.threads > 0 ? args.run.threads : ThreadPool::hardware_threads();
-  // The machine is measured before the checkpoint is loaded when the peak RSS can be reset afterwards: with the
-  // weights in memory the triad arrays come from reclaimed, scattered pages and STREAM reads up to 40% low, which
-  // would flatter every fraction below. Its 768 MB of arrays then do not count in the load peak either.
   load_model_config(args.dir);  // a wrong folder fails here, before seconds of measuring
-  MachineLimits limits;
-  bool measured_before_load = false;
-  if (reset_peak_rss()) {
-    limits = measure_machine(threads);
-    measured_before_load = reset_peak_rss();
-  }
+  // The triad arrays are allocated and touched before the checkpoint is loaded: allocated after the weights fill
+  // memory they come from reclaimed, scattered pages and STREAM reads up to 40% low, which would flatter every
+  // fraction below. The machine's speed also drifts within a run, so it is measured again right before each case.
+  ThreadPool probe_pool(threads);
+  MachineProbe probe(&probe_pool);
+  reset_peak_rss();  // where allowed, the load peak below is that of loading alone
   const uint64_t rss_before = proc_status_bytes("VmRSS");
   const auto t_load = std::chrono::steady_clock::now();
   auto model = DeepseekModel::load(args.dir, args.run.options());
@@ -128,18 +120,23 @@ void run_bench(const BenchArgs& args) {
   load["tensor_bytes"] = file_bytes;
   load["rss_before_bytes"] = rss_before;
   load["peak_rss_bytes"] = load_hwm;
-  load["peak_rss_over_file"] = double(load_hwm) / double(std::max<uint64_t>(file_bytes, 1));
+  // The probe's arrays stay resident through the load; they are not the checkpoint's.
+  load["machine_probe_bytes"] = probe.bytes();
+  const uint64_t model_peak = load_hwm > probe.bytes() ? load_hwm - probe.bytes() : 0;
+  load["peak_rss_over_file"] = double(model_peak) / double(std::max<uint64_t>(file_bytes, 1));
   print_line(load);
 
-  // Without a peak-RSS reset, measured after loading so the triad arrays do not count in the load peak.
-  if (!measured_before_load) limits = measure_machine(threads);
-  nlohmann::ordered_json machine = common;
-  machine["case"] = "machine";
-  machine["measured"] = measured_before_load ? "before_load" : "after_load";
-  machine["stream_triad_gbps"] = limits.stream_triad_gbps;
-  machine["fma_peak_gflops"] = limits.fma_peak_gflops;
-  machine["isa"] = limits.isa;
-  print_line(machine);
+  const auto measure_machine = [&](const std::string& before) {
+    const MachineLimits limits = probe.measure();
+    nlohmann::ordered_json machine = common;
+    machine["case"] = "machine";
+    machine["before"] = before;
+    machine["stream_triad_gbps"] = limits.stream_triad_gbps;
+    machine["fma_peak_gflops"] = limits.fma_peak_gflops;
+    machine["isa"] = limits.isa;
+    print_line(machine);
+    return limits;
+  };
 
   // Prefill: one prompt of --prompt tokens from an empty cache, logits of the last position only.
   {
@@ -152,6 +149,7 @@ void run_bench(const BenchArgs& args) {
       auto warm = model->create_sequence();
       model->forward({SequenceInput::last(warm.get(), bench_tokens(args.prompt, c.vocab_size, 99))});
     }
+    const MachineLimits limits = measure_machine("prefill");
     TraceRecorder trace(0, CommClock::now());
     if (!args.trace.empty()) model->set_trace(&trace);
     const GemmCounters g0 = gemm_counters();
@@ -192,6 +190,7 @@ void run_bench(const BenchArgs& args) {
     model->forward(prefill);
     std::vector<int32_t> next(static_cast<size_t>(batch));
     for (int64_t b = 0; b < batch; ++b) next[size_t(b)] = bench_tokens(1, c.vocab_size, 200 + uint64_t(b))[0];
+    const MachineLimits limits = measure_machine("decode batch " + std::to_string(batch));
     // One untimed step, then the timed ones.
     double s = 0, gemm_s = 0;
     for (int64_t step = -1; step < args.decode_steps; ++step) {

@@ -17,14 +17,11 @@ double now_seconds() {
   return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count();
 }
 
-struct AlignedArray {
-  float* p = nullptr;
-  explicit AlignedArray(size_t n) {
-    p = static_cast<float*>(std::aligned_alloc(64, (n * sizeof(float) + 63) / 64 * 64));
-    if (!p) throw Error("out of memory for the STREAM arrays");
-  }
-  ~AlignedArray() { std::free(p); }
-};
+float* alloc_array(size_t n) {
+  auto* p = static_cast<float*>(std::aligned_alloc(64, (n * sizeof(float) + 63) / 64 * 64));
+  if (!p) throw Error("out of memory for the STREAM arrays");
+  return p;
+}
 
 // Scalar FMA chains for CPUs without AVX2 (the compiler vectorizes to SSE at best).
 double scalar_fma_flops(int64_t iterations) {
@@ -49,27 +46,51 @@ double fma_flops_one_thread(int64_t iterations) {
 
 }  // namespace
 
-double measure_stream_triad_gbps(ThreadPool* pool, size_t array_bytes, int repeats) {
-  const size_t n = array_bytes / sizeof(float);
-  AlignedArray a(n), b(n), c(n);
+MachineProbe::MachineProbe(ThreadPool* pool, size_t array_bytes) : pool_(pool), n_(array_bytes / sizeof(float)) {
+  DEEPMOE_CHECK(n_ > 0, "STREAM arrays must not be empty");
+  a_ = alloc_array(n_);
+  b_ = alloc_array(n_);
+  c_ = alloc_array(n_);
   // First touch from the threads that will stream each chunk, so pages land near them.
-  parallel_for(pool, int64_t(n), [&](int64_t lo, int64_t hi) {
-    for (int64_t i = lo; i < hi; ++i) a.p[i] = 0.0f, b.p[i] = 1.0f, c.p[i] = 2.0f;
+  parallel_for(pool_, int64_t(n_), [&](int64_t lo, int64_t hi) {
+    for (int64_t i = lo; i < hi; ++i) a_[i] = 0.0f, b_[i] = 1.0f, c_[i] = 2.0f;
   });
+}
+
+MachineProbe::~MachineProbe() {
+  std::free(a_);
+  std::free(b_);
+  std::free(c_);
+}
+
+double MachineProbe::stream_triad_gbps(int repeats) {
   const float s = 3.0f;
   double best = 1e30;
-  for (int r = 0; r < repeats; ++r) {
+  for (int r = 0; r < std::max(repeats, 1); ++r) {
     double t0 = now_seconds();
-    parallel_for(pool, int64_t(n), [&](int64_t lo, int64_t hi) {
-      float* __restrict pa = a.p;
-      const float* __restrict pb = b.p;
-      const float* __restrict pc = c.p;
+    parallel_for(pool_, int64_t(n_), [&](int64_t lo, int64_t hi) {
+      float* __restrict pa = a_;
+      const float* __restrict pb = b_;
+      const float* __restrict pc = c_;
       for (int64_t i = lo; i < hi; ++i) pa[i] = pb[i] + s * pc[i];
     });
     best = std::min(best, now_seconds() - t0);
   }
-  if (a.p[n / 2] != 7.0f) throw Error("STREAM triad produced a wrong value");
-  return 3.0 * double(n) * sizeof(float) / best / 1e9;
+  if (a_[n_ / 2] != 7.0f) throw Error("STREAM triad produced a wrong value");
+  return 3.0 * double(n_) * sizeof(float) / best / 1e9;
+}
+
+MachineLimits MachineProbe::measure(int repeats) {
+  MachineLimits m;
+  m.threads = pool_ ? pool_->size() : 1;
+  m.stream_triad_gbps = stream_triad_gbps(repeats);
+  m.fma_peak_gflops = measure_fma_peak_gflops(pool_);
+  m.isa = isa_level_name(cpu_features().level);
+  return m;
+}
+
+double measure_stream_triad_gbps(ThreadPool* pool, size_t array_bytes, int repeats) {
+  return MachineProbe(pool, array_bytes).stream_triad_gbps(repeats);
 }
 
 double measure_fma_peak_gflops(ThreadPool* pool) {
@@ -77,25 +98,21 @@ double measure_fma_peak_gflops(ThreadPool* pool) {
   int workers = pool ? pool->size() : 1;
   double best = 0;
   for (int r = 0; r < 3; ++r) {
-    std::vector<double> flops(size_t(workers), 0.0);
-    double t0 = now_seconds();
-    if (pool) pool->run(workers, [&](int64_t t, int) { flops[size_t(t)] = fma_flops_one_thread(iterations); });
-    else flops[0] = fma_flops_one_thread(iterations);
-    double dt = now_seconds() - t0;
+    std::vector<double> rate(size_t(workers), 0.0);
+    const auto one = [&](int64_t t) {
+      const double t0 = now_seconds();
+      const double flops = fma_flops_one_thread(iterations);
+      rate[size_t(t)] = flops / (now_seconds() - t0);
+    };
+    if (pool) pool->run(workers, [&](int64_t t, int) { one(t); });
+    else one(0);
     double total = 0;
-    for (double f : flops) total += f;
-    best = std::max(best, total / dt / 1e9);
+    for (double f : rate) total += f;
+    best = std::max(best, total / 1e9);
   }
   return best;
 }
 
-MachineLimits measure_machine_limits(ThreadPool* pool) {
-  MachineLimits m;
-  m.threads = pool ? pool->size() : 1;
-  m.stream_triad_gbps = measure_stream_triad_gbps(pool);
-  m.fma_peak_gflops = measure_fma_peak_gflops(pool);
-  m.isa = isa_level_name(cpu_features().level);
-  return m;
-}
+MachineLimits measure_machine_limits(ThreadPool* pool) { return MachineProbe(pool).measure(); }
 
 }  // namespace deepmoe

@@ -18,7 +18,30 @@ struct MachineLimits {
 // pool == nullptr measures one thread. array_bytes is the size of each of the three triad arrays; it must be
 // well beyond the last-level cache (default 256 MiB each).
 double measure_stream_triad_gbps(ThreadPool* pool, size_t array_bytes = size_t(256) << 20, int repeats = 5);
+// The sum of each thread's own FMA rate: a core slowed by other work lowers only its own share.
 double measure_fma_peak_gflops(ThreadPool* pool);
 MachineLimits measure_machine_limits(ThreadPool* pool);
+
+// Measures the machine again and again on the same triad arrays, allocated and first touched once. A benchmark
+// creates it before loading a checkpoint and re-measures right before each case: arrays allocated after the
+// weights fill memory come from scattered pages and read up to 40% low, and the machine's speed drifts within a
+// run, so each case is best compared with a measurement taken just before it.
+class MachineProbe {
+ public:
+  explicit MachineProbe(ThreadPool* pool, size_t array_bytes = size_t(256) << 20);
+  ~MachineProbe();
+  MachineProbe(const MachineProbe&) = delete;
+  MachineProbe& operator=(const MachineProbe&) = delete;
+
+  MachineLimits measure(int repeats = 5);  // triad (best of `repeats`) and FMA peak
+  double stream_triad_gbps(int repeats = 5);
+  size_t bytes() const { return 3 * n_ * sizeof(float); }  // resident while the probe lives
+
+ private:
+
+  ThreadPool* pool_;
+  size_t n_;
+  float *a_ = nullptr, *b_ = nullptr, *c_ = nullptr;
+};
 
 }  // namespace deepmoe

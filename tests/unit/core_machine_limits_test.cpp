@@ -21,3 +21,17 @@ TEST(MachineLimits, FmaPeakIsPositive) {
   EXPECT_GT(gflops, 0.0);
   EXPECT_LT(gflops, 1e5);
 }
+
+TEST(MachineLimits, ProbeMeasuresAgainOnTheSameArrays) {
+  ThreadPool pool(2);
+  MachineProbe probe(&pool, size_t(4) << 20);
+  EXPECT_EQ(probe.bytes(), size_t(12) << 20);
+  for (int i = 0; i < 2; ++i) {  // a second measurement re-runs the triad on arrays holding the first one's result
+    const MachineLimits m = probe.measure(2);
+    EXPECT_EQ(m.threads, 2);
+    EXPECT_GT(m.stream_triad_gbps, 0.0);
+    EXPECT_LT(m.stream_triad_gbps, 1e5);
+    EXPECT_GT(m.fma_peak_gflops, 0.0);
+    EXPECT_LT(m.fma_peak_gflops, 1e5);
+  }
+}
