@@ -1,8 +1,10 @@
 #include "core/machine_limits.h"
 
 #include <algorithm>
+#include <atomic>
 #include <chrono>
 #include <cstdlib>
+#include <thread>
 #include <vector>
 
 #include "core/cpu_features.h"
@@ -46,21 +48,16 @@ double fma_flops_one_thread(int64_t iterations) {
 
 }  // namespace
 
-MachineProbe::MachineProbe(ThreadPool* pool, size_t array_bytes) : pool_(pool), n_(array_bytes / sizeof(float)) {
+void MachineProbe::Free::operator()(float* p) const { std::free(p); }
+
+MachineProbe::MachineProbe(ThreadPool* pool, size_t array_bytes)
+    : pool_(pool), n_(array_bytes / sizeof(float)), a_(alloc_array(n_)), b_(alloc_array(n_)), c_(alloc_array(n_)) {
   DEEPMOE_CHECK(n_ > 0, "STREAM arrays must not be empty");
-  a_ = alloc_array(n_);
-  b_ = alloc_array(n_);
-  c_ = alloc_array(n_);
+  float *a = a_.get(), *b = b_.get(), *c = c_.get();
   // First touch from the threads that will stream each chunk, so pages land near them.
   parallel_for(pool_, int64_t(n_), [&](int64_t lo, int64_t hi) {
-    for (int64_t i = lo; i < hi; ++i) a_[i] = 0.0f, b_[i] = 1.0f, c_[i] = 2.0f;
+    for (int64_t i = lo; i < hi; ++i) a[i] = 0.0f, b[i] = 1.0f, c[i] = 2.0f;
   });
-}
-
-MachineProbe::~MachineProbe() {
-  std::free(a_);
-  std::free(b_);
-  std::free(c_);
 }
 
 double MachineProbe::stream_triad_gbps(int repeats) {
@@ -69,14 +66,14 @@ double MachineProbe::stream_triad_gbps(int repeats) {
   for (int r = 0; r < std::max(repeats, 1); ++r) {
     double t0 = now_seconds();
     parallel_for(pool_, int64_t(n_), [&](int64_t lo, int64_t hi) {
-      float* __restrict pa = a_;
-      const float* __restrict pb = b_;
-      const float* __restrict pc = c_;
+      float* __restrict pa = a_.get();
+      const float* __restrict pb = b_.get();
+      const float* __restrict pc = c_.get();
       for (int64_t i = lo; i < hi; ++i) pa[i] = pb[i] + s * pc[i];
     });
     best = std::min(best, now_seconds() - t0);
   }
-  if (a_[n_ / 2] != 7.0f) throw Error("STREAM triad produced a wrong value");
+  if (a_.get()[n_ / 2] != 7.0f) throw Error("STREAM triad produced a wrong value");
   return 3.0 * double(n_) * sizeof(float) / best / 1e9;
 }
 
@@ -94,21 +91,34 @@ double measure_stream_triad_gbps(ThreadPool* pool, size_t array_bytes, int repea
 }
 
 double measure_fma_peak_gflops(ThreadPool* pool) {
-  const int64_t iterations = 4'000'000;
-  int workers = pool ? pool->size() : 1;
+  // Every thread runs FMA chains in short bursts for the same window of time, and the peak is all their work over
+  // that window. A core slowed by other work then lowers only its own share (with a fixed amount of work per
+  // thread, the slowest one would set the pace for all), and threads that could not run at the same time (more
+  // threads than free cores) do not each count a whole core.
+  constexpr int64_t kBurst = 20'000;                 // iterations between clock checks, ~40 µs
+  constexpr double kWindowSeconds = 0.03;
+  const int workers = pool ? pool->size() : 1;
   double best = 0;
   for (int r = 0; r < 3; ++r) {
-    std::vector<double> rate(size_t(workers), 0.0);
+    std::vector<double> flops(size_t(workers), 0.0);
+    std::atomic<int> ready{0};
+    std::atomic<double> start{0.0};
     const auto one = [&](int64_t t) {
-      const double t0 = now_seconds();
-      const double flops = fma_flops_one_thread(iterations);
-      rate[size_t(t)] = flops / (now_seconds() - t0);
+      // All threads start together: the last to arrive sets the window.
+      if (ready.fetch_add(1) + 1 == workers) start.store(now_seconds());
+      while (start.load() == 0.0) std::this_thread::yield();
+      const double end = start.load() + kWindowSeconds;
+      double done = 0;
+      do done += fma_flops_one_thread(kBurst);
+      while (now_seconds() < end);
+      flops[size_t(t)] = done;
     };
     if (pool) pool->run(workers, [&](int64_t t, int) { one(t); });
     else one(0);
+    const double span = now_seconds() - start.load();
     double total = 0;
-    for (double f : rate) total += f;
-    best = std::max(best, total / 1e9);
+    for (double f : flops) total += f;
+    best = std::max(best, total / span / 1e9);
   }
   return best;
 }

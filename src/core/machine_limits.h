@@ -3,6 +3,7 @@
 #pragma once
 
 #include <cstddef>
+#include <memory>
 
 namespace deepmoe {
 
@@ -18,7 +19,7 @@ struct MachineLimits {
 // pool == nullptr measures one thread. array_bytes is the size of each of the three triad arrays; it must be
 // well beyond the last-level cache (default 256 MiB each).
 double measure_stream_triad_gbps(ThreadPool* pool, size_t array_bytes = size_t(256) << 20, int repeats = 5);
-// The sum of each thread's own FMA rate: a core slowed by other work lowers only its own share.
+// All threads' FMA work over one shared window of time: a core slowed by other work lowers only its own share.
 double measure_fma_peak_gflops(ThreadPool* pool);
 MachineLimits measure_machine_limits(ThreadPool* pool);
 
@@ -29,7 +30,6 @@ MachineLimits measure_machine_limits(ThreadPool* pool);
 class MachineProbe {
  public:
   explicit MachineProbe(ThreadPool* pool, size_t array_bytes = size_t(256) << 20);
-  ~MachineProbe();
   MachineProbe(const MachineProbe&) = delete;
   MachineProbe& operator=(const MachineProbe&) = delete;
 
@@ -38,10 +38,14 @@ class MachineProbe {
   size_t bytes() const { return 3 * n_ * sizeof(float); }  // resident while the probe lives
 
  private:
+  struct Free {
+    void operator()(float* p) const;
+  };
+  using Array = std::unique_ptr<float, Free>;
 
   ThreadPool* pool_;
   size_t n_;
-  float *a_ = nullptr, *b_ = nullptr, *c_ = nullptr;
+  Array a_, b_, c_;
 };
 
 }  // namespace deepmoe

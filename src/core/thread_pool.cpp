@@ -2,6 +2,8 @@
 
 #include <algorithm>
 #include <chrono>
+#include <exception>
+#include <utility>
 #include <thread>
 
 namespace deepmoe {
@@ -70,7 +72,11 @@ void ThreadPool::worker_loop(int worker) {
       job = job_;
       n_tasks = job_tasks_;
     }
-    for (int64_t t = worker; t < n_tasks; t += n_threads_) (*job)(t, worker);
+    try {
+      for (int64_t t = worker; t < n_tasks; t += n_threads_) (*job)(t, worker);
+    } catch (...) {
+      keep_first_error(std::current_exception());
+    }
     if (pending_.fetch_sub(1, std::memory_order_acq_rel) == 1) {
       std::lock_guard<std::mutex> lock(mutex_);  // the caller may be between its check and its sleep
       done_.notify_one();
@@ -92,14 +98,29 @@ void ThreadPool::run(int64_t n_tasks, const std::function<void(int64_t, int)>& f
     generation_.fetch_add(1, std::memory_order_release);
   }
   wake_.notify_all();
-  for (int64_t t = 0; t < n_tasks; t += n_threads_) fn(t, 0);
+  try {
+    for (int64_t t = 0; t < n_tasks; t += n_threads_) fn(t, 0);
+  } catch (...) {
+    keep_first_error(std::current_exception());
+  }
+  // Always wait: the workers use fn and whatever it refers to until they are done, even when a task threw.
   const auto finished = [&] { return pending_.load(std::memory_order_acquire) == 0; };
   if (!spin_until(finished)) {
     std::unique_lock<std::mutex> lock(mutex_);
     done_.wait(lock, finished);
   }
+  std::exception_ptr error;
+  {
+    std::lock_guard<std::mutex> lock(mutex_);
+    job_ = nullptr;
+    error = std::exchange(error_, nullptr);
+  }
+  if (error) std::rethrow_exception(error);
+}
+
+void ThreadPool::keep_first_error(std::exception_ptr e) {
   std::lock_guard<std::mutex> lock(mutex_);
-  job_ = nullptr;
+  if (!error_) error_ = std::move(e);
 }
 
 void ThreadPool::parallel_for(int64_t n, const std::function<void(int64_t, int64_t)>& fn, int64_t grain) {

@@ -1,11 +1,13 @@
 // The thread pool that kernels share. parallel_for splits work into fixed contiguous chunks; parallel_for_balanced
 // lets idle workers take over the rest of a slow one's share. Kernels keep each output element's reduction order
-// independent of the partition, so results depend on neither the thread count nor who ran what (batch invariance).
+// independent of the partition, so results depend on neither the thread count nor who ran what (batch invariance,
+// issue 4).
 #pragma once
 
 #include <atomic>
 #include <condition_variable>
 #include <cstdint>
+#include <exception>
 #include <functional>
 #include <mutex>
 #include <thread>
@@ -24,7 +26,8 @@ class ThreadPool {
   int size() const { return n_threads_; }
 
   // Runs fn(task, worker) for task in [0, n_tasks); task t runs on worker t % size(). Returns when all are done.
-  // Not reentrant: fn must not call run() on the same pool.
+  // If tasks throw, the first exception is rethrown here once every worker has finished (the others' tasks still
+  // run). Not reentrant: fn must not call run() on the same pool.
   void run(int64_t n_tasks, const std::function<void(int64_t task, int worker)>& fn);
 
   // Splits [0, n) into size() contiguous chunks (at least `grain` items each) and runs fn(begin, end).
@@ -41,6 +44,7 @@ class ThreadPool {
 
  private:
   void worker_loop(int worker);
+  void keep_first_error(std::exception_ptr e);
 
   int n_threads_;
   std::vector<std::thread> threads_;
@@ -53,6 +57,7 @@ class ThreadPool {
   std::atomic<uint64_t> generation_{0};
   std::atomic<int> pending_{0};
   bool stop_ = false;
+  std::exception_ptr error_;  // the first exception a task of the current job threw (guarded by mutex_)
 };
 
 // Runs on `pool` when given, else on the calling thread.

@@ -80,7 +80,8 @@ void attention_naive_at_level(IsaLevel level, const NaiveAttentionArgs& a, Threa
     int h = int(task % a.n_heads);
     const float* q = a.q + (i * a.n_heads + h) * a.qk_dim;
     int64_t n = a.n_visible[i];
-    for (int64_t t = 0; t < n; ++t) scores[size_t(t)] = f.dot(q, a.k + (t * a.n_heads + h) * a.qk_dim, a.qk_dim) * a.scale;
+    for (int64_t t = 0; t < n; ++t)
+      scores[size_t(t)] = f.dot(q, a.k + (t * a.n_heads + h) * a.qk_dim, a.qk_dim) * a.scale;
     softmax_inplace(scores.data(), n);
     float* o = a.out + (i * a.n_heads + h) * a.v_dim;
     for (int d = 0; d < a.v_dim; ++d) o[d] = 0;
@@ -121,7 +122,7 @@ void attention_absorbed_at_level(IsaLevel level, const AbsorbedAttentionArgs& a,
   constexpr int kHeadsPerTask = 8;
   const int groups = (H + kHeadsPerTask - 1) / kHeadsPerTask;
   // Later queries see more of the cache (causal prefill), so equal shares of items are unequal work: balanced.
-  struct ItemScratch {
+  struct alignas(64) ItemScratch {  // one cache line each: workers resize their own every item
     std::vector<float> scores, rope_scores, row, q_pairs;
   };
   std::vector<ItemScratch> scratch(size_t(pool ? pool->size() : 1));

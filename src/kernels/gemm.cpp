@@ -4,12 +4,14 @@
 // their rows once, front to back (gemv_rows). Otherwise work is cut into tasks of (up to kChunkRows rows of A) ×
 // (kTaskPanels 16-row W panels). A task walks K in chunks of kChunkBlocks blocks; per chunk and panel it decodes
 // the panel once into an L1-resident buffer (FP32, or 16-bit where the ISA widens on load) and runs every row of
-// its chunk against it. Tasks are contiguous in W, so with the pool's contiguous partition each thread streams its
-// own part of W. Every output element is computed by exactly one task, in the fixed order of gemm.h, so neither
-// the tiling nor the thread count can change a bit of it.
+// its chunk against it. Tasks are contiguous in W, and each thread starts on its own contiguous share of them
+// (parallel_for_balanced), so it streams its own part of W until it helps a slower thread finish. Every output
+// element is computed by exactly one task, in the fixed order of gemm.h, so neither the tiling, the thread count
+// nor which thread ran a task can change a bit of it.
 #include "kernels/gemm.h"
 
 #include <algorithm>
+#include <atomic>
 #include <chrono>
 #include <cstdint>
 #include <cstring>

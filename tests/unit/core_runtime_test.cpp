@@ -7,6 +7,7 @@
 #include <fstream>
 #include <numeric>
 #include <set>
+#include <stdexcept>
 #include <thread>
 
 #include "core/checked_math.h"
@@ -113,8 +114,8 @@ TEST(ThreadPool, BalancedRunsEveryItemOnceWithAValidWorker) {
   EXPECT_EQ(sum, 45);
 }
 
-// The first item of the calling thread's share does not return until every other item has run, which can only
-// happen if the other worker takes over the rest of that share.
+// Item 0 does not return until every other item has run, which can only happen if the worker that did not take
+// item 0 takes over the rest of item 0's share.
 TEST(ThreadPool, BalancedLetsAnIdleWorkerTakeOverASlowOnesShare) {
   ThreadPool pool(2);
   const int64_t n = 40;
@@ -132,8 +133,31 @@ TEST(ThreadPool, BalancedLetsAnIdleWorkerTakeOverASlowOnesShare) {
     }
   });
   EXPECT_TRUE(others_finished) << "items of the blocked share were left waiting";
-  EXPECT_EQ(worker_of[0], 0);
-  for (int64_t i = 1; i < n / 2; ++i) EXPECT_EQ(worker_of[size_t(i)], 1) << "item " << i;
+  const int blocked = worker_of[0];
+  for (int64_t i = 1; i < n / 2; ++i) EXPECT_EQ(worker_of[size_t(i)], 1 - blocked) << "item " << i;
+}
+
+// A task that throws, on the calling thread or on a worker, reaches the caller after every task has finished
+// (the workers still use fn's captures until then), and the pool stays usable.
+TEST(ThreadPool, ATaskExceptionReachesTheCallerAfterAllTasks) {
+  ThreadPool pool(2);
+  for (int thrower : {0, 1}) {  // task 0 runs on the caller, task 1 on the worker
+    std::atomic<int> ran{0};
+    try {
+      pool.run(2, [&](int64_t t, int) {
+        if (t == thrower) throw std::runtime_error("task failed");
+        std::this_thread::sleep_for(std::chrono::milliseconds(20));
+        ran++;
+      });
+      ADD_FAILURE() << "no exception from task " << thrower;
+    } catch (const std::runtime_error& e) {
+      EXPECT_STREQ(e.what(), "task failed");
+    }
+    EXPECT_EQ(ran.load(), 1) << "the other task finished before run() returned";
+  }
+  std::atomic<int64_t> sum{0};
+  pool.parallel_for_balanced(100, [&](int64_t item, int) { sum += item; });
+  EXPECT_EQ(sum.load(), 4950);
 }
 
 TEST(MappedFile, MapsContentsAndNamesMissingFiles) {
