@@ -1,5 +1,6 @@
 #include "core/buffer_cache.h"
 
+#include <sys/mman.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -30,6 +31,7 @@ namespace {
 
 // Below this, malloc's own free lists already reuse memory without page faults.
 constexpr size_t kSmallBytes = size_t(64) << 10;
+constexpr size_t kHugePage = size_t(2) << 20;
 
 // Sizes are rounded up to one of 8 steps per power of two (at most 12.5% slack), so buffers of nearly the same
 // size share a class.
@@ -81,6 +83,16 @@ void* buffer_alloc(size_t bytes) {
       c.idle_bytes -= cls;
       return p;
     }
+  }
+  // Large buffers on 2 MiB pages where the kernel allows (transparent huge pages in "madvise" mode): a prefill's
+  // first pass faults each 4 KiB page of tens of MB of activations in one by one otherwise, and GEMMs that read
+  // rows K floats apart touch a different 4 KiB page per row.
+  if (cls >= kHugePage) {
+    const size_t bytes_huge = (cls + kHugePage - 1) / kHugePage * kHugePage;
+    void* p = std::aligned_alloc(kHugePage, bytes_huge);
+    if (!p) throw Error("out of memory allocating " + std::to_string(cls) + " bytes");
+    ::madvise(p, bytes_huge, MADV_HUGEPAGE);  // advice only: without it the buffer still works on 4 KiB pages
+    return p;
   }
   void* p = std::aligned_alloc(64, cls);
   if (!p) throw Error("out of memory allocating " + std::to_string(cls) + " bytes");
