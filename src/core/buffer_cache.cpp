@@ -87,15 +87,11 @@ void* buffer_alloc(size_t bytes) {
   // Large buffers on 2 MiB pages where the kernel allows (transparent huge pages in "madvise" mode): a prefill's
   // first pass faults each 4 KiB page of tens of MB of activations in one by one otherwise, and GEMMs that read
   // rows K floats apart touch a different 4 KiB page per row.
-  if (cls >= kHugePage) {
-    const size_t bytes_huge = (cls + kHugePage - 1) / kHugePage * kHugePage;
-    void* p = std::aligned_alloc(kHugePage, bytes_huge);
-    if (!p) throw Error("out of memory allocating " + std::to_string(cls) + " bytes");
-    ::madvise(p, bytes_huge, MADV_HUGEPAGE);  // advice only: without it the buffer still works on 4 KiB pages
-    return p;
-  }
-  void* p = std::aligned_alloc(64, cls);
+  const bool huge = cls >= kHugePage;
+  const size_t align = huge ? kHugePage : 64, size = (cls + align - 1) / align * align;
+  void* p = std::aligned_alloc(align, size);
   if (!p) throw Error("out of memory allocating " + std::to_string(cls) + " bytes");
+  if (huge) ::madvise(p, size, MADV_HUGEPAGE);  // advice only: without it the buffer still works on 4 KiB pages
   return p;
 }
 

@@ -3,8 +3,8 @@
 #include <algorithm>
 #include <chrono>
 #include <exception>
-#include <utility>
 #include <thread>
+#include <utility>
 
 namespace deepmoe {
 
