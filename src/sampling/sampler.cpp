@@ -52,27 +52,58 @@ void Sampler::set_prompt(std::span<const int32_t> prompt) {
 
 void Sampler::accept(int32_t token) { history_.push_back(token); }
 
-SampledToken Sampler::sample(std::span<const float> logits) {
-  DEEPMOE_CHECK(!logits.empty());
+void Sampler::penalize(std::span<const float> logits, std::span<const int32_t> pending) {
   work_.assign(logits.begin(), logits.end());
-  std::span<const int32_t> window(history_);
+  std::vector<int32_t> extended;
+  std::span<const int32_t> history(history_);
+  if (!pending.empty()) {
+    extended = history_;
+    extended.insert(extended.end(), pending.begin(), pending.end());
+    history = extended;
+  }
+  std::span<const int32_t> window = history;
   if (params_.penalty_last_n > 0 && window.size() > static_cast<size_t>(params_.penalty_last_n))
     window = window.last(static_cast<size_t>(params_.penalty_last_n));
   apply_repetition_penalty(work_, window, params_.repetition_penalty);
-  apply_presence_frequency_penalties(work_, generated(), params_.presence_penalty, params_.frequency_penalty);
+  apply_presence_frequency_penalties(work_, history.subspan(prompt_tokens_), params_.presence_penalty,
+                                     params_.frequency_penalty);
+}
 
+std::vector<Candidate> Sampler::filtered_candidates(int64_t vocab_size) const {
+  std::vector<Candidate> candidates = make_candidates(work_, params_.temperature);
+  DEEPMOE_CHECK(!candidates.empty(), "every logit is -inf");
+  if (params_.top_k > 0) keep_top_k(candidates, params_.top_k);
+  keep_top_p(candidates, params_.top_p);
+  keep_min_p(candidates, params_.min_p);
+  sort_by_id(candidates, vocab_size);
+  return candidates;
+}
+
+TokenDistribution Sampler::distribution(std::span<const float> logits, std::span<const int32_t> pending) {
+  DEEPMOE_CHECK(!logits.empty());
+  penalize(logits, pending);
+  if (params_.temperature == 0.0) {
+    const int32_t token = argmax(work_);
+    DEEPMOE_CHECK(token >= 0, "every logit is -inf or NaN");
+    return TokenDistribution::point(token);
+  }
+  const std::vector<Candidate> candidates = filtered_candidates(static_cast<int64_t>(logits.size()));
+  TokenDistribution out;
+  out.probs = candidate_probabilities(candidates);
+  out.ids.reserve(candidates.size());
+  for (const Candidate& c : candidates) out.ids.push_back(c.id);
+  return out;
+}
+
+SampledToken Sampler::sample(std::span<const float> logits) {
+  DEEPMOE_CHECK(!logits.empty());
+  penalize(logits, {});
   SampledToken out;
   if (params_.temperature == 0.0) {
     out.token = argmax(work_);
     DEEPMOE_CHECK(out.token >= 0, "every logit is -inf or NaN");
   } else {
-    std::vector<Candidate> candidates = make_candidates(work_, params_.temperature);
-    DEEPMOE_CHECK(!candidates.empty(), "every logit is -inf");
-    if (params_.top_k > 0) keep_top_k(candidates, params_.top_k);
-    keep_top_p(candidates, params_.top_p);
-    keep_min_p(candidates, params_.min_p);
-    sort_by_id(candidates, static_cast<int64_t>(logits.size()));
-    out.token = draw(candidates, rng_.uniform());
+    out.token = draw(filtered_candidates(static_cast<int64_t>(logits.size())), rng_.uniform());
   }
   if (params_.logprobs) {
     const double lse = log_sum_exp(logits);

@@ -7,7 +7,9 @@
 #include <vector>
 
 #include "sampling/rng.h"
+#include "sampling/sampler_stages.h"
 #include "sampling/sampling_params.h"
+#include "sampling/token_distribution.h"
 
 namespace deepmoe {
 
@@ -45,6 +47,15 @@ class Sampler {
   // Records a token chosen elsewhere (a forced or draft-verified token) as generated.
   void accept(int32_t token);
 
+  // The distribution sample() would draw from after the generated tokens plus `pending` (tokens proposed but not
+  // yet accepted, which the penalties see as generated): the same chain of stages, probabilities in double. A
+  // point mass on the argmax at temperature 0. Speculative decoding builds the target and the draft
+  // distributions with it, so both pass through exactly the stages plain sampling uses.
+  TokenDistribution distribution(std::span<const float> logits, std::span<const int32_t> pending = {});
+
+  // The request's random source (speculative verification draws from it too, so one seed fixes everything).
+  Rng& rng() { return rng_; }
+
   std::span<const int32_t> generated() const {
     return std::span<const int32_t>(history_).subspan(prompt_tokens_);
   }
@@ -55,6 +66,11 @@ class Sampler {
   std::vector<int32_t> history_;  // prompt then generated tokens
   size_t prompt_tokens_ = 0;
   std::vector<float> work_;       // penalized logits
+
+  // work_ = logits after the repetition and presence/frequency penalties over history_ + pending.
+  void penalize(std::span<const float> logits, std::span<const int32_t> pending);
+  // The tempered, filtered candidates of work_ in id order (temperature > 0).
+  std::vector<Candidate> filtered_candidates(int64_t vocab_size) const;
 };
 
 }  // namespace deepmoe

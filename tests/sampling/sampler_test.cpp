@@ -107,6 +107,38 @@ TEST(Sampler, FullChainMatchesReference) {
   expect_chain_distribution(p, {3, 4, 9, 4}, {3, 3, 11});
 }
 
+// distribution() is the chain's own distribution (what speculative verification compares), with pending tokens
+// penalized as if generated; and it leaves the sampler's history alone.
+TEST(Sampler, DistributionMatchesReferenceWithPendingTokens) {
+  SamplingParams p;
+  p.temperature = 1.3;
+  p.top_k = 8;
+  p.top_p = 0.85;
+  p.min_p = 0.12;
+  p.repetition_penalty = 1.4;
+  p.presence_penalty = 0.3;
+  p.frequency_penalty = 0.2;
+  p.penalty_last_n = 5;
+  Sampler sampler(p);
+  sampler.set_prompt(std::vector<int32_t>{3, 4, 9, 4});
+  sampler.accept(3);
+  const std::vector<int32_t> pending = {3, 11};
+  const TokenDistribution d = sampler.distribution(test_logits(), pending);
+  const std::vector<double> expected = chain_ref(test_logits(), p, {3, 4, 9, 4}, {3, 3, 11});
+  std::vector<double> got(expected.size(), 0.0);
+  for (size_t i = 0; i < d.ids.size(); ++i) {
+    ASSERT_TRUE(i == 0 || d.ids[i] > d.ids[i - 1]) << "ids not ascending";
+    got[static_cast<size_t>(d.ids[i])] = d.probs[i];
+  }
+  for (size_t i = 0; i < expected.size(); ++i) EXPECT_NEAR(got[i], expected[i], 1e-6) << "token " << i;
+  EXPECT_EQ(sampler.generated().size(), 1u);
+  SamplingParams greedy = p;
+  greedy.temperature = 0.0;
+  Sampler g(greedy);
+  EXPECT_EQ(g.distribution(test_logits()).ids, std::vector<int32_t>{3});
+  EXPECT_EQ(g.distribution(test_logits(), std::vector<int32_t>{3}).ids, std::vector<int32_t>{4});  // 2.2/1.4 < 1.9
+}
+
 TEST(Sampler, PenaltyWindowLimitsTheRepetitionPenalty) {
   SamplingParams p;
   p.repetition_penalty = 3.0;
