@@ -498,13 +498,26 @@ Tensor DeepseekModel::forward(const std::vector<SequenceInput>& batch, Tensor* h
       std::copy_n(x.data() + (slices[b].offset + i) * H, H, rows.data() + (r++) * H);
     }
   if (hidden) {
-    *hidden = Tensor::zeros(DType::F32, {n_out, H});
-    std::copy(rows.begin(), rows.end(), hidden->data<float>());
+    int64_t n_hidden = 0;
+    for (size_t b = 0; b < batch.size(); ++b)
+      n_hidden += batch[b].hidden_of_all_tokens ? slices[b].count : int64_t(batch[b].logit_indices.size());
+    *hidden = Tensor::zeros(DType::F32, {n_hidden, H});
+    float* out = hidden->data<float>();
+    int64_t logit_row = 0;
+    for (size_t b = 0; b < batch.size(); ++b) {
+      const int64_t n_logits = int64_t(batch[b].logit_indices.size());
+      if (batch[b].hidden_of_all_tokens) {
+        out = std::copy_n(x.data() + slices[b].offset * H, slices[b].count * H, out);
+      } else {
+        out = std::copy_n(rows.data() + logit_row * H, n_logits * H, out);
+      }
+      logit_row += n_logits;
+    }
   }
   return m.head_logits(rows, n_out, m.final_norm, m.lm_head);
 }
 
-Tensor DeepseekModel::forward_mtp(const std::vector<MtpInput>& batch) {
+Tensor DeepseekModel::forward_mtp(const std::vector<MtpInput>& batch, Tensor* hidden) {
   Impl& m = *impl_;
   if (!m.has_mtp) throw Error("this model has no MTP layer loaded (num_nextn_predict_layers = 0 or load_mtp off)");
   const ModelConfig& c = m.cfg;
@@ -561,6 +574,10 @@ Tensor DeepseekModel::forward_mtp(const std::vector<MtpInput>& batch) {
   r = 0;
   for (size_t b = 0; b < batch.size(); ++b)
     for (int64_t i : batch[b].logit_indices) std::copy_n(x.data() + (slices[b].offset + i) * H, H, rows.data() + (r++) * H);
+  if (hidden) {
+    *hidden = Tensor::zeros(DType::F32, {n_out, H});
+    std::copy(rows.begin(), rows.end(), hidden->data<float>());
+  }
   return m.head_logits(rows, n_out, m.mtp.head_norm, m.mtp.head.data ? m.mtp.head : m.lm_head);
 }
 

@@ -54,6 +54,10 @@ struct SequenceInput {
   std::vector<int32_t> tokens;
   // Indices into `tokens` whose logits (and hidden states) are returned, in this order.
   std::vector<int64_t> logit_indices;
+  // When forward() is given `hidden`: return the hidden state of every token of this sequence rather than of
+  // logit_indices only. Speculative decoding feeds the MTP module the main model's state at every position
+  // (reference §1.9) but needs logits only where it verifies.
+  bool hidden_of_all_tokens = false;
 
   static SequenceInput last(Sequence* s, std::vector<int32_t> tokens);  // logits of the last token only
   static SequenceInput all(Sequence* s, std::vector<int32_t> tokens);   // logits of every token
@@ -88,11 +92,14 @@ class DeepseekModel {
 
   // Runs the batch and appends its tokens to the sequences' caches. Returns logits [n_requested, vocab_size] F32,
   // rows in batch order then logit_indices order. When `hidden` is given it receives the matching rows of the
-  // last layer's output before the final norm [n_requested, hidden_size] (the MTP module's input).
+  // last layer's output before the final norm [n_requested, hidden_size] (the MTP module's input) — every token's
+  // row, in token order, for the sequences that ask for hidden_of_all_tokens.
   Tensor forward(const std::vector<SequenceInput>& batch, Tensor* hidden = nullptr);
 
-  // The MTP module: next-next-token logits [n_requested, vocab_size]; appends to each sequence's MTP cache.
-  Tensor forward_mtp(const std::vector<MtpInput>& batch);
+  // The MTP module: next-next-token logits [n_requested, vocab_size]; appends to each sequence's MTP cache. When
+  // `hidden` is given it receives the matching rows of the module's output before its head norm
+  // [n_requested, hidden_size], which a recurrent draft feeds back in as the next position's hidden state.
+  Tensor forward_mtp(const std::vector<MtpInput>& batch, Tensor* hidden = nullptr);
 
   // Bytes of tensor data in the checkpoint (mapped, not copied).
   uint64_t weight_bytes() const;
