@@ -17,8 +17,12 @@ std::vector<float> CausalLm::forward(LmSequence& sequence, std::span<const int32
                 "forward past the context length");
   std::vector<float> logits = forward_tokens(sequence, tokens);
   DEEPMOE_CHECK(static_cast<int64_t>(logits.size()) == vocab_size());
-  sequence.tokens_.insert(sequence.tokens_.end(), tokens.begin(), tokens.end());
+  record_fed_tokens(sequence, tokens);
   return logits;
+}
+
+void CausalLm::record_fed_tokens(LmSequence& sequence, std::span<const int32_t> tokens) {
+  sequence.tokens_.insert(sequence.tokens_.end(), tokens.begin(), tokens.end());
 }
 
 }  // namespace deepmoe

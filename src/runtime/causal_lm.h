@@ -46,6 +46,8 @@ class CausalLm {
 
  protected:
   virtual std::vector<float> forward_tokens(LmSequence& sequence, std::span<const int32_t> tokens) = 0;
+  // Records `tokens` as fed to `sequence` (for subclasses with forward calls of their own).
+  static void record_fed_tokens(LmSequence& sequence, std::span<const int32_t> tokens);
 };
 
 }  // namespace deepmoe

@@ -24,6 +24,15 @@ double GenerationStats::decode_tokens_per_second() const {
   return decode_seconds > 0.0 && decoded > 0 ? static_cast<double>(decoded) / decode_seconds : 0.0;
 }
 
+double GenerationStats::draft_acceptance_rate() const {
+  return draft_tokens > 0 ? static_cast<double>(accepted_draft_tokens) / static_cast<double>(draft_tokens) : 0.0;
+}
+
+double GenerationStats::tokens_per_verify_step() const {
+  return verify_steps > 0 ? static_cast<double>(accepted_draft_tokens + verify_steps) / static_cast<double>(verify_steps)
+                          : 0.0;
+}
+
 RequestState::RequestState(GenerationRequest req, LmSequence& seq, const Tokenizer& tokenizer)
     : request(std::move(req)),
       sequence(&seq),
@@ -65,29 +74,40 @@ std::string Generator::finish_with(RequestState& state, FinishReason reason) {
   return out;
 }
 
+size_t Generator::reuse_prompt_prefix(RequestState& state) {
+  // Reuse the longest cached prefix of the prompt, but always compute at least its last token: its logits give
+  // the first new token.
+  LmSequence& seq = *state.sequence;
+  const std::vector<int32_t>& prompt = state.request.prompt;
+  const auto& cached = seq.tokens();
+  const size_t limit = std::min(cached.size(), prompt.size() - 1);
+  size_t common = 0;
+  while (common < limit && cached[common] == prompt[common]) ++common;
+  seq.truncate(static_cast<int64_t>(common));
+  state.stats.cached_prompt_tokens = static_cast<int64_t>(common);
+  return common;
+}
+
 std::string Generator::step(RequestState& state) {
   DEEPMOE_CHECK(!state.done(), "step() on a finished request");
   const auto start = std::chrono::steady_clock::now();
   LmSequence& seq = *state.sequence;
-  const std::vector<int32_t>& prompt = state.request.prompt;
   std::vector<float> logits;
   const bool first = state.tokens.empty();
   if (first) {
-    // Reuse the longest cached prefix of the prompt, but always compute at least its last token: its logits
-    // give the first new token.
-    const auto& cached = seq.tokens();
-    const size_t limit = std::min(cached.size(), prompt.size() - 1);
-    size_t common = 0;
-    while (common < limit && cached[common] == prompt[common]) ++common;
-    seq.truncate(static_cast<int64_t>(common));
-    state.stats.cached_prompt_tokens = static_cast<int64_t>(common);
-    logits = lm_.forward(seq, std::span<const int32_t>(prompt).subspan(common));
+    const size_t common = reuse_prompt_prefix(state);
+    logits = lm_.forward(seq, std::span<const int32_t>(state.request.prompt).subspan(common));
   } else {
     const int32_t last = state.tokens.back().token;
     logits = lm_.forward(seq, std::span<const int32_t>(&last, 1));
   }
+  const std::string out = emit(state, state.sampler.sample(logits));
+  (first ? state.stats.prefill_seconds : state.stats.decode_seconds) += seconds_since(start);
+  return out;
+}
 
-  const SampledToken sampled = state.sampler.sample(logits);
+std::string Generator::emit(RequestState& state, const SampledToken& sampled) {
+  DEEPMOE_CHECK(!state.done(), "emit() on a finished request");
   state.tokens.push_back(sampled);
   state.stats.generated_tokens = static_cast<int64_t>(state.tokens.size());
 
@@ -100,14 +120,14 @@ std::string Generator::step(RequestState& state) {
       state.finish = FinishReason::StopString;
     } else if (state.stats.generated_tokens >= state.request.max_tokens) {
       out += finish_with(state, FinishReason::MaxTokens);
-    } else if (seq.length() + 1 > lm_.context_length()) {
-      // Unreachable for a validated request (prompt + max_tokens fits); kept so a loop can never run past
-      // the context whatever the caller did.
+    } else if (state.stats.prompt_tokens + state.stats.generated_tokens > lm_.context_length()) {
+      // The next forward feeds this token at position prompt + generated - 1, the last one there is. Unreachable
+      // for a validated request (prompt + max_tokens fits); kept so a loop can never run past the context
+      // whatever the caller did.
       out += finish_with(state, FinishReason::ContextFull);
     }
   }
   state.text += out;
-  (first ? state.stats.prefill_seconds : state.stats.decode_seconds) += seconds_since(start);
   return out;
 }
 

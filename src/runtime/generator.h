@@ -25,11 +25,18 @@ struct GenerationStats {
   int64_t generated_tokens = 0;      // sampled tokens, the ending EOS included
   double prefill_seconds = 0.0;      // the first step: prompt forward + first sample
   double decode_seconds = 0.0;       // every later step
+  // Speculative decoding (speculative_generator.h): verification steps, draft tokens proposed and accepted.
+  int64_t verify_steps = 0;
+  int64_t draft_tokens = 0;
+  int64_t accepted_draft_tokens = 0;
 
   // Prompt tokens actually computed per second of prefill.
   double prefill_tokens_per_second() const;
   // Tokens per second of the decode steps (the first token belongs to the prefill).
   double decode_tokens_per_second() const;
+  // Accepted / proposed draft tokens, and tokens produced per verification step (accepted drafts + 1).
+  double draft_acceptance_rate() const;
+  double tokens_per_verify_step() const;
 };
 
 struct RequestState {
@@ -66,6 +73,16 @@ class Generator {
   // Runs `request` to the end, passing each text piece to on_text as it is decided.
   std::unique_ptr<RequestState> generate(GenerationRequest request, LmSequence& sequence,
                                          const std::function<void(std::string_view)>& on_text);
+
+  // Records `sampled` as the request's next generated token (the sampler must already have it) and applies the
+  // ending rules — EOS / stop token, stop string, max_tokens, context — returning the text that is now final.
+  // A loop that produces several tokens per forward (speculative decoding) hands them over one by one and
+  // stops at the first that finishes the request.
+  std::string emit(RequestState& state, const SampledToken& sampled);
+
+  // The prefix of the request's prompt that `sequence` already caches and that the first step reuses (the last
+  // prompt token is always computed: its logits give the first new token). Truncates the sequence to it.
+  static size_t reuse_prompt_prefix(RequestState& state);
 
  private:
   bool ends_generation(const RequestState& state, int32_t token) const;
