@@ -14,6 +14,12 @@
 //   decode   — tokens/s at batch B after the prompt; weight bytes a step reads (model_summary.h: all non-expert
 //              weights, lm_head, and the experts the batch selects) × steps/s ÷ STREAM bandwidth = achieved
 //              fraction of the bandwidth roofline; gemm_share_of_time as for prefill.
+//   speculative — with --speculative mtp: greedy generation of --decode-steps tokens at batch 1 after a short
+//              prompt, with the plain loop and with MTP speculative decoding (--draft-tokens K), alternated over
+//              --speculative-rounds rounds in this one run: draft acceptance rate, tokens per verification step,
+//              decode tokens/s of both and their ratio (the speedup), whether the outputs were identical; and the
+//              cost of one verification forward (K + 1 positions, logits at each) over a plain decode forward
+//              (one position), also alternated.
 #include <CLI/CLI.hpp>
 
 // Compiled in once the model's forward pass (src/model/deepseek_model.cpp) is part of the build.
@@ -24,6 +30,7 @@
 #include <cstdio>
 #include <cstring>
 #include <fstream>
+#include <functional>
 #include <memory>
 #include <nlohmann/json.hpp>
 
@@ -38,6 +45,11 @@
 #include "model_run_options.h"
 #include "parallel/chrome_trace.h"
 #include "parallel/communicator.h"
+#include "runtime/deepseek_lm.h"
+#include "runtime/generator.h"
+#include "runtime/speculative_generator.h"
+#include "runtime/speculative_mtp_lm.h"
+#include "tokenizer/tokenizer.h"
 
 namespace deepmoe::tools {
 namespace {
@@ -49,6 +61,9 @@ struct BenchArgs {
   int64_t decode_steps = 16;
   std::vector<int64_t> batches = {1, 8};
   std::string trace;
+  std::string speculative = "off";
+  int draft_tokens = 1;
+  int speculative_rounds = 3;
   ModelRunArgs run;
 };
 
@@ -90,6 +105,84 @@ bool reset_peak_rss() {
   f << "5";
   f.flush();
   return bool(f);
+}
+
+// The "speculative" case (see the top of the file). Greedy, so both loops must produce the same tokens.
+void bench_speculative(const BenchArgs& args, DeepseekModel& model, const nlohmann::ordered_json& common,
+                       const std::function<MachineLimits(const std::string&)>& measure_machine) {
+  const ModelConfig& c = model.config();
+  const auto tokenizer = Tokenizer::load(args.dir);
+  DeepseekLm plain_lm(model);
+  MtpSpeculativeLm mtp_lm(model);  // a clear error when the checkpoint has no MTP layer
+  Generator plain(plain_lm, *tokenizer);
+  SpeculativeGenerator speculative(mtp_lm, *tokenizer, args.draft_tokens);
+  GenerationRequest request;
+  request.prompt = bench_tokens(32, c.vocab_size, 300);
+  request.max_tokens = args.decode_steps + 1;  // the first token comes with the prefill
+  request.ignore_eos = true;
+  request.sampling.temperature = 0.0;
+
+  measure_machine("speculative");  // the machine line next to the figures (they are ratios of two timings)
+  double plain_s = 0, spec_s = 0;
+  int64_t plain_tokens = 0, spec_tokens = 0;
+  GenerationStats totals;
+  bool identical = true;
+  for (int round = 0; round <= args.speculative_rounds; ++round) {  // round 0 warms up, untimed
+    auto plain_seq = plain_lm.new_sequence();
+    const auto a = plain.generate(request, *plain_seq, {});
+    auto spec_seq = mtp_lm.new_sequence();
+    const auto b = speculative.generate(request, *spec_seq, {});
+    for (size_t i = 0; i < a->tokens.size(); ++i)
+      identical = identical && i < b->tokens.size() && a->tokens[i].token == b->tokens[i].token;
+    identical = identical && a->tokens.size() == b->tokens.size();
+    if (round == 0) continue;
+    plain_s += a->stats.decode_seconds;
+    plain_tokens += a->stats.generated_tokens - 1;
+    spec_s += b->stats.decode_seconds;
+    spec_tokens += b->stats.generated_tokens - 1;
+    totals.verify_steps += b->stats.verify_steps;
+    totals.draft_tokens += b->stats.draft_tokens;
+    totals.accepted_draft_tokens += b->stats.accepted_draft_tokens;
+  }
+
+  // One verification forward (the last token + K drafts, logits and hidden states at each, as the MTP adapter
+  // asks) against one plain decode forward, alternated on the same cached prompt and rolled back each time.
+  auto seq = model.create_sequence();
+  model.forward({SequenceInput::last(seq.get(), request.prompt)});
+  const int64_t base = seq->length();
+  const std::vector<int32_t> verify_tokens = bench_tokens(args.draft_tokens + 1, c.vocab_size, 400);
+  double verify_s = 0, decode_s = 0;
+  for (int64_t i = -1; i < args.decode_steps; ++i) {  // i = -1 warms up, untimed
+    SequenceInput v = SequenceInput::all(seq.get(), verify_tokens);
+    v.hidden_of_all_tokens = true;
+    Tensor hidden;
+    auto t0 = std::chrono::steady_clock::now();
+    model.forward({v}, &hidden);
+    const double vs = seconds_since(t0);
+    seq->main.truncate(base);
+    t0 = std::chrono::steady_clock::now();
+    model.forward({SequenceInput::last(seq.get(), {verify_tokens[0]})});
+    const double ds = seconds_since(t0);
+    seq->main.truncate(base);
+    if (i >= 0) verify_s += vs, decode_s += ds;
+  }
+
+  nlohmann::ordered_json j = common;
+  j["case"] = "speculative";
+  j["method"] = "mtp";
+  j["draft_tokens"] = args.draft_tokens;
+  j["rounds"] = args.speculative_rounds;
+  j["tokens_per_round"] = args.decode_steps;
+  j["draft_acceptance_rate"] = totals.draft_acceptance_rate();
+  j["tokens_per_verify_step"] = totals.tokens_per_verify_step();
+  j["plain_decode_tokens_per_s"] = double(plain_tokens) / plain_s;
+  j["speculative_decode_tokens_per_s"] = double(spec_tokens) / spec_s;
+  j["decode_speedup"] = (double(spec_tokens) / spec_s) / (double(plain_tokens) / plain_s);
+  j["outputs_identical"] = identical;
+  j["verify_forward_seconds"] = verify_s / double(args.decode_steps);
+  j["decode_forward_seconds"] = decode_s / double(args.decode_steps);
+  j["verify_over_decode_forward"] = verify_s / decode_s;
+  print_line(j);
 }
 
 void run_bench(const BenchArgs& args) {
@@ -237,6 +330,8 @@ void run_bench(const BenchArgs& args) {
     j["gemm_share_of_time"] = gemm_s / s;
     print_line(j);
   }
+
+  if (args.speculative == "mtp") bench_speculative(args, *model, common, measure_machine);
 }
 
 CommandRegistration registration{
@@ -258,6 +353,18 @@ CommandRegistration registration{
            ->check(CLI::Range(int64_t(1), int64_t(4096)))
            ->capture_default_str();
        sub.add_option("--trace", args->trace, "Write the prefill's compute/communication spans as Chrome-trace JSON");
+       sub.add_option("--speculative", args->speculative,
+                      "mtp: also time greedy generation with MTP speculative decoding against the plain loop, "
+                      "alternated (needs tokenizer.json in the model folder)")
+           ->check(CLI::IsMember({"off", "mtp"}))
+           ->capture_default_str();
+       sub.add_option("--draft-tokens", args->draft_tokens, "Draft tokens per step with --speculative mtp")
+           ->check(CLI::Range(1, 16))
+           ->capture_default_str();
+       sub.add_option("--speculative-rounds", args->speculative_rounds,
+                      "Timed plain / speculative generation pairs with --speculative mtp")
+           ->check(CLI::Range(1, 1000))
+           ->capture_default_str();
        args->run.add_to(sub);
        sub.callback([args] { with_default_model_hint(args->dir, [&] { run_bench(*args); }); });
      }}};

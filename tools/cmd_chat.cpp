@@ -17,6 +17,7 @@
 #include "command.h"
 #include "core/error.h"
 #include "generation_options.h"
+#include "speculative_options.h"
 #include "runtime/generator.h"
 #include "tokenizer/chat_template.h"
 
@@ -28,6 +29,7 @@ constexpr int64_t kDefaultReplyTokens = 512;
 struct ChatArgs {
   ModelArgs model;
   RequestArgs request;
+  SpeculativeArgs speculative;
   std::string system;
   int64_t context = 0;  // 0: the model's context length
   bool stats = false;
@@ -45,8 +47,8 @@ void run_chat(const ChatArgs& args) {
   if (auto e = validate_stop_strings(args.request.stop)) throw *e;
   LoadedModel loaded = load_model_for_cli(args.model);
   const ChatTemplate chat_template = ChatTemplate::from_tokenizer_config(loaded.dir);
-  Generator generator(*loaded.lm, *loaded.tokenizer);
-  auto sequence = loaded.lm->new_sequence();
+  GenerationLoop generator(loaded, args.speculative);
+  auto sequence = generator.new_sequence();
 
   const bool interactive = isatty(fileno(stdin)) == 1 && isatty(fileno(stdout)) == 1;
   std::vector<ChatMessage> history;
@@ -117,9 +119,9 @@ void run_chat(const ChatArgs& args) {
     history.push_back({"assistant", state->text});
     if (args.stats) {
       const GenerationStats& s = state->stats;
-      std::fprintf(stderr, "[prompt %lld tokens (%lld cached), generated %lld tokens, finish %s, %.2f tok/s]\n",
+      std::fprintf(stderr, "[prompt %lld tokens (%lld cached), generated %lld tokens, finish %s, %.2f tok/s%s]\n",
                    (long long)s.prompt_tokens, (long long)s.cached_prompt_tokens, (long long)s.generated_tokens,
-                   finish_reason_name(state->finish), s.decode_tokens_per_second());
+                   finish_reason_name(state->finish), s.decode_tokens_per_second(), speculative_summary(s).c_str());
     }
   }
 }
@@ -136,6 +138,7 @@ CommandRegistration registration{
                       "dropped (the system prompt is kept) with a notice on stderr")
            ->check(CLI::PositiveNumber);
        add_request_options(sub, args->request, /*default_temperature=*/0.6);
+       add_speculative_options(sub, args->speculative);
        sub.add_flag("--stats", args->stats, "Print token counts and speed after each reply (stderr)");
        sub.callback([args] { run_chat(*args); });
      }}};

@@ -13,6 +13,7 @@
 
 #include "command.h"
 #include "generation_options.h"
+#include "speculative_options.h"
 #include "runtime/generator.h"
 #include "tokenizer/chat_template.h"
 
@@ -22,6 +23,7 @@ namespace {
 struct GenerateArgs {
   ModelArgs model;
   RequestArgs request;
+  SpeculativeArgs speculative;
   std::string prompt;
   bool chat = false;
   std::string system;
@@ -62,10 +64,11 @@ void print_summary(const RequestState& state) {
   const GenerationStats& s = state.stats;
   std::fprintf(stderr,
                "prompt %lld tokens (%lld cached), generated %lld tokens, finish %s; prefill %.2f tok/s (%.3f s), "
-               "decode %.2f tok/s (%.3f s); seed %llu\n",
+               "decode %.2f tok/s (%.3f s)%s; seed %llu\n",
                (long long)s.prompt_tokens, (long long)s.cached_prompt_tokens, (long long)s.generated_tokens,
                finish_reason_name(state.finish), s.prefill_tokens_per_second(), s.prefill_seconds,
-               s.decode_tokens_per_second(), s.decode_seconds, (unsigned long long)state.request.sampling.seed);
+               s.decode_tokens_per_second(), s.decode_seconds, speculative_summary(s).c_str(),
+               (unsigned long long)state.request.sampling.seed);
 }
 
 void run_generate(GenerateArgs args) {
@@ -92,8 +95,8 @@ void run_generate(GenerateArgs args) {
     prompt = loaded.tokenizer->encode(args.prompt, /*add_special=*/true, /*parse_special=*/true);
   }
   GenerationRequest request = make_request(args.request, std::move(prompt), loaded.lm->context_length(), 256);
-  Generator generator(*loaded.lm, *loaded.tokenizer);
-  auto sequence = loaded.lm->new_sequence();
+  GenerationLoop generator(loaded, args.speculative);
+  auto sequence = generator.new_sequence();
   const bool text = args.output == "text";
   auto state = generator.generate(std::move(request), *sequence, [&](std::string_view piece) {
     if (!text) return;
@@ -120,6 +123,7 @@ CommandRegistration registration{
        auto* chat = sub.add_flag("--chat", args->chat, "Wrap the prompt as a user message in the model's chat template");
        sub.add_option("--system", args->system, "System prompt (with --chat)")->needs(chat);
        add_request_options(sub, args->request, /*default_temperature=*/0.2);
+       add_speculative_options(sub, args->speculative);
        auto* output = sub.add_option("--output", args->output,
                                      "text: stream the text; ids: print the generated token ids (the ending EOS "
                                      "included); json: one line per generated token, {\"token\": id, \"text\": "
