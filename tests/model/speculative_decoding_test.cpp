@@ -15,6 +15,7 @@
 #include <memory>
 
 #include "model/deepseek_model.h"
+#include "parallel/thread_communicator.h"
 #include "runtime/deepseek_lm.h"
 #include "runtime/generator.h"
 #include "runtime/speculative_generator.h"
@@ -251,6 +252,39 @@ TEST(SpeculativeDecoding, PromptPrefixReuseAcrossRequests) {
   plain_lm.draft(*fresh, last);
   oracle.MtpSpeculativeLm::draft(*seq, last);
   EXPECT_TRUE(same_rows(MtpSpeculativeLm::caches(*seq).mtp, MtpSpeculativeLm::caches(*fresh).mtp, fresh->length()));
+}
+
+// Under expert parallelism every forward and MTP forward is a collective (the MoE layers dispatch across ranks),
+// so the ranks must make the same calls: here both run the same request, which keeps them in step. (Different
+// requests per rank accept different numbers of drafts; lining those up is the engine's job.)
+TEST(SpeculativeDecoding, TwoThreadRanksGiveTheSingleProcessOutput) {
+  Fixture& f = fixture();
+  const GenerationRequest request = greedy({0, 8, 16, 32}, 12);
+  Oracle single(*f.model);
+  single.forced = [](int64_t pos) { return pos % 4 != 1; };
+  Runs want = run_both(single, request, 2);
+  ASSERT_GT(want.spec->stats.accepted_draft_tokens, 0);
+  std::vector<std::vector<int32_t>> got(2);
+  std::vector<GenerationStats> stats(2);
+  const std::string dir = temp_dir("speculative_ranks") + "/v3";
+  write_tiny_checkpoint(tiny_v3_config(), dir, WeightFormat::Fp8, 21);  // the fixture's checkpoint
+  run_thread_ranks(2, [&](Communicator& comm) {
+    ModelOptions o;
+    o.threads = 1;
+    auto model = DeepseekModel::load(dir, o, comm);
+    Oracle oracle(*model);
+    oracle.truth = single.truth;
+    oracle.forced = single.forced;
+    SpeculativeGenerator spec(oracle, *f.tokenizer, 2);
+    auto seq = oracle.new_sequence();
+    auto state = spec.generate(request, *seq, {});
+    got[size_t(comm.rank())] = ids(*state);
+    stats[size_t(comm.rank())] = state->stats;
+  });
+  for (int r = 0; r < 2; ++r) {
+    EXPECT_EQ(got[size_t(r)], ids(*want.plain)) << "rank " << r;
+    EXPECT_EQ(stats[size_t(r)].accepted_draft_tokens, want.spec->stats.accepted_draft_tokens) << "rank " << r;
+  }
 }
 
 TEST(SpeculativeDecoding, SamplingIsDeterministicGivenTheSeed) {
