@@ -19,7 +19,7 @@
 //              --speculative-rounds rounds in this one run: draft acceptance rate, tokens per verification step,
 //              decode tokens/s of both and their ratio (the speedup), whether the outputs were identical; and the
 //              cost of one verification forward (K + 1 positions, logits at each) over a plain decode forward
-//              (one position), also alternated.
+//              (one position), also alternated (the only part measured when the checkpoint has no MTP layer).
 #include <CLI/CLI.hpp>
 
 // Compiled in once the model's forward pass (src/model/deepseek_model.cpp) is part of the build.
@@ -111,44 +111,63 @@ bool reset_peak_rss() {
 void bench_speculative(const BenchArgs& args, DeepseekModel& model, const nlohmann::ordered_json& common,
                        const std::function<MachineLimits(const std::string&)>& measure_machine) {
   const ModelConfig& c = model.config();
-  const auto tokenizer = Tokenizer::load(args.dir);
-  DeepseekLm plain_lm(model);
-  MtpSpeculativeLm mtp_lm(model);  // a clear error when the checkpoint has no MTP layer
-  Generator plain(plain_lm, *tokenizer);
-  SpeculativeGenerator speculative(mtp_lm, *tokenizer, args.draft_tokens);
-  GenerationRequest request;
-  request.prompt = bench_tokens(32, c.vocab_size, 300);
-  request.max_tokens = args.decode_steps + 1;  // the first token comes with the prefill
-  request.ignore_eos = true;
-  request.sampling.temperature = 0.0;
-
+  const std::vector<int32_t> prompt = bench_tokens(32, c.vocab_size, 300);
   measure_machine("speculative");  // the machine line next to the figures (they are ratios of two timings)
-  double plain_s = 0, spec_s = 0;
-  int64_t plain_tokens = 0, spec_tokens = 0;
-  GenerationStats totals;
-  bool identical = true;
-  for (int round = 0; round <= args.speculative_rounds; ++round) {  // round 0 warms up, untimed
-    auto plain_seq = plain_lm.new_sequence();
-    const auto a = plain.generate(request, *plain_seq, {});
-    auto spec_seq = mtp_lm.new_sequence();
-    const auto b = speculative.generate(request, *spec_seq, {});
-    for (size_t i = 0; i < a->tokens.size(); ++i)
-      identical = identical && i < b->tokens.size() && a->tokens[i].token == b->tokens[i].token;
-    identical = identical && a->tokens.size() == b->tokens.size();
-    if (round == 0) continue;
-    plain_s += a->stats.decode_seconds;
-    plain_tokens += a->stats.generated_tokens - 1;
-    spec_s += b->stats.decode_seconds;
-    spec_tokens += b->stats.generated_tokens - 1;
-    totals.verify_steps += b->stats.verify_steps;
-    totals.draft_tokens += b->stats.draft_tokens;
-    totals.accepted_draft_tokens += b->stats.accepted_draft_tokens;
+  nlohmann::ordered_json j = common;
+  j["case"] = "speculative";
+  j["method"] = "mtp";
+  j["draft_tokens"] = args.draft_tokens;
+
+  // Greedy generation, plain and speculative alternated. Needs the MTP layer; without one only the forward
+  // costs below are measured (they need no draft model).
+  if (model.has_mtp()) {
+    const auto tokenizer = Tokenizer::load(args.dir);
+    DeepseekLm plain_lm(model);
+    MtpSpeculativeLm mtp_lm(model);
+    Generator plain(plain_lm, *tokenizer);
+    SpeculativeGenerator speculative(mtp_lm, *tokenizer, args.draft_tokens);
+    GenerationRequest request;
+    request.prompt = prompt;
+    request.max_tokens = args.decode_steps + 1;  // the first token comes with the prefill
+    request.ignore_eos = true;
+    request.sampling.temperature = 0.0;
+    double plain_s = 0, spec_s = 0;
+    int64_t plain_tokens = 0, spec_tokens = 0;
+    GenerationStats totals;
+    bool identical = true;
+    for (int round = 0; round <= args.speculative_rounds; ++round) {  // round 0 warms up, untimed
+      auto plain_seq = plain_lm.new_sequence();
+      const auto a = plain.generate(request, *plain_seq, {});
+      auto spec_seq = mtp_lm.new_sequence();
+      const auto b = speculative.generate(request, *spec_seq, {});
+      for (size_t i = 0; i < a->tokens.size(); ++i)
+        identical = identical && i < b->tokens.size() && a->tokens[i].token == b->tokens[i].token;
+      identical = identical && a->tokens.size() == b->tokens.size();
+      if (round == 0) continue;
+      plain_s += a->stats.decode_seconds;
+      plain_tokens += a->stats.generated_tokens - 1;
+      spec_s += b->stats.decode_seconds;
+      spec_tokens += b->stats.generated_tokens - 1;
+      totals.verify_steps += b->stats.verify_steps;
+      totals.draft_tokens += b->stats.draft_tokens;
+      totals.accepted_draft_tokens += b->stats.accepted_draft_tokens;
+    }
+    j["rounds"] = args.speculative_rounds;
+    j["tokens_per_round"] = args.decode_steps;
+    j["draft_acceptance_rate"] = totals.draft_acceptance_rate();
+    j["tokens_per_verify_step"] = totals.tokens_per_verify_step();
+    j["plain_decode_tokens_per_s"] = double(plain_tokens) / plain_s;
+    j["speculative_decode_tokens_per_s"] = double(spec_tokens) / spec_s;
+    j["decode_speedup"] = (double(spec_tokens) / spec_s) / (double(plain_tokens) / plain_s);
+    j["outputs_identical"] = identical;
+  } else {
+    j["generation"] = "skipped: the checkpoint has no MTP layer";
   }
 
   // One verification forward (the last token + K drafts, logits and hidden states at each, as the MTP adapter
   // asks) against one plain decode forward, alternated on the same cached prompt and rolled back each time.
   auto seq = model.create_sequence();
-  model.forward({SequenceInput::last(seq.get(), request.prompt)});
+  model.forward({SequenceInput::last(seq.get(), prompt)});
   const int64_t base = seq->length();
   const std::vector<int32_t> verify_tokens = bench_tokens(args.draft_tokens + 1, c.vocab_size, 400);
   double verify_s = 0, decode_s = 0;
@@ -166,19 +185,7 @@ void bench_speculative(const BenchArgs& args, DeepseekModel& model, const nlohma
     seq->main.truncate(base);
     if (i >= 0) verify_s += vs, decode_s += ds;
   }
-
-  nlohmann::ordered_json j = common;
-  j["case"] = "speculative";
-  j["method"] = "mtp";
-  j["draft_tokens"] = args.draft_tokens;
-  j["rounds"] = args.speculative_rounds;
-  j["tokens_per_round"] = args.decode_steps;
-  j["draft_acceptance_rate"] = totals.draft_acceptance_rate();
-  j["tokens_per_verify_step"] = totals.tokens_per_verify_step();
-  j["plain_decode_tokens_per_s"] = double(plain_tokens) / plain_s;
-  j["speculative_decode_tokens_per_s"] = double(spec_tokens) / spec_s;
-  j["decode_speedup"] = (double(spec_tokens) / spec_s) / (double(plain_tokens) / plain_s);
-  j["outputs_identical"] = identical;
+  j["forward_pairs"] = args.decode_steps;
   j["verify_forward_seconds"] = verify_s / double(args.decode_steps);
   j["decode_forward_seconds"] = decode_s / double(args.decode_steps);
   j["verify_over_decode_forward"] = verify_s / decode_s;

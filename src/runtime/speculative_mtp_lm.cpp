@@ -29,11 +29,13 @@ class MtpSequence : public LmSequence {
   }
 };
 
-MtpSequence& as_mtp(LmSequence& s) {
-  auto* m = dynamic_cast<MtpSequence*>(&s);
+const MtpSequence& as_mtp(const LmSequence& s) {
+  const auto* m = dynamic_cast<const MtpSequence*>(&s);
   DEEPMOE_CHECK(m != nullptr, "sequence was not made by MtpSpeculativeLm::new_sequence");
   return *m;
 }
+
+MtpSequence& as_mtp(LmSequence& s) { return const_cast<MtpSequence&>(as_mtp(static_cast<const LmSequence&>(s))); }
 
 }  // namespace
 
@@ -48,11 +50,11 @@ std::unique_ptr<LmSequence> MtpSpeculativeLm::new_sequence() {
 }
 
 const Sequence& MtpSpeculativeLm::caches(const LmSequence& sequence) {
-  return *as_mtp(const_cast<LmSequence&>(sequence)).sequence;
+  return *as_mtp(sequence).sequence;
 }
 
 int64_t MtpSpeculativeLm::mtp_positions(const LmSequence& sequence) {
-  return as_mtp(const_cast<LmSequence&>(sequence)).mtp_valid;
+  return as_mtp(sequence).mtp_valid;
 }
 
 std::vector<float> MtpSpeculativeLm::forward_rows_tokens(LmSequence& sequence, std::span<const int32_t> tokens,

@@ -9,6 +9,7 @@
 // long accepted runs, early rejections and recurrent drafts on top of wrong ones.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cstring>
 #include <filesystem>
 #include <functional>
@@ -131,6 +132,16 @@ void expect_same_outcome(const Runs& r, const std::string& what) {
   EXPECT_EQ(ids(*r.spec), ids(*r.plain)) << what;
   EXPECT_EQ(r.spec->text, r.plain->text) << what;
   EXPECT_EQ(r.spec->finish, r.plain->finish) << what;
+  // Log-probabilities come from the verification forward's rows: bitwise the plain decode's logits.
+  for (size_t i = 0; i < std::min(r.spec->tokens.size(), r.plain->tokens.size()); ++i) {
+    const SampledToken &a = r.spec->tokens[i], &b = r.plain->tokens[i];
+    EXPECT_EQ(a.logprob, b.logprob) << what << ", token " << i;
+    ASSERT_EQ(a.top.size(), b.top.size()) << what;
+    for (size_t t = 0; t < a.top.size(); ++t) {
+      EXPECT_EQ(a.top[t].token, b.top[t].token) << what;
+      EXPECT_EQ(a.top[t].logprob, b.top[t].logprob) << what;
+    }
+  }
   // The cache holds exactly what the plain loop fed, bit for bit.
   EXPECT_EQ(r.spec_seq->tokens(), r.plain_seq->tokens()) << what;
   const Sequence& a = MtpSpeculativeLm::caches(*r.spec_seq);
@@ -150,7 +161,13 @@ TEST(SpeculativeDecoding, GreedyOutputEqualsPlainForManyPrompts) {
     // Every other prompt gets the module's own drafts only; the rest a mix of forced-correct positions.
     const uint64_t salt = rng.next_u64();
     if (i % 2) oracle.forced = [salt](int64_t pos) { return ((uint64_t(pos) * 0x9e3779b97f4a7c15ULL ^ salt) >> 60) < 12; };
-    Runs r = run_both(oracle, greedy(prompt, 10 + i % 7), k);
+    GenerationRequest request = greedy(prompt, 10 + i % 7);
+    if (i % 3 == 0) {
+      request.sampling.logprobs = true;
+      request.sampling.top_logprobs = 3;
+    }
+    Runs r = run_both(oracle, request, k);
+    if (i % 3 == 0) EXPECT_EQ(r.spec->tokens.back().top.size(), 3u);
     expect_same_outcome(r, "prompt " + std::to_string(i) + ", K = " + std::to_string(k));
     drafted += r.spec->stats.draft_tokens;
     accepted += r.spec->stats.accepted_draft_tokens;
