@@ -1,0 +1,60 @@
+// `--speculative mtp` on the real `deepmoe` binary with the tiny model (which has an MTP layer): generate prints
+// the same greedy tokens as without it and reports the drafts in its summary; chat runs with it; a model without
+// an MTP layer is a clear error.
+#include <gtest/gtest.h>
+
+#include <sstream>
+#include <string>
+
+#include "cli_test_util.h"
+
+namespace deepmoe::cli_test {
+namespace {
+
+std::string generate_ids(const std::string& extra, CommandResult* result = nullptr) {
+  const CommandResult r = deepmoe("generate -m " + quote(kModel) +
+                                  " -p 'The capital of France is' -n 12 --temperature 0 --ignore-eos --output ids " +
+                                  extra);
+  EXPECT_EQ(r.code, 0) << r.err;
+  if (result) *result = r;
+  return r.out;
+}
+
+TEST(CliSpeculative, GenerateGivesTheSameGreedyTokens) {
+  const std::string plain = generate_ids("");
+  for (const char* k : {"1", "3"}) {
+    CommandResult r;
+    EXPECT_EQ(generate_ids(std::string("--speculative mtp --draft-tokens ") + k, &r), plain) << "K = " << k;
+    EXPECT_NE(r.err.find("drafts accepted"), std::string::npos) << r.err;
+    EXPECT_NE(r.err.find("tokens per step"), std::string::npos) << r.err;
+  }
+}
+
+TEST(CliSpeculative, ChatRunsWithIt) {
+  const CommandResult r = deepmoe("chat -m " + quote(kModel) + " -n 6 --temperature 0 --stats --speculative mtp",
+                                  "Hello\nAgain\n");
+  ASSERT_EQ(r.code, 0) << r.err;
+  size_t replies = 0;
+  for (size_t at = 0; (at = r.err.find("drafts accepted", at)) != std::string::npos; ++at) ++replies;
+  EXPECT_EQ(replies, 2u) << r.err;
+}
+
+TEST(CliSpeculative, BadValuesAndModelsWithoutMtpAreClearErrors) {
+  const CommandResult bad = deepmoe("generate -m " + quote(kModel) + " -p x --speculative eagle");
+  EXPECT_NE(bad.code, 0);
+  EXPECT_NE(bad.err.find("--speculative"), std::string::npos) << bad.err;
+  const CommandResult zero = deepmoe("generate -m " + quote(kModel) + " -p x --speculative mtp --draft-tokens 0");
+  EXPECT_NE(zero.code, 0);
+  EXPECT_NE(zero.err.find("--draft-tokens"), std::string::npos) << zero.err;
+
+  const fs::path dir = fs::temp_directory_path() / ("deepmoe_spec_nomtp_" + std::to_string(::getpid()));
+  const CommandResult made = deepmoe("gen-model --preset tiny --no-mtp --out " + quote(dir.string()));
+  ASSERT_EQ(made.code, 0) << made.err;
+  const CommandResult r = deepmoe("generate -m " + quote(dir.string()) + " -p x -n 2 --speculative mtp");
+  fs::remove_all(dir);
+  EXPECT_NE(r.code, 0);
+  EXPECT_NE(r.err.find("MTP"), std::string::npos) << r.err;
+}
+
+}  // namespace
+}  // namespace deepmoe::cli_test
