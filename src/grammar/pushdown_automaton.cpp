@@ -1,0 +1,169 @@
+#include "grammar/pushdown_automaton.h"
+
+#include <algorithm>
+#include <unordered_set>
+
+#include "core/error.h"
+
+namespace deepmoe::grammar {
+
+size_t PushdownAutomaton::NodesHash::operator()(const std::vector<uint32_t>& v) const {
+  uint64_t h = 1469598103934665603ull;
+  for (uint32_t x : v) h = (h ^ x) * 1099511628211ull;
+  return size_t(h ^ (h >> 29));
+}
+
+PushdownAutomaton::PushdownAutomaton(Grammar grammar, AutomatonLimits limits)
+    : grammar_(std::move(grammar)), limits_(limits) {
+  rule_starts_.resize(grammar_.rules.size());
+  for (size_t r = 0; r < grammar_.rules.size(); ++r) {
+    for (const Sequence& seq : grammar_.rules[r].alternatives) {
+      rule_starts_[r].push_back(uint32_t(elems_.size()));
+      for (const Symbol& s : seq)
+        elems_.push_back({s.kind == Symbol::Kind::bytes ? ElemKind::bytes : ElemKind::rule, s.index});
+      elems_.push_back({ElemKind::end, 0});
+    }
+  }
+  nodes_.push_back({0, 0});  // kAcceptNode
+  nodes_.push_back({0, 1});  // kEscapeNode
+  std::vector<uint32_t> start;
+  for (uint32_t a : rule_starts_[grammar_.root]) closure(a, kAcceptNode, start);
+  initial_ = start.empty() ? kDead : intern_config(start);
+}
+
+uint32_t PushdownAutomaton::intern(uint32_t pos, uint32_t parent) {
+  uint64_t key = (uint64_t(pos) << 32) | parent;
+  auto [it, inserted] = node_index_.try_emplace(key, uint32_t(nodes_.size()));
+  if (inserted) {
+    if (nodes_.size() >= limits_.max_nodes)
+      throw Error("grammar matcher: more than " + std::to_string(limits_.max_nodes) + " parse stacks");
+    nodes_.push_back({pos, parent});
+  }
+  return it->second;
+}
+
+void PushdownAutomaton::closure(uint32_t pos, uint32_t parent, std::vector<uint32_t>& out) {
+  // Iterative: grammars from long repetition chains or deep nesting would overflow a recursive walk.
+  work_.clear();
+  work_.push_back({pos, parent});
+  // Visited frames: a short list (closures are usually small), a hash set past 64.
+  seen_list_.clear();
+  seen_set_.clear();
+  auto first_visit = [&](uint64_t key) {
+    if (seen_list_.size() < 64) {
+      for (uint64_t k : seen_list_)
+        if (k == key) return false;
+      seen_list_.push_back(key);
+      return true;
+    }
+    for (uint64_t k : seen_list_)
+      if (k == key) return false;
+    return seen_set_.insert(key).second;
+  };
+  while (!work_.empty()) {
+    auto [p, par] = work_.back();
+    work_.pop_back();
+    if (!first_visit((uint64_t(p) << 32) | par)) continue;
+    const Elem& e = elems_[p];
+    if (e.kind == ElemKind::bytes) {
+      out.push_back(intern(p, par));
+    } else if (e.kind == ElemKind::end) {
+      if (par <= kEscapeNode) {
+        out.push_back(par);
+      } else {
+        const Node& pn = nodes_[par];
+        work_.push_back({pn.pos + 1, pn.parent});
+      }
+    } else {
+      // Tail call: a reference that ends its sequence needs no frame of its own.
+      uint32_t frame = elems_[p + 1].kind == ElemKind::end ? par : intern(p, par);
+      for (uint32_t a : rule_starts_[e.index]) work_.push_back({a, frame});
+    }
+    if (out.size() > limits_.max_stacks_per_config)
+      throw Error("grammar matcher: more than " + std::to_string(limits_.max_stacks_per_config) +
+                  " simultaneous parses (the grammar is too ambiguous)");
+  }
+}
+
+const std::vector<uint32_t>& PushdownAutomaton::successors(uint32_t node) {
+  auto grow = [&] {
+    size_t n = std::max(successors_.size() * 2, nodes_.size() + 1024);
+    successors_.resize(n);
+    successors_known_.resize(n, 0);
+  };
+  if (successors_.size() <= node) grow();
+  if (!successors_known_[node]) {
+    std::vector<uint32_t> out;
+    Node n = nodes_[node];
+    closure(n.pos + 1, n.parent, out);
+    std::sort(out.begin(), out.end());
+    out.erase(std::unique(out.begin(), out.end()), out.end());
+
+    successors_[node] = std::move(out);
+    successors_known_[node] = 1;
+  }
+  return successors_[node];
+}
+
+PushdownAutomaton::ConfigId PushdownAutomaton::intern_config(std::vector<uint32_t>& nodes) {
+  std::sort(nodes.begin(), nodes.end());
+  nodes.erase(std::unique(nodes.begin(), nodes.end()), nodes.end());
+  if (nodes.empty()) return kDead;
+  if (nodes.size() > limits_.max_stacks_per_config)
+    throw Error("grammar matcher: more than " + std::to_string(limits_.max_stacks_per_config) +
+                " simultaneous parses (the grammar is too ambiguous)");
+  auto it = config_index_.find(nodes);
+  if (it != config_index_.end()) return it->second;
+  if (configs_.size() >= limits_.max_configs)
+    throw Error("grammar matcher: more than " + std::to_string(limits_.max_configs) + " parser states");
+  Config c;
+  c.nodes = nodes;
+  for (uint32_t n : nodes) {
+    if (n == kAcceptNode) c.accepts = true;
+    else if (n == kEscapeNode) c.escaped = true;
+    else c.viable |= grammar_.byte_sets[elems_[nodes_[n].pos].index];
+  }
+  ConfigId id = ConfigId(configs_.size());
+  configs_.push_back(std::move(c));
+  config_index_.emplace(nodes, id);
+  return id;
+}
+
+PushdownAutomaton::ConfigId PushdownAutomaton::local_start(uint32_t pos) {
+  std::vector<uint32_t> v{intern(pos, kEscapeNode)};
+  return intern_config(v);
+}
+
+PushdownAutomaton::ConfigId PushdownAutomaton::compute_step(ConfigId config, uint8_t byte) {
+  ConfigId result = kDead;
+  if (configs_[size_t(config)].viable.test(byte)) {
+    scratch_.clear();
+    // Copy: successors() and intern_config() may grow configs_ and invalidate references.
+    std::vector<uint32_t> from = configs_[size_t(config)].nodes;
+    for (uint32_t n : from) {
+      if (n <= kEscapeNode) continue;
+      if (!grammar_.byte_sets[elems_[nodes_[n].pos].index].test(byte)) continue;
+      const std::vector<uint32_t>& s = successors(n);
+      scratch_.insert(scratch_.end(), s.begin(), s.end());
+    }
+    std::vector<uint32_t> next = std::move(scratch_);
+    scratch_ = {};
+    result = intern_config(next);
+  }
+  Config& c = configs_[size_t(config)];
+  if (!c.next && c.few.size() < 8) {
+    c.few.push_back({byte, result});
+    return result;
+  }
+  if (!c.next) {
+    c.next = std::make_unique<std::array<int32_t, 256>>();
+    c.next->fill(kUnknown);
+    for (const auto& [b, n] : c.few) (*c.next)[b] = n;
+    c.few.clear();
+    c.few.shrink_to_fit();
+  }
+  (*c.next)[byte] = result;
+  return result;
+}
+
+}  // namespace deepmoe::grammar

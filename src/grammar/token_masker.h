@@ -1,0 +1,78 @@
+// Token masks: which vocabulary entries may come next in a parser configuration.
+//
+// For each terminal position of the grammar the masker precomputes, once, by walking the token trie from
+// that position alone (parent frames unknown): the tokens it accepts whatever lies below (accepted), and the
+// tokens whose fate depends on the frames below because the position's rule can end inside them (uncertain).
+// Everything else is rejected. A mask is then the OR of the accepted sets of the configuration's positions
+// plus a run-time check of the uncertain tokens only — inside a JSON string that is the few thousand
+// tokens holding a quote or a control byte instead of all 129k. Masks are also cached per configuration,
+// which recurs (every character of a string, every element of an array has the same one).
+//
+// EOS is allowed exactly when the grammar accepts; tokens with no spelling (special, padding) never are.
+// Not thread-safe: one masker per automaton.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <span>
+#include <unordered_map>
+#include <vector>
+
+#include "grammar/pushdown_automaton.h"
+#include "grammar/token_trie.h"
+
+namespace deepmoe::grammar {
+
+// One bit per token id, 64 ids per word (bit id%64 of word id/64).
+using TokenBitmask = std::vector<uint64_t>;
+
+inline bool mask_test(std::span<const uint64_t> mask, int32_t id) { return (mask[size_t(id) >> 6] >> (id & 63)) & 1; }
+inline void mask_set(std::span<uint64_t> mask, int32_t id) { mask[size_t(id) >> 6] |= uint64_t(1) << (id & 63); }
+inline size_t mask_words(int32_t vocab_size) { return (size_t(vocab_size) + 63) / 64; }
+
+struct MaskStats {
+  size_t masks = 0;
+  size_t cache_hits = 0;
+  size_t position_tables = 0;
+  size_t uncertain_checked = 0;
+};
+
+class TokenMasker {
+ public:
+  TokenMasker(std::shared_ptr<PushdownAutomaton> automaton, std::shared_ptr<const TokenTrie> trie);
+
+  // Writes the mask of `config` into `mask` (mask_words(vocab_size) words).
+  void fill_mask(PushdownAutomaton::ConfigId config, std::span<uint64_t> mask);
+  // Whether the whole spelling of token `id` can follow `config` (EOS: whether config accepts).
+  bool token_allowed(PushdownAutomaton::ConfigId config, int32_t id);
+  // The configuration after token `id`'s bytes (kDead if it cannot follow).
+  PushdownAutomaton::ConfigId advance(PushdownAutomaton::ConfigId config, int32_t id);
+
+  // Builds the tables of every terminal position reachable so far... eagerly (compile-time cost instead of
+  // first-mask cost): all positions of the grammar.
+  void precompute_all_positions();
+
+  PushdownAutomaton& automaton() { return *automaton_; }
+  const TokenTrie& trie() const { return *trie_; }
+  const MaskStats& stats() const { return stats_; }
+
+ private:
+  struct PositionTable {
+    std::vector<int32_t> accepted;      // when few
+    TokenBitmask accepted_bits;         // when many (empty otherwise)
+    std::vector<int32_t> uncertain;
+  };
+  const PositionTable& table(uint32_t pos);
+  PositionTable build_table(uint32_t pos);
+
+  std::shared_ptr<PushdownAutomaton> automaton_;
+  std::shared_ptr<const TokenTrie> trie_;
+  std::unordered_map<uint32_t, std::unique_ptr<PositionTable>> tables_;
+  std::unordered_map<PushdownAutomaton::ConfigId, TokenBitmask> cache_;
+  std::vector<PushdownAutomaton::ConfigId> walk_configs_;
+  std::vector<uint8_t> walk_escaped_;
+  std::vector<uint32_t> seen_positions_;
+  MaskStats stats_;
+};
+
+}  // namespace deepmoe::grammar
