@@ -129,8 +129,21 @@ PushdownAutomaton::ConfigId PushdownAutomaton::intern_config(std::vector<uint32_
   return id;
 }
 
-PushdownAutomaton::ConfigId PushdownAutomaton::local_start(uint32_t pos) {
-  std::vector<uint32_t> v{intern(pos, kEscapeNode)};
+uint32_t PushdownAutomaton::truncated_stack(uint32_t node, int frames) {
+  uint32_t positions[16];
+  int n = 0;
+  uint32_t cur = node;
+  while (cur > kEscapeNode && n < frames && n < 16) {
+    positions[n++] = nodes_[cur].pos;
+    cur = nodes_[cur].parent;
+  }
+  uint32_t parent = cur == kAcceptNode ? kAcceptNode : kEscapeNode;
+  for (int i = n; i-- > 0;) parent = intern(positions[i], parent);
+  return parent;
+}
+
+PushdownAutomaton::ConfigId PushdownAutomaton::single(uint32_t node) {
+  std::vector<uint32_t> v{node};
   return intern_config(v);
 }
 

@@ -57,9 +57,11 @@ class PushdownAutomaton {
   const std::vector<uint32_t>& nodes(ConfigId config) const { return configs_[size_t(config)].nodes; }
   uint32_t node_position(uint32_t node) const { return nodes_[node].pos; }
 
-  // A configuration holding one stack: a frame at terminal position `pos` whose parent is unknown (the
-  // escape node). Used to precompute which tokens a position decides without looking below its frame.
-  ConfigId local_start(uint32_t pos);
+  // The stack `node` cut to its top `frames` frames, with the escape node below them (or the accept node
+  // when the whole stack fits): the context a precomputed token table depends on. Equal cuts are one id.
+  uint32_t truncated_stack(uint32_t node, int frames);
+  // A configuration holding the one (truncated) stack `node`.
+  ConfigId single(uint32_t node);
 
   size_t config_count() const { return configs_.size(); }
   size_t node_count() const { return nodes_.size(); }

@@ -16,12 +16,12 @@ TokenMasker::TokenMasker(std::shared_ptr<PushdownAutomaton> automaton, std::shar
   walk_escaped_.resize(trie_->max_depth() + 2);
 }
 
-TokenMasker::PositionTable TokenMasker::build_table(uint32_t pos) {
+TokenMasker::PositionTable TokenMasker::build_table(uint32_t truncated_node) {
   PositionTable t;
   PushdownAutomaton& a = *automaton_;
   const auto& nodes = trie_->nodes();
   const auto& ids = trie_->token_ids();
-  walk_configs_[0] = a.local_start(pos);
+  walk_configs_[0] = a.single(truncated_node);
   walk_escaped_[0] = 0;
   for (uint32_t i = 1; i < nodes.size();) {
     const TokenTrie::Node& n = nodes[i];
@@ -57,21 +57,6 @@ const TokenMasker::PositionTable& TokenMasker::table(uint32_t pos) {
   return *tables_.emplace(pos, std::move(t)).first->second;
 }
 
-void TokenMasker::precompute_all_positions() {
-  const Grammar& g = automaton_->grammar();
-  // Terminal positions are numbered as the automaton flattens the grammar: rule by rule, alternative by
-  // alternative, one element per symbol plus an end marker.
-  uint32_t pos = 0;
-  for (const Rule& r : g.rules)
-    for (const Sequence& seq : r.alternatives) {
-      for (const Symbol& s : seq) {
-        if (s.kind == Symbol::Kind::bytes) table(pos);
-        ++pos;
-      }
-      ++pos;
-    }
-}
-
 PushdownAutomaton::ConfigId TokenMasker::advance(PushdownAutomaton::ConfigId config, int32_t id) {
   const std::string& s = trie_->spelling(id);
   if (s.empty()) return PushdownAutomaton::kDead;
@@ -105,10 +90,10 @@ void TokenMasker::fill_mask(PushdownAutomaton::ConfigId config, std::span<uint64
   std::vector<uint32_t> config_nodes = a.nodes(config);
   for (uint32_t n : config_nodes) {
     if (n <= PushdownAutomaton::kEscapeNode) continue;
-    uint32_t pos = a.node_position(n);
-    if (std::find(seen_positions_.begin(), seen_positions_.end(), pos) != seen_positions_.end()) continue;
-    seen_positions_.push_back(pos);
-    tables.push_back(&table(pos));
+    uint32_t key = a.truncated_stack(n, kContextFrames);
+    if (std::find(seen_positions_.begin(), seen_positions_.end(), key) != seen_positions_.end()) continue;
+    seen_positions_.push_back(key);
+    tables.push_back(&table(key));
   }
   for (const PositionTable* t : tables) {
     if (!t->accepted_bits.empty()) {

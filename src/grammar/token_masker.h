@@ -1,9 +1,10 @@
 // Token masks: which vocabulary entries may come next in a parser configuration.
 //
-// For each terminal position of the grammar the masker precomputes, once, by walking the token trie from
-// that position alone (parent frames unknown): the tokens it accepts whatever lies below (accepted), and the
-// tokens whose fate depends on the frames below because the position's rule can end inside them (uncertain).
-// Everything else is rejected. A mask is then the OR of the accepted sets of the configuration's positions
+// For each parse stack it meets, cut to its top kContextFrames frames, the masker precomputes once, by
+// walking the token trie from that cut alone (the frames below unknown): the tokens it accepts whatever lies
+// below (accepted), and the tokens whose fate depends on the frames below because the cut can be popped
+// inside them (uncertain). Everything else is rejected. Cuts recur across the grammar (every string value
+// shares the string rule's frames), so tables are few. A mask is then the OR of the accepted sets of the configuration's positions
 // plus a run-time check of the uncertain tokens only — inside a JSON string that is the few thousand
 // tokens holding a quote or a control byte instead of all 129k. Masks are also cached per configuration,
 // which recurs (every character of a string, every element of an array has the same one).
@@ -48,10 +49,6 @@ class TokenMasker {
   // The configuration after token `id`'s bytes (kDead if it cannot follow).
   PushdownAutomaton::ConfigId advance(PushdownAutomaton::ConfigId config, int32_t id);
 
-  // Builds the tables of every terminal position reachable so far... eagerly (compile-time cost instead of
-  // first-mask cost): all positions of the grammar.
-  void precompute_all_positions();
-
   PushdownAutomaton& automaton() { return *automaton_; }
   const TokenTrie& trie() const { return *trie_; }
   const MaskStats& stats() const { return stats_; }
@@ -62,8 +59,10 @@ class TokenMasker {
     TokenBitmask accepted_bits;         // when many (empty otherwise)
     std::vector<int32_t> uncertain;
   };
-  const PositionTable& table(uint32_t pos);
-  PositionTable build_table(uint32_t pos);
+  // Frames of context a table sees: enough for a string's character loop and its closing quote.
+  static constexpr int kContextFrames = 3;
+  const PositionTable& table(uint32_t truncated_node);
+  PositionTable build_table(uint32_t truncated_node);
 
   std::shared_ptr<PushdownAutomaton> automaton_;
   std::shared_ptr<const TokenTrie> trie_;
