@@ -24,8 +24,8 @@ PushdownAutomaton::PushdownAutomaton(Grammar grammar, AutomatonLimits limits)
       elems_.push_back({ElemKind::end, 0});
     }
   }
-  nodes_.push_back({0, 0});  // kAcceptNode
-  nodes_.push_back({0, 1});  // kEscapeNode
+  nodes_.push_back({0, 0, 0});  // kAcceptNode
+  nodes_.push_back({0, 1, 0});  // kEscapeNode
   std::vector<uint32_t> start;
   for (uint32_t a : rule_starts_[grammar_.root]) closure(a, kAcceptNode, start);
   initial_ = start.empty() ? kDead : intern_config(start);
@@ -37,7 +37,7 @@ uint32_t PushdownAutomaton::intern(uint32_t pos, uint32_t parent) {
   if (inserted) {
     if (nodes_.size() >= limits_.max_nodes)
       throw Error("grammar matcher: more than " + std::to_string(limits_.max_nodes) + " parse stacks");
-    nodes_.push_back({pos, parent});
+    nodes_.push_back({pos, parent, nodes_[parent].depth + 1});
   }
   return it->second;
 }
@@ -133,7 +133,8 @@ uint32_t PushdownAutomaton::truncated_stack(uint32_t node, int frames) {
   uint32_t positions[16];
   int n = 0;
   uint32_t cur = node;
-  while (cur > kEscapeNode && n < frames && n < 16) {
+  frames = std::min(frames, 16);
+  while (cur > kEscapeNode && n < frames) {
     positions[n++] = nodes_[cur].pos;
     cur = nodes_[cur].parent;
   }
@@ -142,10 +143,7 @@ uint32_t PushdownAutomaton::truncated_stack(uint32_t node, int frames) {
   return parent;
 }
 
-PushdownAutomaton::ConfigId PushdownAutomaton::single(uint32_t node) {
-  std::vector<uint32_t> v{node};
-  return intern_config(v);
-}
+
 
 PushdownAutomaton::ConfigId PushdownAutomaton::compute_step(ConfigId config, uint8_t byte) {
   ConfigId result = kDead;

@@ -56,12 +56,15 @@ class PushdownAutomaton {
   const ByteSet& viable_bytes(ConfigId config) const { return configs_[size_t(config)].viable; }
   const std::vector<uint32_t>& nodes(ConfigId config) const { return configs_[size_t(config)].nodes; }
   uint32_t node_position(uint32_t node) const { return nodes_[node].pos; }
+  // Frames in the stack `node` (the sentinels have none).
+  uint32_t node_depth(uint32_t node) const { return nodes_[node].depth; }
+  uint32_t node_parent(uint32_t node) const { return nodes_[node].parent; }
 
   // The stack `node` cut to its top `frames` frames, with the escape node below them (or the accept node
   // when the whole stack fits): the context a precomputed token table depends on. Equal cuts are one id.
   uint32_t truncated_stack(uint32_t node, int frames);
-  // A configuration holding the one (truncated) stack `node`.
-  ConfigId single(uint32_t node);
+  // The configuration made of these stacks (any order, duplicates allowed).
+  ConfigId config_of(std::vector<uint32_t> nodes) { return intern_config(nodes); }
 
   size_t config_count() const { return configs_.size(); }
   size_t node_count() const { return nodes_.size(); }
@@ -77,6 +80,7 @@ class PushdownAutomaton {
   struct Node {
     uint32_t pos;
     uint32_t parent;
+    uint32_t depth;
   };
   struct Config {
     std::vector<uint32_t> nodes;  // sorted

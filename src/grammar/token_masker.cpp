@@ -6,7 +6,6 @@
 namespace deepmoe::grammar {
 
 namespace {
-constexpr size_t kBitsetThreshold = 2048;  // accepted sets larger than this are kept as bitmasks
 constexpr size_t kMaxCachedMasks = 2048;   // 16 KiB each at 129k tokens
 }  // namespace
 
@@ -16,45 +15,94 @@ TokenMasker::TokenMasker(std::shared_ptr<PushdownAutomaton> automaton, std::shar
   walk_escaped_.resize(trie_->max_depth() + 2);
 }
 
-TokenMasker::PositionTable TokenMasker::build_table(uint32_t truncated_node) {
+bool TokenMasker::loops_on_plain_text(PushdownAutomaton::ConfigId config) {
+  if (plain_loop_.size() <= size_t(config)) plain_loop_.resize(std::max(size_t(config) + 1, plain_loop_.size() * 2), -1);
+  if (plain_loop_[size_t(config)] >= 0) return plain_loop_[size_t(config)];
+  PushdownAutomaton& a = *automaton_;
+  // Walk (configuration, UTF-8 state) pairs over plain bytes: every complete character must come back to
+  // `config`, and no partial one may die.
+  struct Item { PushdownAutomaton::ConfigId c; int state; };
+  std::vector<Item> todo{{config, 0}}, seen{{config, 0}};
+  bool ok = true;
+  static constexpr uint8_t kLeadLo[] = {0x00, 0x80, 0x80, 0xA0, 0x80, 0x80, 0x90, 0x80};
+  static constexpr uint8_t kLeadHi[] = {0x00, 0xBF, 0xBF, 0xBF, 0x9F, 0xBF, 0xBF, 0x8F};
+  static constexpr int kNextAfter[] = {0, 0, 1, 1, 1, 2, 2, 2};
+  while (ok && !todo.empty()) {
+    Item it = todo.back();
+    todo.pop_back();
+    auto visit = [&](uint8_t b, int next_state) {
+      PushdownAutomaton::ConfigId c = a.step(it.c, b);
+      if (c == PushdownAutomaton::kDead || (next_state == 0 && c != config)) { ok = false; return; }
+      if (next_state == 0) return;
+      for (const Item& x : seen)
+        if (x.c == c && x.state == next_state) return;
+      seen.push_back({c, next_state});
+      todo.push_back({c, next_state});
+    };
+    if (it.state == 0) {
+      for (int b = 0x20; b < 0x80 && ok; ++b)
+        if (b != '"' && b != '\\') visit(uint8_t(b), 0);
+      for (int b = 0xC2; b <= 0xF4 && ok; ++b) {
+        int s = b <= 0xDF ? 1 : b == 0xE0 ? 3 : b == 0xED ? 4 : b <= 0xEF ? 2 : b == 0xF0 ? 6 : b <= 0xF3 ? 5 : 7;
+        visit(uint8_t(b), s);
+      }
+    } else {
+      for (int b = kLeadLo[it.state]; b <= kLeadHi[it.state] && ok; ++b) visit(uint8_t(b), kNextAfter[it.state]);
+    }
+    if (seen.size() > 64) ok = false;  // not a simple character loop
+  }
+  if (plain_loop_.size() <= size_t(config)) plain_loop_.resize(size_t(config) + 1, -1);
+  plain_loop_[size_t(config)] = ok ? 1 : 0;
+  return ok;
+}
+
+TokenMasker::PositionTable TokenMasker::build_table(PushdownAutomaton::ConfigId cut_config) {
   PositionTable t;
+  t.accepted.assign(mask_words(trie_->vocab_size()), 0);
   PushdownAutomaton& a = *automaton_;
   const auto& nodes = trie_->nodes();
   const auto& ids = trie_->token_ids();
-  walk_configs_[0] = a.single(truncated_node);
-  walk_escaped_[0] = 0;
+  auto mark_subtree = [&](uint32_t i, std::vector<int32_t>* list) {
+    uint32_t end = nodes[i].subtree_end;
+    for (uint32_t j = trie_->subtree_tokens_begin(i), e = trie_->subtree_tokens_begin(end); j < e; ++j) {
+      if (list) list->push_back(ids[j]);
+      else mask_set(t.accepted, ids[j]);
+    }
+  };
+  walk_configs_[0] = cut_config;
+  walk_escaped_[0] = uint8_t(a.escaped(cut_config));
+  int plain_depth = loops_on_plain_text(cut_config) ? 0 : -1;  // depth of a plain-loop ancestor, if any
   for (uint32_t i = 1; i < nodes.size();) {
     const TokenTrie::Node& n = nodes[i];
+    if (plain_depth >= int(n.depth)) plain_depth = -1;
+    if (plain_depth == int(n.depth) - 1 && trie_->plain_text_below(i)) {
+      mark_subtree(i, nullptr);  // plain text from a state that loops on it: all accepted
+      i = n.subtree_end;
+      continue;
+    }
     PushdownAutomaton::ConfigId c = a.step(walk_configs_[n.depth - 1], n.byte);
     if (c == PushdownAutomaton::kDead) {
-      // The rule below may end before this byte: the whole subtree needs the real stack.
-      if (walk_escaped_[n.depth - 1])
-        for (uint32_t k = i; k < n.subtree_end; ++k)
-          for (uint32_t j = nodes[k].tokens_begin; j < nodes[k].tokens_end; ++j) t.uncertain.push_back(ids[j]);
+      // The stacks below the cut may be reached before this byte: the whole subtree needs them.
+      if (walk_escaped_[n.depth - 1]) mark_subtree(i, &t.uncertain);
       i = n.subtree_end;
       continue;
     }
     walk_configs_[n.depth] = c;
     walk_escaped_[n.depth] = walk_escaped_[n.depth - 1] | uint8_t(a.escaped(c));
-    for (uint32_t j = n.tokens_begin; j < n.tokens_end; ++j) t.accepted.push_back(ids[j]);
+    for (uint32_t j = n.tokens_begin; j < n.tokens_end; ++j) mask_set(t.accepted, ids[j]);
+    if (plain_depth < 0 && n.subtree_end > i + 1 && loops_on_plain_text(c)) plain_depth = n.depth;
     ++i;
-  }
-  if (t.accepted.size() > kBitsetThreshold) {
-    t.accepted_bits.assign(mask_words(trie_->vocab_size()), 0);
-    for (int32_t id : t.accepted) mask_set(t.accepted_bits, id);
-    t.accepted.clear();
-    t.accepted.shrink_to_fit();
   }
   std::sort(t.uncertain.begin(), t.uncertain.end());
   return t;
 }
 
-const TokenMasker::PositionTable& TokenMasker::table(uint32_t pos) {
-  auto it = tables_.find(pos);
+const TokenMasker::PositionTable& TokenMasker::table(PushdownAutomaton::ConfigId cut_config) {
+  auto it = tables_.find(cut_config);
   if (it != tables_.end()) return *it->second;
-  auto t = std::make_unique<PositionTable>(build_table(pos));
+  auto t = std::make_unique<PositionTable>(build_table(cut_config));
   ++stats_.position_tables;
-  return *tables_.emplace(pos, std::move(t)).first->second;
+  return *tables_.emplace(cut_config, std::move(t)).first->second;
 }
 
 PushdownAutomaton::ConfigId TokenMasker::advance(PushdownAutomaton::ConfigId config, int32_t id) {
@@ -84,26 +132,22 @@ void TokenMasker::fill_mask(PushdownAutomaton::ConfigId config, std::span<uint64
     return;
   }
   PushdownAutomaton& a = *automaton_;
-  seen_positions_.clear();
-  std::vector<const PositionTable*> tables;
-  // Copy: table() may add configurations and move the automaton's storage.
+  // Copy: cutting stacks may add nodes and configurations and move the automaton's storage.
   std::vector<uint32_t> config_nodes = a.nodes(config);
-  for (uint32_t n : config_nodes) {
-    if (n <= PushdownAutomaton::kEscapeNode) continue;
-    uint32_t key = a.truncated_stack(n, kContextFrames);
-    if (std::find(seen_positions_.begin(), seen_positions_.end(), key) != seen_positions_.end()) continue;
-    seen_positions_.push_back(key);
-    tables.push_back(&table(key));
-  }
-  for (const PositionTable* t : tables) {
-    if (!t->accepted_bits.empty()) {
-      for (size_t w = 0; w < mask.size(); ++w) mask[w] |= t->accepted_bits[w];
-    } else {
-      for (int32_t id : t->accepted) mask_set(mask, id);
-    }
-  }
-  for (const PositionTable* t : tables) {
-    for (int32_t id : t->uncertain) {
+  // Cut every stack at the depth of the shallowest one: the stacks inside a string (characters two
+  // frames deeper than the closing quote) then cut to the same stacks in every string of the grammar, and
+  // one table serves them all.
+  uint32_t min_depth = UINT32_MAX;
+  for (uint32_t n : config_nodes)
+    if (n > PushdownAutomaton::kEscapeNode) min_depth = std::min(min_depth, a.node_depth(n));
+  cut_nodes_.clear();
+  for (uint32_t n : config_nodes)
+    if (n > PushdownAutomaton::kEscapeNode)
+      cut_nodes_.push_back(a.truncated_stack(n, int(std::min<uint32_t>(a.node_depth(n) - min_depth + 1, kMaxContextFrames))));
+  if (!cut_nodes_.empty()) {
+    const PositionTable& t = table(a.config_of(cut_nodes_));
+    for (size_t w = 0; w < mask.size(); ++w) mask[w] |= t.accepted[w];
+    for (int32_t id : t.uncertain) {
       if (mask_test(mask, id)) continue;
       ++stats_.uncertain_checked;
       if (advance(config, id) != PushdownAutomaton::kDead) mask_set(mask, id);

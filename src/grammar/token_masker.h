@@ -1,7 +1,7 @@
 // Token masks: which vocabulary entries may come next in a parser configuration.
 //
-// For each parse stack it meets, cut to its top kContextFrames frames, the masker precomputes once, by
-// walking the token trie from that cut alone (the frames below unknown): the tokens it accepts whatever lies
+// For each configuration it meets, with every stack cut at the depth of the shallowest stack, the
+// masker precomputes once, by walking the token trie from those cut stacks alone (the frames below unknown): the tokens it accepts whatever lies
 // below (accepted), and the tokens whose fate depends on the frames below because the cut can be popped
 // inside them (uncertain). Everything else is rejected. Cuts recur across the grammar (every string value
 // shares the string rule's frames), so tables are few. A mask is then the OR of the accepted sets of the configuration's positions
@@ -55,22 +55,26 @@ class TokenMasker {
 
  private:
   struct PositionTable {
-    std::vector<int32_t> accepted;      // when few
-    TokenBitmask accepted_bits;         // when many (empty otherwise)
+    TokenBitmask accepted;
     std::vector<int32_t> uncertain;
   };
-  // Frames of context a table sees: enough for a string's character loop and its closing quote.
-  static constexpr int kContextFrames = 3;
-  const PositionTable& table(uint32_t truncated_node);
-  PositionTable build_table(uint32_t truncated_node);
+  // At most this many frames of a stack are kept in a table's key.
+  static constexpr uint32_t kMaxContextFrames = 8;
+  // The table of a configuration of cut stacks.
+  const PositionTable& table(PushdownAutomaton::ConfigId cut_config);
+  PositionTable build_table(PushdownAutomaton::ConfigId cut_config);
+  // Whether `config` returns to itself after every plain JSON-string character (and survives every
+  // partial one): then whole trie subtrees of plain text are accepted without walking them.
+  bool loops_on_plain_text(PushdownAutomaton::ConfigId config);
 
   std::shared_ptr<PushdownAutomaton> automaton_;
   std::shared_ptr<const TokenTrie> trie_;
-  std::unordered_map<uint32_t, std::unique_ptr<PositionTable>> tables_;
+  std::unordered_map<PushdownAutomaton::ConfigId, std::unique_ptr<PositionTable>> tables_;
+  std::vector<int8_t> plain_loop_;  // per configuration: -1 unknown, 0 no, 1 yes
   std::unordered_map<PushdownAutomaton::ConfigId, TokenBitmask> cache_;
   std::vector<PushdownAutomaton::ConfigId> walk_configs_;
   std::vector<uint8_t> walk_escaped_;
-  std::vector<uint32_t> seen_positions_;
+  std::vector<uint32_t> cut_nodes_;
   MaskStats stats_;
 };
 

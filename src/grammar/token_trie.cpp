@@ -1,6 +1,7 @@
 #include "grammar/token_trie.h"
 
 #include <algorithm>
+#include <array>
 #include <numeric>
 
 #include "core/error.h"
@@ -35,6 +36,8 @@ TokenTrie::TokenTrie(std::vector<std::string> spellings, int32_t eos_id)
     }
     for (size_t d = common; d < s.size(); ++d) {
       nodes_.push_back({0, 0, 0, uint16_t(d + 1), uint8_t(s[d])});
+      first_token_.resize(nodes_.size(), uint32_t(token_ids_.size()));
+      first_token_.back() = uint32_t(token_ids_.size());
       path.push_back(uint32_t(nodes_.size() - 1));
     }
     max_depth_ = std::max(max_depth_, s.size());
@@ -48,6 +51,56 @@ TokenTrie::TokenTrie(std::vector<std::string> spellings, int32_t eos_id)
     nodes_[path.back()].subtree_end = uint32_t(nodes_.size());
     path.pop_back();
   }
+  first_token_.resize(nodes_.size(), 0);
+  first_token_[0] = 0;
+  compute_plain_below();
+}
+
+namespace {
+// UTF-8 validity as a small automaton: 0 = at a character boundary; others = continuation bytes pending,
+// with the first one restricted for E0 / ED / F0 / F4 (no overlongs, surrogates or values past U+10FFFF).
+constexpr int kUtf8States = 8;
+int utf8_next(int state, uint8_t b) {
+  bool cont = b >= 0x80 && b <= 0xBF;
+  switch (state) {
+    case 0:
+      if (b < 0x80) return 0;
+      if (b >= 0xC2 && b <= 0xDF) return 1;
+      if (b == 0xE0) return 3;
+      if (b == 0xED) return 4;
+      if (b >= 0xE1 && b <= 0xEF) return 2;
+      if (b == 0xF0) return 6;
+      if (b >= 0xF1 && b <= 0xF3) return 5;
+      if (b == 0xF4) return 7;
+      return -1;
+    case 1: return cont ? 0 : -1;
+    case 2: return cont ? 1 : -1;
+    case 3: return b >= 0xA0 && b <= 0xBF ? 1 : -1;
+    case 4: return b >= 0x80 && b <= 0x9F ? 1 : -1;
+    case 5: return cont ? 2 : -1;
+    case 6: return b >= 0x90 && b <= 0xBF ? 2 : -1;
+    case 7: return b >= 0x80 && b <= 0x8F ? 2 : -1;
+  }
+  return -1;
+}
+bool plain_byte(uint8_t b) { return b >= 0x20 && b != '"' && b != '\\'; }
+}  // namespace
+
+void TokenTrie::compute_plain_below() {
+  // ok[i][s]: every token below node i is plain text when node i's byte is read in UTF-8 state s. Children
+  // follow their parent in the array, so one backward pass sees every child first.
+  std::vector<std::array<uint8_t, kUtf8States>> ok(nodes_.size());
+  for (size_t i = nodes_.size(); i-- > 1;) {
+    const Node& n = nodes_[i];
+    for (int s = 0; s < kUtf8States; ++s) {
+      int next = plain_byte(n.byte) ? utf8_next(s, n.byte) : -1;
+      bool good = next >= 0;
+      for (uint32_t c = uint32_t(i) + 1; good && c < n.subtree_end; c = nodes_[c].subtree_end) good = ok[c][size_t(next)];
+      ok[i][size_t(s)] = good;
+    }
+  }
+  plain_below_.assign(nodes_.size(), 0);
+  for (size_t i = 1; i < nodes_.size(); ++i) plain_below_[i] = ok[i][0];
 }
 
 }  // namespace deepmoe::grammar

@@ -29,12 +29,24 @@ class TokenTrie {
   const std::vector<Node>& nodes() const { return nodes_; }  // nodes()[0] is the root
   const std::vector<int32_t>& token_ids() const { return token_ids_; }
   size_t max_depth() const { return max_depth_; }
+  // Tokens of node i's subtree: token_ids()[subtree_tokens_begin(i) .. subtree_tokens_begin(subtree_end)).
+  uint32_t subtree_tokens_begin(uint32_t node) const {
+    return node < first_token_.size() ? first_token_[node] : uint32_t(token_ids_.size());
+  }
+  // Every token below node i (its own byte included) continues with "plain" JSON string text from a
+  // character boundary: bytes >= 0x20 other than '"' and '\', forming valid UTF-8 (possibly cut short at
+  // the token's end). A grammar state that loops on every plain character accepts such subtrees whole.
+  bool plain_text_below(uint32_t node) const { return plain_below_[node]; }
 
  private:
+  void compute_plain_below();
+
   std::vector<std::string> spellings_;
   int32_t eos_id_;
   std::vector<Node> nodes_;
   std::vector<int32_t> token_ids_;
+  std::vector<uint32_t> first_token_;
+  std::vector<uint8_t> plain_below_;
   size_t max_depth_ = 0;
 };
 
