@@ -167,7 +167,7 @@ int main(int argc, char** argv) {
     // GEMV: weight bytes streamed per second.
     std::vector<float> x(size_t(16 * s.k)), y(size_t(16 * s.n));
     for (auto& v : x) v = normal(rng);
-    for (auto mode : {GemmMode::W8A32, GemmMode::W8A8})
+    for (auto mode : {GemmMode::W8A32, GemmMode::W8A8, GemmMode::W8A16})
       for (int t : {1, threads}) {
         ThreadPool* p = t == 1 ? nullptr : &pool;
         const MachineLimits& lim = t == 1 ? one : all;
@@ -179,9 +179,10 @@ int main(int argc, char** argv) {
         }, 0.5, 100000);
         const double sec = tm.best_s;
         std::printf("{\"case\":\"gemv\",\"shape\":\"%s\",\"n\":%lld,\"k\":%lld,\"m\":1,\"mode\":\"%s\",\"threads\":%d,"
-                    "\"us\":%.1f,\"weight_gbps\":%.2f,\"fraction_of_stream\":%.3f,\"cpu_us\":%.1f,\"load_avg\":%.1f,"
-                    "\"weights_huge_page_advised\":%s}\n",
-                    s.name, (long long)s.n, (long long)s.k, mode == GemmMode::W8A8 ? "w8a8" : "w8a32", t, sec * 1e6,
+                    "\"bf16_dot\":%s,\"us\":%.1f,\"weight_gbps\":%.2f,\"fraction_of_stream\":%.3f,\"cpu_us\":%.1f,"
+                    "\"load_avg\":%.1f,\"weights_huge_page_advised\":%s}\n",
+                    s.name, (long long)s.n, (long long)s.k, gemm_mode_name(mode), t,
+                    gemm_uses_bf16_dot(mode, DType::F8_E4M3) ? "true" : "false", sec * 1e6,
                     weight_bytes / sec / 1e9, weight_bytes / sec / 1e9 / lim.stream_triad_gbps, tm.cpu_s * 1e6,
                     load_average(), copies[0].q->huge() ? "true" : "false");
         std::fflush(stdout);
@@ -197,7 +198,7 @@ int main(int argc, char** argv) {
       float* a = reinterpret_cast<float*>(a_bytes.data());
       float* c = reinterpret_cast<float*>(c_bytes.data());
       for (int64_t i = 0; i < m * s.k; ++i) a[i] = normal(rng);
-      for (auto mode : {GemmMode::W8A32, GemmMode::W8A8}) {
+      for (auto mode : {GemmMode::W8A32, GemmMode::W8A8, GemmMode::W8A16}) {
         // Best of up to 10 runs, stopping once they add up to a second: this machine's speed changes from second
         // to second (shared caches), and the best run is the kernel's, as the best STREAM / FMA repeat is the
         // machine's.
@@ -205,10 +206,10 @@ int main(int argc, char** argv) {
         const double sec = tm.best_s;
         const double gflops = 2.0 * double(m) * double(s.n) * double(s.k) / sec / 1e9;
         std::printf("{\"case\":\"gemm\",\"shape\":\"%s\",\"n\":%lld,\"k\":%lld,\"m\":%lld,\"mode\":\"%s\","
-                    "\"threads\":%d,\"ms\":%.2f,\"gflops\":%.1f,\"fraction_of_fma_peak\":%.3f,"
+                    "\"bf16_dot\":%s,\"threads\":%d,\"ms\":%.2f,\"gflops\":%.1f,\"fraction_of_fma_peak\":%.3f,"
                     "\"gflop_per_cpu_second\":%.1f,\"load_avg\":%.1f}\n",
-                    s.name, (long long)s.n, (long long)s.k, (long long)m, mode == GemmMode::W8A8 ? "w8a8" : "w8a32",
-                    threads, sec * 1e3, gflops, gflops / all.fma_peak_gflops,
+                    s.name, (long long)s.n, (long long)s.k, (long long)m, gemm_mode_name(mode),
+                    gemm_uses_bf16_dot(mode, DType::F8_E4M3) ? "true" : "false", threads, sec * 1e3, gflops, gflops / all.fma_peak_gflops,
                     2.0 * double(m) * double(s.n) * double(s.k) / tm.cpu_s / 1e9, load_average());
         std::fflush(stdout);
       }

@@ -9,6 +9,7 @@ enum class IsaLevel { Scalar = 0, Avx2 = 1, Avx512 = 2 };
 struct CpuFeatures {
   bool avx2 = false, fma = false, f16c = false;
   bool avx512f = false, avx512bw = false, avx512vl = false, avx512dq = false, avx512bf16 = false;
+  bool avx512vbmi = false;
   IsaLevel level = IsaLevel::Scalar;  // highest level both present and allowed by DEEPMOE_ISA
 };
 

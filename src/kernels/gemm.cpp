@@ -58,14 +58,34 @@ struct Isa {
   void (*decode_block)(const DecodeArgs&);
   bool half_panel;  // decode_block / block_update take FP8 and BF16 panels in 16 bits (DecodeArgs::wbuf_half)
   bool fused_lane_sums;  // block_update writes C itself on the last chunk (BlockArgs::c)
+  // The BF16 dot-product path (gemm.h), or null where the CPU lacks AVX512_BF16 / AVX512_VBMI.
+  void (*gemv_rows_dot)(const GemvArgs&) = nullptr;
+  void (*block_update_dot)(const BlockArgs&) = nullptr;
+  void (*decode_block_dot)(const DecodeArgs&) = nullptr;
 };
+
+bool has_bf16_dot(IsaLevel level) {
+  const CpuFeatures& f = cpu_features();
+  return std::min(level, gemm_detail::hardware_isa_level()) == IsaLevel::Avx512 && f.avx512bf16 && f.avx512vbmi;
+}
+
+bool uses_bf16_dot(IsaLevel level, GemmMode mode, DType weight_dtype) {
+  return weight_dtype == DType::F8_E4M3 && mode != GemmMode::W8A32 && has_bf16_dot(level);
+}
 
 Isa select_isa(IsaLevel level) {
   level = std::min(level, gemm_detail::hardware_isa_level());
   switch (level) {
-    case IsaLevel::Avx512:
-      return {gemm_detail::reduce_lanes_avx512, gemm_detail::gemv_rows_avx512, gemm_detail::block_update_avx512,
+    case IsaLevel::Avx512: {
+      Isa isa{gemm_detail::reduce_lanes_avx512, gemm_detail::gemv_rows_avx512, gemm_detail::block_update_avx512,
               gemm_detail::decode_block_avx512, true, true};
+      if (has_bf16_dot(level)) {
+        isa.gemv_rows_dot = gemm_detail::gemv_rows_bf16_dot;
+        isa.block_update_dot = gemm_detail::block_update_bf16_dot;
+        isa.decode_block_dot = gemm_detail::decode_block_bf16_dot;
+      }
+      return isa;
+    }
     case IsaLevel::Avx2:
       return {gemm_detail::reduce_lanes_avx2, gemm_detail::gemv_rows_avx2, gemm_detail::block_update_avx2,
               gemm_detail::decode_block_avx2, false, false};
@@ -83,6 +103,9 @@ struct Problem {
   float* c;              // [rows, n]
   int64_t rows;
   int64_t lda = 0;       // 0: k
+  // The BF16 dot-product path instead of `a` (F8_E4M3 weights): rows of lda_bf16 BF16 values, zero past k.
+  const uint16_t* a_bf16 = nullptr;
+  int64_t lda_bf16 = 0;
 };
 
 // A GEMV task covers W rows [panel0 · 16, + n_panels · 16) ∩ [0, n) for all of A's rows (gemv set); a GEMM task
@@ -129,6 +152,11 @@ void run_gemv_task(const Task& t, const Isa& isa) {
   g.row0 = t.panel0 * kPanelRows;
   g.rows = std::min<int64_t>(int64_t(t.n_panels) * kPanelRows, p.w->n - g.row0);
   g.c = p.c;
+  if (p.a_bf16) {
+    g.a_bf16 = p.a_bf16;
+    g.lda_bf16 = p.lda_bf16;
+    return isa.gemv_rows_dot(g);
+  }
   isa.gemv_rows(g);
 }
 
@@ -139,7 +167,8 @@ void run_gemm_task(const Task& t, const Isa& isa, AlignedFloats& wbuf_storage, A
   const int64_t ldw = int64_t(kChunkBlocks) * kBlockK;
   const int64_t panel_lanes = t.rows * kPanelRows * kLanes;
   float* wbuf = wbuf_storage.get(size_t(kPanelRows * ldw));
-  const bool half = isa.half_panel && (w.dtype == DType::F8_E4M3 || w.dtype == DType::BF16);
+  const bool dot = p.a_bf16 != nullptr;
+  const bool half = dot || (isa.half_panel && (w.dtype == DType::F8_E4M3 || w.dtype == DType::BF16));
   uint16_t* wbuf_half = half ? reinterpret_cast<uint16_t*>(wbuf) : nullptr;
   float* lacc = lacc_storage.get(size_t(t.n_panels * panel_lanes));
   float w_scale[kChunkBlocks];
@@ -173,8 +202,10 @@ void run_gemm_task(const Task& t, const Isa& isa, AlignedFloats& wbuf_storage, A
       d.ldw = ldw;
       d.wbuf = wbuf;
       d.wbuf_half = wbuf_half;
-      isa.decode_block(d);
-      for (int b = 0; b < n_blocks; ++b) w_scale[b] = gemm_detail::weight_block_scale(w, row0_w, kb0 + b, kb_count);
+      (dot ? isa.decode_block_dot : isa.decode_block)(d);
+      for (int b = 0; b < n_blocks; ++b)  // the dot path's panel holds the e4m3 values themselves, not q·2^-8
+        w_scale[b] = dot ? w.scale_inv[(row0_w / kBlockK) * kb_count + kb0 + b]
+                         : gemm_detail::weight_block_scale(w, row0_w, kb0 + b, kb_count);
       BlockArgs g;
       g.a = p.a + t.row0 * p.lda + col0;
       g.lda = p.lda;
@@ -190,15 +221,21 @@ void run_gemm_task(const Task& t, const Isa& isa, AlignedFloats& wbuf_storage, A
       g.w_scale = w_scale;
       g.lacc = lacc + q * panel_lanes;
       g.first_chunk = kb0 == 0;
-      if (isa.fused_lane_sums && kb0 + kChunkBlocks >= kb_count) {
+      if ((dot || isa.fused_lane_sums) && kb0 + kChunkBlocks >= kb_count) {
         g.c = p.c + t.row0 * w.n + row0_w;
         g.ldc = w.n;
         g.c_cols = int(std::min<int64_t>(kPanelRows, w.n - row0_w));
       }
-      isa.block_update(g);
+      if (dot) {
+        g.a_bf16 = p.a_bf16 + t.row0 * p.lda_bf16 + col0;
+        g.lda = p.lda_bf16;
+        isa.block_update_dot(g);
+      } else {
+        isa.block_update(g);
+      }
     }
   }
-  if (isa.fused_lane_sums) return;
+  if (dot || isa.fused_lane_sums) return;
   for (int q = 0; q < t.n_panels; ++q) {
     const int64_t row0_w = (t.panel0 + q) * kPanelRows;
     const int64_t w_rows = std::min<int64_t>(kPanelRows, w.n - row0_w);
@@ -212,7 +249,7 @@ void run_problems(std::vector<Problem> problems, IsaLevel level, ThreadPool* poo
   // GEMM-shaped problems read A through 64-byte vectors many times over: give them cache-line-aligned rows.
   size_t packed_size = 0;
   const auto needs_packing = [](const Problem& p) {
-    return p.rows > kGemvMaxRows && p.w->n > 0 && p.w->k > 0 &&
+    return !p.a_bf16 && p.rows > kGemvMaxRows && p.w->n > 0 && p.w->k > 0 &&
            (reinterpret_cast<uintptr_t>(p.a) % 64 != 0 || p.w->k % 16 != 0);
   };
   const auto padded_k = [](int64_t k) { return (k + 15) / 16 * 16; };
@@ -287,6 +324,44 @@ float* quantize_rows(const float* a, int64_t m, int64_t k, AlignedFloats& a_q, s
   return out;
 }
 
+// A for the BF16 dot-product path: [m, lda] BF16 rows (lda = k rounded up to 32, zero past k), from the 1x128
+// e4m3 codes (W8A8, exact) or from FP32 by the W8A16 rounding.
+int64_t bf16_row_stride(int64_t k) { return (k + 31) / 32 * 32; }
+
+uint16_t* bf16_rows_from_codes(const uint8_t* q, int64_t m, int64_t k, AlignedFloats& storage, ThreadPool* pool) {
+  const int64_t lda = bf16_row_stride(k);
+  auto* out = reinterpret_cast<uint16_t*>(storage.get(size_t(m * lda + 1) / 2));
+  parallel_for(pool, m, [&](int64_t i0, int64_t i1) {
+    gemm_detail::e4m3_rows_to_bf16(q + i0 * k, i1 - i0, k, out + i0 * lda, lda);
+  });
+  return out;
+}
+
+uint16_t* bf16_rows(const float* a, int64_t m, int64_t k, GemmMode mode, AlignedFloats& storage,
+                    std::vector<float>& a_scale, ThreadPool* pool) {
+  if (mode == GemmMode::W8A8) {
+    std::vector<uint8_t> q(size_t(m * k));
+    a_scale.resize(size_t(m * quant_blocks(k)));
+    quantize_act_1x128(a, m, k, q.data(), a_scale.data(), false, pool);
+    return bf16_rows_from_codes(q.data(), m, k, storage, pool);
+  }
+  const int64_t lda = bf16_row_stride(k);
+  auto* out = reinterpret_cast<uint16_t*>(storage.get(size_t(m * lda + 1) / 2));
+  parallel_for(pool, m, [&](int64_t i0, int64_t i1) {
+    gemm_detail::f32_rows_to_bf16(a + i0 * k, i1 - i0, k, out + i0 * lda, lda);
+  });
+  return out;
+}
+
+// W8A16 where the dot product is not available: the BF16-rounded activations, as FP32, through the FP32 order.
+float* bf16_rounded_rows(const float* a, int64_t m, int64_t k, AlignedFloats& storage, ThreadPool* pool) {
+  float* out = storage.get(size_t(m * k));
+  parallel_for(pool, m, [&](int64_t i0, int64_t i1) {
+    for (int64_t i = i0 * k; i < i1 * k; ++i) out[i] = bf16_to_f32(activation_to_bf16(a[i]));
+  });
+  return out;
+}
+
 // gemm_counters(): integers, so concurrent callers add without a lock and without losing updates.
 std::atomic<uint64_t> g_calls{0}, g_flops{0}, g_nanoseconds{0};
 
@@ -326,6 +401,23 @@ IsaLevel gemm_detail::hardware_isa_level() {
   return IsaLevel::Scalar;
 }
 
+const char* gemm_mode_name(GemmMode mode) {
+  switch (mode) {
+    case GemmMode::W8A8: return "w8a8";
+    case GemmMode::W8A16: return "w8a16";
+    case GemmMode::W8A32: return "w8a32";
+  }
+  return "?";
+}
+
+bool gemm_detail::bf16_dot_at_level(IsaLevel level, GemmMode mode, DType weight_dtype) {
+  return uses_bf16_dot(level, mode, weight_dtype);
+}
+
+bool gemm_uses_bf16_dot(GemmMode mode, DType weight_dtype) {
+  return uses_bf16_dot(cpu_features().level, mode, weight_dtype);
+}
+
 void gemm(const float* a, int64_t m, const WeightMatrix& w, float* c, GemmMode mode, ThreadPool* pool) {
   gemm_detail::gemm_at_level(cpu_features().level, a, m, w, c, mode, pool);
 }
@@ -349,8 +441,18 @@ void gemm_detail::gemm_at_level(IsaLevel level, const float* a, int64_t m, const
   const CallTimer timer(product_flops(m, w));
   AlignedFloats a_q;
   std::vector<float> a_scale;
-  const bool w8a8 = mode == GemmMode::W8A8 && w.dtype == DType::F8_E4M3;
-  const float* a_used = w8a8 ? quantize_rows(a, m, w.k, a_q, a_scale, pool) : a;
+  if (uses_bf16_dot(level, mode, w.dtype)) {
+    Problem p{nullptr, nullptr, &w, c, m};
+    p.a_bf16 = bf16_rows(a, m, w.k, mode, a_q, a_scale, pool);
+    p.lda_bf16 = bf16_row_stride(w.k);
+    p.a_scale = mode == GemmMode::W8A8 ? a_scale.data() : nullptr;
+    return run_problems({p}, level, pool);
+  }
+  const bool fp8 = w.dtype == DType::F8_E4M3;
+  const bool w8a8 = mode == GemmMode::W8A8 && fp8;
+  const float* a_used = w8a8                                ? quantize_rows(a, m, w.k, a_q, a_scale, pool)
+                        : fp8 && mode == GemmMode::W8A16 ? bf16_rounded_rows(a, m, w.k, a_q, pool)
+                                                           : a;
   run_problems({Problem{a_used, w8a8 ? a_scale.data() : nullptr, &w, c, m}}, level, pool);
 }
 
@@ -361,6 +463,12 @@ void gemm_fp8_act(const uint8_t* a_q, const float* a_scales, int64_t m, const We
   if (m * w.k > 0 && !a_scales) throw Error("gemm_fp8_act: activation scales are null");
   const CallTimer timer(product_flops(m, w));
   AlignedFloats a;
+  if (uses_bf16_dot(cpu_features().level, GemmMode::W8A8, w.dtype)) {
+    Problem p{nullptr, a_scales, &w, c, m};
+    p.a_bf16 = bf16_rows_from_codes(a_q, m, w.k, a, pool);
+    p.lda_bf16 = bf16_row_stride(w.k);
+    return run_problems({p}, cpu_features().level, pool);
+  }
   float* a_f32 = a.get(size_t(m * w.k));
   convert_fp8_e4m3_to_f32(a_q, a_f32, size_t(m * w.k));
   run_problems({Problem{a_f32, a_scales, &w, c, m}}, cpu_features().level, pool);
@@ -385,16 +493,29 @@ void gemm_detail::grouped_gemm_at_level(IsaLevel level, const float* a, const in
   for (int64_t g = 0; g < n_groups; ++g) any_fp8 |= weights[g].dtype == DType::F8_E4M3;
   AlignedFloats a_q_storage;
   std::vector<float> a_scale;
+  // Quantization and rounding are per row, so doing all rows at once gives each group exactly what gemm() would
+  // give it.
+  const bool dot = any_fp8 && uses_bf16_dot(level, mode, DType::F8_E4M3);
   const bool w8a8 = mode == GemmMode::W8A8 && any_fp8;
-  // Quantization is per row, so doing all rows at once gives each group exactly what gemm() would give it.
-  const float* a_q = w8a8 ? quantize_rows(a + first * k, m, k, a_q_storage, a_scale, pool) : nullptr;
-  const int64_t kb_count = quant_blocks(k);
+  const bool a16 = mode == GemmMode::W8A16 && any_fp8;
+  const uint16_t* a_bf16 = dot ? bf16_rows(a + first * k, m, k, mode, a_q_storage, a_scale, pool) : nullptr;
+  const float* a_q = dot    ? nullptr
+                     : w8a8 ? quantize_rows(a + first * k, m, k, a_q_storage, a_scale, pool)
+                     : a16  ? bf16_rounded_rows(a + first * k, m, k, a_q_storage, pool)
+                            : nullptr;
+  const int64_t kb_count = quant_blocks(k), lda_bf16 = bf16_row_stride(k);
   std::vector<Problem> problems;
   for (int64_t g = 0; g < n_groups; ++g) {
     const int64_t r0 = row_offsets[g] - first, rows = row_offsets[g + 1] - row_offsets[g];
-    const bool q = w8a8 && weights[g].dtype == DType::F8_E4M3;
-    problems.push_back({q ? a_q + r0 * k : a + (first + r0) * k, q ? a_scale.data() + r0 * kb_count : nullptr,
-                        &weights[g], c + (first + r0) * n, rows});
+    const bool fp8 = weights[g].dtype == DType::F8_E4M3;
+    Problem p{fp8 && a_q ? a_q + r0 * k : a + (first + r0) * k,
+              fp8 && w8a8 ? a_scale.data() + r0 * kb_count : nullptr, &weights[g], c + (first + r0) * n, rows};
+    if (fp8 && dot) {
+      p.a = nullptr;
+      p.a_bf16 = a_bf16 + r0 * lda_bf16;
+      p.lda_bf16 = lda_bf16;
+    }
+    problems.push_back(p);
   }
   run_problems(problems, level, pool);
 }

@@ -44,6 +44,10 @@ struct GemvArgs {
   const WeightMatrix* w = nullptr;
   int64_t row0 = 0, rows = 0;
   float* c = nullptr;              // row i at c + i · w.n
+  // The BF16 dot-product path (gemm.h) reads A as BF16 instead: row i at a_bf16 + i · lda_bf16, zero from k to
+  // the row's next multiple of 32.
+  const uint16_t* a_bf16 = nullptr;
+  int64_t lda_bf16 = 0;
 };
 
 constexpr int kChunkBlocks = 4;  // K blocks per decoded chunk: 16 × 512 floats = 32 KB of panel
@@ -69,6 +73,9 @@ struct BlockArgs {
   float* c = nullptr;
   int64_t ldc = 0;
   int c_cols = 0;
+  // The BF16 dot-product path: A as BF16 (row stride lda, zero past K up to a multiple of 32) against a panel of
+  // exact BF16 weight values in wbuf_half; always writes C through `c` on the last chunk.
+  const uint16_t* a_bf16 = nullptr;
 };
 
 struct DecodeArgs {
@@ -92,6 +99,17 @@ struct DecodeArgs {
   int64_t next_rows = 0;          // rows (≤ 16), row stride k · element size
   int64_t next_bytes = 0;         // bytes per row
 };
+
+// The BF16 dot-product path (gemm.h), built for AVX-512 with AVX512_BF16 and AVX512_VBMI
+// (gemm_bf16_dot_avx512bf16.cpp); entered only where cpu_features() has both. The panel decoder writes F8_E4M3
+// rows as exact BF16 values (not the q·2^-8 of the FP16 form): the promotion scale is weight_scale_inv itself.
+void gemv_rows_bf16_dot(const GemvArgs& args);
+void block_update_bf16_dot(const BlockArgs& args);
+void decode_block_bf16_dot(const DecodeArgs& args);
+// A rows for the dot path: [m, k] → [m, lda] BF16, lda a multiple of 32 ≥ k, zero past k. From e4m3 codes
+// (exact) or from FP32 by the W8A16 rounding (gemm.h activation_to_bf16).
+void e4m3_rows_to_bf16(const uint8_t* q, int64_t m, int64_t k, uint16_t* out, int64_t lda);
+void f32_rows_to_bf16(const float* a, int64_t m, int64_t k, uint16_t* out, int64_t lda);
 
 // out[j] = the final lane tree of gemm.h over lanes[16·j, 16·j + 16), j < n ≤ 16.
 void reduce_lanes_scalar(const float* lanes, int n, float* out);
@@ -133,5 +151,7 @@ void gemm_at_level(IsaLevel level, const float* a, int64_t m, const WeightMatrix
 void grouped_gemm_at_level(IsaLevel level, const float* a, const int64_t* row_offsets, int64_t n_groups,
                            const WeightMatrix* weights, float* c, GemmMode mode, ThreadPool* pool);
 IsaLevel hardware_isa_level();
+// Whether gemm_at_level(level, ...) takes the BF16 dot-product order for this mode and weight dtype.
+bool bf16_dot_at_level(IsaLevel level, GemmMode mode, DType weight_dtype);
 
 }  // namespace deepmoe::gemm_detail

@@ -21,6 +21,8 @@ void gemm_ref(const float* a, int64_t m, const WeightMatrix& w, float* c, GemmMo
     std::vector<uint8_t> q(size_t(m * k));
     quantize_act_1x128_ref(a, m, k, q.data(), a_scale.data(), false);
     for (int64_t i = 0; i < m * k; ++i) av[size_t(i)] = fp8_e4m3_to_f32(q[size_t(i)]);
+  } else if (fp8 && mode == GemmMode::W8A16) {
+    for (int64_t i = 0; i < m * k; ++i) av[size_t(i)] = bf16_to_f32(activation_to_bf16(a[i]));
   } else {
     std::copy(a, a + m * k, av.begin());
   }

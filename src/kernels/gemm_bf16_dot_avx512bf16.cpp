@@ -1,0 +1,283 @@
+// The BF16 dot-product order of gemm.h on AVX-512 with AVX512_BF16 (vdpbf16ps) and AVX512_VBMI (byte tables).
+// Only raw loops, intrinsics and templates in the anonymous namespace here (see core/dtype_bulk_avx2.cpp).
+//
+// Each vdpbf16ps adds 32 exact products into 16 FP32 lanes — twice the products of an FP32 FMA — so the W8A8 and
+// W8A16 products run at up to twice the FP32 rate. The weights reach it as exact BF16 values, decoded from e4m3 by
+// two 128-entry byte tables (vpermi2b: high and low byte of each BF16 value, the sign ORed in), 64 codes per step.
+// - gemv_rows: R W rows × M A rows, partial and promoted accumulators in registers for the whole of K, W decoded
+//   straight into registers (decode-shaped calls, M ≤ kGemvMaxRows).
+// - block_update: MR A rows × 4 W rows register tiles over the decoded BF16 panel chunk, as in gemm_avx512.cpp.
+// Every path runs the same instruction sequence per output (32 k per step, blocks of 128, promotion per block), so
+// the bits do not depend on the path, the tile or the thread.
+#include <immintrin.h>
+
+#include <array>
+#include <cstdint>
+
+#include "kernels/gemm_kernels.h"
+#include "kernels/gemm_lanes_avx512.h"
+
+#pragma GCC diagnostic ignored "-Wuninitialized"
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+
+namespace deepmoe::gemm_detail {
+namespace {
+
+// BF16 bits of the e4m3 magnitude `code` (0..127); the NaN code 0x7F reads as 480 like in every path (gemm.h).
+constexpr uint16_t e4m3_magnitude_bf16(int code) {
+  const int e = code >> 3, man = code & 7;
+  if (e != 0) return uint16_t((e + 120) << 7 | man << 4);
+  if (man == 0) return 0;
+  const int top = man >= 4 ? 2 : man >= 2 ? 1 : 0;  // man·2^-9 = 2^(top-9) · (1 + (man - 2^top) / 2^top)
+  return uint16_t((118 + top) << 7 | (man - (1 << top)) << (7 - top));
+}
+
+struct ByteTables {
+  alignas(64) std::array<uint8_t, 128> hi{}, lo{};
+  alignas(64) std::array<uint8_t, 64> order{};
+};
+
+constexpr ByteTables make_tables() {
+  ByteTables t;
+  for (int c = 0; c < 128; ++c) {
+    t.hi[size_t(c)] = uint8_t(e4m3_magnitude_bf16(c) >> 8);
+    t.lo[size_t(c)] = uint8_t(e4m3_magnitude_bf16(c) & 0xFF);
+  }
+  // unpacklo/hi_epi8 interleave bytes 0–7 / 8–15 of each 128-bit lane: place codes so that the low result holds
+  // codes 0–31 in order and the high one 32–63.
+  for (int lane = 0; lane < 4; ++lane)
+    for (int j = 0; j < 8; ++j) {
+      t.order[size_t(16 * lane + j)] = uint8_t(8 * lane + j);
+      t.order[size_t(16 * lane + 8 + j)] = uint8_t(32 + 8 * lane + j);
+    }
+  return t;
+}
+
+constexpr ByteTables kTables = make_tables();
+
+// The registers the decode keeps live.
+struct Decoder {
+  __m512i hi0, hi1, lo0, lo1, order, sign;
+  __attribute__((always_inline)) Decoder()
+      : hi0(_mm512_load_si512(kTables.hi.data())),
+        hi1(_mm512_load_si512(kTables.hi.data() + 64)),
+        lo0(_mm512_load_si512(kTables.lo.data())),
+        lo1(_mm512_load_si512(kTables.lo.data() + 64)),
+        order(_mm512_load_si512(kTables.order.data())),
+        sign(_mm512_set1_epi8(int8_t(0x80))) {}
+  // 64 e4m3 codes → BF16 values of codes 0–31 (out[0]) and 32–63 (out[1]), in order.
+  __attribute__((always_inline)) void decode(__m512i codes, __m512i* out) const {
+    const __m512i p = _mm512_permutexvar_epi8(order, codes);
+    __m512i hi = _mm512_permutex2var_epi8(hi0, p, hi1);
+    const __m512i lo = _mm512_permutex2var_epi8(lo0, p, lo1);
+    hi = _mm512_ternarylogic_epi32(hi, p, sign, 0xF8);  // hi | (p & 0x80)
+    out[0] = _mm512_unpacklo_epi8(lo, hi);
+    out[1] = _mm512_unpackhi_epi8(lo, hi);
+  }
+};
+
+__attribute__((always_inline)) inline __m512 dot(__m512 acc, __m512i a, __m512i w) {
+  return _mm512_dpbf16_ps(acc, (__m512bh)a, (__m512bh)w);
+}
+
+__attribute__((always_inline)) inline __m512i load_codes(const uint8_t* p, int left) {
+  if (left >= 64) return _mm512_loadu_si512(p);
+  return _mm512_maskz_loadu_epi8(__mmask64((uint64_t(1) << left) - 1), p);
+}
+
+// R consecutive W rows (inside one 16-row panel, so one scale block) against M rows of A, all of K.
+template <int M, int R>
+void gemv_group(const GemvArgs& g, int64_t row, const Decoder& dec) {
+  const WeightMatrix& w = *g.w;
+  const int64_t k = w.k, kb_count = (k + kBlockK - 1) / kBlockK;
+  const uint8_t* wrow[R];
+  for (int r = 0; r < R; ++r) wrow[r] = static_cast<const uint8_t*>(w.data) + (row + r) * k;
+  __m512 acc[M][R];
+  for (int i = 0; i < M; ++i)
+    for (int r = 0; r < R; ++r) acc[i][r] = _mm512_setzero_ps();
+  // Prefetch as gemm_avx512.cpp's gemv_group: kGemvPrefetchBytes ahead in each row's slot of the task's stream.
+  int64_t ahead_groups = kGemvPrefetchBytes / k, ahead_col = kGemvPrefetchBytes % k;
+  for (int64_t kb = 0; kb < kb_count; ++kb, ahead_col += kBlockK) {
+    const int64_t k0 = kb * kBlockK;
+    const int kn = k - k0 < kBlockK ? int(k - k0) : kBlockK;
+    {
+      for (; ahead_col >= k; ahead_col -= k) ++ahead_groups;
+      const int64_t offset = ahead_groups * R * k + ahead_col;
+      for (int r = 0; r < R; ++r)
+        for (int line = 0; line < kBlockK; line += 64)
+          _mm_prefetch(reinterpret_cast<const char*>(wrow[r] + offset + line), _MM_HINT_T0);
+    }
+    __m512 p[M][R];
+    for (int i = 0; i < M; ++i)
+      for (int r = 0; r < R; ++r) p[i][r] = _mm512_setzero_ps();
+    for (int c = 0; c < kn; c += 64) {
+      const bool second = kn - c > 32;
+      for (int r = 0; r < R; ++r) {
+        __m512i wv[2];
+        dec.decode(load_codes(wrow[r] + k0 + c, kn - c), wv);
+        for (int i = 0; i < M; ++i) {
+          const uint16_t* a = g.a_bf16 + i * g.lda_bf16 + k0 + c;
+          p[i][r] = dot(p[i][r], _mm512_loadu_si512(a), wv[0]);
+          if (second) p[i][r] = dot(p[i][r], _mm512_loadu_si512(a + 32), wv[1]);
+        }
+      }
+    }
+    const float ws = w.scale_inv[(row / kBlockK) * kb_count + kb];
+    for (int i = 0; i < M; ++i) {
+      const __m512 s = _mm512_set1_ps(g.a_scale ? g.a_scale[i * kb_count + kb] * ws : ws);
+      for (int r = 0; r < R; ++r) acc[i][r] = _mm512_fmadd_ps(p[i][r], s, acc[i][r]);
+    }
+  }
+  for (int i = 0; i < M; ++i) {
+    if constexpr (R % 4 == 0) {
+      for (int r = 0; r < R; r += 4) reduce4(&acc[i][r], g.c + i * w.n + row + r);
+    } else {
+      for (int r = 0; r < R; ++r) g.c[i * w.n + row + r] = sum_lanes16(acc[i][r]);
+    }
+  }
+}
+
+template <int M>
+void gemv_m(const GemvArgs& g) {
+  constexpr int R = M == 1 ? 8 : M <= 2 ? 4 : 2;  // as gemm_avx512.cpp: more rows in flight at M = 1
+  const Decoder dec;
+  int64_t j = 0;
+  for (; g.rows - j >= R; j += R) gemv_group<M, R>(g, g.row0 + j, dec);
+  for (; j < g.rows; ++j) gemv_group<M, 1>(g, g.row0 + j, dec);
+}
+
+// MR A rows × 4 W rows (panel rows j0..j0+3) over each block of the chunk; accumulators in registers.
+template <int MR, bool kFullBlocks>
+__attribute__((always_inline)) inline void tile(const BlockArgs& g, int64_t r, int j0) {
+  constexpr int NR = 4;
+  __m512 acc[MR][NR];
+  for (int i = 0; i < MR; ++i)
+    for (int j = 0; j < NR; ++j)
+      acc[i][j] = g.first_chunk ? _mm512_setzero_ps()
+                                : _mm512_loadu_ps(g.lacc + ((r + i) * kPanelRows + j0 + j) * kLanes);
+  for (int b = 0; b < g.n_blocks; ++b) {
+    const int kn = kFullBlocks || b != g.n_blocks - 1 ? kBlockK : g.kn_last;
+    const int steps = (kn + 31) / 32;
+    const uint16_t* a = g.a_bf16 + r * g.lda + b * kBlockK;
+    const uint16_t* w = g.wbuf_half + j0 * g.ldw + b * kBlockK;
+    __m512 p[MR][NR];
+    for (int i = 0; i < MR; ++i)
+      for (int j = 0; j < NR; ++j) p[i][j] = _mm512_setzero_ps();
+    for (int s = 0; s < steps; ++s) {
+      __m512i av[MR];
+      for (int i = 0; i < MR; ++i) av[i] = _mm512_loadu_si512(a + i * g.lda + 32 * s);
+      for (int j = 0; j < NR; ++j) {
+        __m512i wv = _mm512_load_si512(w + j * g.ldw + 32 * s);
+        asm("" : "+v"(wv));  // one load per W vector, not one per use (see gemm_avx512.cpp)
+        for (int i = 0; i < MR; ++i) p[i][j] = dot(p[i][j], av[i], wv);
+      }
+    }
+    const float ws = g.w_scale[b];
+    for (int i = 0; i < MR; ++i) {
+      const __m512 sc = _mm512_set1_ps(g.a_scale ? g.a_scale[(r + i) * g.a_scale_stride + b] * ws : ws);
+      for (int j = 0; j < NR; ++j) acc[i][j] = _mm512_fmadd_ps(p[i][j], sc, acc[i][j]);
+    }
+  }
+  if (g.c) {
+    for (int i = 0; i < MR; ++i) {
+      float out[NR];
+      reduce4(acc[i], out);
+      for (int j = 0; j < NR && j0 + j < g.c_cols; ++j) g.c[(r + i) * g.ldc + j0 + j] = out[j];
+    }
+    return;
+  }
+  for (int i = 0; i < MR; ++i)
+    for (int j = 0; j < NR; ++j) _mm512_storeu_ps(g.lacc + ((r + i) * kPanelRows + j0 + j) * kLanes, acc[i][j]);
+}
+
+template <int MR>
+void row_group(const BlockArgs& g, int64_t r) {
+  if (g.kn_last == kBlockK)
+    for (int j0 = 0; j0 < kPanelRows; j0 += 4) tile<MR, true>(g, r, j0);
+  else
+    for (int j0 = 0; j0 < kPanelRows; j0 += 4) tile<MR, false>(g, r, j0);
+}
+
+}  // namespace
+
+void gemv_rows_bf16_dot(const GemvArgs& g) {
+  const int64_t kb_count = (g.w->k + kBlockK - 1) / kBlockK;
+  for (int64_t i0 = 0; i0 < g.m; i0 += 4) {  // passes of up to 4 A rows (only if kGemvMaxRows grows)
+    GemvArgs part = g;
+    part.m = g.m - i0 < 4 ? g.m - i0 : 4;
+    part.a_bf16 = g.a_bf16 + i0 * g.lda_bf16;
+    part.a_scale = g.a_scale ? g.a_scale + i0 * kb_count : nullptr;
+    part.c = g.c + i0 * g.w->n;
+    switch (part.m) {
+      case 1: gemv_m<1>(part); break;
+      case 2: gemv_m<2>(part); break;
+      case 3: gemv_m<3>(part); break;
+      default: gemv_m<4>(part); break;
+    }
+  }
+}
+
+void block_update_bf16_dot(const BlockArgs& g) {
+  // Row groups of 3, a remainder of 1 as 2 + 2 (see gemm_avx512.cpp).
+  int64_t r = 0;
+  const int64_t threes = g.rows % 3 == 1 && g.rows >= 4 ? g.rows / 3 - 1 : g.rows / 3;
+  for (; r < 3 * threes; r += 3) row_group<3>(g, r);
+  for (; g.rows - r >= 2; r += 2) row_group<2>(g, r);
+  if (r < g.rows) row_group<1>(g, r);
+}
+
+static_assert(kChunkBlocks * kBlockK % 64 == 0, "BF16 panel rows are decoded 64 values at a time");
+void decode_block_bf16_dot(const DecodeArgs& d) {
+  const Decoder dec;
+  for (int64_t r = 0; r < kPanelRows; ++r) {
+    uint16_t* out = d.wbuf_half + r * d.ldw;
+    int c = 0;
+    if (r < d.next_rows)
+      for (int64_t b = 0; b < d.next_bytes; b += 64)
+        _mm_prefetch(reinterpret_cast<const char*>(d.next + r * d.k + b), _MM_HINT_T0);
+    if (r < d.rows) {
+      const uint8_t* src = static_cast<const uint8_t*>(d.data) + (d.row0 + r) * d.k + d.col0;
+      for (; c < d.kn; c += 64) {
+        __m512i v[2];
+        dec.decode(load_codes(src + c, d.kn - c), v);
+        _mm512_store_si512(out + c, v[0]);
+        _mm512_store_si512(out + c + 32, v[1]);
+      }
+    }
+    for (; c < d.ldw; c += 32) _mm512_store_si512(out + c, _mm512_setzero_si512());
+  }
+}
+
+void e4m3_rows_to_bf16(const uint8_t* q, int64_t m, int64_t k, uint16_t* out, int64_t lda) {
+  const Decoder dec;
+  for (int64_t i = 0; i < m; ++i) {
+    const uint8_t* src = q + i * k;
+    uint16_t* dst = out + i * lda;
+    int64_t c = 0;
+    for (; c < k; c += 64) {
+      __m512i v[2];
+      dec.decode(load_codes(src + c, int(k - c < 64 ? k - c : 64)), v);
+      _mm512_storeu_si512(dst + c, v[0]);
+      if (c + 32 < lda) _mm512_storeu_si512(dst + c + 32, v[1]);
+    }
+  }
+}
+
+void f32_rows_to_bf16(const float* a, int64_t m, int64_t k, uint16_t* out, int64_t lda) {
+  const __m512 tiny = _mm512_set1_ps(0x1p-100f);
+  for (int64_t i = 0; i < m; ++i) {
+    const float* src = a + i * k;
+    uint16_t* dst = out + i * lda;
+    for (int64_t c = 0; c < lda; c += 16) {
+      const int64_t left = k - c;
+      const __mmask16 valid = left >= 16 ? __mmask16(0xFFFF) : left > 0 ? __mmask16((1u << left) - 1) : 0;
+      __m512 x = _mm512_maskz_loadu_ps(valid, src + c);
+      // |x| < 2^-100 → +0 (gemm.h): no product or partial of the dot product can then be an FP32 denormal.
+      const __mmask16 keep = _mm512_cmp_ps_mask(_mm512_abs_ps(x), tiny, _CMP_NLT_UQ);
+      x = _mm512_maskz_mov_ps(keep, x);
+      _mm256_storeu_si256(reinterpret_cast<__m256i*>(dst + c), (__m256i)_mm512_cvtneps_pbh(x));
+    }
+  }
+}
+
+}  // namespace deepmoe::gemm_detail
