@@ -19,9 +19,9 @@ void add_model_options(CLI::App& app, ModelArgs& args) {
       ->check(CLI::NonNegativeNumber)
       ->capture_default_str();
   app.add_option("--gemm", args.gemm,
-                 "FP8 GEMM mode: w8a32 (weights dequantized on the fly, FP32 activations: model.py's path) or w8a8 "
-                 "(activations quantized 1x128: DeepGEMM's contract)")
-      ->check(CLI::IsMember({"w8a32", "w8a8"}))
+                 "FP8 GEMM mode: w8a32 (weights dequantized on the fly, FP32 activations: model.py's path), w8a8 "
+                 "(activations quantized 1x128: DeepGEMM's contract) or w8a16 (activations rounded to BF16)")
+      ->check(CLI::IsMember({"w8a32", "w8a8", "w8a16"}))
       ->capture_default_str();
   app.add_option("--kv-dtype", args.kv_dtype, "KV cache storage: f32 or bf16")
       ->check(CLI::IsMember({"f32", "bf16"}))
@@ -61,7 +61,7 @@ void add_request_options(CLI::App& app, RequestArgs& args, double default_temper
 LoadedModel load_model_for_cli(const ModelArgs& args) {
   ModelOptions options;
   options.threads = args.threads;
-  options.gemm = args.gemm == "w8a8" ? GemmMode::W8A8 : GemmMode::W8A32;
+  options.gemm = args.gemm == "w8a8" ? GemmMode::W8A8 : args.gemm == "w8a16" ? GemmMode::W8A16 : GemmMode::W8A32;
   options.kv_dtype = args.kv_dtype == "bf16" ? DType::BF16 : DType::F32;
   options.attention = args.attention == "naive" ? AttentionMode::Naive : AttentionMode::Absorbed;
   options.redundant_experts = args.redundant_experts;

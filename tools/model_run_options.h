@@ -27,8 +27,9 @@ struct ModelRunArgs {
   void add_to(CLI::App& sub) {
     sub.add_option("--gemm", gemm,
                    "FP8 GEMM mode: w8a32 (weights dequantized per block, FP32 activations; default, the more "
-                   "accurate) or w8a8 (activations quantized 1x128, DeepGEMM's contract)")
-        ->check(CLI::IsMember({"w8a8", "w8a32"}))
+                   "accurate), w8a8 (activations quantized 1x128, DeepGEMM's contract) or w8a16 (activations "
+                   "rounded to BF16); w8a8 and w8a16 use the BF16 dot product where the CPU has AVX512_BF16")
+        ->check(CLI::IsMember({"w8a8", "w8a16", "w8a32"}))
         ->capture_default_str();
     sub.add_option("--threads", threads, "Worker threads (0 = one per hardware thread)")
         ->check(CLI::NonNegativeNumber);
@@ -63,7 +64,7 @@ struct ModelRunArgs {
 
   ModelOptions options() const {
     ModelOptions o;
-    o.gemm = gemm == "w8a8" ? GemmMode::W8A8 : GemmMode::W8A32;
+    o.gemm = gemm == "w8a8" ? GemmMode::W8A8 : gemm == "w8a16" ? GemmMode::W8A16 : GemmMode::W8A32;
     o.kv_dtype = kv_dtype == "bf16" ? DType::BF16 : DType::F32;
     o.attention = attention == "naive" ? AttentionMode::Naive : AttentionMode::Absorbed;
     o.threads = threads;
