@@ -8,7 +8,10 @@
 //              the same length); projection FLOPs (2·active projection parameters per token) ÷ time as a fraction
 //              of the FMA peak. The time includes attention, norms and routing, so this understates the GEMM
 //              kernels' own efficiency; gemm_* give the GEMM share itself: the FLOPs the GEMM calls performed over
-//              the time spent inside them (kernels/gemm.h gemm_counters), and that time's share of the total.
+//              the time spent inside them (kernels/gemm.h gemm_counters), and that time's share of the total;
+//              attention_* the same for the attention cores (kernels/attention.h attention_counters), whose FLOPs
+//              per token grow with the prompt: their fraction of the FMA peak shows whether the cost per FLOP
+//              grows too.
 //              With --trace FILE the reported run's compute and communication spans (per micro-batch) are
 //              written as Chrome-trace JSON (Perfetto).
 //   decode   — tokens/s at batch B after the prompt; weight bytes a step reads (model_summary.h: all non-expert
@@ -38,6 +41,7 @@
 #include "core/error.h"
 #include "core/machine_limits.h"
 #include "core/thread_pool.h"
+#include "kernels/attention.h"
 #include "kernels/gemm.h"
 #include "model/config.h"
 #include "model/deepseek_model.h"
@@ -263,10 +267,12 @@ void run_bench(const BenchArgs& args) {
       auto trace = std::make_unique<TraceRecorder>(0, CommClock::now());
       if (!args.trace.empty()) model->set_trace(trace.get());
       const GemmCounters g0 = gemm_counters();
+      const AttentionCounters a0 = attention_counters();
       const auto t0 = std::chrono::steady_clock::now();
       model->forward({SequenceInput::last(seq.get(), tokens)});
       const double s = seconds_since(t0);
       const GemmCounters g1 = gemm_counters();
+      const AttentionCounters a1 = attention_counters();
       model->set_trace(nullptr);
       if (run > 1 && s >= best_s) continue;
       const double flops = projection_flops_per_token(c, /*include_lm_head=*/false) * double(args.prompt);
@@ -285,6 +291,14 @@ void run_bench(const BenchArgs& args) {
       j["gemm_share_of_time"] = gemm_s / s;
       j["gemm_gflops"] = gemm_flops / gemm_s / 1e9;
       j["gemm_fraction_of_fma_peak"] = gemm_flops / gemm_s / 1e9 / limits.fma_peak_gflops;
+      // The attention cores alone (kernels/attention.h counters): their share of the time, and their FLOPs (which
+      // grow with the context) over their own time against the FMA peak.
+      const double attn_s = a1.seconds - a0.seconds, attn_flops = a1.flops - a0.flops;
+      j["attention_seconds"] = attn_s;
+      j["attention_share_of_time"] = attn_s / s;
+      j["attention_seconds_per_token"] = attn_s / double(args.prompt);
+      j["attention_gflops"] = attn_s > 0 ? attn_flops / attn_s / 1e9 : 0.0;
+      j["attention_fraction_of_fma_peak"] = attn_s > 0 ? attn_flops / attn_s / 1e9 / limits.fma_peak_gflops : 0.0;
       best = std::move(j);
       best_s = s;
       best_trace = std::move(trace);

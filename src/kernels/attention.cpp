@@ -1,6 +1,8 @@
 #include "kernels/attention.h"
 
 #include <algorithm>
+#include <atomic>
+#include <chrono>
 #include <cmath>
 #include <limits>
 #include <vector>
@@ -58,13 +60,52 @@ void check_visible(const int64_t* n_visible, int64_t n_queries, int64_t n_contex
     DEEPMOE_CHECK(n_visible[i] >= 1 && n_visible[i] <= n_context, "attention: n_visible out of range");
 }
 
+std::atomic<uint64_t> g_calls{0}, g_flops{0}, g_nanoseconds{0};
+
+// Adds one call's FLOPs and wall time to the counters when it goes out of scope.
+class CallTimer {
+ public:
+  explicit CallTimer(double flops) : flops_(flops), start_(std::chrono::steady_clock::now()) {}
+  ~CallTimer() {
+    const auto ns = std::chrono::duration_cast<std::chrono::nanoseconds>(std::chrono::steady_clock::now() - start_);
+    g_calls.fetch_add(1, std::memory_order_relaxed);
+    g_flops.fetch_add(uint64_t(flops_), std::memory_order_relaxed);
+    g_nanoseconds.fetch_add(uint64_t(ns.count()), std::memory_order_relaxed);
+  }
+  CallTimer(const CallTimer&) = delete;
+  CallTimer& operator=(const CallTimer&) = delete;
+
+ private:
+  double flops_;
+  std::chrono::steady_clock::time_point start_;
+};
+
+// Σ over queries of the visible context: the (query, context row) pairs each head computes.
+double visible_pairs(const int64_t* n_visible, int64_t n_queries) {
+  double pairs = 0;
+  for (int64_t i = 0; i < n_queries; ++i) pairs += double(n_visible[i]);
+  return pairs;
+}
+
 }  // namespace
 
+AttentionCounters attention_counters() {
+  AttentionCounters c;
+  c.calls = g_calls.load(std::memory_order_relaxed);
+  c.flops = double(g_flops.load(std::memory_order_relaxed));
+  c.seconds = 1e-9 * double(g_nanoseconds.load(std::memory_order_relaxed));
+  return c;
+}
+
 void attention_naive(const NaiveAttentionArgs& a, ThreadPool* pool) {
+  const CallTimer timer(2.0 * visible_pairs(a.n_visible, a.n_queries) * a.n_heads * (a.qk_dim + a.v_dim));
   attention_naive_at_level(cpu_features().level, a, pool);
 }
 
 void attention_absorbed(const AbsorbedAttentionArgs& a, ThreadPool* pool) {
+  // scores over latent + rope, then the weighted sum over the latent
+  const CallTimer timer(2.0 * visible_pairs(a.n_visible, a.n_queries) * a.n_heads *
+                        (2.0 * a.latent_dim + a.rope_dim));
   attention_absorbed_at_level(cpu_features().level, a, pool);
 }
 

@@ -47,6 +47,16 @@ void attention_naive_ref(const NaiveAttentionArgs& a);  // FP64 loops
 void attention_absorbed(const AbsorbedAttentionArgs& a, ThreadPool* pool = nullptr);
 void attention_absorbed_ref(const AbsorbedAttentionArgs& a);  // FP64 loops
 
+// Totals over every attention_naive / attention_absorbed call of this process so far: the wall time each call took
+// on its calling thread and the multiply-add FLOPs of its scores and weighted sums (2 per multiply-add), so that
+// benchmarks can report attention's share of a prefill and its rate against the machine's FMA peak.
+struct AttentionCounters {
+  uint64_t calls = 0;
+  double flops = 0;
+  double seconds = 0;
+};
+AttentionCounters attention_counters();
+
 // The same at an explicit ISA level (level <= the CPU's; the default entry points use cpu_features().level). All
 // levels give bitwise identical results.
 void attention_naive_at_level(IsaLevel level, const NaiveAttentionArgs& a, ThreadPool* pool);
