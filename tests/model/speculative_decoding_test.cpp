@@ -167,7 +167,9 @@ TEST(SpeculativeDecoding, GreedyOutputEqualsPlainForManyPrompts) {
       request.sampling.top_logprobs = 3;
     }
     Runs r = run_both(oracle, request, k);
-    if (i % 3 == 0) EXPECT_EQ(r.spec->tokens.back().top.size(), 3u);
+    if (i % 3 == 0) {
+      EXPECT_EQ(r.spec->tokens.back().top.size(), 3u);
+    }
     expect_same_outcome(r, "prompt " + std::to_string(i) + ", K = " + std::to_string(k));
     drafted += r.spec->stats.draft_tokens;
     accepted += r.spec->stats.accepted_draft_tokens;
