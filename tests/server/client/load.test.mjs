@@ -1,0 +1,42 @@
+// A bounded load test on loopback: 100 concurrent streaming chat requests (a fixed count, then it stops) on the
+// tiny model → no failure, every stream well-formed (each event parses, one role chunk, one finish_reason, usage,
+// [DONE] last), and the server's RSS after the run within 10% of before it.
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { MODEL_ID, startServer, waitForMetrics, parseSse } from './server.mjs';
+
+const CLIENTS = 100;
+
+async function stream(url, i) {
+  const r = await fetch(url + '/v1/chat/completions', { method: 'POST', headers: { 'Content-Type': 'application/json' },
+    body: JSON.stringify({ model: MODEL_ID, messages: [{ role: 'user', content: `Request ${i}: say something.` }],
+      max_tokens: 8, seed: i, ignore_eos: true, stream: true, stream_options: { include_usage: true } }) });
+  assert.equal(r.status, 200);
+  assert.match(r.headers.get('content-type'), /^text\/event-stream/);
+  const events = parseSse(await r.text());
+  assert.equal(events.at(-1), '[DONE]', `stream ${i} ends with [DONE]`);
+  const chunks = events.slice(0, -1);
+  assert.equal(chunks.filter((c) => c.choices[0]?.delta?.role === 'assistant').length, 1);
+  assert.equal(chunks.filter((c) => c.choices[0]?.finish_reason).length, 1);
+  assert.equal(chunks.at(-1).usage.completion_tokens, 8);
+  return chunks.map((c) => c.choices[0]?.delta?.content ?? '').join('');
+}
+
+test(`${CLIENTS} concurrent streams: 0 failures, well-formed, RSS within 10%`, async () => {
+  const server = await startServer(['--max-queue', '128']);
+  try {
+    await stream(server.url, -1);  // warm-up: the first request sizes the buffers
+    await stream(server.url, -2);
+    const before = server.rssKb();
+    const results = await Promise.allSettled(Array.from({ length: CLIENTS }, (_, i) => stream(server.url, i)));
+    const failures = results.filter((r) => r.status === 'rejected');
+    assert.equal(failures.length, 0, failures.map((f) => String(f.reason)).slice(0, 3).join('\n'));
+    const m = await waitForMetrics(server.url, (x) => x.deepmoe_num_requests_running === 0);
+    assert.equal(m.deepmoe_num_requests_waiting, 0);
+    assert.equal(m['deepmoe_requests_total{route="/v1/chat/completions",status="200"}'], CLIENTS + 2);
+    const after = server.rssKb();
+    assert.ok(after <= before * 1.10, `RSS ${before} kB before, ${after} kB after`);
+  } finally {
+    assert.deepEqual(await server.stop(), { code: 0, signal: null }, server.log());
+  }
+});
