@@ -17,9 +17,11 @@ function openStream(port, body) {
     const socket = net.connect(port, '127.0.0.1');
     let seen = '';
     socket.on('error', reject);
+    socket.on('close', () => reject(new Error('connection closed before the first event: ' + seen.slice(0, 200))));
     socket.on('data', (d) => {
       seen += d.toString();
-      if (seen.includes('data: {')) { socket.removeAllListeners('data'); resolve(socket); }
+      if (!seen.startsWith('HTTP/1.1 200')) { socket.destroy(); return; }
+      if (seen.includes('data: {')) { socket.removeAllListeners('data'); socket.removeAllListeners('close'); resolve(socket); }
     });
     socket.write(`POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: ${Buffer.byteLength(body)}\r\n\r\n${body}`);
   });
@@ -33,6 +35,8 @@ test('50 clients disconnect mid-stream: each request is cancelled, nothing leaks
     for (let round = 0; round < 5; round++) {
       const sockets = await Promise.all(Array.from({ length: 10 }, () => openStream(server.port, longStream(4000))));
       for (const s of sockets) s.destroy();
+      // Queued ones are noticed at their next heartbeat; each round starts on an idle server.
+      await waitForMetrics(server.url, idle);
     }
     const m = await waitForMetrics(server.url, (x) => idle(x) && x.deepmoe_requests_cancelled_total >= 50);
     assert.equal(m.deepmoe_requests_cancelled_total, 50);

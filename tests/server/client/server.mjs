@@ -14,6 +14,8 @@ export async function startServer(extraArgs = []) {
   });
   let log = '';
   let exited = null;
+  // A test runner that dies (timeout) must not leave servers behind.
+  process.on('exit', () => { if (!exited) child.kill('SIGKILL'); });
   const exit = new Promise((resolve) => child.on('exit', (code, signal) => { exited = { code, signal }; resolve(exited); }));
   const port = await new Promise((resolve, reject) => {
     const timer = setTimeout(() => reject(new Error('server did not print its port in 60 s:\n' + log)), 60000);
