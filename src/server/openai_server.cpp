@@ -11,6 +11,7 @@
 
 #include "core/error.h"
 #include "server/api_key.h"
+#include "server/chat_page.h"
 #include "server/openai_response.h"
 #include "server/server_metrics.h"
 
@@ -119,6 +120,11 @@ struct OpenAiServer::Impl {
     });
     http.set_logger([this](const httplib::Request& req, const httplib::Response& res) { log_access(req, res); });
 
+    http.Get("/", [](const httplib::Request&, httplib::Response& res) {
+      t_access.route = "/";
+      const std::string_view page = chat_page_html();
+      res.set_content(page.data(), page.size(), "text/html; charset=utf-8");
+    });
     http.Get("/health", [this](const httplib::Request&, httplib::Response& res) {
       t_access.route = "/health";
       switch (state.load()) {
