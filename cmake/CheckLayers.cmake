@@ -8,7 +8,7 @@ set(allowed_sampling core sampling)
 set(allowed_grammar core grammar)
 set(allowed_runtime core kernels parallel model tokenizer sampling grammar runtime)
 set(allowed_server core kernels parallel model tokenizer sampling grammar runtime server)
-set(allowed_train core kernels parallel model train)
+set(allowed_train core kernels parallel model tokenizer train)
 set(layers core kernels parallel model tokenizer sampling grammar runtime server train)
 
 file(GLOB_RECURSE files RELATIVE ${SRC_DIR} ${SRC_DIR}/*.h ${SRC_DIR}/*.cpp)
