@@ -418,12 +418,11 @@ TrainSummary train(const TrainerOptions& given, const RunControl& control) {
   summary.seconds = now_seconds() - t_start;
   summary.tokens_per_second = double(tokens_done) / std::max(summary.seconds, 1e-9);
   summary.gemm_fraction_of_peak = gemm_seconds > 0 ? gemm_flops / gemm_seconds / 1e9 / fma_peak : 0;
-  const size_t tail = std::max<size_t>(1, metrics.size() / 10);
+  const size_t tail = std::min(metrics.size(), std::max<size_t>(1, metrics.size() / 10));
   double loss = 0, load = 0;
-  for (size_t i = metrics.size() - std::min(tail, metrics.size()); i < metrics.size(); ++i)
+  for (size_t i = metrics.size() - tail; i < metrics.size(); ++i)
     loss += metrics[i]["loss"].get<double>(), load += metrics[i]["load_max_mean"].get<double>();
-  summary.train_loss = loss / double(std::min(tail, metrics.size()));
-  summary.load_max_over_mean = load / double(std::min(tail, metrics.size()));
+  if (tail > 0) summary.train_loss = loss / double(tail), summary.load_max_over_mean = load / double(tail);
   for (auto it = metrics.rbegin(); it != metrics.rend(); ++it)
     if (it->contains("val_loss")) {
       summary.val_loss = (*it)["val_loss"], summary.val_mtp_loss = (*it)["val_mtp_loss"];

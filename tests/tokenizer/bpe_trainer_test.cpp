@@ -36,7 +36,7 @@ TEST(BpeTrainer, WritesATokenizerThatLoadsAndRoundTrips) {
   const TrainedBpe bpe = train_bpe(text, opt);
   EXPECT_EQ(bpe.vocab_size(), 400);
   EXPECT_EQ(bpe.merges.size(), 400u - 256u - opt.special_tokens.size());
-  EXPECT_LT(bpe.tokens * 3, bpe.text_bytes);  // repeated text compresses well
+  EXPECT_LT(bpe.tokens * 2, bpe.text_bytes);  // merges span most pieces: over 2 bytes per token
 
   const std::string dir = testing::TempDir() + "/bpe_trainer_test";
   write_bpe_tokenizer(bpe, "", dir);
