@@ -4,7 +4,7 @@ BUILD ?= build
 JOBS ?= $(shell nproc)
 DEEPMOE := $(BUILD)/tools/deepmoe
 
-.PHONY: deps configure build demo test clean
+.PHONY: deps configure build demo default-model test clean
 
 deps:
 	./scripts/install-deps
@@ -15,14 +15,31 @@ configure: deps
 build: configure
 	cmake --build $(BUILD) -j$(JOBS)
 
-# The bundled default model: a deterministic tiny random checkpoint in the official layout (FP8 weights with
-# 128x128 block scales, the MTP layer, the DeepSeek-V3 tokenizer) until a trained model exists.
+# The bundled default model: a DeepSeek-V3-architecture model (4 layers, 16 routed experts + 1 shared, one MTP
+# module, its own BPE tokenizer) trained on tinyshakespeare by `deepmoe train` (docs/TRAINING.md). It is kept in
+# assets/default-model with its FP8 weights gzip-compressed; `make demo` unpacks it into models/default.
+# `make default-model` retrains it from scratch (about 40 minutes on two cores) and replaces the asset.
 DEFAULT_MODEL := models/default
-$(DEFAULT_MODEL)/config.json: | build
-	$(DEEPMOE) gen-model --preset tiny --seed 1 --out $(DEFAULT_MODEL)
+DEFAULT_MODEL_ASSET := assets/default-model
+DEFAULT_MODEL_RUN := $(BUILD)/default-model-run
+DEFAULT_MODEL_FILES := config.json tokenizer.json tokenizer_config.json
+$(DEFAULT_MODEL)/model.safetensors.gz: $(DEFAULT_MODEL_ASSET)/model.safetensors.gz
+	rm -rf $(DEFAULT_MODEL) && mkdir -p $(DEFAULT_MODEL)
+	cp $(addprefix $(DEFAULT_MODEL_ASSET)/,$(DEFAULT_MODEL_FILES)) $(DEFAULT_MODEL)/
+	gunzip -c $< > $(DEFAULT_MODEL)/model.safetensors
+	cp $< $@
 
-demo: build $(DEFAULT_MODEL)/config.json
-	$(DEEPMOE) generate -p "The capital of France is" -n 32 --seed 1
+demo: build $(DEFAULT_MODEL)/model.safetensors.gz
+	$(DEEPMOE) generate -p "ROMEO:" -n 80 --temperature 0.8 --top-k 40 --seed 1
+
+default-model: build
+	rm -rf $(DEFAULT_MODEL_RUN)
+	$(DEEPMOE) train --data data/tinyshakespeare.txt --out $(DEFAULT_MODEL_RUN) --preset shakespeare --vocab 1024 \
+	  --steps 450 --batch 16 --seq-len 128 --warmup 40 --lr 3e-3 --bias-gamma 0.01 --eval-every 50 \
+	  --eval-windows 24 --checkpoint-every 50 --seed 1
+	mkdir -p $(DEFAULT_MODEL_ASSET)
+	cp $(addprefix $(DEFAULT_MODEL_RUN)/,$(DEFAULT_MODEL_FILES) loss_curve.svg metrics.jsonl) $(DEFAULT_MODEL_ASSET)/
+	gzip -9 -n -c $(DEFAULT_MODEL_RUN)/model.safetensors > $(DEFAULT_MODEL_ASSET)/model.safetensors.gz
 
 # Before the main suite: the core and loading unit tests again under ASan + UBSan (build-asan), then each
 # libFuzzer target for FUZZ_SECONDS when clang++ exists (build-fuzz; new corpus entries stay in build-fuzz).
