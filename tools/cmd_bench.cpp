@@ -45,6 +45,7 @@
 #include "kernels/gemm.h"
 #include "model/config.h"
 #include "model/deepseek_model.h"
+#include "model/kv_block_pool.h"
 #include "model/model_summary.h"
 #include "model_run_options.h"
 #include "parallel/chrome_trace.h"
@@ -231,6 +232,14 @@ void run_bench(const BenchArgs& args) {
   load["machine_probe_bytes"] = probe.bytes();
   const uint64_t model_peak = load_hwm > probe.bytes() ? load_hwm - probe.bytes() : 0;
   load["peak_rss_over_file"] = double(model_peak) / double(std::max<uint64_t>(file_bytes, 1));
+  // The paged latent KV cache: (kv_lora_rank + rope dims) × dtype bytes per token per layer, and the budget a
+  // server takes by default (model/kv_block_pool.h).
+  const DType kv_dtype = model->options().kv_dtype;
+  const uint64_t kv_row_bytes = uint64_t(c.kv_lora_rank + c.qk_rope_head_dim) * dtype_size_bytes(kv_dtype);
+  load["kv_dtype"] = std::string(dtype_name(kv_dtype));
+  load["kv_bytes_per_token_per_layer"] = kv_row_bytes;
+  load["kv_bytes_per_token"] = kv_row_bytes * uint64_t(c.num_hidden_layers);
+  load["kv_default_budget_bytes"] = default_kv_budget_bytes(file_bytes, physical_memory_bytes());
   print_line(load);
 
   const auto measure_machine = [&](const std::string& before) {

@@ -66,6 +66,8 @@ void run_inspect(const InspectArgs& args) {
                        {"mtp_total", p.mtp_total},
                        {"mtp_active_per_token", p.mtp_active_per_token}};
     j["kv_bytes_per_token"] = {{"values_per_layer", kv.absorbed_values_per_layer},
+                               {"per_layer_f32", kv.absorbed_values_per_layer * 4},
+                               {"per_layer_bf16", kv.absorbed_values_per_layer * 2},
                                {"absorbed_f32", kv.absorbed_f32_bytes_per_token()},
                                {"absorbed_bf16", kv.absorbed_bf16_bytes_per_token()},
                                {"naive_bf16", kv.naive_bf16_bytes_per_token()}};
@@ -104,6 +106,9 @@ void run_inspect(const InspectArgs& args) {
   if (c.num_nextn_predict_layers > 0)
     std::printf("  MTP: %s unique (plus its stored copies of the shared embedding and head), %s active per token\n",
                 billions(p.mtp_total).c_str(), billions(p.mtp_active_per_token).c_str());
+  std::printf("KV cache per token per layer: %lld values (kv_lora_rank + rope dims) = %lld B FP32, %lld B BF16\n",
+              (long long)kv.absorbed_values_per_layer, (long long)kv.absorbed_values_per_layer * 4,
+              (long long)kv.absorbed_values_per_layer * 2);
   std::printf("KV cache per token (absorbed: %lld values x %lld layers): %llu B FP32, %llu B BF16 (naive BF16: %llu B)\n",
               (long long)kv.absorbed_values_per_layer, (long long)kv.layers,
               (unsigned long long)kv.absorbed_f32_bytes_per_token(),

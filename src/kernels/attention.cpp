@@ -87,6 +87,22 @@ double visible_pairs(const int64_t* n_visible, int64_t n_queries) {
   return pairs;
 }
 
+// The absorbed core's cache as rows of blocks; a contiguous cache is the single block *contiguous.
+CacheRowView cache_view(const AbsorbedAttentionArgs& a, const void* const* contiguous) {
+  CacheRowView v;
+  v.row = a.cache_row;
+  v.bf16 = a.cache_dtype == DType::BF16;
+  if (a.cache_blocks) {
+    DEEPMOE_CHECK(a.block_rows > 0, "attention: paged cache without rows per block");
+    v.blocks = a.cache_blocks;
+    v.block_rows = a.block_rows;
+  } else {
+    v.blocks = contiguous;
+    v.block_rows = std::max<int64_t>(a.n_context, 1);
+  }
+  return v;
+}
+
 }  // namespace
 
 AttentionCounters attention_counters() {
@@ -158,6 +174,8 @@ void attention_absorbed_at_level(IsaLevel level, const AbsorbedAttentionArgs& a,
   DEEPMOE_CHECK(a.cache_dtype == DType::F32 || a.cache_dtype == DType::BF16, "attention: cache dtype");
   const InnerLoops f = inner_loops(level);
   const int C = a.latent_dim, R = a.rope_dim, H = a.n_heads;
+  const void* contiguous = a.cache;
+  const CacheRowView view = cache_view(a, &contiguous);
   // Work item = (query, head group): a cache row is converted once per item and used by all its heads. The
   // group size is fixed (not derived from the thread count), and each head's arithmetic is the same in any group.
   constexpr int kHeadsPerTask = 8;
@@ -179,21 +197,20 @@ void attention_absorbed_at_level(IsaLevel level, const AbsorbedAttentionArgs& a,
     const int64_t n = a.n_visible[i];
     scores.assign(size_t(nh * n), 0.0f);
     auto load_row = [&](int64_t t) -> const float* {
-      if (a.cache_dtype == DType::F32) return static_cast<const float*>(a.cache) + t * a.cache_row;
-      convert_bf16_to_f32(static_cast<const uint16_t*>(a.cache) + t * a.cache_row, row.data(), size_t(C + R));
+      if (!view.bf16) return static_cast<const float*>(view.row_at(t));
+      convert_bf16_to_f32(static_cast<const uint16_t*>(view.row_at(t)), row.data(), size_t(C + R));
       return row.data();
     };
     if (level >= IsaLevel::Avx2) {
       // All heads of the group at once, with each head's arithmetic exactly the baseline's (attention_avx2.h,
       // attention_avx512.h).
-      const bool bf16 = a.cache_dtype == DType::BF16;
       if (level >= IsaLevel::Avx512) {  // three cache rows per pass, two heads per register
         rope_scores.resize(size_t(nh * n));
         q_pairs.resize(size_t(attention_detail::dot_heads_scratch_floats(std::max(C, R))));
-        attention_detail::dot_heads_rows_avx512(a.q_latent + (i * H + h0) * C, C, nh, a.cache, bf16, a.cache_row,
-                                                0, n, C, scores.data(), n, q_pairs.data());
-        attention_detail::dot_heads_rows_avx512(a.q_rope + (i * H + h0) * R, R, nh, a.cache, bf16, a.cache_row, C,
-                                                n, R, rope_scores.data(), n, q_pairs.data());
+        attention_detail::dot_heads_rows_avx512(a.q_latent + (i * H + h0) * C, C, nh, view, 0, n, C, scores.data(),
+                                                n, q_pairs.data());
+        attention_detail::dot_heads_rows_avx512(a.q_rope + (i * H + h0) * R, R, nh, view, C, n, R,
+                                                rope_scores.data(), n, q_pairs.data());
         for (size_t j = 0; j < size_t(nh * n); ++j) scores[j] = (scores[j] + rope_scores[j]) * a.scale;
       } else {
         float lat[kHeadsPerTask], rope[kHeadsPerTask];
@@ -207,7 +224,7 @@ void attention_absorbed_at_level(IsaLevel level, const AbsorbedAttentionArgs& a,
       for (int h = 0; h < nh; ++h) softmax_inplace(scores.data() + h * n, n);
       const auto weighted_rows =
           level >= IsaLevel::Avx512 ? attention_detail::weighted_rows_avx512 : attention_detail::weighted_rows_avx2;
-      weighted_rows(scores.data(), n, nh, a.cache, bf16, a.cache_row, n, C, a.out + (i * H + h0) * C, C);
+      weighted_rows(scores.data(), n, nh, view, n, C, a.out + (i * H + h0) * C, C);
       return;
     }
     for (int64_t t = 0; t < n; ++t) {
@@ -232,9 +249,11 @@ void attention_absorbed_at_level(IsaLevel level, const AbsorbedAttentionArgs& a,
 
 void attention_absorbed_ref(const AbsorbedAttentionArgs& a) {
   const int C = a.latent_dim, R = a.rope_dim, H = a.n_heads;
+  const void* contiguous = a.cache;
+  const CacheRowView view = cache_view(a, &contiguous);
   auto cache_at = [&](int64_t t, int d) -> double {
-    if (a.cache_dtype == DType::F32) return static_cast<const float*>(a.cache)[t * a.cache_row + d];
-    return bf16_to_f32(static_cast<const uint16_t*>(a.cache)[t * a.cache_row + d]);
+    if (!view.bf16) return static_cast<const float*>(view.row_at(t))[d];
+    return bf16_to_f32(static_cast<const uint16_t*>(view.row_at(t))[d]);
   };
   for (int64_t i = 0; i < a.n_queries; ++i)
     for (int h = 0; h < H; ++h) {

@@ -7,6 +7,9 @@
 // - naive: decompressed keys/values, scores = q·k over qk_dim per head, out = Σ p·v over v_dim.
 // - absorbed: W_UK already folded into q (q_latent [T, H, C]); the context is the cache rows [C latent | R rope key]
 //   shared by all heads, in FP32 or BF16; scores = q_latent·c + q_pe·k_pe, out = Σ p·c (W_UV applied later).
+//   The cache is one contiguous array or paged: fixed-size blocks of rows, each block contiguous, found through a
+//   table of block addresses (a paged KV cache grows without copying and shares blocks between sequences). Each
+//   output is the same arithmetic over the same rows in the same order either way, so paging changes no bit.
 #pragma once
 
 #include <cstdint>
@@ -40,6 +43,23 @@ struct AbsorbedAttentionArgs {
   int n_heads = 0, latent_dim = 0, rope_dim = 0;
   const int64_t* n_visible = nullptr;
   float scale = 1.0f;
+  // Paged cache: when cache_blocks is set, row t starts at element (t % block_rows) · cache_row of block
+  // cache_blocks[t / block_rows], and `cache` is not read.
+  const void* const* cache_blocks = nullptr;
+  int64_t block_rows = 0;
+};
+
+// The cache rows as the kernels address them: a contiguous cache is a single block.
+struct CacheRowView {
+  const void* const* blocks = nullptr;
+  int64_t block_rows = 0;  // rows per block
+  int64_t row = 0;         // elements from one row to the next within a block
+  bool bf16 = false;
+  // The first element of row t.
+  const void* row_at(int64_t t) const {
+    const int64_t elem_bytes = bf16 ? 2 : 4;
+    return static_cast<const char*>(blocks[t / block_rows]) + (t % block_rows) * row * elem_bytes;
+  }
 };
 
 void attention_naive(const NaiveAttentionArgs& a, ThreadPool* pool = nullptr);

@@ -60,22 +60,30 @@ float load_one(const void* cache, bool bf16, int64_t offset) {
 }
 
 template <int NH>
-void weighted_rows(const float* p, int64_t p_stride, const void* cache, bool bf16, int64_t row, int64_t n, int dim,
-                   float* out, int64_t out_stride) {
+void weighted_rows(const float* p, int64_t p_stride, const CacheRowView& cache, int64_t n, int dim, float* out,
+                   int64_t out_stride) {
+  const bool bf16 = cache.bf16;
+  const int64_t row = cache.row, block_rows = cache.block_rows;
   int d = 0;
   for (; d + 8 <= dim; d += 8) {
     __m256 y[NH];
     for (int h = 0; h < NH; ++h) y[h] = _mm256_setzero_ps();
-    for (int64_t t = 0; t < n; ++t) {
-      const __m256 x = load_row8(cache, bf16, t * row + d);
-      for (int h = 0; h < NH; ++h) y[h] = _mm256_add_ps(y[h], _mm256_mul_ps(_mm256_broadcast_ss(p + h * p_stride + t), x));
+    for (int64_t t0 = 0; t0 < n; t0 += block_rows) {  // block by block, rows in increasing t
+      const void* block = cache.blocks[t0 / block_rows];
+      const int64_t rows = n - t0 < block_rows ? n - t0 : block_rows;
+      const float* pt = p + t0;
+      for (int64_t t = 0; t < rows; ++t) {
+        const __m256 x = load_row8(block, bf16, t * row + d);
+        for (int h = 0; h < NH; ++h)
+          y[h] = _mm256_add_ps(y[h], _mm256_mul_ps(_mm256_broadcast_ss(pt + h * p_stride + t), x));
+      }
     }
     for (int h = 0; h < NH; ++h) _mm256_storeu_ps(out + h * out_stride + d, y[h]);
   }
   for (; d < dim; ++d)
     for (int h = 0; h < NH; ++h) {
       float y = 0;
-      for (int64_t t = 0; t < n; ++t) y += p[h * p_stride + t] * load_one(cache, bf16, t * row + d);
+      for (int64_t t = 0; t < n; ++t) y += p[h * p_stride + t] * load_one(cache.row_at(t), bf16, d);
       out[h * out_stride + d] = y;
     }
 }
@@ -95,17 +103,17 @@ void dot_heads_avx2(const float* q, int64_t q_stride, int nh, const float* c, in
   }
 }
 
-void weighted_rows_avx2(const float* p, int64_t p_stride, int nh, const void* cache, bool bf16, int64_t row,
-                        int64_t n, int dim, float* out, int64_t out_stride) {
+void weighted_rows_avx2(const float* p, int64_t p_stride, int nh, const CacheRowView& cache, int64_t n, int dim,
+                        float* out, int64_t out_stride) {
   switch (nh) {
-    case 1: return weighted_rows<1>(p, p_stride, cache, bf16, row, n, dim, out, out_stride);
-    case 2: return weighted_rows<2>(p, p_stride, cache, bf16, row, n, dim, out, out_stride);
-    case 3: return weighted_rows<3>(p, p_stride, cache, bf16, row, n, dim, out, out_stride);
-    case 4: return weighted_rows<4>(p, p_stride, cache, bf16, row, n, dim, out, out_stride);
-    case 5: return weighted_rows<5>(p, p_stride, cache, bf16, row, n, dim, out, out_stride);
-    case 6: return weighted_rows<6>(p, p_stride, cache, bf16, row, n, dim, out, out_stride);
-    case 7: return weighted_rows<7>(p, p_stride, cache, bf16, row, n, dim, out, out_stride);
-    default: return weighted_rows<8>(p, p_stride, cache, bf16, row, n, dim, out, out_stride);
+    case 1: return weighted_rows<1>(p, p_stride, cache, n, dim, out, out_stride);
+    case 2: return weighted_rows<2>(p, p_stride, cache, n, dim, out, out_stride);
+    case 3: return weighted_rows<3>(p, p_stride, cache, n, dim, out, out_stride);
+    case 4: return weighted_rows<4>(p, p_stride, cache, n, dim, out, out_stride);
+    case 5: return weighted_rows<5>(p, p_stride, cache, n, dim, out, out_stride);
+    case 6: return weighted_rows<6>(p, p_stride, cache, n, dim, out, out_stride);
+    case 7: return weighted_rows<7>(p, p_stride, cache, n, dim, out, out_stride);
+    default: return weighted_rows<8>(p, p_stride, cache, n, dim, out, out_stride);
   }
 }
 

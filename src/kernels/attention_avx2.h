@@ -5,6 +5,8 @@
 
 #include <cstdint>
 
+#include "kernels/attention.h"
+
 namespace deepmoe::attention_detail {
 
 // Σ a[i]·b[i]: lane j accumulates i ≡ j (mod 8) for i < n − n%8, summed ((0+1)+(2+3))+((4+5)+(6+7)), then the
@@ -18,9 +20,9 @@ void axpy_avx2(float alpha, const float* x, float* y, int n);
 //
 // out[h] = dot_avx2(q + h · q_stride, c, n) for h < nh.
 void dot_heads_avx2(const float* q, int64_t q_stride, int nh, const float* c, int n, float* out);
-// For h < nh: out[h · out_stride + d] = Σ_t p[h · p_stride + t] · row_t[d] for d < dim, summed from zero in
-// increasing t as by axpy_avx2, where row_t is cache row t (F32 or BF16, `row` elements apart).
-void weighted_rows_avx2(const float* p, int64_t p_stride, int nh, const void* cache, bool bf16, int64_t row,
-                        int64_t n, int dim, float* out, int64_t out_stride);
+// For h < nh: out[h · out_stride + d] = Σ_t p[h · p_stride + t] · row_t[d] for d < dim and t < n, summed from
+// zero in increasing t as by axpy_avx2, where row_t is row t of `cache` (F32 or BF16, contiguous or paged).
+void weighted_rows_avx2(const float* p, int64_t p_stride, int nh, const CacheRowView& cache, int64_t n, int dim,
+                        float* out, int64_t out_stride);
 
 }  // namespace deepmoe::attention_detail

@@ -38,16 +38,15 @@ __attribute__((always_inline)) inline __m512 load16(const void* cache, bool bf16
 }
 
 // The 8-lane partial dots of PAIRS head pairs (qp: per pair and 8-wide chunk, [head 2p | head 2p+1]) with RB
-// cache rows starting at `offset`, one chunk at a time in increasing order; lanes[(p · RB + r) · 16 + ...].
+// cache rows (rows[r] + col0 onwards), one chunk at a time in increasing order; lanes[(p · RB + r) · 16 + ...].
 template <int PAIRS, int RB>
-void dot_block(const float* qp, int chunks, const void* cache, bool bf16, int64_t row, int64_t offset,
-               float* lanes) {
+void dot_block(const float* qp, int chunks, const void* const* rows, bool bf16, int64_t col0, float* lanes) {
   __m512 acc[PAIRS][RB];
   for (int p = 0; p < PAIRS; ++p)
     for (int r = 0; r < RB; ++r) acc[p][r] = _mm512_setzero_ps();
   for (int s = 0; s < chunks; ++s) {
     __m512 cv[RB];
-    for (int r = 0; r < RB; ++r) cv[r] = load8_twice(cache, bf16, offset + r * row + 8 * s);
+    for (int r = 0; r < RB; ++r) cv[r] = load8_twice(rows[r], bf16, col0 + 8 * s);
     for (int p = 0; p < PAIRS; ++p) {
       const __m512 qv = _mm512_loadu_ps(qp + (int64_t(p) * chunks + s) * 16);
       for (int r = 0; r < RB; ++r) acc[p][r] = _mm512_add_ps(acc[p][r], _mm512_mul_ps(qv, cv[r]));
@@ -58,28 +57,35 @@ void dot_block(const float* qp, int chunks, const void* cache, bool bf16, int64_
 }
 
 template <int PAIRS>
-void dot_block_rows(int rb, const float* qp, int chunks, const void* cache, bool bf16, int64_t row, int64_t offset,
+void dot_block_rows(int rb, const float* qp, int chunks, const void* const* rows, bool bf16, int64_t col0,
                     float* lanes) {
   switch (rb) {
-    case 1: return dot_block<PAIRS, 1>(qp, chunks, cache, bf16, row, offset, lanes);
-    case 2: return dot_block<PAIRS, 2>(qp, chunks, cache, bf16, row, offset, lanes);
-    default: return dot_block<PAIRS, 3>(qp, chunks, cache, bf16, row, offset, lanes);
+    case 1: return dot_block<PAIRS, 1>(qp, chunks, rows, bf16, col0, lanes);
+    case 2: return dot_block<PAIRS, 2>(qp, chunks, rows, bf16, col0, lanes);
+    default: return dot_block<PAIRS, 3>(qp, chunks, rows, bf16, col0, lanes);
   }
 }
 
 template <int NH>
-void weighted(const float* p, int64_t p_stride, const void* cache, bool bf16, int64_t row, int64_t n, int dim,
-              float* out, int64_t out_stride) {
+void weighted(const float* p, int64_t p_stride, const CacheRowView& cache, int64_t n, int dim, float* out,
+              int64_t out_stride) {
+  const bool bf16 = cache.bf16;
+  const int64_t row = cache.row, block_rows = cache.block_rows;
   int d = 0;
   for (; d + 32 <= dim; d += 32) {
     __m512 y0[NH], y1[NH];
     for (int h = 0; h < NH; ++h) y0[h] = y1[h] = _mm512_setzero_ps();
-    for (int64_t t = 0; t < n; ++t) {
-      const __m512 x0 = load16(cache, bf16, t * row + d, 0xFFFF), x1 = load16(cache, bf16, t * row + d + 16, 0xFFFF);
-      for (int h = 0; h < NH; ++h) {
-        const __m512 ph = _mm512_set1_ps(p[h * p_stride + t]);
-        y0[h] = _mm512_add_ps(y0[h], _mm512_mul_ps(ph, x0));
-        y1[h] = _mm512_add_ps(y1[h], _mm512_mul_ps(ph, x1));
+    for (int64_t t0 = 0; t0 < n; t0 += block_rows) {  // block by block, rows in increasing t
+      const void* block = cache.blocks[t0 / block_rows];
+      const int64_t rows = n - t0 < block_rows ? n - t0 : block_rows;
+      const float* pt = p + t0;
+      for (int64_t t = 0; t < rows; ++t) {
+        const __m512 x0 = load16(block, bf16, t * row + d, 0xFFFF), x1 = load16(block, bf16, t * row + d + 16, 0xFFFF);
+        for (int h = 0; h < NH; ++h) {
+          const __m512 ph = _mm512_set1_ps(pt[h * p_stride + t]);
+          y0[h] = _mm512_add_ps(y0[h], _mm512_mul_ps(ph, x0));
+          y1[h] = _mm512_add_ps(y1[h], _mm512_mul_ps(ph, x1));
+        }
       }
     }
     for (int h = 0; h < NH; ++h) {
@@ -92,9 +98,15 @@ void weighted(const float* p, int64_t p_stride, const void* cache, bool bf16, in
     const __mmask16 mask = left >= 16 ? __mmask16(0xFFFF) : __mmask16((1u << left) - 1);
     __m512 y[NH];
     for (int h = 0; h < NH; ++h) y[h] = _mm512_setzero_ps();
-    for (int64_t t = 0; t < n; ++t) {
-      const __m512 x = load16(cache, bf16, t * row + d, mask);
-      for (int h = 0; h < NH; ++h) y[h] = _mm512_add_ps(y[h], _mm512_mul_ps(_mm512_set1_ps(p[h * p_stride + t]), x));
+    for (int64_t t0 = 0; t0 < n; t0 += block_rows) {
+      const void* block = cache.blocks[t0 / block_rows];
+      const int64_t rows = n - t0 < block_rows ? n - t0 : block_rows;
+      const float* pt = p + t0;
+      for (int64_t t = 0; t < rows; ++t) {
+        const __m512 x = load16(block, bf16, t * row + d, mask);
+        for (int h = 0; h < NH; ++h)
+          y[h] = _mm512_add_ps(y[h], _mm512_mul_ps(_mm512_set1_ps(pt[h * p_stride + t]), x));
+      }
     }
     for (int h = 0; h < NH; ++h) _mm512_mask_storeu_ps(out + h * out_stride + d, mask, y[h]);
   }
@@ -102,8 +114,9 @@ void weighted(const float* p, int64_t p_stride, const void* cache, bool bf16, in
 
 }  // namespace
 
-void dot_heads_rows_avx512(const float* q, int64_t q_stride, int nh, const void* cache, bool bf16, int64_t row,
-                           int64_t col0, int64_t n_rows, int n, float* out, int64_t out_stride, float* qp) {
+void dot_heads_rows_avx512(const float* q, int64_t q_stride, int nh, const CacheRowView& cache, int64_t col0,
+                           int64_t n_rows, int n, float* out, int64_t out_stride, float* qp) {
+  const bool bf16 = cache.bf16;
   const int chunks = n / 8, pairs = (nh + 1) / 2, tail0 = chunks * 8;
   for (int p = 0; p < pairs; ++p)  // pair p, chunk s: [head 2p lanes | head 2p + 1 lanes, zero if nh is odd]
     for (int s = 0; s < chunks; ++s)
@@ -115,35 +128,36 @@ void dot_heads_rows_avx512(const float* q, int64_t q_stride, int nh, const void*
   float lanes[4 * 3 * 16];
   for (int64_t t0 = 0; t0 < n_rows; t0 += 3) {
     const int rb = n_rows - t0 < 3 ? int(n_rows - t0) : 3;
-    const int64_t offset = t0 * row + col0;
+    const void* rows[3];  // the pass's rows may lie in two blocks of a paged cache
+    for (int r = 0; r < rb; ++r) rows[r] = cache.row_at(t0 + r);
     switch (pairs) {
-      case 1: dot_block_rows<1>(rb, qp, chunks, cache, bf16, row, offset, lanes); break;
-      case 2: dot_block_rows<2>(rb, qp, chunks, cache, bf16, row, offset, lanes); break;
-      case 3: dot_block_rows<3>(rb, qp, chunks, cache, bf16, row, offset, lanes); break;
-      default: dot_block_rows<4>(rb, qp, chunks, cache, bf16, row, offset, lanes); break;
+      case 1: dot_block_rows<1>(rb, qp, chunks, rows, bf16, col0, lanes); break;
+      case 2: dot_block_rows<2>(rb, qp, chunks, rows, bf16, col0, lanes); break;
+      case 3: dot_block_rows<3>(rb, qp, chunks, rows, bf16, col0, lanes); break;
+      default: dot_block_rows<4>(rb, qp, chunks, rows, bf16, col0, lanes); break;
     }
     for (int r = 0; r < rb; ++r)
       for (int h = 0; h < nh; ++h) {
         // dot_avx2's finish: the lane tree, plus the tail summed on its own.
         const float* l = lanes + ((h / 2) * rb + r) * 16 + (h % 2) * 8;
         float tail = 0;
-        for (int j = tail0; j < n; ++j) tail += q[h * q_stride + j] * load_one(cache, bf16, offset + r * row + j);
+        for (int j = tail0; j < n; ++j) tail += q[h * q_stride + j] * load_one(rows[r], bf16, col0 + j);
         out[h * out_stride + t0 + r] = ((l[0] + l[1]) + (l[2] + l[3])) + ((l[4] + l[5]) + (l[6] + l[7])) + tail;
       }
   }
 }
 
-void weighted_rows_avx512(const float* p, int64_t p_stride, int nh, const void* cache, bool bf16, int64_t row,
-                          int64_t n, int dim, float* out, int64_t out_stride) {
+void weighted_rows_avx512(const float* p, int64_t p_stride, int nh, const CacheRowView& cache, int64_t n, int dim,
+                          float* out, int64_t out_stride) {
   switch (nh) {
-    case 1: return weighted<1>(p, p_stride, cache, bf16, row, n, dim, out, out_stride);
-    case 2: return weighted<2>(p, p_stride, cache, bf16, row, n, dim, out, out_stride);
-    case 3: return weighted<3>(p, p_stride, cache, bf16, row, n, dim, out, out_stride);
-    case 4: return weighted<4>(p, p_stride, cache, bf16, row, n, dim, out, out_stride);
-    case 5: return weighted<5>(p, p_stride, cache, bf16, row, n, dim, out, out_stride);
-    case 6: return weighted<6>(p, p_stride, cache, bf16, row, n, dim, out, out_stride);
-    case 7: return weighted<7>(p, p_stride, cache, bf16, row, n, dim, out, out_stride);
-    default: return weighted<8>(p, p_stride, cache, bf16, row, n, dim, out, out_stride);
+    case 1: return weighted<1>(p, p_stride, cache, n, dim, out, out_stride);
+    case 2: return weighted<2>(p, p_stride, cache, n, dim, out, out_stride);
+    case 3: return weighted<3>(p, p_stride, cache, n, dim, out, out_stride);
+    case 4: return weighted<4>(p, p_stride, cache, n, dim, out, out_stride);
+    case 5: return weighted<5>(p, p_stride, cache, n, dim, out, out_stride);
+    case 6: return weighted<6>(p, p_stride, cache, n, dim, out, out_stride);
+    case 7: return weighted<7>(p, p_stride, cache, n, dim, out, out_stride);
+    default: return weighted<8>(p, p_stride, cache, n, dim, out, out_stride);
   }
 }
 

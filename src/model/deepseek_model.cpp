@@ -450,6 +450,36 @@ std::unique_ptr<Sequence> DeepseekModel::create_sequence() const {
   return s;
 }
 
+KvPools DeepseekModel::create_kv_pools(uint64_t budget_bytes, int64_t block_tokens) const {
+  const ModelConfig& c = impl_->cfg;
+  const KvLayout main{c.num_hidden_layers, c.kv_lora_rank, c.qk_rope_head_dim, impl_->opt.kv_dtype, block_tokens};
+  KvLayout mtp = main;
+  mtp.n_layers = 1;
+  // Each token takes a row in every main layer and, when MTP runs, one in the MTP layer.
+  const uint64_t layers = uint64_t(main.n_layers) + (impl_->has_mtp ? 1 : 0);
+  const uint64_t main_budget = layers > 0 ? uint64_t(double(budget_bytes) * double(main.n_layers) / double(layers)) : 0;
+  KvPools pools;
+  pools.main = std::make_shared<KvBlockPool>(main, KvBlockPool::blocks_for_budget(main, main_budget), true);
+  if (impl_->has_mtp)
+    pools.mtp = std::make_shared<KvBlockPool>(mtp, KvBlockPool::blocks_for_budget(mtp, budget_bytes - main_budget),
+                                              false);
+  return pools;
+}
+
+std::unique_ptr<Sequence> DeepseekModel::create_sequence(const KvPools& pools, std::span<const int32_t> prompt) const {
+  if (!pools.main) throw Error("create_sequence: no KV pool for the main layers");
+  const ModelConfig& c = impl_->cfg;
+  if (pools.main->layout().n_layers != c.num_hidden_layers || pools.main->layout().latent_dim != c.kv_lora_rank ||
+      pools.main->layout().rope_dim != c.qk_rope_head_dim)
+    throw Error("create_sequence: the KV pool's layout is not this model's");
+  auto s = std::make_unique<Sequence>();
+  s->main = KvCache(pools.main);
+  s->mtp = pools.mtp ? KvCache(pools.mtp)
+                     : KvCache(impl_->has_mtp ? 1 : 0, c.kv_lora_rank, c.qk_rope_head_dim, pools.main->layout().dtype);
+  if (!prompt.empty()) s->main.adopt_prefix(prompt);
+  return s;
+}
+
 Tensor DeepseekModel::forward(const std::vector<SequenceInput>& batch, Tensor* hidden) {
   Impl& m = *impl_;
   if (m.opt.rebalance_every > 0 && m.forward_calls > 0 && m.forward_calls % m.opt.rebalance_every == 0) rebalance();
@@ -488,7 +518,7 @@ Tensor DeepseekModel::forward(const std::vector<SequenceInput>& batch, Tensor* h
     auto mbs = m.split_micro_batches(m.micro_batch_count(T), x.data(), T, positions.data(), slices);
     m.run_blocks(blocks, mbs);
   }
-  for (const auto& s : slices) s.cache->advance(s.count);
+  for (const auto& in : batch) in.sequence->main.advance(in.tokens);  // with the tokens: full blocks are published
 
   // Rows asked for: [n_out, hidden] before the final norm, then norm + lm_head.
   std::vector<float> rows(static_cast<size_t>(n_out * H));

@@ -10,6 +10,7 @@
 
 #include <cstdint>
 #include <memory>
+#include <span>
 #include <string>
 #include <vector>
 
@@ -87,8 +88,16 @@ class DeepseekModel {
   const ModelOptions& options() const;
   bool has_mtp() const;
 
-  // A fresh sequence with an empty cache in the configured KV dtype.
+  // A fresh sequence with an empty cache in the configured KV dtype, in private pools that grow as needed.
   std::unique_ptr<Sequence> create_sequence() const;
+  // Block pools for the KV caches of many sequences within `budget_bytes` (split between the main layers and the
+  // MTP layer by their rows per token; default_kv_budget_bytes() in kv_block_pool.h gives a default), with the
+  // prefix cache on the main pool. `block_tokens` rows per block.
+  KvPools create_kv_pools(uint64_t budget_bytes, int64_t block_tokens = 64) const;
+  // A fresh sequence whose caches draw from `pools`; when a prompt is given, its longest cached prefix of full
+  // blocks is taken from the prefix cache (Sequence::cached_tokens(), at most prompt.size() − 1) and the caller
+  // runs forward() on the rest of the prompt only.
+  std::unique_ptr<Sequence> create_sequence(const KvPools& pools, std::span<const int32_t> prompt = {}) const;
 
   // Runs the batch and appends its tokens to the sequences' caches. Returns logits [n_requested, vocab_size] F32,
   // rows in batch order then logit_indices order. When `hidden` is given it receives the matching rows of the

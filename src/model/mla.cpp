@@ -79,9 +79,11 @@ void mla_forward(const ForwardContext& ctx, const AttentionWeights& w, const flo
       AbsorbedAttentionArgs a;
       a.q_latent = q_lat.data() + s.offset * H * C;
       a.q_rope = q_pe.data() + s.offset * H * R;
-      a.cache = s.cache->layer_data(s.cache_layer);
+      const CacheRowView view = s.cache->layer_view(s.cache_layer);  // paged: block addresses, rows per block
+      a.cache_blocks = view.blocks;
+      a.block_rows = view.block_rows;
       a.cache_dtype = s.cache->dtype();
-      a.cache_row = C + R;
+      a.cache_row = view.row;
       a.out = o_lat.data() + s.offset * H * C;
       a.n_queries = s.count;
       a.n_context = s.start + s.count;
@@ -99,7 +101,10 @@ void mla_forward(const ForwardContext& ctx, const AttentionWeights& w, const flo
       const int64_t n_ctx = s.start + s.count;
       // Decompress the whole context from the cache: kv_b(latent) → [n_ctx, H, nope + v].
       Scratch rows(n_ctx * (C + R)), latent(n_ctx * C), kvb(n_ctx * H * (nope + V));
-      convert_to_f32(s.cache->dtype(), s.cache->layer_data(s.cache_layer), rows.data(), rows.size());
+      const CacheRowView view = s.cache->layer_view(s.cache_layer);
+      for (int64_t t0 = 0; t0 < n_ctx; t0 += view.block_rows)  // block by block: [n_ctx, C + R] in FP32
+        convert_to_f32(s.cache->dtype(), view.blocks[t0 / view.block_rows], rows.data() + t0 * (C + R),
+                       size_t(std::min(view.block_rows, n_ctx - t0) * (C + R)));
       for (int64_t t = 0; t < n_ctx; ++t)
         for (int64_t j = 0; j < C; ++j) latent[size_t(t * C + j)] = rows[size_t(t * (C + R) + j)];
       linear(ctx, latent.data(), n_ctx, w.kv_b, kvb.data());
