@@ -35,8 +35,8 @@ demo: build $(DEFAULT_MODEL)/model.safetensors.gz
 default-model: build
 	rm -rf $(DEFAULT_MODEL_RUN)
 	$(DEEPMOE) train --data data/tinyshakespeare.txt --out $(DEFAULT_MODEL_RUN) --preset shakespeare --vocab 1024 \
-	  --steps 450 --batch 16 --seq-len 128 --warmup 40 --lr 3e-3 --bias-gamma 0.01 --eval-every 50 \
-	  --eval-windows 24 --checkpoint-every 50 --seed 1
+	  --steps 320 --batch 12 --seq-len 128 --warmup 30 --lr 3e-3 --bias-gamma 0.01 --eval-every 40 \
+	  --eval-windows 16 --checkpoint-every 40 --seed 1
 	mkdir -p $(DEFAULT_MODEL_ASSET)
 	cp $(addprefix $(DEFAULT_MODEL_RUN)/,$(DEFAULT_MODEL_FILES) loss_curve.svg metrics.jsonl) $(DEFAULT_MODEL_ASSET)/
 	gzip -9 -n -c $(DEFAULT_MODEL_RUN)/model.safetensors > $(DEFAULT_MODEL_ASSET)/model.safetensors.gz
