@@ -99,9 +99,12 @@ std::vector<int32_t> random_prompt(Rng& rng, int64_t vocab) {
 
 bool same_rows(const KvCache& a, const KvCache& b, int64_t rows) {
   if (a.length() < rows || b.length() < rows || a.n_layers() != b.n_layers() || a.dtype() != b.dtype()) return false;
-  const size_t bytes = static_cast<size_t>(rows * a.row_elems()) * dtype_size_bytes(a.dtype());
-  for (int64_t l = 0; l < a.n_layers(); ++l)
-    if (std::memcmp(a.layer_data(l), b.layer_data(l), bytes) != 0) return false;
+  const size_t row_bytes = static_cast<size_t>(a.row_elems()) * dtype_size_bytes(a.dtype());
+  for (int64_t l = 0; l < a.n_layers(); ++l) {
+    const CacheRowView va = a.layer_view(l), vb = b.layer_view(l);  // paged: row by row through the block tables
+    for (int64_t t = 0; t < rows; ++t)
+      if (std::memcmp(va.row_at(t), vb.row_at(t), row_bytes) != 0) return false;
+  }
   return true;
 }
 
