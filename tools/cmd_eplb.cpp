@@ -1,4 +1,4 @@
-// `deepmoe eplb FILE`: runs EPLB offline (issue 6). FILE is JSON
+// `deepmoe eplb FILE`: runs EPLB (the expert-parallel load balancer) offline. FILE is JSON
 //   {"weight": [[load per logical expert] per layer], "num_replicas": R, "num_groups": G, "num_nodes": N,
 //    "num_gpus": P}
 // and the policy is chosen as EPLB does (hierarchical when G % N == 0, else global). Prints JSON with phy2log,
@@ -10,6 +10,7 @@
 #include <nlohmann/json.hpp>
 #include <numeric>
 
+#include "checked_output.h"
 #include "command.h"
 #include "core/error.h"
 #include "core/mapped_file.h"
@@ -76,7 +77,7 @@ void run_eplb(const std::string& path, int indent) {
     out["gpu_load_after"] = after;
     out["max_over_mean_before"] = ratio_before;
     out["max_over_mean_after"] = ratio_after;
-    std::printf("%s\n", out.dump(indent).c_str());
+    write_stdout(out.dump(indent) + "\n");
   } catch (const Error& e) {
     throw e.with_file(path);
   }

@@ -11,6 +11,7 @@
 #include <optional>
 #include <string>
 
+#include "checked_output.h"
 #include "command.h"
 #include "generation_options.h"
 #include "speculative_options.h"
@@ -56,7 +57,7 @@ void print_json_tokens(const RequestState& state, const Tokenizer& tokenizer, bo
       }
       j["top_logprobs"] = std::move(top);
     }
-    std::printf("%s\n", j.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace).c_str());
+    write_stdout(j.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace) + "\n");
   }
 }
 
@@ -100,8 +101,9 @@ void run_generate(GenerateArgs args) {
   const bool text = args.output == "text";
   auto state = generator.generate(std::move(request), *sequence, [&](std::string_view piece) {
     if (!text) return;
-    std::fwrite(piece.data(), 1, piece.size(), stdout);
-    std::fflush(stdout);
+    // Checked per piece, so a full disk or closed pipe stops the generation at once.
+    write_stdout(piece);
+    flush_stdout();
   });
   if (text) {
     if (isatty(fileno(stdout)) && !state->text.empty() && state->text.back() != '\n') std::fputc('\n', stdout);
@@ -111,7 +113,7 @@ void run_generate(GenerateArgs args) {
   } else {
     print_json_tokens(*state, *loaded.tokenizer, args.request.sampling.logprobs);
   }
-  std::fflush(stdout);
+  flush_stdout();  // a failed write is reported with its reason, and no summary follows it
   print_summary(*state);
 }
 

@@ -6,7 +6,9 @@
 #include <memory>
 #include <nlohmann/json.hpp>
 
+#include "checked_output.h"
 #include "command.h"
+#include "core/error.h"
 #include "model/config.h"
 #include "model/model_summary.h"
 #include "model/safetensors.h"
@@ -34,7 +36,7 @@ std::string gigabytes(double bytes) {
   return buf;
 }
 
-void run_inspect(const InspectArgs& args) {
+void print_inspection(const InspectArgs& args) {
   const ModelConfig c = load_model_config(args.dir);
   const Checkpoint ckpt = Checkpoint::open(args.dir, Checkpoint::Populate::Never);
   std::vector<StoredTensor> stored;
@@ -75,11 +77,12 @@ void run_inspect(const InspectArgs& args) {
     j["tensors_by_dtype"] = s.tensors_by_dtype;
     j["total_bytes"] = s.total_bytes;
     j["files"] = ckpt.files().size();
+    j["random_weights"] = ckpt.random_weights();
     j["fp8_tensors"] = s.fp8_patterns;
     j["decode_weight_bytes_per_token"] = decode_bytes;
     j["missing"] = s.missing;
     j["unexpected"] = s.unexpected;
-    std::printf("%s\n", j.dump(2).c_str());
+    write_stdout(j.dump(2) + "\n");
     return;
   }
 
@@ -114,7 +117,8 @@ void run_inspect(const InspectArgs& args) {
               (unsigned long long)kv.absorbed_f32_bytes_per_token(),
               (unsigned long long)kv.absorbed_bf16_bytes_per_token(),
               (unsigned long long)kv.naive_bf16_bytes_per_token());
-  std::printf("weights: %s in %zu file(s)\n", gigabytes(double(s.total_bytes)).c_str(), ckpt.files().size());
+  std::printf("weights: %s in %zu safetensors file(s)%s\n", gigabytes(double(s.total_bytes)).c_str(),
+              ckpt.files().size(), ckpt.random_weights() ? ", random (written by deepmoe gen-model)" : "");
   for (const auto& [dtype, bytes] : s.bytes_by_dtype)
     std::printf("  %-8s %6lld tensors  %s\n", dtype.c_str(), (long long)s.tensors_by_dtype.at(dtype),
                 gigabytes(double(bytes)).c_str());
@@ -135,12 +139,26 @@ void run_inspect(const InspectArgs& args) {
   }
 }
 
+void run_inspect(InspectArgs args) {
+  const bool defaulted = args.dir.empty();
+  if (defaulted) args.dir = default_model_dir();
+  try {
+    print_inspection(args);
+  } catch (const Error& e) {
+    if (defaulted && e.context().file.starts_with(args.dir))
+      throw Error(e.message() + " (the default model; run `make demo` to create it, or name a model folder)",
+                  e.context());
+    throw;
+  }
+}
+
 CommandRegistration registration{{"inspect", "Show a checkpoint's architecture, parameter counts, bytes by dtype, "
                                              "KV bytes per token and FP8 tensors",
                                   [](CLI::App& sub) {
                                     auto args = std::make_shared<InspectArgs>();
-                                    sub.add_option("dir", args->dir, "Model folder (config.json + safetensors)")
-                                        ->required();
+                                    sub.add_option("dir", args->dir,
+                                                   "Model folder (config.json + safetensors); default: "
+                                                   "$DEEPMOE_MODEL or the bundled model made by `make demo`");
                                     sub.add_flag("--json", args->json, "One JSON object instead of text");
                                     sub.callback([args] { run_inspect(*args); });
                                   }}};

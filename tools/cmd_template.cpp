@@ -5,13 +5,15 @@
 #include <nlohmann/json.hpp>
 
 #include <cstdio>
-#include <fstream>
 #include <iostream>
 #include <iterator>
 #include <memory>
+#include <sstream>
 
+#include "checked_output.h"
 #include "command.h"
 #include "core/error.h"
+#include "core/mapped_file.h"
 #include "tokenizer/chat_template.h"
 
 namespace deepmoe::tools {
@@ -24,8 +26,7 @@ struct TemplateOptions {
 };
 
 void render_jsonl(const ChatTemplate& tmpl, const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  if (!in) throw Error("cannot open " + path);
+  std::istringstream in(read_text_file(path));
   std::string line, out;
   size_t line_no = 0;
   while (std::getline(in, line)) {
@@ -52,7 +53,7 @@ void render_jsonl(const ChatTemplate& tmpl, const std::string& path) {
       throw Error(where + e.what());
     }
   }
-  std::fwrite(out.data(), 1, out.size(), stdout);
+  write_stdout(out);
 }
 
 void run(const TemplateOptions& opt) {
@@ -64,7 +65,7 @@ void run(const TemplateOptions& opt) {
   }
   std::string text((std::istreambuf_iterator<char>(std::cin)), std::istreambuf_iterator<char>());
   std::string rendered = tmpl.render(parse_chat_messages(text), opt.generation_prompt);
-  std::fwrite(rendered.data(), 1, rendered.size(), stdout);
+  write_stdout(rendered);
 }
 
 CommandRegistration registration{

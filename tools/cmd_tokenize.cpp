@@ -1,19 +1,23 @@
-// `deepmoe tokenize`: the model's tokenizer from the command line. Stdin text → one "id<TAB>piece" line per
-// token; or --jsonl FILE with one {"text": ...} per line → one {"ids": [...]} per line (the golden files' format,
-// so any such file can be checked against HF).
+// `deepmoe tokenize`: the model's tokenizer from the command line. Stdin text → one "id<TAB>text" line per
+// token (its bytes, escaped to stay on one line; --pieces: tokenizer.json's spelling instead); or --jsonl FILE
+// with one {"text": ...} per line → one {"ids": [...]} per line (the golden files' format, so any such file can
+// be checked against HF).
 #include <CLI/CLI.hpp>
 #include <nlohmann/json.hpp>
 
 #include <cstdio>
-#include <fstream>
 #include <iostream>
 #include <iterator>
 #include <memory>
+#include <sstream>
 
+#include "checked_output.h"
 #include "command.h"
 #include "core/error.h"
+#include "core/mapped_file.h"
 #include "core/thread_pool.h"
 #include "tokenizer/tokenizer.h"
+#include "tokenizer/utf8.h"
 
 namespace deepmoe::tools {
 namespace {
@@ -23,12 +27,12 @@ struct TokenizeOptions {
   std::string jsonl;
   bool add_special = false;
   bool no_parse_special = false;
+  bool pieces = false;
   int threads = 0;
 };
 
 void tokenize_jsonl(const Tokenizer& tok, const TokenizeOptions& opt) {
-  std::ifstream in(opt.jsonl, std::ios::binary);
-  if (!in) throw Error("cannot open " + opt.jsonl);
+  std::istringstream in(read_text_file(opt.jsonl));
   std::vector<std::string> texts;
   std::string line;
   size_t line_no = 0;
@@ -52,14 +56,51 @@ void tokenize_jsonl(const Tokenizer& tok, const TokenizeOptions& opt) {
     out += nlohmann::json{{"ids", ids}}.dump();
     out += '\n';
   }
-  std::fwrite(out.data(), 1, out.size(), stdout);
+  write_stdout(out);
+}
+
+// A token's bytes as readable text on one line: valid UTF-8 as is; backslash, tab, newline and carriage return as
+// \\ \t \n \r; other control bytes and bytes that are not (yet) a whole UTF-8 character — a token may hold part
+// of one — as \xNN. Unescaping the column gives back the exact bytes.
+std::string escaped_bytes(std::string_view bytes) {
+  std::string out;
+  char hex[8];
+  for (size_t i = 0; i < bytes.size();) {
+    const unsigned char c = static_cast<unsigned char>(bytes[i]);
+    uint32_t cp = 0;
+    const size_t n = c < 0x80 ? 1 : utf8::decode(bytes.substr(i), &cp);
+    if (c == '\\') {
+      out += "\\\\";
+    } else if (c == '\t') {
+      out += "\\t";
+    } else if (c == '\n') {
+      out += "\\n";
+    } else if (c == '\r') {
+      out += "\\r";
+    } else if (n == 0 || c < 0x20 || c == 0x7f) {
+      std::snprintf(hex, sizeof hex, "\\x%02X", c);
+      out += hex;
+    } else {
+      out.append(bytes.substr(i, n));
+      i += n;
+      continue;
+    }
+    ++i;
+  }
+  return out;
 }
 
 void tokenize_stdin(const Tokenizer& tok, const TokenizeOptions& opt) {
   std::string text((std::istreambuf_iterator<char>(std::cin)), std::istreambuf_iterator<char>());
+  if (std::cin.bad()) throw Error("cannot read standard input");
+  std::string out;
   for (int32_t id : tok.encode(text, opt.add_special, !opt.no_parse_special)) {
-    std::printf("%d\t%s\n", id, tok.token_piece(id).c_str());
+    out += std::to_string(id);
+    out += '\t';
+    out += opt.pieces ? tok.token_piece(id) : escaped_bytes(tok.token_bytes(id));
+    out += '\n';
   }
+  write_stdout(out);
 }
 
 void run(const TokenizeOptions& opt) {
@@ -73,13 +114,17 @@ void run(const TokenizeOptions& opt) {
 }
 
 CommandRegistration registration{
-    {"tokenize", "Print token ids/pieces of stdin text, or encode a JSONL file of {\"text\": ...}",
+    {"tokenize", "Print the token ids of stdin text with each token's text, or encode a JSONL file of "
+                 "{\"text\": ...}",
      [](CLI::App& sub) {
        auto opt = std::make_shared<TokenizeOptions>();
        sub.add_option("-m,--model", opt->model_dir, "Model folder with tokenizer.json (default: bundled model)");
        sub.add_option("--jsonl", opt->jsonl, "Read {\"text\": ...} lines, write {\"ids\": [...]} lines");
        sub.add_flag("--add-special", opt->add_special, "Add BOS/EOS as tokenizer_config.json says");
        sub.add_flag("--no-parse-special", opt->no_parse_special, "Encode special-token text as plain text");
+       sub.add_flag("--pieces", opt->pieces,
+                    "Show each token as tokenizer.json spells it (byte-level alphabet: \"Ġ\" for a space) instead "
+                    "of its text");
        sub.add_option("-t,--threads", opt->threads, "Threads for --jsonl (default: all)")->check(CLI::NonNegativeNumber);
        sub.callback([opt] { run(*opt); });
      }}};

@@ -7,8 +7,6 @@
 
 #include <cerrno>
 #include <cstring>
-#include <fstream>
-#include <sstream>
 
 #include "core/error.h"
 
@@ -65,18 +63,36 @@ MappedFile::~MappedFile() {
 }
 
 std::string read_text_file(const std::string& path, size_t max_bytes) {
-  std::ifstream in(path, std::ios::binary);
-  if (!in) throw Error(std::string("cannot open: ") + std::strerror(errno), {.file = path});
-  in.seekg(0, std::ios::end);
-  std::streamoff size = in.tellg();
-  if (size < 0) throw Error("cannot read", {.file = path});
-  if (uint64_t(size) > max_bytes)
-    throw Error("file is " + std::to_string(size) + " bytes, more than the limit of " + std::to_string(max_bytes),
-                {.file = path});
-  in.seekg(0);
-  std::string s(size_t(size), '\0');
-  in.read(s.data(), size);
-  if (!in) throw Error("cannot read", {.file = path});
+  // open + fstat rather than an ifstream: an ifstream "opens" a directory and then reports its size as
+  // 2^63 - 1, so a folder given for a text file would read as an absurd size instead of what it is.
+  const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd < 0) throw Error(std::string("cannot open: ") + std::strerror(errno), {.file = path});
+  struct FdCloser {
+    int fd;
+    ~FdCloser() { ::close(fd); }
+  } closer{fd};
+  struct stat st {};
+  if (::fstat(fd, &st) != 0) throw Error(std::string("cannot stat: ") + std::strerror(errno), {.file = path});
+  if (S_ISDIR(st.st_mode)) throw Error("is a directory, not a file", {.file = path});
+  auto too_big = [&](uint64_t bytes) {
+    return Error("file is " + std::to_string(bytes) + " bytes, more than the limit of " + std::to_string(max_bytes),
+                 {.file = path});
+  };
+  if (S_ISREG(st.st_mode) && uint64_t(st.st_size) > max_bytes) throw too_big(uint64_t(st.st_size));
+  // Read to the end rather than trusting st_size: pipes and /dev/stdin have none.
+  std::string s;
+  if (S_ISREG(st.st_mode)) s.reserve(size_t(st.st_size));
+  char buf[1 << 16];
+  while (true) {
+    const ssize_t n = ::read(fd, buf, sizeof buf);
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      throw Error(std::string("cannot read: ") + std::strerror(errno), {.file = path});
+    }
+    if (n == 0) break;
+    if (s.size() + size_t(n) > max_bytes) throw too_big(uint64_t(s.size()) + uint64_t(n));
+    s.append(buf, size_t(n));
+  }
   return s;
 }
 

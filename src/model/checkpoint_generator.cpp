@@ -15,6 +15,7 @@
 #include "core/mapped_file.h"
 #include "core/thread_pool.h"
 #include "kernels/quantize.h"
+#include "model/safetensors.h"
 
 namespace deepmoe {
 namespace {
@@ -379,9 +380,9 @@ std::vector<Shard> plan_shards(const std::vector<TensorSpec>& layout, uint64_t m
 }
 
 // The safetensors header for the shard: tensors in write order, padded with spaces to 8-byte alignment.
-std::string shard_header(const std::vector<TensorSpec>& layout, const Shard& shard) {
+std::string shard_header(const std::vector<TensorSpec>& layout, const Shard& shard, uint64_t seed) {
   nlohmann::ordered_json h;
-  h["__metadata__"] = {{"format", "pt"}};
+  h["__metadata__"] = {{"format", "pt"}, {kRandomWeightsMetadataKey, "seed " + std::to_string(seed)}};
   uint64_t offset = 0;
   for (size_t i = shard.begin; i < shard.end; ++i) {
     const TensorSpec& t = layout[i];
@@ -480,18 +481,22 @@ GeneratedCheckpoint generate_checkpoint(const GeneratorOptions& options, const s
   result.files.push_back("config.json");
 
   const std::vector<Shard> shards = plan_shards(layout, options.max_shard_bytes);
+  uint64_t total_bytes = 0, written_bytes = 0;
+  for (const TensorSpec& t : layout) total_bytes += t.nbytes();
   TensorWriter writer(options.seed, pool);
   nlohmann::ordered_json weight_map = nlohmann::ordered_json::object();
   for (const Shard& shard : shards) {
     const std::string path = (dir / shard.file).string();
     OutputFile file(path);
-    const std::string header = shard_header(layout, shard);
+    const std::string header = shard_header(layout, shard, options.seed);
     const uint64_t header_len = header.size();  // little-endian u64 (x86-64)
     file.write(&header_len, 8);
     file.write(header.data(), header.size());
     for (size_t i = shard.begin; i < shard.end; ++i) {
       writer.write(layout[i], file);
       weight_map[layout[i].name] = shard.file;
+      written_bytes += layout[i].nbytes();
+      if (options.progress) options.progress(written_bytes, total_bytes);
     }
     file.close();
     result.files.push_back(shard.file);

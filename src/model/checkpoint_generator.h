@@ -8,6 +8,7 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <string>
 #include <vector>
 
@@ -27,6 +28,8 @@ struct GeneratorOptions {
   uint64_t seed = 0;
   uint64_t max_shard_bytes = uint64_t(4) << 30;  // more tensor bytes than this → index.json + shards
   std::string tokenizer_dir;                     // tokenizer.json + tokenizer_config.json to copy; "" = none
+  // Called on the calling thread after each tensor is written: tensor bytes written so far and in all.
+  std::function<void(uint64_t written_bytes, uint64_t total_bytes)> progress;
 };
 
 std::vector<std::string> checkpoint_preset_names();

@@ -12,6 +12,7 @@
 #include "core/checked_math.h"
 #include "core/error.h"
 #include "core/mapped_file.h"
+#include "core/warning.h"
 
 namespace deepmoe {
 namespace {
@@ -326,8 +327,18 @@ void populate_if_fits(const Checkpoint& c, Checkpoint::Populate populate) {
 
 Checkpoint Checkpoint::open(const std::string& dir, Populate populate) {
   Checkpoint c = open_unpopulated(dir);
+  if (c.random_weights())
+    warn_once("checkpoint.random_weights:" + dir,
+              dir + " holds random weights (written by deepmoe gen-model for tests and benchmarks): its output is "
+                    "meaningless text");
   populate_if_fits(c, populate);
   return c;
+}
+
+bool Checkpoint::random_weights() const {
+  for (const auto& f : files_)
+    if (f->metadata().count(kRandomWeightsMetadataKey)) return true;
+  return false;
 }
 
 Checkpoint Checkpoint::open_unpopulated(const std::string& dir) {

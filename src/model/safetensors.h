@@ -77,6 +77,10 @@ class SafetensorsFile {
 // in the folder (no "/", no "..": path traversal is rejected); every shard listed exists and is a valid
 // safetensors file; every weight_map entry names a tensor actually in that shard; a tensor found in two shards,
 // or in a shard but missing from weight_map, is an error.
+// __metadata__ key that `deepmoe gen-model` writes into every shard it makes: the weights are random numbers, so a
+// model loaded from them produces meaningless text (its value says how they were drawn).
+inline constexpr char kRandomWeightsMetadataKey[] = "deepmoe_random_weights";
+
 class Checkpoint {
  public:
   // IfFitsInMemory (for running a model): when all shards together take at most 3/4 of physical memory, their pages
@@ -96,6 +100,8 @@ class Checkpoint {
   const std::vector<std::shared_ptr<SafetensorsFile>>& files() const { return files_; }
   // The file holding `name` (for error messages and inspection).
   const std::string& file_of(std::string_view name) const;
+  // True when a shard carries kRandomWeightsMetadataKey (opening such a checkpoint warns once, core/warning.h).
+  bool random_weights() const;
 
  private:
   static Checkpoint open_unpopulated(const std::string& dir);

@@ -1,10 +1,24 @@
 #include "tokenizer/tokenizer.h"
 
+#include <string>
+
 #include "core/thread_pool.h"
+#include "core/warning.h"
 #include "tokenizer/tokenizer_impl.h"
 #include "tokenizer/utf8.h"
 
 namespace deepmoe {
+namespace {
+
+// Models pad their vocabulary past the tokenizer's last id (V3: 129280 rows, 128815 tokens); a sampled padding id
+// has no text, which is easy to miss when it silently decodes to nothing.
+void warn_id_without_token(int32_t id, int32_t vocab_size) {
+  warn_once("tokenizer.id_without_token",
+            "token id " + std::to_string(id) + " has no entry in the tokenizer (its ids are 0.." +
+                std::to_string(vocab_size - 1) + "); such ids decode to no text");
+}
+
+}  // namespace
 
 Tokenizer::Tokenizer(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
 Tokenizer::~Tokenizer() = default;
@@ -12,6 +26,8 @@ Tokenizer::~Tokenizer() = default;
 std::vector<int32_t> Tokenizer::encode(std::string_view text, bool add_special, bool parse_special) const {
   std::string repaired;
   if (!utf8::is_valid(text)) {
+    warn_once("tokenizer.invalid_utf8",
+              "the text to encode is not valid UTF-8; each invalid byte sequence was replaced by U+FFFD");
     repaired = utf8::repair(text);
     text = repaired;
   }
@@ -48,7 +64,10 @@ std::vector<std::vector<int32_t>> Tokenizer::encode_batch(std::span<const std::s
 std::string Tokenizer::decode(std::span<const int32_t> ids, bool skip_special) const {
   std::string raw;
   for (int32_t id : ids) {
-    if (id < 0 || id >= vocab_size()) continue;
+    if (id < 0 || id >= vocab_size()) {
+      warn_id_without_token(id, vocab_size());
+      continue;
+    }
     if (skip_special && impl_->special[id]) continue;
     raw += impl_->bytes[id];
   }
@@ -81,6 +100,7 @@ StreamingDetokenizer::StreamingDetokenizer(const Tokenizer& tokenizer, bool skip
 
 std::string StreamingDetokenizer::push(int32_t id) {
   if (skip_special_ && tokenizer_.is_special(id)) return {};
+  if (id < 0 || id >= tokenizer_.vocab_size()) warn_id_without_token(id, tokenizer_.vocab_size());
   pending_ += tokenizer_.token_bytes(id);
   // Everything but a trailing proper prefix of a sequence is final: lossy decoding of it cannot change when
   // more bytes arrive.

@@ -8,6 +8,7 @@
 
 #include "core/error.h"
 #include "core/mapped_file.h"
+#include "core/warning.h"
 #include "tokenizer/byte_level.h"
 #include "tokenizer/deepseek_v3_pre_tokenizer.h"
 #include "tokenizer/tokenizer_impl.h"
@@ -377,9 +378,20 @@ std::unique_ptr<Tokenizer> Tokenizer::load(const std::string& dir) {
     throw Error("file is " + std::to_string(tokenizer_json->size()) + " bytes, more than the limit of " +
                     std::to_string(kMaxTokenizerJsonBytes),
                 ErrorContext{tokenizer_path.string(), "", ""});
-  std::string config_json = fs::exists(config_path) ? read_text_file(config_path.string()) : std::string();
-  return from_json(std::string_view(reinterpret_cast<const char*>(tokenizer_json->data()), tokenizer_json->size()),
-                   config_json, tokenizer_path.string());
+  const bool has_config = fs::exists(config_path);
+  std::string config_json = has_config ? read_text_file(config_path.string()) : std::string();
+  auto tokenizer =
+      from_json(std::string_view(reinterpret_cast<const char*>(tokenizer_json->data()), tokenizer_json->size()),
+                config_json, tokenizer_path.string());
+  // Without tokenizer_config.json, BOS/EOS come from tokenizer.json alone; for DeepSeek models that means no BOS
+  // before a prompt, which changes every output without any error.
+  if (!has_config)
+    warn_once("tokenizer.no_config:" + dir,
+              "no tokenizer_config.json in " + dir + ": " +
+                  (tokenizer->add_bos() ? std::string("BOS comes from tokenizer.json alone")
+                                        : std::string("no BOS token is added to prompts")) +
+                  ", and there is no chat template");
+  return tokenizer;
 }
 
 }  // namespace deepmoe

@@ -84,12 +84,102 @@ TEST_F(Cli, TemplateJsonlReproducesTheGoldenRendering) {
   for (size_t i = 0; i < rows.size(); ++i) EXPECT_EQ(rows[i]["rendered"], golden[i]["rendered"]) << i;
 }
 
-TEST_F(Cli, TokenizeStdinPrintsIdsAndPieces) {
+TEST_F(Cli, TokenizeStdinPrintsIdsAndText) {
   Result r = run("tokenize -m '" + kModel + "'", "Hello world!");
   ASSERT_EQ(r.status, 0) << r.err;
-  EXPECT_EQ(r.out, "19923\tHello\n2058\tĠworld\n3\t!\n");
+  EXPECT_EQ(r.out, "19923\tHello\n2058\t world\n3\t!\n");
+  EXPECT_EQ(r.err, "");
   Result bos = run("tokenize --add-special -m '" + kModel + "'", "Hello");
   EXPECT_EQ(bos.out, "0\t<｜begin▁of▁sentence｜>\n19923\tHello\n");
+  // --pieces: tokenizer.json's byte-level spelling.
+  Result pieces = run("tokenize --pieces -m '" + kModel + "'", "Hello world!");
+  EXPECT_EQ(pieces.out, "19923\tHello\n2058\tĠworld\n3\t!\n");
+}
+
+// Undoes the text column's escapes (\\ \t \n \r \xNN).
+std::string unescape(const std::string& s) {
+  std::string out;
+  for (size_t i = 0; i < s.size(); ++i) {
+    if (s[i] != '\\') {
+      out += s[i];
+      continue;
+    }
+    const char c = s.at(++i);
+    if (c == 'x') {
+      out += char(std::stoi(s.substr(i + 1, 2), nullptr, 16));
+      i += 2;
+    } else {
+      out += c == 't' ? '\t' : c == 'n' ? '\n' : c == 'r' ? '\r' : c;
+    }
+  }
+  return out;
+}
+
+// The text column, unescaped and joined, is the input again: line breaks, tabs, backslashes, control bytes and
+// characters split across tokens (CJK, emoji) included; each line is one id and one field.
+TEST_F(Cli, TokenizeTextColumnRoundTrips) {
+  const std::string text = "Line one\n\tindented \\path\r\n日本語のテキスト 🎉🎉 \x01 done";
+  Result r = run("tokenize -m '" + kModel + "'", text);
+  ASSERT_EQ(r.status, 0) << r.err;
+  std::istringstream lines(r.out);
+  std::string line, joined;
+  size_t count = 0, escaped_hex = 0;
+  while (std::getline(lines, line)) {
+    const size_t tab = line.find('\t');
+    ASSERT_NE(tab, std::string::npos) << line;
+    ASSERT_EQ(line.find('\t', tab + 1), std::string::npos) << line;
+    std::stoi(line.substr(0, tab));
+    escaped_hex += line.find("\\x") != std::string::npos;
+    joined += unescape(line.substr(tab + 1));
+    ++count;
+  }
+  EXPECT_EQ(joined, text);
+  EXPECT_GT(count, 10u);
+  EXPECT_GT(escaped_hex, 0u);  // the control byte, at least
+}
+
+// Writes that fail (a full disk) and inputs that are not files are errors with the OS's reason, not exit 0.
+TEST_F(Cli, WriteErrorsAndFolderInputsFail) {
+  auto to_dev_full = [&](const std::string& args, const std::string& input) {
+    std::ofstream(dir_ / "stdin", std::ios::binary) << input;
+    const std::string cmd = "'" + kTool + "' " + args + " < '" + (dir_ / "stdin").string() + "' > /dev/full 2> '" +
+                            (dir_ / "stderr").string() + "'";
+    const int raw = std::system(cmd.c_str());
+    return Result{WIFEXITED(raw) ? WEXITSTATUS(raw) : -1, "", slurp(dir_ / "stderr")};
+  };
+  if (!fs::exists("/dev/full")) GTEST_SKIP() << "no /dev/full";
+  for (const auto& [args, input] : std::vector<std::pair<std::string, std::string>>{
+           {"tokenize -m '" + kModel + "'", "Hello world!"},
+           {"tokenize -m '" + kModel + "' --jsonl '" + kGolden + "/tokenizer_deepseek_v3.jsonl'", ""},
+           {"template -g -m '" + kModel + "'", R"([{"role":"user","content":"Hi"}])"},
+           {"template -m '" + kModel + "' --jsonl '" + kGolden + "/chat_template_deepseek_v3.jsonl'", ""}}) {
+    const Result r = to_dev_full(args, input);
+    EXPECT_EQ(r.status, 1) << args;
+    EXPECT_NE(r.err.find("cannot write to standard output: No space left on device"), std::string::npos)
+        << args << ": " << r.err;
+  }
+  for (const char* command : {"tokenize", "template"}) {
+    const Result r = run(std::string(command) + " -m '" + kModel + "' --jsonl '" + dir_.string() + "'");
+    EXPECT_EQ(r.status, 1) << command;
+    EXPECT_NE(r.err.find(dir_.string() + ": is a directory"), std::string::npos) << command << ": " << r.err;
+    EXPECT_EQ(r.out, "");
+  }
+}
+
+TEST_F(Cli, TokenizerWarningsGoToStderrOnce) {
+  Result r = run("tokenize -m '" + kModel + "'", "a\xff b\xfe c");
+  ASSERT_EQ(r.status, 0) << r.err;
+  EXPECT_EQ(r.err, "deepmoe: warning: the text to encode is not valid UTF-8; each invalid byte sequence was "
+                   "replaced by U+FFFD\n");
+  fs::create_directories(dir_ / "no_config");
+  fs::copy_file(fs::path(kModel) / "tokenizer.json", dir_ / "no_config" / "tokenizer.json");
+  Result bare = run("tokenize --add-special -m '" + (dir_ / "no_config").string() + "'", "Hello");
+  ASSERT_EQ(bare.status, 0) << bare.err;
+  EXPECT_EQ(bare.out, "19923\tHello\n");  // no BOS: what the warning says
+  EXPECT_NE(bare.err.find("deepmoe: warning: no tokenizer_config.json in " + (dir_ / "no_config").string() +
+                          ": no BOS token is added to prompts"),
+            std::string::npos)
+      << bare.err;
 }
 
 TEST_F(Cli, TemplateStdinRendersMessages) {

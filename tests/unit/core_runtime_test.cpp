@@ -1,5 +1,6 @@
 // Tensor views, the thread pool's deterministic partitioning, mapped files and error context.
 #include <gtest/gtest.h>
+#include <unistd.h>
 
 #include <atomic>
 #include <chrono>
@@ -8,13 +9,16 @@
 #include <numeric>
 #include <set>
 #include <stdexcept>
+#include <string>
 #include <thread>
+#include <vector>
 
 #include "core/checked_math.h"
 #include "core/error.h"
 #include "core/mapped_file.h"
 #include "core/tensor.h"
 #include "core/thread_pool.h"
+#include "core/warning.h"
 
 using namespace deepmoe;
 
@@ -179,6 +183,37 @@ TEST(MappedFile, MapsContentsAndNamesMissingFiles) {
   }
   EXPECT_THROW(read_text_file(path, 4), Error);
   std::remove(path.c_str());
+}
+
+// A folder is named as one (an ifstream took it for a file of 2^63 - 1 bytes); pipes are read to their end.
+TEST(ReadTextFile, FoldersAreNamedAndPipesAreRead) {
+  const std::string dir = ::testing::TempDir();
+  try {
+    read_text_file(dir);
+    FAIL() << "expected an error";
+  } catch (const Error& e) {
+    EXPECT_EQ(e.message(), "is a directory, not a file");
+    EXPECT_EQ(e.context().file, dir);
+  }
+  int fds[2];
+  ASSERT_EQ(::pipe(fds), 0);
+  ASSERT_EQ(::write(fds[1], "piped text", 10), 10);
+  ::close(fds[1]);
+  const std::string path = "/proc/self/fd/" + std::to_string(fds[0]);
+  EXPECT_EQ(read_text_file(path), "piped text");
+  ::close(fds[0]);
+}
+
+TEST(Warnings, EachKeyIsReportedOnceThroughTheHandler) {
+  reset_warnings();
+  std::vector<std::string> seen;
+  const WarningHandler previous = set_warning_handler([&](std::string_view m) { seen.emplace_back(m); });
+  EXPECT_TRUE(warn_once("a", "first a"));
+  EXPECT_FALSE(warn_once("a", "second a"));
+  EXPECT_TRUE(warn_once("b", "first b"));
+  set_warning_handler(previous);
+  reset_warnings();
+  EXPECT_EQ(seen, (std::vector<std::string>{"first a", "first b"}));
 }
 
 TEST(Error, CarriesContextInItsMessage) {
