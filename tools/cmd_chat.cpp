@@ -1,19 +1,26 @@
-// `deepmoe chat`: an interactive conversation. Each user line is added to the history, the whole history is
+// `deepmoe chat`: an interactive conversation. Each message is added to the history, the whole history is
 // rendered with the model's chat template and the reply streams to stdout; the KV cache of the previous turns
 // is reused (the rendered history only grows, so only the new turn is prefilled). When the conversation and the
 // room for a reply would no longer fit the context, the oldest turns (a user message and its reply) are dropped,
-// the system prompt kept, with a notice on stderr (issue 5). "/exit", "/quit" or end of input (Ctrl-D) end it;
-// "/reset" starts a new conversation. Works on a terminal and with stdin piped.
+// the system prompt kept, with a notice on stderr. Input, multi-line messages and the slash commands (/help,
+// /reset, /save FILE, /exit) are read by chat_repl.h; Ctrl-C stops the reply being written, not the chat. Works
+// on a terminal and with stdin piped.
 #include <CLI/CLI.hpp>
 
+#include <nlohmann/json.hpp>
 #include <unistd.h>
 
 #include <algorithm>
+#include <cerrno>
+#include <csignal>
 #include <cstdio>
-#include <iostream>
+#include <cstring>
 #include <memory>
+#include <optional>
 #include <string>
 
+#include "chat_repl.h"
+#include "checked_output.h"
 #include "command.h"
 #include "core/error.h"
 #include "generation_options.h"
@@ -35,11 +42,49 @@ struct ChatArgs {
   bool stats = false;
 };
 
-std::string trim(const std::string& s) {
-  const size_t begin = s.find_first_not_of(" \t\r\n");
-  if (begin == std::string::npos) return {};
-  const size_t end = s.find_last_not_of(" \t\r\n");
-  return s.substr(begin, end - begin + 1);
+// Set by SIGINT while a reply is being written: Ctrl-C stops that reply, not the chat.
+volatile std::sig_atomic_t g_reply_interrupted = 0;
+
+void on_sigint(int) { g_reply_interrupted = 1; }
+
+// Thrown from the text callback to stop the reply; the generator leaves the sequence's cache consistent (the
+// next turn reuses the prefix the conversation still shares with it).
+struct ReplyInterrupted {};
+
+// While alive, Ctrl-C interrupts the current reply instead of ending the process.
+class InterruptReplyOnSigint {
+ public:
+  InterruptReplyOnSigint() {
+    g_reply_interrupted = 0;
+    struct sigaction action {};
+    action.sa_handler = on_sigint;
+    action.sa_flags = SA_RESTART;  // a write to the terminal in progress completes rather than failing
+    sigemptyset(&action.sa_mask);
+    sigaction(SIGINT, &action, &previous_);
+  }
+  ~InterruptReplyOnSigint() { sigaction(SIGINT, &previous_, nullptr); }
+
+ private:
+  struct sigaction previous_ {};
+};
+
+// The conversation as JSON messages, the form `deepmoe template` and OpenAI's API read.
+void save_transcript(const std::string& path, const std::vector<ChatMessage>& history) {
+  nlohmann::ordered_json messages = nlohmann::ordered_json::array();
+  for (const ChatMessage& m : history) {
+    nlohmann::ordered_json message;
+    message["role"] = m.role;
+    message["content"] = m.content.value_or("");
+    messages.push_back(std::move(message));
+  }
+  const std::string text = messages.dump(2, ' ', false, nlohmann::json::error_handler_t::replace) + "\n";
+  std::FILE* f = std::fopen(path.c_str(), "wb");
+  if (!f) throw Error(std::string("cannot create: ") + std::strerror(errno), {path, "", ""});
+  const bool written = std::fwrite(text.data(), 1, text.size(), f) == text.size();
+  const int write_errno = errno;
+  const bool closed = std::fclose(f) == 0;
+  if (!written || !closed)
+    throw Error(std::string("cannot write: ") + std::strerror(written ? errno : write_errno), {path, "", ""});
 }
 
 void run_chat(const ChatArgs& args) {
@@ -67,26 +112,45 @@ void run_chat(const ChatArgs& args) {
     throw Error("-n " + std::to_string(reply_room) + " leaves no room for a prompt in the context of " +
                 std::to_string(context) + " tokens");
   if (interactive)
-    std::fprintf(stderr, "chatting with %s — /exit or Ctrl-D to end, /reset to start over\n", loaded.dir.c_str());
+    std::fprintf(stderr, "chatting with %s — /help for commands, Ctrl-C stops a reply, /exit or Ctrl-D ends\n",
+                 loaded.dir.c_str());
 
-  std::string line;
-  while (true) {
-    if (interactive) {
-      std::fputs("> ", stdout);
-      std::fflush(stdout);
-    }
-    if (!std::getline(std::cin, line)) {
-      if (interactive) std::fputc('\n', stdout);
-      break;
-    }
-    const std::string input = trim(line);
-    if (input.empty()) continue;
-    if (input == "/exit" || input == "/quit") break;
-    if (input == "/reset") {
-      history.resize(base_messages);
+  ChatLineReader reader(interactive);
+  while (std::optional<ChatInput> input = reader.read()) {
+    if (input->kind == ChatInput::Kind::Command) {
+      const std::string& name = input->text;
+      if (name == "exit" || name == "quit") break;
+      if (name == "help") {
+        std::fputs(chat_help_text(), stderr);
+      } else if (name == "reset") {
+        const size_t messages = history.size() - base_messages;
+        if (interactive && messages > 0 && !reader.confirm("Forget the " + std::to_string(messages) +
+                                                           " message(s) of this conversation?")) {
+          std::fprintf(stderr, "[kept the conversation]\n");
+          continue;
+        }
+        history.resize(base_messages);
+        std::fprintf(stderr, "[new conversation: %zu message(s) forgotten%s]\n", messages,
+                     base_messages ? ", the system prompt kept" : "");
+      } else if (name == "save") {
+        if (input->argument.empty()) {
+          std::fprintf(stderr, "[/save needs a file name: /save FILE]\n");
+          continue;
+        }
+        try {
+          save_transcript(input->argument, history);
+          std::fprintf(stderr, "[saved %zu message(s) to %s]\n", history.size(), input->argument.c_str());
+        } catch (const Error& e) {
+          std::fprintf(stderr, "[not saved: %s]\n", e.what());
+        }
+      } else {
+        std::fprintf(stderr, "[unknown command /%s: /help lists the commands; start with // to send a message "
+                             "that begins with /]\n",
+                     name.c_str());
+      }
       continue;
     }
-    history.push_back({"user", input});
+    history.push_back({"user", input->text});
     auto encode = [&] {
       const std::string rendered = chat_template.render(history, /*add_generation_prompt=*/true);
       return loaded.tokenizer->encode(rendered, /*add_special=*/false, /*parse_special=*/true);
@@ -110,24 +174,38 @@ void run_chat(const ChatArgs& args) {
       continue;
     }
     GenerationRequest request = make_request(args.request, std::move(prompt), context, kDefaultReplyTokens);
-    auto state = generator.generate(std::move(request), *sequence, [](std::string_view piece) {
-      std::fwrite(piece.data(), 1, piece.size(), stdout);
-      std::fflush(stdout);
-    });
-    std::fputc('\n', stdout);
-    std::fflush(stdout);
-    history.push_back({"assistant", state->text});
-    if (args.stats) {
+    std::string reply;
+    std::unique_ptr<RequestState> state;
+    {
+      InterruptReplyOnSigint ctrl_c_stops_the_reply;
+      try {
+        state = generator.generate(std::move(request), *sequence, [&](std::string_view piece) {
+          reply += piece;
+          write_stdout(piece);
+          flush_stdout();
+          if (g_reply_interrupted) throw ReplyInterrupted{};
+        });
+      } catch (const ReplyInterrupted&) {
+      }
+    }
+    write_stdout("\n");
+    flush_stdout();
+    if (!state) std::fprintf(stderr, "[reply stopped]\n");
+    // An interrupted reply stays in the history as far as it was written, as the user saw it.
+    history.push_back({"assistant", reply});
+    if (args.stats && state) {
       const GenerationStats& s = state->stats;
       std::fprintf(stderr, "[prompt %lld tokens (%lld cached), generated %lld tokens, finish %s, %.2f tok/s%s]\n",
                    (long long)s.prompt_tokens, (long long)s.cached_prompt_tokens, (long long)s.generated_tokens,
                    finish_reason_name(state->finish), s.decode_tokens_per_second(), speculative_summary(s).c_str());
     }
   }
+  if (interactive) std::fputc('\n', stdout);
 }
 
 CommandRegistration registration{
-    {"chat", "Interactive chat using the model's chat template (multi-turn; /exit or Ctrl-D ends)",
+    {"chat", "Interactive chat using the model's chat template (multi-turn; /help lists the commands, /exit or "
+             "Ctrl-D ends)",
      [](CLI::App& sub) {
        auto args = std::make_shared<ChatArgs>();
        add_model_options(sub, args->model);
