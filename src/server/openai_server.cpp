@@ -96,6 +96,8 @@ struct OpenAiServer::Impl {
     const int threads = std::max(options.http_threads, 4);
     http.new_task_queue = [threads] { return new httplib::ThreadPool(size_t(threads)); };
     http.set_payload_max_length(options.max_body_bytes);
+    // Streamed tokens are small writes; without TCP_NODELAY, Nagle holds each one until the previous is acked.
+    http.set_tcp_nodelay(true);
     http.set_pre_routing_handler([](const httplib::Request&, httplib::Response&) {
       t_access = AccessRecord{};
       t_access.started = true;
