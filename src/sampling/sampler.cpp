@@ -52,8 +52,10 @@ void Sampler::set_prompt(std::span<const int32_t> prompt) {
 
 void Sampler::accept(int32_t token) { history_.push_back(token); }
 
-void Sampler::penalize(std::span<const float> logits, std::span<const int32_t> pending) {
+void Sampler::penalize(std::span<const float> logits, std::span<const int32_t> pending,
+                       std::span<const uint64_t> allowed) {
   work_.assign(logits.begin(), logits.end());
+  if (!allowed.empty()) apply_allowed_tokens(work_, allowed);
   std::vector<int32_t> extended;
   std::span<const int32_t> history(history_);
   if (!pending.empty()) {
@@ -95,9 +97,9 @@ TokenDistribution Sampler::distribution(std::span<const float> logits, std::span
   return out;
 }
 
-SampledToken Sampler::sample(std::span<const float> logits) {
+SampledToken Sampler::sample(std::span<const float> logits, std::span<const uint64_t> allowed) {
   DEEPMOE_CHECK(!logits.empty());
-  penalize(logits, {});
+  penalize(logits, {}, allowed);
   SampledToken out;
   if (params_.temperature == 0.0) {
     out.token = argmax(work_);

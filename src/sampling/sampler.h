@@ -41,8 +41,10 @@ class Sampler {
   // Sets the prompt, which the repetition penalty looks at; clears generated tokens.
   void set_prompt(std::span<const int32_t> prompt);
 
-  // Chooses the next token from `logits` (one per vocabulary entry) and records it as generated.
-  SampledToken sample(std::span<const float> logits);
+  // Chooses the next token from `logits` (one per vocabulary entry) and records it as generated. With
+  // `allowed` (a token bitmask, e.g. a grammar's), only tokens whose bit is set can be chosen: the mask is
+  // applied before every other stage. Log-probabilities stay those of the model's own distribution.
+  SampledToken sample(std::span<const float> logits, std::span<const uint64_t> allowed = {});
 
   // Records a token chosen elsewhere (a forced or draft-verified token) as generated.
   void accept(int32_t token);
@@ -68,7 +70,8 @@ class Sampler {
   std::vector<float> work_;       // penalized logits
 
   // work_ = logits after the repetition and presence/frequency penalties over history_ + pending.
-  void penalize(std::span<const float> logits, std::span<const int32_t> pending);
+  void penalize(std::span<const float> logits, std::span<const int32_t> pending,
+                std::span<const uint64_t> allowed = {});
   // The tempered, filtered candidates of work_ in id order (temperature > 0).
   std::vector<Candidate> filtered_candidates(int64_t vocab_size) const;
 };

@@ -194,4 +194,12 @@ int32_t draw(std::span<const Candidate> candidates, double u) {
   return last_possible;  // u * total rounded up to the full sum: the last token that has any probability
 }
 
+void apply_allowed_tokens(std::span<float> logits, std::span<const uint64_t> allowed) {
+  const float minus_inf = -std::numeric_limits<float>::infinity();
+  for (size_t id = 0; id < logits.size(); ++id) {
+    const size_t word = id >> 6;
+    if (word >= allowed.size() || !((allowed[word] >> (id & 63)) & 1)) logits[id] = minus_inf;
+  }
+}
+
 }  // namespace deepmoe

@@ -26,6 +26,11 @@ void apply_repetition_penalty(std::span<float> logits, std::span<const int32_t> 
 void apply_presence_frequency_penalties(std::span<float> logits, std::span<const int32_t> generated,
                                         double presence, double frequency);
 
+// The grammar mask stage, first in the chain: logits of tokens whose bit in `allowed` is clear (bit id % 64
+// of word id / 64; ids past the mask included) become -inf. The sampler knows nothing of grammars: any
+// producer of such a bitmask (the grammar layer's token masks) plugs in here.
+void apply_allowed_tokens(std::span<float> logits, std::span<const uint64_t> allowed);
+
 // The index of the largest logit; the lowest index wins a tie. -1 when no logit is greater than -inf.
 int32_t argmax(std::span<const float> logits);
 

@@ -160,6 +160,35 @@ TEST(Sampler, GreedyIsArgmaxAfterPenalties) {
   EXPECT_EQ(second.sample(test_logits()).token, 11);  // 3 → 1.1 and 4 → 0.95 now, so 11 (1.7) leads
 }
 
+TEST(Sampler, AllowedMaskComesBeforeEveryStage) {
+  // Greedy picks the best allowed token; sampling never leaves the mask, even with top-k 1 (which, applied
+  // before the mask, would keep only a disallowed token).
+  const std::vector<float> logits = test_logits();
+  std::vector<uint64_t> allowed(1, 0);
+  allowed[0] |= uint64_t(1) << 4;
+  allowed[0] |= uint64_t(1) << 11;
+  SamplingParams greedy;
+  greedy.temperature = 0.0;
+  Sampler g(greedy);
+  EXPECT_EQ(g.sample(logits).token, 3);
+  EXPECT_EQ(g.sample(logits, allowed).token, 4);  // 3 is best overall but masked
+  SamplingParams p;
+  p.temperature = 1.5;
+  p.top_k = 1;
+  p.seed = 7;
+  Sampler s(p);
+  for (int i = 0; i < 50; ++i) EXPECT_EQ(s.sample(logits, allowed).token, 4);
+  SamplingParams wide;
+  wide.temperature = 2.0;
+  wide.seed = 3;
+  Sampler w(wide);
+  std::map<int32_t, int> seen;
+  for (int i = 0; i < 400; ++i) ++seen[w.sample(logits, allowed).token];
+  EXPECT_EQ(seen.size(), 2u);
+  EXPECT_GT(seen[4], 0);
+  EXPECT_GT(seen[11], 0);
+}
+
 TEST(Sampler, SameSeedReproducesDifferentSeedDiffers) {
   SamplingParams p;
   p.temperature = 1.0;
