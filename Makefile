@@ -45,7 +45,8 @@ default-model: build
 # libFuzzer target for FUZZ_SECONDS when clang++ exists (build-fuzz; new corpus entries stay in build-fuzz).
 # ctest's summary of the main suite is the last thing printed.
 FUZZ_SECONDS ?= 60
-FUZZ_TARGETS := fuzz_safetensors_header:safetensors fuzz_model_config:config fuzz_api_request:api_request
+FUZZ_TARGETS := fuzz_safetensors_header:safetensors fuzz_model_config:config fuzz_api_request:api_request \
+  fuzz_json_schema:json_schema fuzz_gbnf:gbnf
 test: build
 	cmake -S . -B build-asan -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo -DDEEPMOE_SANITIZE=ON \
 	  -DDEEPMOE_BUILD_BENCH=OFF -DDEEPMOE_WITH_MPI=OFF
