@@ -1,5 +1,5 @@
 // `deepmoe bench DIR`: end-to-end speed of a checkpoint as ratios to this machine's limits, measured in the same
-// run (DESIGN.md §7; issue 4 "Speed"). One JSON line per case:
+// run (DESIGN.md §7). One JSON line per case:
 //   load     — peak RSS while loading vs the checkpoint's tensor bytes (FP8 weights are used in place from the mmap)
 //   machine  — STREAM-triad bandwidth and FP32 FMA peak (core/machine_limits.h), measured right before each
 //              timed case on triad arrays allocated before the checkpoint is loaded (see run_bench); each case's

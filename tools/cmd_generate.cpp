@@ -1,6 +1,6 @@
 // `deepmoe generate`: one prompt in, streamed text out (stdout), a one-line summary on stderr. With --output json
 // (implied by --logprobs N) it prints one JSON object per generated token instead: the token, its text, and with
-// --logprobs its log-probability and the N most likely alternatives (issue 5).
+// --logprobs its log-probability and the N most likely alternatives.
 #include <CLI/CLI.hpp>
 #include <nlohmann/json.hpp>
 

@@ -1,13 +1,13 @@
 // `deepmoe logits -m DIR --ids 0,42,7 [--ids ...] [--positions all|last] [--format json|f32|digest] [--out FILE]`:
 // the logits of token sequences, each run as one request from an empty cache (one prefill from position 0), written
-// so other implementations can be compared with ours (issue 4):
+// so other implementations can be compared with ours:
 //   json    one JSON object per request per line (JSON Lines; a single request is a single JSON document), every
 //           float in its shortest form that reads back to the same float32;
 //   f32     raw little-endian float32 behind a small header (layout in kF32FormatHelp, also in --help);
 //   digest  one line per logits row: FNV-1a of the float bits and the top entries (short, diffable).
 // Under `mpirun -np N` the requests are spread over the ranks (request i on rank i mod N, data-parallel attention,
 // experts partitioned across ranks), the rows are gathered on rank 0 and rank 0 writes them — byte for byte the
-// output of a single process, since combine sums the top-k contributions in a fixed order (issue 6).
+// output of a single process, since combine sums the top-k contributions in a fixed order.
 #include <CLI/CLI.hpp>
 
 // Compiled in once the model's forward pass (src/model/deepseek_model.cpp) is part of the build.
@@ -196,7 +196,7 @@ void run_logits(const LogitsArgs& args) {
   }
 }
 
-// model.forward(batch), or with --rebalance-after K (issue 6, live rebalance): each request's first min(K, n - 1)
+// model.forward(batch), or with --rebalance-after K (live rebalance): each request's first min(K, n - 1)
 // tokens in one forward call, then a rebalance of the experts (EPLB on the statistics of that call, weights moved
 // between ranks), then the rest — the same rows, which must be bitwise those of one uninterrupted call.
 Tensor forward_across_rebalance(DeepseekModel& model, const std::vector<SequenceInput>& batch, int64_t after) {

@@ -47,7 +47,7 @@ struct ModelRunArgs {
                                           int& rebalance_every) {
     sub.add_option("--redundant-experts", redundant_experts,
                    "Extra routed-expert replicas per MoE layer over all ranks; each rank hosts (experts + N) / ranks "
-                   "slots (issue 6)")
+                   "slots")
         ->check(CLI::NonNegativeNumber)
         ->capture_default_str();
     sub.add_option("--micro-batches", micro_batches,

@@ -1,7 +1,7 @@
 // The thread pool that kernels share. parallel_for splits work into fixed contiguous chunks; parallel_for_balanced
 // lets idle workers take over the rest of a slow one's share. Kernels keep each output element's reduction order
-// independent of the partition, so results depend on neither the thread count nor who ran what (batch invariance,
-// issue 4).
+// independent of the partition, so results depend on neither the thread count nor who ran what (batch
+// invariance).
 #pragma once
 
 #include <atomic>

@@ -2,7 +2,7 @@
 //
 // Queries are the T new tokens of one sequence; query i sees the first n_visible[i] context entries (causal:
 // start_pos + i + 1). Each (query, head) output is computed by the same loop in the same order whatever the
-// number of queries, the thread count or the partition, so results are batch invariant (issue 4).
+// number of queries, the thread count or the partition, so results are batch invariant.
 //
 // - naive: decompressed keys/values, scores = q·k over qk_dim per head, out = Σ p·v over v_dim.
 // - absorbed: W_UK already folded into q (q_latent [T, H, C]); the context is the cache rows [C latent | R rope key]

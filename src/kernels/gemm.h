@@ -1,5 +1,5 @@
 // Block-scaled GEMM C[M,N] = A[M,K] · W[N,K]ᵀ with FP32 promotion per 128-wide K block — DeepGEMM's contract
-// (reference/deepseek_v3_system.md §2, §5): for each K block kb the partial dot product p is computed on its own
+// (DeepSeek-V3 report, §2, §5): for each K block kb the partial dot product p is computed on its own
 // and then promoted into the FP32 accumulator, acc += p · scale(kb).
 //
 // Modes (they matter for F8_E4M3 weights only; F32 and BF16 weights always multiply FP32 activations):
@@ -7,7 +7,7 @@
 // - W8A8:  A is quantized 1x128 first (kernels/quantize.h, power-of-two scales off); scale = a_scale · w_scale.
 // - W8A16: A is rounded to BF16; scale = weight_scale_inv[n/128, kb].
 //
-// Batch invariance (issue 4): C[i, j] is bitwise the same whatever M is, whichever row tile or code path
+// Batch invariance: C[i, j] is bitwise the same whatever M is, whichever row tile or code path
 // computes it, whatever the thread count, and in grouped_gemm as in gemm. Every path follows one reduction order
 // per output element: lane l of 16 owns the k ≡ l (mod 16). In each K block, lane l's partial is one fused-
 // multiply-add chain over its k in increasing order, starting from zero; it is promoted into the lane's own FP32

@@ -1,4 +1,4 @@
-// The DeepSeek-V3 / V2 forward pass on CPU (issue 4; reference/deepseek_v3_system.md §1): load a Hugging Face
+// The DeepSeek-V3 / V2 forward pass on CPU (DeepSeek-V3 report, §1): load a Hugging Face
 // checkpoint folder (FP8 weights used in place from the mmap, BF16/F32 also accepted) and run batches of
 // sequences — varlen prefill and decode in one call — returning logits only for the positions asked for.
 //
@@ -34,7 +34,7 @@ struct ModelOptions {
   AttentionMode attention = AttentionMode::Absorbed;
   int threads = 0;                        // worker threads; 0 = one per hardware thread
   bool load_mtp = true;                   // load model.layers.{num_hidden_layers}.* when the checkpoint has it
-  // Expert parallelism (issue 6). Extra physical expert slots per MoE layer over all ranks: each rank hosts
+  // Expert parallelism. Extra physical expert slots per MoE layer over all ranks: each rank hosts
   // (n_routed_experts + redundant_experts) / ranks slots; the initial placement gives the first experts a second
   // replica (ExpertPlacement::uniform), rebalance() re-chooses them from the load statistics.
   int redundant_experts = 0;
@@ -113,7 +113,7 @@ class DeepseekModel {
   // Bytes of tensor data in the checkpoint (mapped, not copied).
   uint64_t weight_bytes() const;
 
-  // Expert parallelism (issue 6). The placement of the routed experts over the ranks (one placement layer per
+  // Expert parallelism. The placement of the routed experts over the ranks (one placement layer per
   // MoE layer, the MTP layer last), and the global tokens per logical expert that dispatch recorded over the last
   // options().load_window forward calls that ran the layer (identical on every rank).
   const ExpertPlacement& placement() const;

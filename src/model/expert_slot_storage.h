@@ -1,4 +1,4 @@
-// Routed-expert weights of a rank's local slots as one fixed-size byte blob per slot (issue 6, live rebalance):
+// Routed-expert weights of a rank's local slots as one fixed-size byte blob per slot (live rebalance):
 // the unit that parallel/expert_migration moves between ranks when a new expert placement is applied. Until the
 // first rebalance a rank's experts point into the checkpoint's mmap (replicas of one expert share the same
 // mapped bytes); a rebalance keeps every slot this rank sources itself where it is (mmap or earlier storage) and

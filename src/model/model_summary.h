@@ -43,7 +43,7 @@ KvCacheSize kv_cache_size(const ModelConfig& config);
 // Weight bytes (as stored: FP8 + scales, or BF16) one decode step of `batch` tokens reads from memory in the main
 // model: all non-expert weights, lm_head, one embedding row per token, and the routed experts the batch selects —
 // exactly num_experts_per_tok per MoE layer for one token, and E·(1 − (1 − k/E)^batch) expected distinct experts
-// for a batch under uniform routing. The numerator of the bandwidth roofline (issue 4, Speed).
+// for a batch under uniform routing. The numerator of the bandwidth roofline (Speed).
 double decode_weight_bytes_per_step(const ModelConfig& config, bool fp8, int64_t batch);
 
 // FLOPs of the projections (GEMM share) for one token of prefill: 2 · active projection parameters (lm_head

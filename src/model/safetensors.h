@@ -3,7 +3,7 @@
 //
 // Format (huggingface/safetensors README): 8-byte little-endian header length N, N bytes of UTF-8 JSON
 // {"name": {"dtype", "shape", "data_offsets": [begin, end]}, "__metadata__": {str: str}}, then the data; offsets
-// are relative to byte 8+N. Every check of reference/reliability.md §1 L1–L6 runs in
+// are relative to byte 8+N. Every check of the reliability checklist §1 L1–L6 runs in
 // parse_safetensors_header(): header cap, UTF-8/JSON/object, duplicate names, string metadata, known dtype,
 // shape × dtype without overflow and equal to end − begin, offsets in order, without gaps or overlap, covering
 // the data exactly to EOF. A violation is a deepmoe::Error naming the file and the tensor, never a crash.

@@ -1,5 +1,5 @@
 // Chrome-trace JSON (the Trace Event Format that Perfetto and chrome://tracing open) of compute and communication
-// spans per rank and micro-batch, for `--trace FILE` (issue 6: the two-micro-batch overlap must be visible).
+// spans per rank and micro-batch, for `--trace FILE` (the two-micro-batch overlap must be visible).
 // Each rank is a process (pid = rank) with two lanes: tid 0 "compute" and tid 1 "comm".
 #pragma once
 

@@ -1,8 +1,8 @@
-// The communicator of expert parallelism (DESIGN.md §4, issue 6): one interface, three implementations —
+// The communicator of expert parallelism (DESIGN.md §4): one interface, three implementations —
 // a single rank, N ranks as threads in one process (thread_communicator.h), and MPI (only communicator.cpp's
 // factory and mpi_communicator.cpp know about MPI; nothing outside src/parallel/ includes mpi.h).
 //
-// Every wait has a deadline. A dead or silent peer must never hang the job (reference/reliability.md §3, D1/D3):
+// Every wait has a deadline. A dead or silent peer must never hang the job (the reliability checklist §3, D1/D3):
 // with threads a timeout is a deepmoe::Error naming the operation and the peers not heard from; under MPI the
 // collective state after a failure is undefined, so a timeout prints the same message and calls MPI_Abort, which
 // ends every rank with a non-zero status.

@@ -1,4 +1,4 @@
-// Load statistics per MoE layer per logical expert over a moving window of batches (issue 6): the input of
+// Load statistics per MoE layer per logical expert over a moving window of batches: the input of
 // EPLB's `weight` ("e.g. a moving average of history", EPLB README). Dispatch records the GLOBAL token count per
 // logical expert (summed over all ranks in its layout step), so every rank holds identical statistics and can
 // run EPLB to the same placement without further communication.

@@ -1,4 +1,4 @@
-// Switching to a new expert placement at a batch boundary (issue 6; paper §3.4: the redundant set is re-chosen
+// Switching to a new expert placement at a batch boundary (paper §3.4: the redundant set is re-chosen
 // periodically from online statistics). Between two batches every rank calls rebalance_placement() on its
 // identical load statistics (dispatch records global counts), then migrate_expert_slots() for each layer to move
 // the per-slot expert weights to where the new placement wants them, then uses the new placement for the next

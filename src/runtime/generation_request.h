@@ -1,5 +1,5 @@
 // One generation request as the engine receives it (from the CLI now, the server later), and the checks that
-// turn a bad one into a clear error before any work is done (reference/reliability.md §2 R1–R4).
+// turn a bad one into a clear error before any work is done (the reliability checklist §2 R1–R4).
 #pragma once
 
 #include <cstdint>

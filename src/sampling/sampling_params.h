@@ -1,5 +1,5 @@
 // What a request asks of the sampler, and the check that rejects values no sampler can honour
-// (reference/reliability.md §2 R1, R4: out-of-range sampling values must be a clear request error, never a
+// (the reliability checklist §2 R1, R4: out-of-range sampling values must be a clear request error, never a
 // crash or a silent clamp).
 #pragma once
 
@@ -49,7 +49,7 @@ struct SamplingLimits {
 // valid.
 std::optional<Error> validate(const SamplingParams& params, const SamplingLimits& limits = {});
 
-// Bounds on stop strings (TGI caps their number too: reference/reliability.md §2 R2).
+// Bounds on stop strings (TGI caps their number too: the reliability checklist §2 R2).
 struct StopLimits {
   size_t max_stop_strings = 16;
   size_t max_stop_bytes = 256;

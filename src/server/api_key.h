@@ -1,4 +1,4 @@
-// API-key checks (reference/reliability.md §2 R7): the exact bytes of an `Authorization: Bearer <key>` header
+// API-key checks (the reliability checklist §2 R7): the exact bytes of an `Authorization: Bearer <key>` header
 // against the configured key, compared in time that does not depend on where they differ.
 #pragma once
 

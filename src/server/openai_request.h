@@ -41,7 +41,7 @@ struct ApiRequest {
   bool ignore_eos = false;            // keep going past EOS (benchmarks; vLLM's extension)
 };
 
-// Bounds a deployment puts on one request (reference/reliability.md §2 R2: fan-out is bounded before any work).
+// Bounds a deployment puts on one request (the reliability checklist §2 R2: fan-out is bounded before any work).
 struct RequestLimits {
   int64_t max_n = 8;
   int64_t max_choices = 16;         // prompts × n

@@ -335,7 +335,7 @@ struct OpenAiServer::Impl {
     const double ms = t_access.started ? seconds_between(t_access.start, Clock::now()) * 1e3 : 0.0;
     char head[160];
     std::snprintf(head, sizeof head, " %d %.1fms", res.status, ms);
-    // The path is client text: JSON-escaped so it cannot forge log lines (reference/reliability.md §2 R8).
+    // The path is client text: JSON-escaped so it cannot forge log lines (the reliability checklist §2 R8).
     std::string line = "access " + req.remote_addr + " " + req.method + " " +
                        nlohmann::json(req.path).dump(-1, ' ', false, nlohmann::json::error_handler_t::replace) + head;
     if (t_access.prompt_tokens >= 0) line += " prompt_tokens=" + std::to_string(t_access.prompt_tokens);

@@ -1,4 +1,4 @@
-// The server's own Prometheus metrics (names after vLLM's and TGI's, reference/reliability.md §4): requests by
+// The server's own Prometheus metrics (names after vLLM's and TGI's, the reliability checklist §4): requests by
 // route and status, prompt and generated tokens, time to first token, time per output token and request
 // latency histograms. Engine gauges (running/waiting, KV cache, expert load) come from the backend.
 #pragma once

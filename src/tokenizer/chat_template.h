@@ -1,6 +1,6 @@
 // Chat templates: the prompt text a conversation becomes. HF ships them as Jinja2 source in
 // tokenizer_config.json ("chat_template"); deepmoe renders known templates natively instead of interpreting
-// Jinja (templates are code — reference/reliability.md §1 T3 — and the few deepmoe serves are fixed). A template
+// Jinja (templates are code — the reliability checklist §1 T3 — and the few deepmoe serves are fixed). A template
 // is identified by a fingerprint of its exact source text; an unknown template is an error naming its
 // fingerprint, never a guess.
 //

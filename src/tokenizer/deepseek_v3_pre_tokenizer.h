@@ -1,4 +1,4 @@
-// A hand-written equivalent of DeepSeek-V3's pre-tokenizer (reference/structured_output_and_tokenizer.md §7):
+// A hand-written equivalent of DeepSeek-V3's pre-tokenizer (tokenizer notes §7):
 // the Sequence of three Isolated Splits
 //   1. \p{N}{1,3}
 //   2. [一-龥぀-ゟ゠-ヿ]+

@@ -1,5 +1,5 @@
 // Many short strings stored back to back in one buffer: one allocation for ~10^5 token spellings instead of one
-// each (each fresh page costs a fault; issue 5, tokenizer load time).
+// each (each fresh page costs a fault; tokenizer load time).
 #pragma once
 
 #include <cstdint>

@@ -1,6 +1,6 @@
 // Token spelling → id, as an open-addressing table over packed keys: ~3 MB for DeepSeek-V3's 129k spellings
 // where std::unordered_map<std::string, int32_t> took ~9 MB in 129k separately allocated nodes — most of the
-// tokenizer's load time went to page faults on such fresh memory (issue 5).
+// tokenizer's load time went to page faults on such fresh memory.
 #pragma once
 
 #include <cstdint>

@@ -1,7 +1,7 @@
 // Reading tokenizer.json in one SAX pass (nlohmann::json::sax_parse): the small members become an ordinary
 // nlohmann DOM, but the two big ones — model.vocab (~128k entries for DeepSeek-V3) and model.merges (~127k) — are
 // collected straight into flat vectors. Their DOM (a std::map node per vocabulary entry, a json string per merge)
-// was most of the tokenizer's load time (issue 5: the whole DOM parse of the 4.3 MB file took 0.13–0.25 s here,
+// was most of the tokenizer's load time (the whole DOM parse of the 4.3 MB file took 0.13–0.25 s here,
 // the SAX pass 0.03 s). Only tokenizer_loader.cpp includes this header (it pulls in nlohmann/json).
 #pragma once
 

@@ -1,6 +1,6 @@
 // Reading tokenizer.json (HF tokenizers' serialization) and tokenizer_config.json (transformers) into a
 // Tokenizer. Everything outside the supported subset is rejected by name; hostile values (ids out of range,
-// wrong JSON types, merges naming unknown tokens) are errors naming the field (reference/reliability.md §1 T1).
+// wrong JSON types, merges naming unknown tokens) are errors naming the field (the reliability checklist §1 T1).
 #include <nlohmann/json.hpp>
 
 #include <filesystem>
@@ -371,7 +371,7 @@ std::unique_ptr<Tokenizer> Tokenizer::load(const std::string& dir) {
   fs::path config_path = fs::path(dir) / "tokenizer_config.json";
   if (!fs::exists(tokenizer_path))
     throw Error("no tokenizer.json in model folder " + dir, ErrorContext{tokenizer_path.string(), "", ""});
-  // Mapped rather than read: the text is parsed once, and a copy would only add page faults (issue 5: load time).
+  // Mapped rather than read: the text is parsed once, and a copy would only add page faults (load time).
   const auto tokenizer_json = MappedFile::open(tokenizer_path.string());
   constexpr size_t kMaxTokenizerJsonBytes = size_t(1) << 30;  // as read_text_file's limit
   if (tokenizer_json->size() > kMaxTokenizerJsonBytes)

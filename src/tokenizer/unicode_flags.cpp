@@ -16,7 +16,7 @@ constexpr uint32_t kCodePoints = 0x110000;
 constexpr uint32_t kBlockBits = 8;  // blocks of 256 code points
 constexpr uint32_t kBlocks = kCodePoints >> kBlockBits;
 
-// The flags of a block are computed the first time a code point in it is asked for (issue 5: building the whole
+// The flags of a block are computed the first time a code point in it is asked for (building the whole
 // table — eight regex passes over a string of all 1.1M scalar values — cost ~60 ms of every tokenizer load;
 // a text touches a few dozen blocks). A block is found by running each property's regex over a string of its
 // code points, so the flags are exactly what PCRE2 (the regex path) says.
