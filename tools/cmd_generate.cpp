@@ -13,7 +13,9 @@
 
 #include "checked_output.h"
 #include "command.h"
+#include "flag_errors.h"
 #include "generation_options.h"
+#include "prompt_source.h"
 #include "speculative_options.h"
 #include "runtime/generator.h"
 #include "tokenizer/chat_template.h"
@@ -25,7 +27,7 @@ struct GenerateArgs {
   ModelArgs model;
   RequestArgs request;
   SpeculativeArgs speculative;
-  std::string prompt;
+  PromptArgs prompt;
   bool chat = false;
   std::string system;
   std::string output = "text";
@@ -81,30 +83,36 @@ void run_generate(GenerateArgs args) {
     args.request.sampling.top_logprobs = *args.logprobs;
   }
   // Reject bad sampling values before spending time on loading (the same check runs again per request).
-  if (auto e = validate(args.request.sampling)) throw *e;
-  if (auto e = validate_stop_strings(args.request.stop)) throw *e;
+  if (auto e = validate(args.request.sampling)) throw flag_error(*e);
+  if (auto e = validate_stop_strings(args.request.stop)) throw flag_error(*e);
+  const std::string prompt_text = read_prompt(args.prompt);
   LoadedModel loaded = load_model_for_cli(args.model);
   std::vector<int32_t> prompt;
   if (args.chat) {
     // The template writes BOS itself, so the tokenizer adds no special tokens of its own.
     std::vector<ChatMessage> messages;
     if (!args.system.empty()) messages.push_back({"system", args.system});
-    messages.push_back({"user", args.prompt});
+    messages.push_back({"user", prompt_text});
     const std::string rendered = ChatTemplate::from_tokenizer_config(loaded.dir).render(messages, /*add_generation_prompt=*/true);
     prompt = loaded.tokenizer->encode(rendered, /*add_special=*/false, /*parse_special=*/true);
   } else {
-    prompt = loaded.tokenizer->encode(args.prompt, /*add_special=*/true, /*parse_special=*/true);
+    prompt = loaded.tokenizer->encode(prompt_text, /*add_special=*/true, /*parse_special=*/true);
   }
   GenerationRequest request = make_request(args.request, std::move(prompt), loaded.lm->context_length(), 256);
   GenerationLoop generator(loaded, args.speculative);
   auto sequence = generator.new_sequence();
   const bool text = args.output == "text";
-  auto state = generator.generate(std::move(request), *sequence, [&](std::string_view piece) {
-    if (!text) return;
-    // Checked per piece, so a full disk or closed pipe stops the generation at once.
-    write_stdout(piece);
-    flush_stdout();
-  });
+  std::unique_ptr<RequestState> state;
+  try {
+    state = generator.generate(std::move(request), *sequence, [&](std::string_view piece) {
+      if (!text) return;
+      // Checked per piece, so a full disk or closed pipe stops the generation at once.
+      write_stdout(piece);
+      flush_stdout();
+    });
+  } catch (const Error& e) {
+    throw flag_error(e);  // a request check names the flag (or the prompt), not the API field
+  }
   if (text) {
     if (isatty(fileno(stdout)) && !state->text.empty() && state->text.back() != '\n') std::fputc('\n', stdout);
   } else if (args.output == "ids") {
@@ -121,7 +129,7 @@ CommandRegistration registration{
     {"generate", "Generate text from a prompt, streamed to stdout", [](CLI::App& sub) {
        auto args = std::make_shared<GenerateArgs>();
        add_model_options(sub, args->model);
-       sub.add_option("-p,--prompt", args->prompt, "Prompt text (special tokens are recognized)")->required();
+       add_prompt_options(sub, args->prompt);
        auto* chat = sub.add_flag("--chat", args->chat, "Wrap the prompt as a user message in the model's chat template");
        sub.add_option("--system", args->system, "System prompt (with --chat)")->needs(chat);
        add_request_options(sub, args->request, /*default_temperature=*/0.2);

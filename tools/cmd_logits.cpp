@@ -251,8 +251,7 @@ void run_logits_on(Communicator& comm, const LogitsArgs& args) {
     for (int32_t id : requests[i])
       if (id >= vocab)
         throw Error("--ids: token id " + std::to_string(id) + " (request " + std::to_string(i) +
-                        ") is outside the vocabulary [0, " + std::to_string(vocab) + ")",
-                    {args.model, "", "vocab_size"});
+                    ") is outside the model's vocabulary [0, " + std::to_string(vocab) + ") of " + args.model);
 
   // Rows of the whole output in order, and each request's positions.
   const bool last_only = args.positions == "last";

@@ -280,22 +280,30 @@ TEST(CliErrors, BadFlagsExitWithUsageError) {
   EXPECT_EQ(deepmoe("chat --bogus").code, 2);
 }
 
-TEST(CliErrors, BadValuesNameTheParameter) {
-  const std::string base = "generate -m " + quote(kModel) + " -p hi ";
+// Out-of-range values are named by the flag the user typed, with the allowed range, in generate and chat alike.
+TEST(CliErrors, BadValuesNameTheFlag) {
   const std::pair<std::string, std::string> cases[] = {
-      {"--temperature -1", "temperature"},  {"--top-p 0", "top_p"},
-      {"--top-p 1.5", "top_p"},             {"--top-k -3", "top_k"},
-      {"--min-p 2", "min_p"},               {"--repeat-penalty 0", "repetition_penalty"},
-      {"--presence-penalty 3", "presence_penalty"}, {"--frequency-penalty -9", "frequency_penalty"},
-      {"--stop ''", "stop"},                {"-n 0", "max_tokens"},
-      {"-n 100000000", "context length"},
+      {"--temperature -1", "--temperature: must be a finite number >= 0"},
+      {"--top-p 0", "--top-p: must be in (0, 1]"},
+      {"--top-p 1.5", "--top-p: must be in (0, 1]"},
+      {"--top-k -3", "--top-k: must be >= 0"},
+      {"--min-p 2", "--min-p: must be in [0, 1]"},
+      {"--repeat-penalty 0", "--repeat-penalty: must be in (0, "},
+      {"--repeat-last-n -2", "--repeat-last-n: "},
+      {"--presence-penalty 3", "--presence-penalty: must be in [-2, 2]"},
+      {"--frequency-penalty -9", "--frequency-penalty: must be in [-2, 2]"},
+      {"--stop ''", "--stop: string 0 is empty"},
   };
-  for (const auto& [flags, expected] : cases) {
-    const CommandResult r = deepmoe(base + flags);
-    EXPECT_EQ(r.code, 1) << flags << ": " << r.err;
-    EXPECT_NE(r.err.find("deepmoe: error:"), std::string::npos) << flags << ": " << r.err;
-    EXPECT_NE(r.err.find(expected), std::string::npos) << flags << ": " << r.err;
-    EXPECT_TRUE(r.out.empty()) << flags;
+  for (const std::string command : {"generate -p hi"}) {
+    const std::string base = command + " -m " + quote(kModel) + " ";
+    for (const auto& [flags, expected] : cases) {
+      const CommandResult r = deepmoe(base + flags, "hi\n");
+      EXPECT_EQ(r.code, 1) << command << " " << flags << ": " << r.err;
+      EXPECT_NE(r.err.find("deepmoe: error: " + expected), std::string::npos) << command << " " << flags << ": "
+                                                                               << r.err;
+      EXPECT_EQ(r.err.find("field '"), std::string::npos) << command << " " << flags << ": " << r.err;
+      EXPECT_TRUE(r.out.empty()) << flags;
+    }
   }
 }
 

@@ -167,6 +167,9 @@ TEST(CliLogits, BadIdsAndValues) {
   EXPECT_NE(oov.err.find("deepmoe: error:"), std::string::npos) << oov.err;
   EXPECT_NE(oov.err.find("token id 129280"), std::string::npos) << oov.err;
   EXPECT_NE(oov.err.find("[0, 129280)"), std::string::npos) << oov.err;
+  // It names the flag typed, not the config field behind the bound.
+  EXPECT_NE(oov.err.find("deepmoe: error: --ids: "), std::string::npos) << oov.err;
+  EXPECT_EQ(oov.err.find("field"), std::string::npos) << oov.err;
   EXPECT_EQ(deepmoe(base).code, 2);  // --ids is required
   EXPECT_EQ(deepmoe(base + "--ids 1 --positions first").code, 2);
   EXPECT_EQ(deepmoe(base + "--ids 1 --format csv").code, 2);
