@@ -23,7 +23,10 @@
 #include "checked_output.h"
 #include "command.h"
 #include "core/error.h"
+#include "flag_errors.h"
 #include "generation_options.h"
+#include "max_tokens_option.h"
+#include "seed_option.h"
 #include "speculative_options.h"
 #include "runtime/generator.h"
 #include "tokenizer/chat_template.h"
@@ -87,9 +90,9 @@ void save_transcript(const std::string& path, const std::vector<ChatMessage>& hi
     throw Error(std::string("cannot write: ") + std::strerror(written ? errno : write_errno), {path, "", ""});
 }
 
-void run_chat(const ChatArgs& args) {
-  if (auto e = validate(args.request.sampling)) throw *e;
-  if (auto e = validate_stop_strings(args.request.stop)) throw *e;
+void run_chat(ChatArgs args) {
+  if (auto e = validate(args.request.sampling)) throw flag_error(*e);
+  if (auto e = validate_stop_strings(args.request.stop)) throw flag_error(*e);
   LoadedModel loaded = load_model_for_cli(args.model);
   const ChatTemplate chat_template = ChatTemplate::from_tokenizer_config(loaded.dir);
   GenerationLoop generator(loaded, args.speculative);
@@ -106,11 +109,14 @@ void run_chat(const ChatArgs& args) {
                 {loaded.dir, "", "max_position_embeddings"});
   const int64_t context = args.context > 0 ? args.context : model_context;
   // Room kept for a reply: -n when given, else the default reply length (at most half the context).
-  const int64_t reply_room =
-      args.request.max_tokens ? *args.request.max_tokens : std::min<int64_t>(kDefaultReplyTokens, context / 2);
-  if (reply_room >= context)
-    throw Error("-n " + std::to_string(reply_room) + " leaves no room for a prompt in the context of " +
-                std::to_string(context) + " tokens");
+  const int64_t reply_room = chat_reply_room(args.request.max_tokens, kDefaultReplyTokens, context);
+  // One seed for the whole chat, reported when random, so that --seed repeats the conversation.
+  if (!args.request.seed_given) {
+    args.request.sampling.seed = random_seed();
+    args.request.seed_given = true;
+    std::fprintf(stderr, "deepmoe: random seed %llu (--seed %llu repeats the replies)\n",
+                 (unsigned long long)args.request.sampling.seed, (unsigned long long)args.request.sampling.seed);
+  }
   if (interactive)
     std::fprintf(stderr, "chatting with %s — /help for commands, Ctrl-C stops a reply, /exit or Ctrl-D ends\n",
                  loaded.dir.c_str());
@@ -215,7 +221,9 @@ CommandRegistration registration{
                       "history and the room for a reply (-n, else up to 512) would not fit, the oldest turns are "
                       "dropped (the system prompt is kept) with a notice on stderr")
            ->check(CLI::PositiveNumber);
-       add_request_options(sub, args->request, /*default_temperature=*/0.6);
+       add_request_options(sub, args->request, /*default_temperature=*/0.6, kDefaultReplyTokens,
+                           "chat defaults to 0.6 for more varied replies; generate defaults to 0.2, close to "
+                           "greedy, for focused completions");
        add_speculative_options(sub, args->speculative);
        sub.add_flag("--stats", args->stats, "Print token counts and speed after each reply (stderr)");
        sub.callback([args] { run_chat(*args); });

@@ -132,7 +132,9 @@ CommandRegistration registration{
        add_prompt_options(sub, args->prompt);
        auto* chat = sub.add_flag("--chat", args->chat, "Wrap the prompt as a user message in the model's chat template");
        sub.add_option("--system", args->system, "System prompt (with --chat)")->needs(chat);
-       add_request_options(sub, args->request, /*default_temperature=*/0.2);
+       add_request_options(sub, args->request, /*default_temperature=*/0.2, /*default_max_tokens=*/256,
+                           "generate defaults to 0.2, close to greedy, for focused completions; chat defaults to "
+                           "0.6 for more varied replies");
        add_speculative_options(sub, args->speculative);
        auto* output = sub.add_option("--output", args->output,
                                      "text: stream the text; ids: print the generated token ids (the ending EOS "

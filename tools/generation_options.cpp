@@ -2,11 +2,10 @@
 
 #include <CLI/CLI.hpp>
 
-#include <algorithm>
-#include <random>
-
 #include "command.h"
+#include "max_tokens_option.h"
 #include "model_run_options.h"
+#include "seed_option.h"
 #include "runtime/terminal_progress.h"
 
 namespace deepmoe::tools {
@@ -19,24 +18,28 @@ void add_model_options(CLI::App& app, ModelArgs& args) {
       ->check(CLI::NonNegativeNumber)
       ->capture_default_str();
   app.add_option("--gemm", args.gemm,
-                 "FP8 GEMM mode: w8a32 (weights dequantized on the fly, FP32 activations: model.py's path), w8a8 "
-                 "(activations quantized 1x128: DeepGEMM's contract) or w8a16 (activations rounded to BF16)")
+                 "FP8 matrix-multiply mode: w8a32 (weights dequantized on the fly, FP32 activations; the most "
+                 "accurate), w8a8 (activations quantized to FP8 in blocks of 128) or w8a16 (activations rounded to "
+                 "BF16)")
       ->check(CLI::IsMember({"w8a32", "w8a8", "w8a16"}))
       ->capture_default_str();
   app.add_option("--kv-dtype", args.kv_dtype, "KV cache storage: f32 or bf16")
       ->check(CLI::IsMember({"f32", "bf16"}))
       ->capture_default_str();
-  app.add_option("--attention", args.attention, "MLA form: absorbed or naive")
+  app.add_option("--attention", args.attention,
+                 "Attention form: absorbed (default; attends in the compressed latent space) or naive (expands full "
+                 "per-head keys and values from it; the reference form)")
       ->check(CLI::IsMember({"absorbed", "naive"}))
       ->capture_default_str();
   ModelRunArgs::add_expert_parallel_options(app, args.redundant_experts, args.micro_batches, args.rebalance_every);
 }
 
-void add_request_options(CLI::App& app, RequestArgs& args, double default_temperature) {
+void add_request_options(CLI::App& app, RequestArgs& args, double default_temperature, int64_t default_max_tokens,
+                         const std::string& temperature_note) {
   args.sampling.temperature = default_temperature;
-  app.add_option("-n,--max-tokens", args.max_tokens,
-                 "Most new tokens to generate (default 256, and never past the model's context)");
-  app.add_option("--temperature,--temp", args.sampling.temperature, "Sampling temperature; 0 = greedy")
+  add_max_tokens_option(app, args.max_tokens, default_max_tokens);
+  app.add_option("--temperature,--temp", args.sampling.temperature,
+                 "Sampling temperature; 0 = greedy. " + temperature_note)
       ->capture_default_str();
   app.add_option("--top-k", args.sampling.top_k, "Keep the k most likely tokens (0 = off)")->capture_default_str();
   app.add_option("--top-p", args.sampling.top_p, "Nucleus sampling mass in (0, 1] (1 = off)")->capture_default_str();
@@ -52,8 +55,7 @@ void add_request_options(CLI::App& app, RequestArgs& args, double default_temper
       ->capture_default_str();
   app.add_option("--frequency-penalty", args.sampling.frequency_penalty, "OpenAI frequency penalty in [-2, 2]")
       ->capture_default_str();
-  app.add_option("--seed", args.sampling.seed, "Random seed (default: a random one, shown in the summary)")
-      ->each([&args](const std::string&) { args.seed_given = true; });
+  add_seed_option(app, args.sampling.seed, args.seed_given);
   app.add_option("--stop", args.stop, "Stop string (repeatable); it is not printed");
   app.add_flag("--ignore-eos", args.ignore_eos, "Keep generating past the end-of-sequence token");
 }
@@ -86,9 +88,9 @@ GenerationRequest make_request(const RequestArgs& args, std::vector<int32_t> pro
                                int64_t default_max_tokens) {
   GenerationRequest r;
   r.sampling = args.sampling;
-  if (!args.seed_given) r.sampling.seed = (uint64_t(std::random_device{}()) << 32) ^ std::random_device{}();
-  const int64_t room = context_length - static_cast<int64_t>(prompt.size());
-  r.max_tokens = args.max_tokens ? *args.max_tokens : std::min(default_max_tokens, std::max<int64_t>(room, 1));
+  if (!args.seed_given) r.sampling.seed = random_seed();
+  r.max_tokens = resolve_max_tokens(args.max_tokens, default_max_tokens, static_cast<int64_t>(prompt.size()),
+                                    context_length);
   r.prompt = std::move(prompt);
   r.stop = args.stop;
   r.ignore_eos = args.ignore_eos;

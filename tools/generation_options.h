@@ -37,14 +37,17 @@ struct RequestArgs {
 };
 
 void add_model_options(CLI::App& app, ModelArgs& args);
-// default_temperature: what --temperature is when not given.
-void add_request_options(CLI::App& app, RequestArgs& args, double default_temperature);
+// default_temperature and default_max_tokens: --temperature and -n when not given; temperature_note: why this
+// command's default temperature is what it is (for the help text).
+void add_request_options(CLI::App& app, RequestArgs& args, double default_temperature, int64_t default_max_tokens,
+                         const std::string& temperature_note);
 
 // Loads the model (progress bar on a terminal only).
 LoadedModel load_model_for_cli(const ModelArgs& args);
 
 // A request for `prompt` from the options: a random seed when none was given (reported in the summary so the
-// run can be repeated), max_tokens defaulting to default_max_tokens but never past the context.
+// run can be repeated), max_tokens defaulting to default_max_tokens, -1 = the room left, never past the context
+// (see max_tokens_option.h).
 GenerationRequest make_request(const RequestArgs& args, std::vector<int32_t> prompt, int64_t context_length,
                                int64_t default_max_tokens);
 

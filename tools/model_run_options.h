@@ -14,8 +14,8 @@
 namespace deepmoe::tools {
 
 struct ModelRunArgs {
-  // w8a32 is the default (as in cmd_logits.cpp): the more accurate mode and model.py's default path. Which mode
-  // is faster here is not measured yet: compare `deepmoe bench --gemm w8a8` and `--gemm w8a32`.
+  // w8a32 is the default: the more accurate mode. Which mode is faster here is not measured yet: compare
+  // `deepmoe bench --gemm w8a8` and `--gemm w8a32`.
   std::string gemm = "w8a32";
   std::string kv_dtype = "f32";
   std::string attention = "absorbed";
@@ -26,8 +26,8 @@ struct ModelRunArgs {
 
   void add_to(CLI::App& sub) {
     sub.add_option("--gemm", gemm,
-                   "FP8 GEMM mode: w8a32 (weights dequantized per block, FP32 activations; default, the more "
-                   "accurate), w8a8 (activations quantized 1x128, DeepGEMM's contract) or w8a16 (activations "
+                   "FP8 matrix-multiply mode: w8a32 (weights dequantized per block, FP32 activations; default, "
+                   "the more accurate), w8a8 (activations quantized to FP8 in blocks of 128) or w8a16 (activations "
                    "rounded to BF16); w8a8 and w8a16 use the BF16 dot product where the CPU has AVX512_BF16")
         ->check(CLI::IsMember({"w8a8", "w8a16", "w8a32"}))
         ->capture_default_str();
@@ -36,7 +36,9 @@ struct ModelRunArgs {
     sub.add_option("--kv-dtype", kv_dtype, "KV cache storage: f32 or bf16")
         ->check(CLI::IsMember({"f32", "bf16"}))
         ->capture_default_str();
-    sub.add_option("--attention", attention, "MLA form: absorbed (latent cache, model.py default) or naive")
+    sub.add_option("--attention", attention,
+                   "Attention form: absorbed (default; attends in the compressed latent space) or naive (expands "
+                   "full per-head keys and values from it; the reference form)")
         ->check(CLI::IsMember({"absorbed", "naive"}))
         ->capture_default_str();
     add_expert_parallel_options(sub, redundant_experts, micro_batches, rebalance_every);

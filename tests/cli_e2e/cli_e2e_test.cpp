@@ -294,7 +294,7 @@ TEST(CliErrors, BadValuesNameTheFlag) {
       {"--frequency-penalty -9", "--frequency-penalty: must be in [-2, 2]"},
       {"--stop ''", "--stop: string 0 is empty"},
   };
-  for (const std::string command : {"generate -p hi"}) {
+  for (const std::string command : {"generate -p hi", "chat"}) {
     const std::string base = command + " -m " + quote(kModel) + " ";
     for (const auto& [flags, expected] : cases) {
       const CommandResult r = deepmoe(base + flags, "hi\n");
