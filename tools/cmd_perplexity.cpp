@@ -20,6 +20,7 @@
 #include "model/config.h"
 #include "model/deepseek_model.h"
 #include "model_run_options.h"
+#include "progress.h"
 #include "tokenizer/tokenizer.h"
 
 namespace deepmoe::tools {
@@ -58,7 +59,10 @@ void run_perplexity(const PerplexityArgs& args) {
     throw Error("the text has " + std::to_string(tokens.size()) + " tokens; at least --ctx = " +
                     std::to_string(ctx) + " are needed for one chunk",
                 {args.file, "", ""});
+  LoadProgressBar bar(args.model);
+  bar.stage("loading weights", 0.1);
   auto model = DeepseekModel::load(args.model, args.run.options());
+  bar.finish();
   const int64_t vocab = model->config().vocab_size;
   if (tokenizer->vocab_size() > vocab)
     throw Error("the tokenizer has " + std::to_string(tokenizer->vocab_size()) + " tokens but the model's vocab_size is " +
@@ -111,6 +115,7 @@ CommandRegistration registration{
        sub.add_option("-m,--model", args->model,
                       "Model folder with weights and tokenizer.json (default: $DEEPMOE_MODEL or the bundled model)");
        sub.add_option("-f,--file", args->file, "Text file")->required();
+       add_quiet_option(sub);
        sub.add_option("--ctx", args->ctx, "Tokens per chunk")->check(CLI::Range(int64_t(4), int64_t(1) << 20))->capture_default_str();
        sub.add_option("--chunks", args->max_chunks, "Evaluate at most this many chunks (0 = all)")
            ->check(CLI::NonNegativeNumber);

@@ -5,8 +5,8 @@
 #include "command.h"
 #include "max_tokens_option.h"
 #include "model_run_options.h"
+#include "progress.h"
 #include "seed_option.h"
-#include "runtime/terminal_progress.h"
 
 namespace deepmoe::tools {
 
@@ -32,6 +32,7 @@ void add_model_options(CLI::App& app, ModelArgs& args) {
       ->check(CLI::IsMember({"absorbed", "naive"}))
       ->capture_default_str();
   ModelRunArgs::add_expert_parallel_options(app, args.redundant_experts, args.micro_batches, args.rebalance_every);
+  add_quiet_option(app);
 }
 
 void add_request_options(CLI::App& app, RequestArgs& args, double default_temperature, int64_t default_max_tokens,
@@ -46,7 +47,8 @@ void add_request_options(CLI::App& app, RequestArgs& args, double default_temper
   app.add_option("--min-p", args.sampling.min_p, "Drop tokens below min-p times the top probability (0 = off)")
       ->capture_default_str();
   app.add_option("--repeat-penalty", args.sampling.repetition_penalty,
-                 "CTRL repetition penalty over prompt and output (1 = off)")
+                 "Penalty for tokens already in the prompt or output, as in llama.cpp (1 = off, above 1 = fewer "
+                 "repeats)")
       ->capture_default_str();
   app.add_option("--repeat-last-n", args.sampling.penalty_last_n,
                  "Tokens the repetition penalty looks back over (0 = all)")
@@ -70,10 +72,10 @@ LoadedModel load_model_for_cli(const ModelArgs& args) {
   options.micro_batches = args.micro_batches;
   options.rebalance_every = args.rebalance_every;
   const std::string dir = args.model_dir.empty() ? default_model_dir() : args.model_dir;
-  TerminalProgress bar(stderr);
+  LoadProgressBar bar(dir);
   try {
     LoadedModel loaded =
-        load_model_dir(dir, options, [&](std::string_view stage, double f) { bar.update(stage, f); });
+        load_model_dir(dir, options, [&](std::string_view stage, double f) { bar.stage(stage, f); });
     bar.finish();
     return loaded;
   } catch (const Error& e) {

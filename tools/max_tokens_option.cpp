@@ -35,7 +35,7 @@ void add_max_tokens_option(CLI::App& app, std::optional<int64_t>& max_tokens, in
                  "Most new tokens to generate (default " + std::to_string(default_tokens) +
                      "); -1 = until the end of the sequence or the context. Generation stops at the model's "
                      "context: a larger -n is clamped to what fits, with a notice")
-      ->check(CLI::Validator(check_max_tokens, "N"));
+      ->check(CLI::Validator(check_max_tokens, ""));
 }
 
 int64_t resolve_max_tokens(std::optional<int64_t> max_tokens, int64_t default_tokens, int64_t prompt_tokens,

@@ -33,7 +33,8 @@ void add_seed_option(CLI::App& app, uint64_t& seed, bool& given) {
          },
          "Random seed, 0 to 18446744073709551615; -1 (default) = a random one, reported on stderr so the run "
          "can be repeated")
-      ->check(CLI::Validator([](std::string& text) { return parse_seed(text).error; }, "SEED"));
+      ->type_name("INT")
+      ->check(CLI::Validator([](std::string& text) { return parse_seed(text).error; }, ""));
 }
 
 }  // namespace deepmoe::tools

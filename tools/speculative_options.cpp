@@ -4,6 +4,8 @@
 
 #include <cstdio>
 
+#include "progress.h"
+
 namespace deepmoe::tools {
 
 void add_speculative_options(CLI::App& app, SpeculativeArgs& args) {
@@ -25,7 +27,8 @@ GenerationLoop::GenerationLoop(LoadedModel& loaded, const SpeculativeArgs& args)
     mtp_ = std::make_unique<MtpSpeculativeLm>(*loaded.model);
     speculative_ = std::make_unique<SpeculativeGenerator>(*mtp_, *loaded.tokenizer, args.draft_tokens);
   } else {
-    plain_ = std::make_unique<Generator>(*loaded.lm, *loaded.tokenizer);
+    progress_lm_ = std::make_unique<PrefillProgressLm>(*loaded.lm);
+    plain_ = std::make_unique<Generator>(*progress_lm_, *loaded.tokenizer);
   }
 }
 

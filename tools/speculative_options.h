@@ -37,6 +37,7 @@ class GenerationLoop {
                                          const std::function<void(std::string_view)>& on_text);
 
  private:
+  std::unique_ptr<CausalLm> progress_lm_;  // the plain loop's model, with a progress bar for long prompts
   std::unique_ptr<Generator> plain_;
   std::unique_ptr<MtpSpeculativeLm> mtp_;
   std::unique_ptr<SpeculativeGenerator> speculative_;
