@@ -5,6 +5,8 @@
 
 #include <nlohmann/json.hpp>
 #include <cstdio>
+#include <fstream>
+#include <sstream>
 #include <string>
 
 #include "cli_test_util.h"
@@ -115,6 +117,51 @@ TEST(CliOutput, InspectUsesTheDefaultModel) {
   const CommandResult missing = run_shell("DEEPMOE_MODEL=/nonexistent/default " + deepmoe_bin() + " inspect");
   EXPECT_EQ(missing.code, 1);
   EXPECT_NE(missing.err.find("make demo"), std::string::npos) << missing.err;
+}
+
+// The tokenizer's warnings reach the user of the binary once each, on stderr, and leave stdout alone: invalid
+// UTF-8 in a prompt file (replaced), a model folder without tokenizer_config.json (no BOS), a generated id past
+// the tokenizer's last entry (no text).
+TEST(CliOutput, TokenizerWarningsOnceOnStderr) {
+  const fs::path dir = scratch_dir();
+  std::ofstream(dir / "latin1.txt", std::ios::binary) << "caf\xe9 au lait, cr\xe8me";
+  const CommandResult utf8 = deepmoe("generate -m " + quote(kModel) + " -f " +
+                                     quote((dir / "latin1.txt").string()) + " -n 2 --output ids");
+  ASSERT_EQ(utf8.code, 0) << utf8.err;
+  EXPECT_EQ(count(utf8.err, "deepmoe: warning: the text to encode is not valid UTF-8"), 1u) << utf8.err;
+
+  const fs::path no_config = dir / "model";
+  fs::create_directories(no_config);
+  for (const char* name : {"config.json", "model.safetensors", "tokenizer.json"})
+    fs::create_symlink(fs::path(kModel) / name, no_config / name);
+  const CommandResult bos = deepmoe("generate -m " + quote(no_config.string()) + " -p hi -n 2 --output ids");
+  ASSERT_EQ(bos.code, 0) << bos.err;
+  EXPECT_EQ(count(bos.err, "deepmoe: warning: no tokenizer_config.json in " + no_config.string() +
+                               ": no BOS token is added"),
+            1u)
+      << bos.err;
+
+  // The tiny model has 129280 rows and 128815 tokens, as DeepSeek-V3: near-uniform sampling (temperature 100)
+  // draws a padding id within a few hundred tokens; seed 5 does at the 11th.
+  const CommandResult pad = deepmoe("generate -m " + quote(kModel) +
+                                    " -p hi -n 300 --temperature 100 --seed 5 --ignore-eos --output json");
+  ASSERT_EQ(pad.code, 0) << pad.err;
+  size_t padding_ids = 0;
+  std::istringstream lines(pad.out);
+  for (std::string line; std::getline(lines, line);) {
+    const nlohmann::json j = nlohmann::json::parse(line);
+    if (j["token"].get<int>() < 128815) continue;
+    ++padding_ids;
+    EXPECT_EQ(j["text"], "") << line;
+    EXPECT_TRUE(j["bytes"].empty()) << line;
+  }
+  if (padding_ids == 0) GTEST_SKIP() << "no padding id sampled in 300 tokens (the model's numbers changed)";
+  EXPECT_EQ(count(pad.err, "deepmoe: warning: token id "), 1u) << pad.err;
+  EXPECT_NE(pad.err.find("has no entry in the tokenizer (its ids are 0..128814); such ids decode to no text"),
+            std::string::npos)
+      << pad.err;
+  EXPECT_EQ(count(pad.out, "warning"), 0u);
+  fs::remove_all(dir);
 }
 
 }  // namespace
