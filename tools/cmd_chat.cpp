@@ -105,8 +105,8 @@ void run_chat(ChatArgs args) {
   const int64_t model_context = loaded.lm->context_length();
   if (args.context > model_context)
     throw Error("--context " + std::to_string(args.context) + " exceeds the model's context of " +
-                    std::to_string(model_context) + " tokens",
-                {loaded.dir, "", "max_position_embeddings"});
+                std::to_string(model_context) + " tokens (max_position_embeddings in " + loaded.dir +
+                "/config.json)");
   const int64_t context = args.context > 0 ? args.context : model_context;
   // Room kept for a reply: -n when given, else the default reply length (at most half the context).
   const int64_t reply_room = chat_reply_room(args.request.max_tokens, kDefaultReplyTokens, context);
@@ -217,7 +217,7 @@ CommandRegistration registration{
        add_model_options(sub, args->model);
        sub.add_option("--system", args->system, "System prompt");
        sub.add_option("--context", args->context,
-                      "Tokens the conversation may hold (default: the model's max_position_embeddings); when the "
+                      "Tokens the conversation may hold (default and most: the model's context); when the "
                       "history and the room for a reply (-n, else up to 512) would not fit, the oldest turns are "
                       "dropped (the system prompt is kept) with a notice on stderr")
            ->check(CLI::PositiveNumber);

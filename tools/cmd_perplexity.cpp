@@ -48,8 +48,8 @@ void run_perplexity(const PerplexityArgs& args) {
   const ModelConfig config = load_model_config(args.model);
   if (config.max_position_embeddings > 0 && ctx > config.max_position_embeddings)
     throw Error("--ctx " + std::to_string(ctx) + " exceeds the model's context of " +
-                    std::to_string(config.max_position_embeddings) + " tokens",
-                {args.model, "", "max_position_embeddings"});
+                std::to_string(config.max_position_embeddings) + " tokens (max_position_embeddings in " +
+                args.model + "/config.json)");
   const std::string text = read_text_file(args.file);
   const auto tokenizer = Tokenizer::load(args.model);
   const std::vector<int32_t> tokens = tokenizer->encode(text, /*add_special=*/false, /*parse_special=*/false);
@@ -116,7 +116,7 @@ CommandRegistration registration{
                       "Model folder with weights and tokenizer.json (default: $DEEPMOE_MODEL or the bundled model)");
        sub.add_option("-f,--file", args->file, "Text file")->required();
        add_quiet_option(sub);
-       sub.add_option("--ctx", args->ctx, "Tokens per chunk")->check(CLI::Range(int64_t(4), int64_t(1) << 20))->capture_default_str();
+       sub.add_option("--ctx", args->ctx, "Tokens per chunk (at most the model's context)")->check(CLI::Range(int64_t(4), int64_t(1) << 20))->capture_default_str();
        sub.add_option("--chunks", args->max_chunks, "Evaluate at most this many chunks (0 = all)")
            ->check(CLI::NonNegativeNumber);
        args->run.add_to(sub);

@@ -198,5 +198,26 @@ TEST(CliInput, ChatMaxTokensPastTheContextIsClamped) {
   EXPECT_EQ(deepmoe(base + "-n 0", "hi\n").code, 2);
 }
 
+// Window sizes past the model's context are refused (they would change what is computed), naming the flag and
+// both numbers rather than an internal field.
+TEST(CliInput, WindowsPastTheContextAreRefusedNamingTheFlag) {
+  const fs::path model = small_context_model(16);
+  const std::string m = quote(model.string());
+  const CommandResult chat = deepmoe("chat -m " + m + " --context 17", "hi\n");
+  EXPECT_EQ(chat.code, 1);
+  EXPECT_NE(chat.err.find("deepmoe: error: --context 17 exceeds the model's context of 16 tokens "
+                          "(max_position_embeddings in " + model.string() + "/config.json)"),
+            std::string::npos)
+      << chat.err;
+  std::ofstream(model / "text.txt") << "To be, or not to be, that is the question.";
+  const CommandResult ppl = deepmoe("perplexity -m " + m + " -f " + quote((model / "text.txt").string()) +
+                                    " --ctx 32");
+  EXPECT_EQ(ppl.code, 1);
+  EXPECT_NE(ppl.err.find("deepmoe: error: --ctx 32 exceeds the model's context of 16 tokens"), std::string::npos)
+      << ppl.err;
+  for (const CommandResult* r : {&chat, &ppl}) EXPECT_EQ(r->err.find("field '"), std::string::npos) << r->err;
+  fs::remove_all(model);
+}
+
 }  // namespace
 }  // namespace deepmoe
