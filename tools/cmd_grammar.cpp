@@ -16,6 +16,7 @@
 
 #include "command.h"
 #include "core/error.h"
+#include "core/mapped_file.h"
 #include "grammar/gbnf_parser.h"
 #include "grammar/grammar_matcher.h"
 #include "grammar/json_schema_compiler.h"
@@ -33,13 +34,8 @@ struct GrammarOptions {
   std::string whitespace = "compact";
 };
 
-std::string read_file(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  if (!in) throw Error("cannot open " + path);
-  std::ostringstream s;
-  s << in.rdbuf();
-  return s.str();
-}
+// A folder or an unreadable file is an error naming the path (core/mapped_file.h).
+std::string read_file(const std::string& path) { return read_text_file(path); }
 
 double micros(Clock::time_point a, Clock::time_point b) { return std::chrono::duration<double, std::micro>(b - a).count(); }
 
@@ -107,8 +103,7 @@ void run(const GrammarOptions& opt) {
   std::vector<double> mask_us;
   size_t accepted = 0, rejected = 0;
   if (!opt.check_file.empty()) {
-    std::ifstream in(opt.check_file, std::ios::binary);
-    if (!in) throw Error("cannot open " + opt.check_file);
+    std::istringstream in(read_file(opt.check_file));
     grammar::TokenBitmask mask(grammar::mask_words(trie->vocab_size()));
     std::string line;
     size_t line_no = 0, index = 0;

@@ -48,6 +48,13 @@ TEST(CliOutput, FolderWhereAFileBelongsIsNamed) {
   const CommandResult eplb = deepmoe("eplb " + quote(dir.string()));
   EXPECT_EQ(eplb.code, 1);
   EXPECT_NE(eplb.err.find("is a directory"), std::string::npos) << eplb.err;
+  // grammar's input files too (a folder used to read as an empty grammar or an empty check list).
+  for (const std::string flags : {"--schema", "--gbnf", "--json --check"}) {
+    const CommandResult g = deepmoe("grammar -m " + quote(kModel) + " " + flags + " " + quote(dir.string()));
+    EXPECT_EQ(g.code, 1) << flags;
+    EXPECT_NE(g.err.find(dir.string() + ": is a directory, not a file"), std::string::npos) << flags << ": " << g.err;
+    EXPECT_EQ(g.out, "") << flags;
+  }
   fs::remove_all(dir);
 }
 
