@@ -3,6 +3,7 @@
 #pragma once
 
 #include <cstdint>
+#include <memory>
 #include <optional>
 #include <string>
 #include <vector>
@@ -11,6 +12,9 @@
 #include "sampling/sampling_params.h"
 
 namespace deepmoe {
+namespace grammar {
+struct Grammar;
+}
 
 struct GenerationRequest {
   std::vector<int32_t> prompt;  // token ids, chat template already applied when chatting
@@ -19,6 +23,13 @@ struct GenerationRequest {
   std::vector<std::string> stop;         // stop strings, excluded from the output
   std::vector<int32_t> stop_token_ids;   // tokens that end generation besides the model's EOS ids
   bool ignore_eos = false;               // keep going past EOS (benchmarks)
+  // Constrained output: every generated token must keep the text a prefix of the grammar's language, and the
+  // request ends (finish "stop") once the grammar is complete. Null: unconstrained. Compiled once, shared by
+  // every request that uses it (each builds its own matcher).
+  std::shared_ptr<const grammar::Grammar> grammar;
+  // With a grammar: where it allows exactly one continuation, take the forced tokens without sampling them and
+  // feed them to the model in one batch. Off when log-probabilities are asked for (forced tokens have none).
+  bool fast_forward = true;
 };
 
 // Why a generation ended. OpenAI's finish_reason is "stop" for the first two and "length" for the others.

@@ -12,6 +12,13 @@ double seconds_since(std::chrono::steady_clock::time_point start) {
   return std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
 }
 
+// The generated tokens not fed to the sequence yet.
+std::vector<int32_t> pending_ids(const RequestState& state) {
+  std::vector<int32_t> ids;
+  for (size_t i = state.fed_tokens; i < state.tokens.size(); ++i) ids.push_back(state.tokens[i].token);
+  return ids;
+}
+
 }  // namespace
 
 double GenerationStats::prefill_tokens_per_second() const {
@@ -52,10 +59,23 @@ Generator::Generator(CausalLm& lm, const Tokenizer& tokenizer) : lm_(lm), tokeni
 
 std::unique_ptr<RequestState> Generator::start(GenerationRequest request, LmSequence& sequence) {
   if (auto error = validate_request(request, lm_.vocab_size(), lm_.context_length())) throw *error;
-  return std::make_unique<RequestState>(std::move(request), sequence, tokenizer_);
+  auto state = std::make_unique<RequestState>(std::move(request), sequence, tokenizer_);
+  if (state->request.grammar)
+    state->constraint = std::make_unique<GrammarConstraint>(*state->request.grammar, grammar_vocabulary(), eos_ids_);
+  return state;
+}
+
+const std::shared_ptr<const grammar::TokenTrie>& Generator::grammar_vocabulary() {
+  if (!grammar_vocabulary_) {
+    const int32_t eos = tokenizer_.eos_id() >= 0 ? tokenizer_.eos_id() : eos_ids_.empty() ? -1 : eos_ids_.front();
+    grammar_vocabulary_ = deepmoe::grammar_vocabulary(tokenizer_, lm_.vocab_size(), eos);
+  }
+  return grammar_vocabulary_;
 }
 
 bool Generator::ends_generation(const RequestState& state, int32_t token) const {
+  // Under a grammar EOS always ends the output (it is allowed only where the grammar is complete).
+  if (state.constraint && state.constraint->is_eos(token)) return true;
   const auto& extra = state.request.stop_token_ids;
   if (std::find(extra.begin(), extra.end(), token) != extra.end()) return true;
   return !state.request.ignore_eos && std::binary_search(eos_ids_.begin(), eos_ids_.end(), token);
@@ -98,16 +118,30 @@ std::string Generator::step(RequestState& state) {
     const size_t common = reuse_prompt_prefix(state);
     logits = lm_.forward(seq, std::span<const int32_t>(state.request.prompt).subspan(common));
   } else {
-    const int32_t last = state.tokens.back().token;
-    logits = lm_.forward(seq, std::span<const int32_t>(&last, 1));
+    // The newest token, plus any tokens a grammar forced after it, in one forward.
+    const std::vector<int32_t> pending = pending_ids(state);
+    logits = lm_.forward(seq, pending);
   }
-  const std::string out = emit(state, state.sampler.sample(logits));
+  state.fed_tokens = state.tokens.size();
+  std::span<const uint64_t> allowed;
+  if (state.constraint) allowed = state.constraint->mask();
+  std::string out = emit(state, state.sampler.sample(logits, allowed));
+  if (!state.done() && state.constraint && state.request.fast_forward && !state.request.sampling.logprobs) {
+    for (const int32_t token : state.constraint->forced_tokens(tokenizer_)) {
+      state.sampler.accept(token);
+      ++state.stats.forced_tokens;
+      out += emit(state, SampledToken{.token = token});
+      if (state.done()) break;
+    }
+  }
   (first ? state.stats.prefill_seconds : state.stats.decode_seconds) += seconds_since(start);
   return out;
 }
 
 std::string Generator::emit(RequestState& state, const SampledToken& sampled) {
   DEEPMOE_CHECK(!state.done(), "emit() on a finished request");
+  if (state.constraint && !state.constraint->accept(sampled.token))
+    throw Error("grammar: generated token " + std::to_string(sampled.token) + " is not allowed by the request's grammar");
   state.tokens.push_back(sampled);
   state.stats.generated_tokens = static_cast<int64_t>(state.tokens.size());
 
@@ -125,6 +159,17 @@ std::string Generator::emit(RequestState& state, const SampledToken& sampled) {
       // for a validated request (prompt + max_tokens fits); kept so a loop can never run past the context
       // whatever the caller did.
       out += finish_with(state, FinishReason::ContextFull);
+    } else if (state.constraint && state.constraint->complete()) {
+      // Nothing but EOS can follow: end here, with the EOS the model would have had to choose.
+      const int32_t eos = grammar_vocabulary()->eos_id();
+      if (eos >= 0) {
+        state.constraint->accept(eos);
+        state.sampler.accept(eos);
+        state.tokens.push_back(SampledToken{.token = eos});
+        state.stats.generated_tokens = static_cast<int64_t>(state.tokens.size());
+        ++state.stats.forced_tokens;
+      }
+      out += finish_with(state, FinishReason::Eos);
     }
   }
   state.text += out;

@@ -13,6 +13,7 @@
 
 #include "runtime/causal_lm.h"
 #include "runtime/generation_request.h"
+#include "runtime/grammar_constraint.h"
 #include "sampling/sampler.h"
 #include "sampling/stop_string_matcher.h"
 #include "tokenizer/tokenizer.h"
@@ -29,6 +30,8 @@ struct GenerationStats {
   int64_t verify_steps = 0;
   int64_t draft_tokens = 0;
   int64_t accepted_draft_tokens = 0;
+  // Constrained output: tokens the grammar forced and the loop took without sampling (fast-forward).
+  int64_t forced_tokens = 0;
 
   // Prompt tokens actually computed per second of prefill.
   double prefill_tokens_per_second() const;
@@ -48,6 +51,8 @@ struct RequestState {
   StreamingDetokenizer detokenizer;
   StopStringMatcher stop_matcher;
   std::vector<SampledToken> tokens;  // generated so far, the ending EOS included
+  size_t fed_tokens = 0;             // of those, fed to the sequence (the plain loop)
+  std::unique_ptr<GrammarConstraint> constraint;  // when the request has a grammar
   std::string text;                  // everything emitted so far
   FinishReason finish = FinishReason::None;
   GenerationStats stats;
@@ -63,7 +68,8 @@ class Generator {
   CausalLm& lm() { return lm_; }
   const Tokenizer& tokenizer() const { return tokenizer_; }
 
-  // Validates the request (throws deepmoe::Error naming the field) and makes its state on `sequence`.
+  // Validates the request (throws deepmoe::Error naming the field) and makes its state on `sequence`; a
+  // request with a grammar gets its matcher here.
   std::unique_ptr<RequestState> start(GenerationRequest request, LmSequence& sequence);
 
   // One step: on the first call the prompt prefill, then one decode token. Returns the text that is now final
@@ -84,13 +90,19 @@ class Generator {
   // prompt token is always computed: its logits give the first new token). Truncates the sequence to it.
   static size_t reuse_prompt_prefix(RequestState& state);
 
+  // Ids that end generation: the model's EOS ids plus the tokenizer's.
+  const std::vector<int32_t>& eos_ids() const { return eos_ids_; }
+
  private:
   bool ends_generation(const RequestState& state, int32_t token) const;
   std::string finish_with(RequestState& state, FinishReason reason);
+  // The vocabulary trie grammars are matched against (built on first use, then shared by every request).
+  const std::shared_ptr<const grammar::TokenTrie>& grammar_vocabulary();
 
   CausalLm& lm_;
   const Tokenizer& tokenizer_;
   std::vector<int32_t> eos_ids_;
+  std::shared_ptr<const grammar::TokenTrie> grammar_vocabulary_;
 };
 
 }  // namespace deepmoe

@@ -53,7 +53,9 @@ std::string SpeculativeGenerator::step(RequestState& state) {
     const size_t common = Generator::reuse_prompt_prefix(state);
     const std::vector<float> logits =
         lm_.forward_rows(seq, std::span<const int32_t>(state.request.prompt).subspan(common), 1);
-    const std::string out = base_.emit(state, sampler.sample(logits));
+    std::span<const uint64_t> allowed;
+    if (state.constraint) allowed = state.constraint->mask();
+    const std::string out = base_.emit(state, sampler.sample(logits, allowed));
     state.stats.prefill_seconds += seconds_since(start);
     return out;
   }
@@ -63,14 +65,41 @@ std::string SpeculativeGenerator::step(RequestState& state) {
   const int32_t last = state.tokens.back().token;  // chosen, not fed yet
   const int64_t budget = std::min(state.request.max_tokens - state.stats.generated_tokens,
                                   lm_.context_length() - seq.length()) - 1;
-  const size_t k = static_cast<size_t>(std::clamp<int64_t>(budget, 0, draft_tokens_));
+  const size_t max_drafts = static_cast<size_t>(std::clamp<int64_t>(budget, 0, draft_tokens_));
 
+  // Under a grammar every draft is drawn from the masked distribution and advances the matcher; masks[j] is
+  // what the grammar allows after the drafts before j (and masks[k] for the bonus token). The matcher then
+  // rolls back to before the drafts, and emit() advances it again by the tokens verification keeps — so a
+  // rejected draft never stays in the grammar state.
+  GrammarConstraint* grammar = state.constraint.get();
+  std::vector<std::vector<uint64_t>> masks;
+  auto allowed_at = [&](size_t j) {
+    return grammar ? std::span<const uint64_t>(masks[j]) : std::span<const uint64_t>();
+  };
+  auto push_mask = [&] {
+    if (grammar->matcher().is_terminated()) {
+      masks.emplace_back(masks.front().size(), 0);  // after an EOS draft; never used (EOS ends the request)
+    } else {
+      const std::span<const uint64_t> m = grammar->mask();
+      masks.emplace_back(m.begin(), m.end());
+    }
+  };
   std::vector<int32_t> drafts;
   std::vector<TokenDistribution> q;
-  for (size_t j = 0; j < k; ++j) {
+  for (size_t j = 0; j < max_drafts; ++j) {
     const std::vector<float> logits = j == 0 ? lm_.draft(seq, last) : lm_.draft_more(seq, drafts.back());
-    q.push_back(sampler.distribution(logits, drafts));
+    if (grammar) push_mask();
+    q.push_back(sampler.distribution(logits, drafts, allowed_at(j)));
     drafts.push_back(draw_token(q.back(), sampler));
+    if (grammar) {
+      DEEPMOE_CHECK(grammar->accept(drafts.back()), "a draft outside the grammar's mask");
+      if (grammar->is_eos(drafts.back())) break;
+    }
+  }
+  const size_t k = drafts.size();
+  if (grammar) {
+    push_mask();
+    grammar->rollback(k);
   }
 
   // Verify: the last token and every draft in one forward, logits after each.
@@ -83,7 +112,7 @@ std::string SpeculativeGenerator::step(RequestState& state) {
   std::string out;
   size_t emitted = 0;
   for (size_t j = 0; j <= k && !state.done(); ++j) {
-    const TokenDistribution p = sampler.distribution(row(j), std::span<const int32_t>(drafts).first(j));
+    const TokenDistribution p = sampler.distribution(row(j), std::span<const int32_t>(drafts).first(j), allowed_at(j));
     int32_t token;
     bool accepted = false;
     if (j < k) {

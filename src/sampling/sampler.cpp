@@ -81,9 +81,10 @@ std::vector<Candidate> Sampler::filtered_candidates(int64_t vocab_size) const {
   return candidates;
 }
 
-TokenDistribution Sampler::distribution(std::span<const float> logits, std::span<const int32_t> pending) {
+TokenDistribution Sampler::distribution(std::span<const float> logits, std::span<const int32_t> pending,
+                                        std::span<const uint64_t> allowed) {
   DEEPMOE_CHECK(!logits.empty());
-  penalize(logits, pending);
+  penalize(logits, pending, allowed);
   if (params_.temperature == 0.0) {
     const int32_t token = argmax(work_);
     DEEPMOE_CHECK(token >= 0, "every logit is -inf or NaN");

@@ -52,8 +52,10 @@ class Sampler {
   // The distribution sample() would draw from after the generated tokens plus `pending` (tokens proposed but not
   // yet accepted, which the penalties see as generated): the same chain of stages, probabilities in double. A
   // point mass on the argmax at temperature 0. Speculative decoding builds the target and the draft
-  // distributions with it, so both pass through exactly the stages plain sampling uses.
-  TokenDistribution distribution(std::span<const float> logits, std::span<const int32_t> pending = {});
+  // distributions with it, so both pass through exactly the stages plain sampling uses. `allowed` masks tokens as
+  // in sample().
+  TokenDistribution distribution(std::span<const float> logits, std::span<const int32_t> pending = {},
+                                 std::span<const uint64_t> allowed = {});
 
   // The request's random source (speculative verification draws from it too, so one seed fixes everything).
   Rng& rng() { return rng_; }
