@@ -27,6 +27,7 @@
 #include "generation_options.h"
 #include "max_tokens_option.h"
 #include "seed_option.h"
+#include "grammar_options.h"
 #include "speculative_options.h"
 #include "runtime/generator.h"
 #include "tokenizer/chat_template.h"
@@ -40,6 +41,7 @@ struct ChatArgs {
   ModelArgs model;
   RequestArgs request;
   SpeculativeArgs speculative;
+  GrammarArgs grammar;  // every reply constrained
   std::string system;
   int64_t context = 0;  // 0: the model's context length
   bool stats = false;
@@ -93,6 +95,7 @@ void save_transcript(const std::string& path, const std::vector<ChatMessage>& hi
 void run_chat(ChatArgs args) {
   if (auto e = validate(args.request.sampling)) throw flag_error(*e);
   if (auto e = validate_stop_strings(args.request.stop)) throw flag_error(*e);
+  const auto grammar = compile_grammar_args(args.grammar);
   LoadedModel loaded = load_model_for_cli(args.model);
   const ChatTemplate chat_template = ChatTemplate::from_tokenizer_config(loaded.dir);
   GenerationLoop generator(loaded, args.speculative);
@@ -180,6 +183,7 @@ void run_chat(ChatArgs args) {
       continue;
     }
     GenerationRequest request = make_request(args.request, std::move(prompt), context, kDefaultReplyTokens);
+    request.grammar = grammar;
     std::string reply;
     std::unique_ptr<RequestState> state;
     {
@@ -225,6 +229,7 @@ CommandRegistration registration{
                            "chat defaults to 0.6 for more varied replies; generate defaults to 0.2, close to "
                            "greedy, for focused completions");
        add_speculative_options(sub, args->speculative);
+       add_grammar_options(sub, args->grammar);
        sub.add_flag("--stats", args->stats, "Print token counts and speed after each reply (stderr)");
        sub.callback([args] { run_chat(*args); });
      }}};

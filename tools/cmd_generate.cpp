@@ -16,6 +16,7 @@
 #include "flag_errors.h"
 #include "generation_options.h"
 #include "prompt_source.h"
+#include "grammar_options.h"
 #include "speculative_options.h"
 #include "runtime/generator.h"
 #include "tokenizer/chat_template.h"
@@ -28,6 +29,7 @@ struct GenerateArgs {
   RequestArgs request;
   SpeculativeArgs speculative;
   PromptArgs prompt;
+  GrammarArgs grammar;
   bool chat = false;
   std::string system;
   std::string output = "text";
@@ -86,6 +88,7 @@ void run_generate(GenerateArgs args) {
   if (auto e = validate(args.request.sampling)) throw flag_error(*e);
   if (auto e = validate_stop_strings(args.request.stop)) throw flag_error(*e);
   const std::string prompt_text = read_prompt(args.prompt);
+  auto grammar = compile_grammar_args(args.grammar);
   LoadedModel loaded = load_model_for_cli(args.model);
   std::vector<int32_t> prompt;
   if (args.chat) {
@@ -99,6 +102,7 @@ void run_generate(GenerateArgs args) {
     prompt = loaded.tokenizer->encode(prompt_text, /*add_special=*/true, /*parse_special=*/true);
   }
   GenerationRequest request = make_request(args.request, std::move(prompt), loaded.lm->context_length(), 256);
+  request.grammar = std::move(grammar);
   GenerationLoop generator(loaded, args.speculative);
   auto sequence = generator.new_sequence();
   const bool text = args.output == "text";
@@ -136,6 +140,7 @@ CommandRegistration registration{
                            "generate defaults to 0.2, close to greedy, for focused completions; chat defaults to "
                            "0.6 for more varied replies");
        add_speculative_options(sub, args->speculative);
+       add_grammar_options(sub, args->grammar);
        auto* output = sub.add_option("--output", args->output,
                                      "text: stream the text; ids: print the generated token ids (the ending EOS "
                                      "included); json: one line per generated token, {\"token\": id, \"text\": "
