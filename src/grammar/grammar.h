@@ -103,6 +103,10 @@ class GrammarBuilder {
 // unproductive alternatives and throws deepmoe::Error naming a left-recursive rule.
 void normalize_grammar(Grammar& g, const std::vector<bool>& may_be_empty = {});
 
+// Whether the grammar's language is empty (its root has no productive alternative: a `false` schema, an empty
+// enum, contradictory allOf branches). Nothing can be generated under such a grammar.
+inline bool matches_nothing(const Grammar& g) { return g.root >= g.rules.size() || g.rules[g.root].alternatives.empty(); }
+
 // A readable dump (GBNF-like) for errors and debugging.
 std::string to_string(const Grammar& g);
 

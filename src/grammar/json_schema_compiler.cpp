@@ -180,11 +180,18 @@ class SchemaCompiler {
     ByteSet d = ByteSet::range('0', '9');
     return b_.repeat("digits", {b_.bytes(d)}, min, -1);
   }
+  // Unbounded numbers stay finite as IEEE doubles (what most JSON parsers read them into): at most 300 integer
+  // digits, and with an exponent at most 8 integer digits and a positive exponent of at most 299 — so no output
+  // reads as Infinity. Everything a parser can hold exactly or approximately is still allowed.
+  Symbol magnitude(int64_t max_digits) {
+    Sequence nonzero{b_.bytes(ByteSet::range('1', '9')),
+                     b_.repeat("digits", {b_.bytes(ByteSet::range('0', '9'))}, 0, max_digits - 1)};
+    return b_.choice("int-magnitude", {b_.literal("0"), nonzero});
+  }
   Symbol generic_integer() {
     if (generic_integer_) return *generic_integer_;
-    Sequence nonzero{b_.bytes(ByteSet::range('1', '9')), digits_rule(0)};
-    Symbol magnitude = b_.choice("int-magnitude", {b_.literal("0"), nonzero});
-    generic_integer_ = b_.choice("integer", {{magnitude}, {b_.byte('-'), magnitude}});
+    Symbol m = magnitude(300);
+    generic_integer_ = b_.choice("integer", {{m}, {b_.byte('-'), m}});
     return *generic_integer_;
   }
   Symbol generic_number() {
@@ -193,11 +200,16 @@ class SchemaCompiler {
     ByteSet e;
     e.set('e');
     e.set('E');
-    ByteSet sign;
-    sign.set('+');
-    sign.set('-');
-    Symbol exp = b_.choice("exponent", {{}, {b_.bytes(e), digits_rule(1)}, {b_.bytes(e), b_.bytes(sign), digits_rule(1)}});
-    generic_number_ = b_.wrap("number", {generic_integer(), frac, exp});
+    const ByteSet d = ByteSet::range('0', '9');
+    Symbol small_exponent = b_.choice("exponent-digits", {{b_.bytes(d)},
+                                                          {b_.bytes(d), b_.bytes(d)},
+                                                          {b_.bytes(ByteSet::range('0', '2')), b_.bytes(d), b_.bytes(d)}});
+    Symbol exp = b_.choice("exponent", {{b_.bytes(e), small_exponent},
+                                        {b_.bytes(e), b_.byte('+'), small_exponent},
+                                        {b_.bytes(e), b_.byte('-'), digits_rule(1)}});
+    Symbol m = magnitude(8);
+    Symbol mantissa = b_.choice("mantissa", {{m}, {b_.byte('-'), m}});
+    generic_number_ = b_.choice("number", {{generic_integer(), frac}, {mantissa, frac, exp}});
     return *generic_number_;
   }
   Symbol any_value() {
