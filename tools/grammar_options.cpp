@@ -64,6 +64,8 @@ std::shared_ptr<const grammar::Grammar> compile_grammar_args(const GrammarArgs& 
     std::vector<std::string> warnings;
     try {
       auto g = std::make_shared<grammar::Grammar>(grammar::compile_json_schema(text, options, &warnings));
+      if (grammar::matches_nothing(*g))
+        throw Error("the schema accepts no value at all (false, an empty enum, or contradicting branches)");
       for (const std::string& w : warnings) std::fprintf(stderr, "deepmoe: warning: %s: %s\n", where.c_str(), w.c_str());
       return g;
     } catch (const Error& e) {
@@ -73,7 +75,9 @@ std::shared_ptr<const grammar::Grammar> compile_grammar_args(const GrammarArgs& 
   if (!args.gbnf_file.empty()) {
     const std::string text = read_text_file("--grammar", args.gbnf_file);
     try {
-      return std::make_shared<grammar::Grammar>(grammar::parse_gbnf(text));
+      auto g = std::make_shared<grammar::Grammar>(grammar::parse_gbnf(text));
+      if (grammar::matches_nothing(*g)) throw Error("the grammar matches no text at all");
+      return g;
     } catch (const Error& e) {
       throw Error("--grammar " + args.gbnf_file + ": " + e.message());
     }

@@ -34,7 +34,10 @@ std::shared_ptr<const grammar::TokenTrie> grammar_vocabulary(const Tokenizer& to
 
 GrammarConstraint::GrammarConstraint(const grammar::Grammar& g, std::shared_ptr<const grammar::TokenTrie> vocabulary,
                                      std::vector<int32_t> eos_ids)
-    : automaton_(std::make_shared<grammar::PushdownAutomaton>(g)),
+    : automaton_(grammar::matches_nothing(g)
+                     ? throw Error("grammar: matches no output at all (a false schema, an empty enum, or branches "
+                                   "that contradict each other)", ErrorContext{.field = "grammar"})
+                     : std::make_shared<grammar::PushdownAutomaton>(g)),
       masker_(std::make_shared<grammar::TokenMasker>(automaton_, vocabulary)),
       matcher_(automaton_, masker_),
       eos_ids_(std::move(eos_ids)),
