@@ -1,7 +1,10 @@
 #include "server/generation_plan.h"
 
 #include <algorithm>
+#include <memory>
 #include <random>
+
+#include "grammar/json_schema_compiler.h"
 
 namespace deepmoe::server {
 namespace {
@@ -9,11 +12,39 @@ namespace {
 // OpenAI's default for /v1/completions.
 constexpr int64_t kDefaultCompletionTokens = 16;
 
+// The grammar of response_format (null for free text), compiled once for every choice of the request. A schema
+// the compiler cannot enforce is the client's 400 naming the keyword and its path inside the schema.
+std::variant<std::shared_ptr<const grammar::Grammar>, ApiError> response_grammar(const ResponseFormat& format) {
+  if (format.type == ResponseFormat::Type::Text) return std::shared_ptr<const grammar::Grammar>();
+  grammar::JsonSchemaOptions options;
+  options.additional_properties_default = !format.strict;
+  const bool object = format.type == ResponseFormat::Type::JsonObject;
+  try {
+    auto g = std::make_shared<grammar::Grammar>(
+        grammar::compile_json_schema(object ? std::string(R"({"type":"object"})") : format.schema, options));
+    if (grammar::matches_nothing(*g)) {
+      ApiError err = ApiError::invalid_field("response_format.json_schema.schema",
+                                             "accepts no value at all (false, an empty enum, or contradicting "
+                                             "branches): nothing could be generated");
+      err.code = "unsatisfiable_schema";
+      return err;
+    }
+    return std::shared_ptr<const grammar::Grammar>(std::move(g));
+  } catch (const std::exception& e) {
+    const std::string message = dynamic_cast<const Error*>(&e) ? static_cast<const Error&>(e).message() : e.what();
+    ApiError err = ApiError::invalid_field("response_format.json_schema.schema", "cannot be enforced: " + message);
+    err.code = "unsupported_schema";
+    return err;
+  }
+}
+
 }  // namespace
 
 std::variant<GenerationPlan, ApiError> plan_generation(const ApiRequest& request, const ServedModel& model) {
   GenerationPlan plan;
   plan.n = request.n;
+  auto grammar = response_grammar(request.response_format);
+  if (auto* e = std::get_if<ApiError>(&grammar)) return *e;
   const Tokenizer& tokenizer = *model.tokenizer;
   try {
     if (request.endpoint == ApiEndpoint::ChatCompletions) {
@@ -65,6 +96,7 @@ std::variant<GenerationPlan, ApiError> plan_generation(const ApiRequest& request
       else g.max_tokens = std::max<int64_t>(room, 1);
       g.stop = request.stop;
       g.ignore_eos = request.ignore_eos;
+      g.grammar = std::get<0>(grammar);
       if (auto e = validate_request(g, model.vocab_size, model.context_length)) {
         ApiError err = ApiError::from_error(*e);
         if (request.endpoint == ApiEndpoint::ChatCompletions && err.param == "prompt") {

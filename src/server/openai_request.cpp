@@ -9,7 +9,8 @@
 namespace deepmoe::server {
 namespace {
 
-using json = nlohmann::json;
+// Ordered: a response_format schema keeps its property order, which is the order the output follows.
+using json = nlohmann::ordered_json;
 
 // Thrown inside the parser only; parse_api_request turns it into its result.
 struct Rejection {
@@ -201,6 +202,51 @@ std::vector<PromptInput> parse_prompt(const json& j, const RequestLimits& limits
   return prompts;
 }
 
+// {"type": "text"} | {"type": "json_object"} | {"type": "json_schema", "json_schema": {"name", "schema",
+// "strict", "description"}}, as OpenAI's API spells them.
+ResponseFormat parse_response_format(const json& j) {
+  if (!j.is_object()) reject("response_format", "must be an object {\"type\": ...}, got " + type_name(j));
+  ResponseFormat f;
+  const json* spec = nullptr;
+  std::string type;
+  for (const auto& [key, value] : j.items()) {
+    if (key == "type") type = get_string(value, "response_format.type");
+    else if (key == "json_schema") spec = &value;
+    else reject("response_format." + key, "is not a recognized field");
+  }
+  if (type.empty()) reject("response_format.type", "is missing");
+  if (type == "text") f.type = ResponseFormat::Type::Text;
+  else if (type == "json_object") f.type = ResponseFormat::Type::JsonObject;
+  else if (type == "json_schema") f.type = ResponseFormat::Type::JsonSchema;
+  else reject("response_format.type", "'" + type + "' is not one of text, json_object, json_schema");
+  if (f.type != ResponseFormat::Type::JsonSchema) {
+    if (spec) reject("response_format.json_schema", "is only allowed with type json_schema");
+    return f;
+  }
+  if (!spec || spec->is_null()) reject("response_format.json_schema", "is missing");
+  if (!spec->is_object())
+    reject("response_format.json_schema", "must be an object {\"name\", \"schema\", \"strict\"}, got " + type_name(*spec));
+  bool has_schema = false;
+  for (const auto& [key, value] : spec->items()) {
+    const std::string p = "response_format.json_schema." + key;
+    if (key == "name") {
+      f.name = get_string(value, p);
+    } else if (key == "description") {
+      get_string(value, p);
+    } else if (key == "strict") {
+      if (!value.is_null()) f.strict = get_bool(value, p);
+    } else if (key == "schema") {
+      if (!value.is_object() && !value.is_boolean()) reject(p, "must be a JSON Schema (an object), got " + type_name(value));
+      f.schema = value.dump();
+      has_schema = true;
+    } else {
+      reject(p, "is not a recognized field");
+    }
+  }
+  if (!has_schema) reject("response_format.json_schema.schema", "is missing");
+  return f;
+}
+
 ApiRequest parse_object(ApiEndpoint endpoint, const json& body, const RequestLimits& limits) {
   const bool chat = endpoint == ApiEndpoint::ChatCompletions;
   ApiRequest r;
@@ -262,6 +308,8 @@ ApiRequest parse_object(ApiEndpoint endpoint, const json& body, const RequestLim
       r.echo = get_bool(value, key);
     } else if (key == "ignore_eos") {
       r.ignore_eos = get_bool(value, key);
+    } else if (key == "response_format") {
+      r.response_format = parse_response_format(value);
     } else if (key == "user") {
       get_string(value, key);  // accepted and ignored
     } else {

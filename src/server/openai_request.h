@@ -25,6 +25,16 @@ struct PromptInput {
   std::vector<int32_t> tokens;  // when text is nullopt
 };
 
+// response_format: free text, any JSON object, or JSON valid under a schema (compiled in generation_plan.h).
+struct ResponseFormat {
+  enum class Type { Text, JsonObject, JsonSchema };
+  Type type = Type::Text;
+  std::string name;    // json_schema.name
+  std::string schema;  // json_schema.schema, serialized
+  bool strict = false; // json_schema.strict: objects allow only the properties they list (additionalProperties
+                       // defaults to false)
+};
+
 struct ApiRequest {
   ApiEndpoint endpoint = ApiEndpoint::ChatCompletions;
   std::string model;
@@ -39,6 +49,7 @@ struct ApiRequest {
   bool include_usage = false;         // stream_options.include_usage
   bool echo = false;                  // completions: the prompt text before the completion
   bool ignore_eos = false;            // keep going past EOS (benchmarks; vLLM's extension)
+  ResponseFormat response_format;
 };
 
 // Bounds a deployment puts on one request (the reliability checklist §2 R2: fan-out is bounded before any work).

@@ -103,8 +103,11 @@ void SequentialRuntimeBackend::run_job(Job& job) {
         stream.finish(job.choice, ChoiceEnd{.cancelled = true, .stats = state->stats});
         return;
       }
+      const size_t before = state->tokens.size();
       const std::string text = generator_.step(*state);
-      stream.push(job.choice, state->tokens.back(), text);
+      // A step may add several tokens (grammar-forced ones): each is pushed, the text with the last.
+      for (size_t i = before; i < state->tokens.size(); ++i)
+        stream.push(job.choice, state->tokens[i], i + 1 == state->tokens.size() ? std::string_view(text) : "");
     }
     stream.finish(job.choice, ChoiceEnd{.reason = state->finish, .stats = state->stats});
   } catch (const std::exception& e) {
