@@ -30,6 +30,10 @@ struct GenerationRequest {
   // With a grammar: where it allows exactly one continuation, take the forced tokens without sampling them and
   // feed them to the model in one batch. Off when log-probabilities are asked for (forced tokens have none).
   bool fast_forward = true;
+  // With a grammar: when max_tokens is near, make sure the output can still be completed — a sampled token after
+  // which the shortest completion (plus EOS) would no longer fit is replaced by that completion from before it,
+  // so the text stays valid; finish "length" says the budget cut it short. The plain loop does this.
+  bool close_before_limit = true;
 };
 
 // Why a generation ended. OpenAI's finish_reason is "stop" for the first two and "length" for the others.

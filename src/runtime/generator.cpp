@@ -125,7 +125,13 @@ std::string Generator::step(RequestState& state) {
   state.fed_tokens = state.tokens.size();
   std::span<const uint64_t> allowed;
   if (state.constraint) allowed = state.constraint->mask();
-  std::string out = emit(state, state.sampler.sample(logits, allowed));
+  const SampledToken sampled = state.sampler.sample(logits, allowed);
+  if (auto closing = closing_instead_of(state, sampled.token)) {
+    std::string out = close_output(state, *closing);
+    (first ? state.stats.prefill_seconds : state.stats.decode_seconds) += seconds_since(start);
+    return out;
+  }
+  std::string out = emit(state, sampled);
   if (!state.done() && state.constraint && state.request.fast_forward && !state.request.sampling.logprobs) {
     for (const int32_t token : state.constraint->forced_tokens(tokenizer_)) {
       state.sampler.accept(token);
@@ -135,6 +141,46 @@ std::string Generator::step(RequestState& state) {
     }
   }
   (first ? state.stats.prefill_seconds : state.stats.decode_seconds) += seconds_since(start);
+  return out;
+}
+
+std::optional<std::vector<int32_t>> Generator::closing_instead_of(RequestState& state, int32_t next) {
+  // Checked only over the last tokens of the budget (a breadth-first search per step there).
+  constexpr int64_t kWindow = 256;
+  GrammarConstraint* grammar = state.constraint.get();
+  const int64_t room = state.request.max_tokens - state.stats.generated_tokens;  // `next` included
+  if (!grammar || !state.request.close_before_limit || room > kWindow || grammar->is_eos(next)) return std::nullopt;
+  std::optional<std::vector<int32_t>> after;
+  if (grammar->accept(next)) {
+    after = grammar->completion_tokens(tokenizer_);
+    grammar->rollback(1);
+    // One token of slack: fast-forward may spell the forced part of the completion with one token more.
+    if (after && int64_t(after->size()) + 2 <= room - 1) return std::nullopt;
+  }
+  auto now = grammar->completion_tokens(tokenizer_);
+  if (!now || int64_t(now->size()) + 1 > room) return std::nullopt;  // too late: the output will be cut
+  // No completion found after `next` (the search is bounded): close only when the budget is nearly spent.
+  if (!after && room > int64_t(now->size()) + 8) return std::nullopt;
+  return now;
+}
+
+std::string Generator::close_output(RequestState& state, const std::vector<int32_t>& completion) {
+  std::string out;
+  for (const int32_t token : completion) {
+    state.sampler.accept(token);
+    ++state.stats.forced_tokens;
+    ++state.stats.closing_tokens;
+    out += emit(state, SampledToken{.token = token});
+    if (state.done()) break;
+  }
+  const int32_t eos = grammar_vocabulary()->eos_id();
+  if (!state.done() && eos >= 0) {
+    state.sampler.accept(eos);
+    ++state.stats.forced_tokens;
+    out += emit(state, SampledToken{.token = eos});
+  }
+  if (!state.done()) out += finish_with(state, FinishReason::MaxTokens);
+  if (state.finish == FinishReason::Eos) state.finish = FinishReason::MaxTokens;  // the budget ended it
   return out;
 }
 

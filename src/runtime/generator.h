@@ -7,6 +7,7 @@
 #include <cstdint>
 #include <functional>
 #include <memory>
+#include <optional>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -32,6 +33,8 @@ struct GenerationStats {
   int64_t accepted_draft_tokens = 0;
   // Constrained output: tokens the grammar forced and the loop took without sampling (fast-forward).
   int64_t forced_tokens = 0;
+  // Of those, tokens that completed the output early because max_tokens was near (close_before_limit).
+  int64_t closing_tokens = 0;
 
   // Prompt tokens actually computed per second of prefill.
   double prefill_tokens_per_second() const;
@@ -96,6 +99,11 @@ class Generator {
  private:
   bool ends_generation(const RequestState& state, int32_t token) const;
   std::string finish_with(RequestState& state, FinishReason reason);
+  // close_before_limit: the completion to emit instead of `next`, when after `next` the output could no longer
+  // be completed within max_tokens (and now it still can).
+  std::optional<std::vector<int32_t>> closing_instead_of(RequestState& state, int32_t next);
+  // Emits `completion` and EOS, ending the request with finish MaxTokens.
+  std::string close_output(RequestState& state, const std::vector<int32_t>& completion);
   // The vocabulary trie grammars are matched against (built on first use, then shared by every request).
   const std::shared_ptr<const grammar::TokenTrie>& grammar_vocabulary();
 

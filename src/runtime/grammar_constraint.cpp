@@ -1,6 +1,10 @@
 #include "runtime/grammar_constraint.h"
 
 #include <algorithm>
+#include <array>
+#include <cctype>
+#include <deque>
+#include <unordered_map>
 
 #include "core/error.h"
 #include "grammar/pushdown_automaton.h"
@@ -19,6 +23,33 @@ size_t whole_utf8_prefix(const std::string& bytes) {
     i += len;
   }
   return i;
+}
+
+// Bytes in the order a completion prefers them: digits, lower- and upper-case letters, then the rest.
+const std::array<uint8_t, 256>& completion_byte_order() {
+  static const std::array<uint8_t, 256> order = [] {
+    std::array<uint8_t, 256> o{};
+    size_t n = 0;
+    for (int b = '0'; b <= '9'; ++b) o[n++] = uint8_t(b);
+    for (int b = 'a'; b <= 'z'; ++b) o[n++] = uint8_t(b);
+    for (int b = 'A'; b <= 'Z'; ++b) o[n++] = uint8_t(b);
+    for (int b = 0; b < 256; ++b)
+      if (!std::isalnum(b)) o[n++] = uint8_t(b);
+    return o;
+  }();
+  return order;
+}
+
+// Whether `ids` spell exactly `bytes` with tokens the trie knows.
+bool spells(const grammar::TokenTrie& trie, const std::vector<int32_t>& ids, const std::string& bytes) {
+  size_t at = 0;
+  for (int32_t id : ids) {
+    if (id < 0 || id >= trie.vocab_size()) return false;
+    const std::string& s = trie.spelling(id);
+    if (s.empty() || bytes.compare(at, s.size(), s) != 0) return false;
+    at += s.size();
+  }
+  return at == bytes.size();
 }
 
 }  // namespace
@@ -91,6 +122,73 @@ bool GrammarConstraint::complete() const {
   return matcher_.is_accepted() && automaton_->viable_bytes(matcher_.config()).empty();
 }
 
+std::optional<std::string> GrammarConstraint::shortest_completion(size_t max_configs) {
+  using Config = grammar::PushdownAutomaton::ConfigId;
+  if (matcher_.is_terminated()) return std::string();
+  const Config start = matcher_.config();
+  if (automaton_->accepts(start)) return std::string();
+  std::unordered_map<Config, std::pair<Config, uint8_t>> parent;  // how each configuration was first reached
+  parent.emplace(start, std::pair<Config, uint8_t>{grammar::PushdownAutomaton::kDead, 0});
+  std::deque<Config> queue{start};
+  try {
+    while (!queue.empty()) {
+      const Config c = queue.front();
+      queue.pop_front();
+      const grammar::ByteSet viable = automaton_->viable_bytes(c);  // a copy: step() may grow the table
+      for (const uint8_t b : completion_byte_order()) {
+        if (!viable.test(b)) continue;
+        const Config n = automaton_->step(c, b);
+        if (n == grammar::PushdownAutomaton::kDead || parent.count(n)) continue;
+        parent.emplace(n, std::pair<Config, uint8_t>{c, b});
+        if (automaton_->accepts(n)) {
+          std::string text;
+          for (Config at = n; at != start; at = parent.at(at).first) text.push_back(char(parent.at(at).second));
+          std::reverse(text.begin(), text.end());
+          return text;
+        }
+        if (parent.size() >= max_configs) return std::nullopt;
+        queue.push_back(n);
+      }
+    }
+  } catch (const Error&) {
+    // An automaton limit (too many configurations or parses): no completion within bounds.
+  }
+  return std::nullopt;
+}
+
+std::optional<std::vector<int32_t>> GrammarConstraint::tokenize(const Tokenizer& tokenizer, const std::string& bytes) {
+  const grammar::TokenTrie& trie = masker_->trie();
+  std::vector<int32_t> ids;
+  size_t i = 0;
+  if (i < bytes.size() && (uint8_t(bytes[i]) & 0xC0) == 0x80) {
+    if (byte_tokens_.empty()) {
+      byte_tokens_.assign(256, -1);
+      for (int32_t id = 0; id < trie.vocab_size(); ++id)
+        if (trie.spelling(id).size() == 1 && byte_tokens_[uint8_t(trie.spelling(id)[0])] < 0)
+          byte_tokens_[uint8_t(trie.spelling(id)[0])] = id;
+    }
+    for (; i < bytes.size() && (uint8_t(bytes[i]) & 0xC0) == 0x80; ++i) {
+      const int32_t id = byte_tokens_[uint8_t(bytes[i])];
+      if (id < 0) return std::nullopt;
+      ids.push_back(id);
+    }
+  }
+  const std::string rest = bytes.substr(i);
+  if (whole_utf8_prefix(rest) != rest.size()) return std::nullopt;
+  if (!rest.empty()) {
+    const std::vector<int32_t> more = tokenizer.encode(rest, /*add_special=*/false, /*parse_special=*/false);
+    if (!spells(trie, more, rest)) return std::nullopt;
+    ids.insert(ids.end(), more.begin(), more.end());
+  }
+  return ids;
+}
+
+std::optional<std::vector<int32_t>> GrammarConstraint::completion_tokens(const Tokenizer& tokenizer) {
+  const std::optional<std::string> text = shortest_completion();
+  if (!text) return std::nullopt;
+  return tokenize(tokenizer, *text);
+}
+
 std::vector<int32_t> GrammarConstraint::forced_tokens(const Tokenizer& tokenizer, size_t max_bytes) {
   if (matcher_.is_terminated()) return {};
   std::string bytes = matcher_.forced_bytes(max_bytes);
@@ -103,23 +201,12 @@ std::vector<int32_t> GrammarConstraint::forced_tokens(const Tokenizer& tokenizer
   }
   bytes.resize(whole);
   if (bytes.empty()) return {};
-  std::vector<int32_t> ids = tokenizer.encode(bytes, /*add_special=*/false, /*parse_special=*/false);
+  std::optional<std::vector<int32_t>> ids = tokenize(tokenizer, bytes);
+  if (!ids) return {};
   // The last token could merge with the bytes after the forced text: the model chooses it, unless the grammar
   // ends with it.
-  if (!ends && !ids.empty()) ids.pop_back();
-  const grammar::TokenTrie& trie = masker_->trie();
-  size_t spelled = 0;
-  for (size_t i = 0; i < ids.size(); ++i) {
-    const int32_t id = ids[i];
-    const bool usable = id >= 0 && id < trie.vocab_size() && !trie.spelling(id).empty() &&
-                        bytes.compare(spelled, trie.spelling(id).size(), trie.spelling(id)) == 0;
-    if (!usable) {
-      ids.resize(i);
-      break;
-    }
-    spelled += trie.spelling(id).size();
-  }
-  return ids;
+  if (!ends && !ids->empty()) ids->pop_back();
+  return *ids;
 }
 
 }  // namespace deepmoe

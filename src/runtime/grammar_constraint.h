@@ -12,6 +12,7 @@
 
 #include <cstdint>
 #include <memory>
+#include <optional>
 #include <span>
 #include <string>
 #include <vector>
@@ -53,7 +54,18 @@ class GrammarConstraint {
   // the next token is a real choice. They are not accepted yet.
   std::vector<int32_t> forced_tokens(const Tokenizer& tokenizer, size_t max_bytes = 256);
 
+  // The shortest text that completes the grammar from here (EOS allowed after it), by a breadth-first search
+  // over the automaton's configurations (at most max_configs of them), preferring digits and letters among
+  // equally short ones; nullopt when none is found within the bound.
+  std::optional<std::string> shortest_completion(size_t max_configs = 4096);
+  // That text's canonical tokens (all of them: EOS follows), not accepted yet; nullopt when there is none.
+  std::optional<std::vector<int32_t>> completion_tokens(const Tokenizer& tokenizer);
+
   const grammar::GrammarMatcher& matcher() const { return matcher_; }
+
+  // The canonical tokens of `bytes` (which may start inside a UTF-8 character: its continuation bytes become
+  // single-byte tokens); nullopt when they cannot be spelled with tokens the grammar's vocabulary knows.
+  std::optional<std::vector<int32_t>> tokenize(const Tokenizer& tokenizer, const std::string& bytes);
 
  private:
   std::shared_ptr<grammar::PushdownAutomaton> automaton_;
@@ -62,6 +74,7 @@ class GrammarConstraint {
   std::vector<int32_t> eos_ids_;
   grammar::TokenBitmask mask_;
   bool mask_valid_ = false;
+  std::vector<int32_t> byte_tokens_;  // the token spelled by each single byte (-1: none); filled on first use
 };
 
 }  // namespace deepmoe

@@ -224,6 +224,61 @@ TEST(GrammarGeneration, NoFastForwardWithLogprobs) {
   EXPECT_LE(state->stats.forced_tokens, 1);  // only the ending EOS
 }
 
+TEST(GrammarGeneration, OutputsAreClosedBeforeMaxTokens) {
+  // Unbounded strings and arrays: the hash model rarely ends them, so without closing most outputs are cut.
+  const auto grammar = schema(
+      R"({"type":"object","properties":{"title":{"type":"string"},"items":{"type":"array","items":{"type":"string"},"minItems":2},"n":{"type":"integer"}},"required":["title","items","n"],"additionalProperties":false})");
+  HashLm lm;
+  Generator g(lm, tok());
+  int closed = 0, cut_without = 0;
+  for (int64_t max_tokens : {20, 27, 40, 64}) {
+    for (uint64_t seed = 1; seed <= 4; ++seed) {
+      GenerationRequest r = request(grammar, seed);
+      r.max_tokens = max_tokens;
+      auto seq = lm.new_sequence();
+      auto state = g.generate(r, *seq, {});
+      SCOPED_TRACE(std::to_string(max_tokens) + " seed " + std::to_string(seed) + ": " + state->text);
+      EXPECT_TRUE(in_language(*grammar, state->text));
+      EXPECT_LE(state->stats.generated_tokens, max_tokens);
+      EXPECT_EQ(state->tokens.back().token, tok().eos_id());
+      if (state->stats.closing_tokens > 0) {
+        ++closed;
+        EXPECT_EQ(state->finish, FinishReason::MaxTokens);  // the budget ended it, not the model
+      }
+      r.close_before_limit = false;
+      auto seq2 = lm.new_sequence();
+      auto cut = g.generate(r, *seq2, {});
+      cut_without += !in_language(*grammar, cut->text);
+    }
+  }
+  EXPECT_GT(closed, 8);
+  EXPECT_GT(cut_without, 8);
+}
+
+TEST(GrammarGeneration, CompletionsStartingInsideACharacterUseByteTokens) {
+  const auto grammar = schema(R"({"type":"string","maxLength":3})");
+  HashLm lm;
+  GrammarConstraint c(*grammar, grammar_vocabulary(tok(), lm.vocab_size(), tok().eos_id()), {tok().eos_id()});
+  ASSERT_TRUE(c.matcher().steps() == 0);
+  // '"' then the first byte of "é" (0xC3 0xA9) as a byte token: the completion starts with 0xA9.
+  const std::vector<int32_t> quote = tok().encode("\"", false, false);
+  ASSERT_EQ(quote.size(), 1u);
+  ASSERT_TRUE(c.accept(quote[0]));
+  int32_t lead = -1;
+  for (int32_t id = 0; id < tok().vocab_size() && lead < 0; ++id)
+    if (!tok().is_special(id) && tok().token_bytes(id) == "\xC3") lead = id;
+  ASSERT_GE(lead, 0);
+  ASSERT_TRUE(c.accept(lead));
+  const auto completion = c.completion_tokens(tok());
+  ASSERT_TRUE(completion.has_value());
+  std::string spelled;
+  for (int32_t id : *completion) spelled += tok().token_bytes(id);
+  EXPECT_EQ(uint8_t(spelled[0]) & 0xC0, 0x80);
+  EXPECT_EQ(spelled.back(), '"');
+  for (int32_t id : *completion) ASSERT_TRUE(c.accept(id));
+  EXPECT_TRUE(c.matcher().is_accepted());
+}
+
 TEST(GrammarGeneration, SpeculativeDraftsRollBackAndMatchThePlainLoop) {
   int64_t drafts = 0, accepted = 0;
   for (const std::string& s : schemas()) {
