@@ -13,7 +13,7 @@
 // schedules give bitwise identical outputs. One JSON line per schedule; --trace writes Chrome-trace JSON of the
 // overlap run (Perfetto).
 //
-// With --model DIR the same comparison runs the real model's prefill (DeepseekModel, micro_batches 1 vs 2): each
+// With --model DIR the same comparison runs the real model's prefill (Executor, micro_batches 1 vs 2): each
 // rank prefills its own prompt of --prompt tokens (--reps times each, alternating; the fastest rep is reported),
 // exposed communication is the compute thread's time blocked in dispatch/combine (trace spans named "wait"),
 // split into payload waits (rows not yet arrived: what the overlap can hide) and layout waits (dispatch's blocking
@@ -29,7 +29,7 @@
 #include <vector>
 
 #include "model/config.h"
-#include "model/deepseek_model.h"
+#include "runtime/executor.h"
 #include "parallel/chrome_trace.h"
 #include "parallel/communicator.h"
 #include "parallel/expert_placement.h"
@@ -181,14 +181,14 @@ std::vector<int32_t> prompt_tokens(int64_t n, int64_t vocab, int rank) {
 }
 
 int run_model(Communicator& comm, const Params& p) {
-  ModelOptions o;
+  ExecutorOptions o;
   o.threads = p.threads;
   o.load_mtp = false;
   o.redundant_experts = p.redundant;
-  std::unique_ptr<DeepseekModel> models[2];
+  std::unique_ptr<Executor> models[2];
   for (int m = 0; m < 2; ++m) {
     o.micro_batches = m + 1;
-    models[m] = DeepseekModel::load(p.model, o, comm);
+    models[m] = Executor::load(p.model, o, comm);
   }
   const auto tokens = prompt_tokens(p.prompt, models[0]->config().vocab_size, comm.rank());
   ModelTiming timing[2];

@@ -2,7 +2,8 @@
 
 # The layer rule of DESIGN.md §1, checked on every build: a wrong-way include fails the build.
 add_custom_target(deepmoe_layer_check ALL
-  COMMAND ${CMAKE_COMMAND} -DSRC_DIR=${PROJECT_SOURCE_DIR}/src -P ${PROJECT_SOURCE_DIR}/cmake/CheckLayers.cmake
+  COMMAND ${CMAKE_COMMAND} -DSRC_DIR=${PROJECT_SOURCE_DIR}/src -DTOOLS_DIR=${PROJECT_SOURCE_DIR}/tools
+          -P ${PROJECT_SOURCE_DIR}/cmake/CheckLayers.cmake
   COMMENT "Checking include layering (DESIGN.md §1)")
 
 # deepmoe_library(<name> [DEPS libs...]): a static library from src/<name>/*.cpp.

@@ -25,9 +25,6 @@
 //              (one position), also alternated (the only part measured when the checkpoint has no MTP layer).
 #include <CLI/CLI.hpp>
 
-// Compiled in once the model's forward pass (src/model/deepseek_model.cpp) is part of the build.
-#ifdef DEEPMOE_HAVE_MODEL_FORWARD
-
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
@@ -43,11 +40,9 @@
 #include "core/thread_pool.h"
 #include "kernels/attention.h"
 #include "kernels/gemm.h"
+#include "checkpoint/model_summary.h"
+#include "engine_options.h"
 #include "model/config.h"
-#include "model/deepseek_model.h"
-#include "model/kv_block_pool.h"
-#include "model/model_summary.h"
-#include "model_run_options.h"
 #include "parallel/chrome_trace.h"
 #include "parallel/communicator.h"
 #include "runtime/deepseek_lm.h"
@@ -60,7 +55,7 @@ namespace deepmoe::tools {
 namespace {
 
 struct BenchArgs {
-  std::string dir;
+  EngineArgs engine;
   int64_t prompt = 512;
   int prefill_runs = 3;
   int64_t decode_steps = 16;
@@ -69,7 +64,6 @@ struct BenchArgs {
   std::string speculative = "off";
   int draft_tokens = 1;
   int speculative_rounds = 3;
-  ModelRunArgs run;
 };
 
 // VmHWM / VmRSS of this process in bytes (Linux /proc/self/status).
@@ -113,7 +107,7 @@ bool reset_peak_rss() {
 }
 
 // The "speculative" case (see the top of the file). Greedy, so both loops must produce the same tokens.
-void bench_speculative(const BenchArgs& args, DeepseekModel& model, const nlohmann::ordered_json& common,
+void bench_speculative(const BenchArgs& args, const std::string& dir, Engine& model, const nlohmann::ordered_json& common,
                        const std::function<MachineLimits(const std::string&)>& measure_machine) {
   const ModelConfig& c = model.config();
   const std::vector<int32_t> prompt = bench_tokens(32, c.vocab_size, 300);
@@ -126,7 +120,7 @@ void bench_speculative(const BenchArgs& args, DeepseekModel& model, const nlohma
   // Greedy generation, plain and speculative alternated. Needs the MTP layer; without one only the forward
   // costs below are measured (they need no draft model).
   if (model.has_mtp()) {
-    const auto tokenizer = Tokenizer::load(args.dir);
+    const auto tokenizer = Tokenizer::load(dir);
     DeepseekLm plain_lm(model);
     MtpSpeculativeLm mtp_lm(model);
     Generator plain(plain_lm, *tokenizer);
@@ -197,29 +191,49 @@ void bench_speculative(const BenchArgs& args, DeepseekModel& model, const nlohma
   print_line(j);
 }
 
+void bench_on_leader(const BenchArgs& args, const std::string& dir, Engine& engine, MachineProbe& probe,
+                     uint64_t rss_before, double load_s, int threads);
+
 void run_bench(const BenchArgs& args) {
-  const int threads = args.run.threads > 0 ? args.run.threads : ThreadPool::hardware_threads();
-  load_model_config(args.dir);  // a wrong folder fails here, before seconds of measuring
   // The triad arrays are allocated and touched before the checkpoint is loaded: allocated after the weights fill
   // memory they come from reclaimed, scattered pages and STREAM reads up to 40% low, which would flatter every
   // fraction below. The machine's speed also drifts within a run, so it is measured again right before each case.
-  // The arrays (3 × 256 MiB) stay resident for the whole run, beside the checkpoint's pages.
-  ThreadPool probe_pool(threads);
-  MachineProbe probe(&probe_pool);
-  reset_peak_rss();  // where allowed, the load peak below is that of loading alone
-  const uint64_t rss_before = proc_status_bytes("VmRSS");
-  const auto t_load = std::chrono::steady_clock::now();
-  auto model = DeepseekModel::load(args.dir, args.run.options());
-  const double load_s = seconds_since(t_load);
+  // The arrays (3 × 256 MiB) stay resident for the whole run, beside the checkpoint's pages. Only rank 0 measures
+  // (under mpirun the other ranks follow its steps).
+  std::unique_ptr<ThreadPool> probe_pool;
+  std::unique_ptr<MachineProbe> probe;
+  uint64_t rss_before = 0;
+  std::chrono::steady_clock::time_point t_load;
+  int threads = 0;
+  EngineJob job = open_engine_job(args.engine, /*with_tokenizer=*/false, [&](ExecutorOptions& o) {
+    threads = o.threads > 0 ? o.threads : ThreadPool::hardware_threads();
+  }, [&] {
+    load_model_config(args.engine.model_dir.empty() ? default_model_dir() : args.engine.model_dir);
+    probe_pool = std::make_unique<ThreadPool>(threads);
+    probe = std::make_unique<MachineProbe>(probe_pool.get());
+    reset_peak_rss();  // where allowed, the load peak below is that of loading alone
+    rss_before = proc_status_bytes("VmRSS");
+    t_load = std::chrono::steady_clock::now();
+  });
+  run_engine_job(job, [&] {
+    bench_on_leader(args, job.model.dir, job.engine(), *probe, rss_before, seconds_since(t_load), threads);
+  });
+}
+
+// Rank 0's part: every case, printed as it is measured.
+void bench_on_leader(const BenchArgs& args, const std::string& dir, Engine& engine, MachineProbe& probe,
+                     uint64_t rss_before, double load_s, int threads) {
+  Engine* model = &engine;
   const uint64_t load_hwm = proc_status_bytes("VmHWM");
   const ModelConfig& c = model->config();
   const uint64_t file_bytes = model->weight_bytes();
   nlohmann::ordered_json common;
-  common["model"] = args.dir;
+  common["model"] = dir;
+  common["ranks"] = engine.ranks();
   common["arch"] = std::string(model_arch_name(c.arch));
   common["layers"] = c.num_hidden_layers;
   common["fp8"] = c.fp8;
-  common["gemm"] = args.run.gemm;
+  common["gemm"] = args.engine.gemm;
   common["threads"] = threads;
 
   nlohmann::ordered_json load = common;
@@ -274,7 +288,7 @@ void run_bench(const BenchArgs& args) {
       }
       auto seq = model->create_sequence();
       auto trace = std::make_unique<TraceRecorder>(0, CommClock::now());
-      if (!args.trace.empty()) model->set_trace(trace.get());
+      if (!args.trace.empty()) model->executor().set_trace(trace.get());
       const GemmCounters g0 = gemm_counters();
       const AttentionCounters a0 = attention_counters();
       const auto t0 = std::chrono::steady_clock::now();
@@ -282,7 +296,7 @@ void run_bench(const BenchArgs& args) {
       const double s = seconds_since(t0);
       const GemmCounters g1 = gemm_counters();
       const AttentionCounters a1 = attention_counters();
-      model->set_trace(nullptr);
+      model->executor().set_trace(nullptr);
       if (run > 1 && s >= best_s) continue;
       const double flops = projection_flops_per_token(c, /*include_lm_head=*/false) * double(args.prompt);
       nlohmann::ordered_json j = common;
@@ -361,14 +375,15 @@ void run_bench(const BenchArgs& args) {
     print_line(j);
   }
 
-  if (args.speculative == "mtp") bench_speculative(args, *model, common, measure_machine);
+  if (args.speculative == "mtp") bench_speculative(args, dir, *model, common, measure_machine);
 }
 
 CommandRegistration registration{
     {"bench", "Prefill and decode speed of a checkpoint as fractions of this machine's bandwidth and FMA peak",
      [](CLI::App& sub) {
        auto args = std::make_shared<BenchArgs>();
-       sub.add_option("dir,-m,--model", args->dir, "Model folder (default: $DEEPMOE_MODEL or the bundled model)");
+       sub.add_option("dir", args->engine.model_dir, "Model folder (the same as -m)");
+       add_engine_options(sub, args->engine);
        sub.add_option("--prompt", args->prompt, "Prefill prompt length in tokens")
            ->check(CLI::Range(int64_t(1), int64_t(1) << 20))
            ->capture_default_str();
@@ -395,11 +410,8 @@ CommandRegistration registration{
                       "Timed plain / speculative generation pairs with --speculative mtp")
            ->check(CLI::Range(1, 1000))
            ->capture_default_str();
-       args->run.add_to(sub);
-       sub.callback([args] { with_default_model_hint(args->dir, [&] { run_bench(*args); }); });
+       sub.callback([args] { run_bench(*args); });
      }}};
 
 }  // namespace
 }  // namespace deepmoe::tools
-
-#endif  // DEEPMOE_HAVE_MODEL_FORWARD

@@ -23,6 +23,7 @@
 #include "checked_output.h"
 #include "command.h"
 #include "core/error.h"
+#include "engine_options.h"
 #include "flag_errors.h"
 #include "generation_options.h"
 #include "max_tokens_option.h"
@@ -38,7 +39,7 @@ namespace {
 constexpr int64_t kDefaultReplyTokens = 512;
 
 struct ChatArgs {
-  ModelArgs model;
+  EngineArgs engine;
   RequestArgs request;
   SpeculativeArgs speculative;
   GrammarArgs grammar;  // every reply constrained
@@ -92,16 +93,24 @@ void save_transcript(const std::string& path, const std::vector<ChatMessage>& hi
     throw Error(std::string("cannot write: ") + std::strerror(written ? errno : write_errno), {path, "", ""});
 }
 
+void chat_on_leader(ChatArgs args, const std::shared_ptr<const grammar::Grammar>& grammar, LoadedModel& loaded);
+
 void run_chat(ChatArgs args) {
   if (auto e = validate(args.request.sampling)) throw flag_error(*e);
   if (auto e = validate_stop_strings(args.request.stop)) throw flag_error(*e);
+  // Compiled on every rank before the load: a bad schema fails at once, the same way everywhere.
   const auto grammar = compile_grammar_args(args.grammar);
-  LoadedModel loaded = load_model_for_cli(args.model);
+  EngineJob job = open_engine_job(args.engine, /*with_tokenizer=*/true);
+  run_engine_job(job, [&] { chat_on_leader(args, grammar, job.model); });
+}
+
+// Rank 0's part: the whole conversation (the other ranks follow its steps).
+void chat_on_leader(ChatArgs args, const std::shared_ptr<const grammar::Grammar>& grammar, LoadedModel& loaded) {
   const ChatTemplate chat_template = ChatTemplate::from_tokenizer_config(loaded.dir);
   GenerationLoop generator(loaded, args.speculative);
   auto sequence = generator.new_sequence();
 
-  const bool interactive = isatty(fileno(stdin)) == 1 && isatty(fileno(stdout)) == 1;
+  const bool interactive = is_user_terminal(stdin) && is_user_terminal(stdout);
   std::vector<ChatMessage> history;
   if (!args.system.empty()) history.push_back({"system", args.system});
   const size_t base_messages = history.size();
@@ -218,7 +227,7 @@ CommandRegistration registration{
              "Ctrl-D ends)",
      [](CLI::App& sub) {
        auto args = std::make_shared<ChatArgs>();
-       add_model_options(sub, args->model);
+       add_engine_options(sub, args->engine);
        sub.add_option("--system", args->system, "System prompt");
        sub.add_option("--context", args->context,
                       "Tokens the conversation may hold (default and most: the model's context); when the "

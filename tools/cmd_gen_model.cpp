@@ -1,4 +1,4 @@
-// `deepmoe gen-model`: a random checkpoint in the exact Hugging Face layout (model/checkpoint_generator.h). It says
+// `deepmoe gen-model`: a random checkpoint in the exact Hugging Face layout (checkpoint/checkpoint_generator.h). It says
 // how many bytes it will write before it starts (a real-shape preset is tens of GB), shows bytes and time left
 // on a terminal, and will not write over a folder that holds anything but the same generated model unless
 // --force is given.
@@ -15,7 +15,7 @@
 #include "core/error.h"
 #include "core/mapped_file.h"
 #include "core/thread_pool.h"
-#include "model/checkpoint_generator.h"
+#include "checkpoint/checkpoint_generator.h"
 #include "model/safetensors.h"
 #include "runtime/terminal_progress.h"
 

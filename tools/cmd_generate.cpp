@@ -13,6 +13,7 @@
 
 #include "checked_output.h"
 #include "command.h"
+#include "engine_options.h"
 #include "flag_errors.h"
 #include "generation_options.h"
 #include "prompt_source.h"
@@ -25,7 +26,7 @@ namespace deepmoe::tools {
 namespace {
 
 struct GenerateArgs {
-  ModelArgs model;
+  EngineArgs engine;
   RequestArgs request;
   SpeculativeArgs speculative;
   PromptArgs prompt;
@@ -76,6 +77,9 @@ void print_summary(const RequestState& state) {
                (unsigned long long)state.request.sampling.seed);
 }
 
+void generate_on_leader(const GenerateArgs& args, std::shared_ptr<const grammar::Grammar> grammar,
+                        LoadedModel& loaded);
+
 void run_generate(GenerateArgs args) {
   if (args.logprobs) {
     if (args.output_given && args.output != "json")
@@ -87,9 +91,16 @@ void run_generate(GenerateArgs args) {
   // Reject bad sampling values before spending time on loading (the same check runs again per request).
   if (auto e = validate(args.request.sampling)) throw flag_error(*e);
   if (auto e = validate_stop_strings(args.request.stop)) throw flag_error(*e);
-  const std::string prompt_text = read_prompt(args.prompt);
+  // Compiled on every rank before the load: a bad schema fails at once, the same way everywhere.
   auto grammar = compile_grammar_args(args.grammar);
-  LoadedModel loaded = load_model_for_cli(args.model);
+  EngineJob job = open_engine_job(args.engine, /*with_tokenizer=*/true);
+  run_engine_job(job, [&] { generate_on_leader(args, grammar, job.model); });
+}
+
+// Rank 0's part: everything a single process does.
+void generate_on_leader(const GenerateArgs& args, std::shared_ptr<const grammar::Grammar> grammar,
+                        LoadedModel& loaded) {
+  const std::string prompt_text = read_prompt(args.prompt);  // a file or standard input: rank 0 reads it
   std::vector<int32_t> prompt;
   if (args.chat) {
     // The template writes BOS itself, so the tokenizer adds no special tokens of its own.
@@ -118,7 +129,7 @@ void run_generate(GenerateArgs args) {
     throw flag_error(e);  // a request check names the flag (or the prompt), not the API field
   }
   if (text) {
-    if (isatty(fileno(stdout)) && !state->text.empty() && state->text.back() != '\n') std::fputc('\n', stdout);
+    if (is_user_terminal(stdout) && !state->text.empty() && state->text.back() != '\n') std::fputc('\n', stdout);
   } else if (args.output == "ids") {
     for (size_t i = 0; i < state->tokens.size(); ++i) std::printf("%s%d", i ? " " : "", state->tokens[i].token);
     std::printf("\n");
@@ -132,7 +143,7 @@ void run_generate(GenerateArgs args) {
 CommandRegistration registration{
     {"generate", "Generate text from a prompt, streamed to stdout", [](CLI::App& sub) {
        auto args = std::make_shared<GenerateArgs>();
-       add_model_options(sub, args->model);
+       add_engine_options(sub, args->engine);
        add_prompt_options(sub, args->prompt);
        auto* chat = sub.add_flag("--chat", args->chat, "Wrap the prompt as a user message in the model's chat template");
        sub.add_option("--system", args->system, "System prompt (with --chat)")->needs(chat);

@@ -1,5 +1,5 @@
 // `deepmoe inspect DIR`: what a checkpoint folder holds — architecture, parameter counts (total / active per
-// token, MTP separately), bytes by dtype, KV-cache bytes per token, which tensors are FP8 (model/model_summary.h).
+// token, MTP separately), bytes by dtype, KV-cache bytes per token, which tensors are FP8 (checkpoint/model_summary.h).
 #include <CLI/CLI.hpp>
 
 #include <cstdio>
@@ -10,7 +10,7 @@
 #include "command.h"
 #include "core/error.h"
 #include "model/config.h"
-#include "model/model_summary.h"
+#include "checkpoint/model_summary.h"
 #include "model/safetensors.h"
 
 namespace deepmoe::tools {

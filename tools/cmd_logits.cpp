@@ -5,13 +5,10 @@
 //           float in its shortest form that reads back to the same float32;
 //   f32     raw little-endian float32 behind a small header (layout in kF32FormatHelp, also in --help);
 //   digest  one line per logits row: FNV-1a of the float bits and the top entries (short, diffable).
-// Under `mpirun -np N` the requests are spread over the ranks (request i on rank i mod N, data-parallel attention,
-// experts partitioned across ranks), the rows are gathered on rank 0 and rank 0 writes them — byte for byte the
-// output of a single process, since combine sums the top-k contributions in a fixed order.
+// Under `mpirun -np N` it runs as one job (tools/engine_options.h): rank 0 runs the requests and writes the
+// output, the routed experts are spread over the ranks — byte for byte the output of a single process, since
+// combine sums the top-k contributions in a fixed order.
 #include <CLI/CLI.hpp>
-
-// Compiled in once the model's forward pass (src/model/deepseek_model.cpp) is part of the build.
-#ifdef DEEPMOE_HAVE_MODEL_FORWARD
 
 #include <unistd.h>
 
@@ -28,11 +25,9 @@
 
 #include "command.h"
 #include "core/error.h"
+#include "engine_options.h"
 #include "model/config.h"
-#include "model/deepseek_model.h"
-#include "model_run_options.h"
 #include "parallel/chrome_trace.h"
-#include "parallel/communicator.h"
 
 namespace deepmoe::tools {
 namespace {
@@ -46,7 +41,7 @@ const char* const kF32FormatHelp =
     "then rows x vocab_size float32 logits, row-major (rows in request order, then position order)";
 
 struct LogitsArgs {
-  std::string model;
+  EngineArgs engine;
   std::vector<std::string> requests;  // one comma-separated id list per --ids
   std::string positions = "all";
   std::string format = "json";
@@ -54,7 +49,6 @@ struct LogitsArgs {
   int top = 5;
   int64_t rebalance_after = 0;  // > 0: prefill that many tokens, rebalance the experts, then the rest
   std::string trace;
-  ModelRunArgs run;
 };
 
 // "0,42,7" → ids; the syntax only (the vocabulary bound needs the model). Empty lists, empty items, signs,
@@ -183,23 +177,25 @@ std::string digest_line(size_t request, int64_t position, int32_t token, const f
   return line + "\n";
 }
 
-void run_logits_on(Communicator& comm, const LogitsArgs& args);
+void logits_on_leader(const LogitsArgs& args, Engine& model, const std::string& dir);
 
 void run_logits(const LogitsArgs& args) {
-  auto comm = make_world_communicator();
-  try {
-    run_logits_on(*comm, args);
-  } catch (const Error& e) {
-    // Under MPI the other ranks may be waiting in a collective: report and end the whole job (non-zero exit).
-    if (comm->size() > 1) comm->abort(e.what());
-    throw;
-  }
+  if (args.format == "f32" && (args.out.empty() || args.out == "-") && is_user_terminal(stdout))
+    throw Error("--format f32 writes binary data; give --out FILE or redirect stdout");
+  EngineJob job = open_engine_job(args.engine, /*with_tokenizer=*/false, [](ExecutorOptions& o) { o.load_mtp = false; });
+  // With --trace every rank records its spans from one time origin and the leader writes them all.
+  job.comm->barrier();
+  TraceRecorder trace(job.comm->rank(), CommClock::now());
+  if (!args.trace.empty()) job.engine().executor().set_trace(&trace);
+  run_engine_job(job, [&] { logits_on_leader(args, job.engine(), job.model.dir); });
+  job.engine().executor().set_trace(nullptr);
+  if (!args.trace.empty()) write_chrome_trace(*job.comm, trace, args.trace);
 }
 
 // model.forward(batch), or with --rebalance-after K (live rebalance): each request's first min(K, n - 1)
 // tokens in one forward call, then a rebalance of the experts (EPLB on the statistics of that call, weights moved
 // between ranks), then the rest — the same rows, which must be bitwise those of one uninterrupted call.
-Tensor forward_across_rebalance(DeepseekModel& model, const std::vector<SequenceInput>& batch, int64_t after) {
+Tensor forward_across_rebalance(Engine& model, const std::vector<SequenceInput>& batch, int64_t after) {
   if (after <= 0) return model.forward(batch);
   std::vector<SequenceInput> first, rest;
   for (const SequenceInput& in : batch) {
@@ -210,7 +206,7 @@ Tensor forward_across_rebalance(DeepseekModel& model, const std::vector<Sequence
     if (cut > 0) first.push_back(std::move(a));
     rest.push_back(std::move(b));
   }
-  const Tensor l1 = model.forward(first);  // every rank calls forward, rebalance and forward: collectives
+  const Tensor l1 = model.forward(first);
   model.rebalance();
   const Tensor l2 = model.forward(rest);
   const int64_t vocab = l2.dim(1);
@@ -232,28 +228,24 @@ Tensor forward_across_rebalance(DeepseekModel& model, const std::vector<Sequence
   return out;
 }
 
-void run_logits_on(Communicator& comm, const LogitsArgs& args) {
+void logits_on_leader(const LogitsArgs& args, Engine& model, const std::string& dir) {
   std::vector<std::vector<int32_t>> requests;
   for (const auto& r : args.requests) requests.push_back(parse_id_list(r));
-  const int R = comm.size(), me = comm.rank();
-  // Every rank takes part in every MoE layer's all-to-all, so each needs a request of its own.
-  if (int(requests.size()) < R)
-    throw Error("logits: " + std::to_string(requests.size()) + " request(s) for " + std::to_string(R) +
-                " ranks; give at least one --ids per rank");
-  if (args.format == "f32" && (args.out.empty() || args.out == "-") && me == 0 && ::isatty(STDOUT_FILENO))
-    throw Error("--format f32 writes binary data; give --out FILE or redirect stdout");
-
-  ModelOptions options = args.run.options();
-  options.load_mtp = false;
-  auto model = DeepseekModel::load(args.model, options, comm);
-  const int64_t vocab = model->config().vocab_size;
-  for (size_t i = 0; i < requests.size(); ++i)
+  const ModelConfig& config = model.config();
+  const int64_t vocab = config.vocab_size;
+  for (size_t i = 0; i < requests.size(); ++i) {
     for (int32_t id : requests[i])
       if (id >= vocab)
         throw Error("--ids: token id " + std::to_string(id) + " (request " + std::to_string(i) +
-                    ") is outside the model's vocabulary [0, " + std::to_string(vocab) + ") of " + args.model);
+                    ") is outside the model's vocabulary [0, " + std::to_string(vocab) + ") of " + dir);
+    // The same limit as every other command: positions past max_position_embeddings are refused, not computed.
+    if (config.max_position_embeddings > 0 && int64_t(requests[i].size()) > config.max_position_embeddings)
+      throw Error("--ids: request " + std::to_string(i) + " has " + std::to_string(requests[i].size()) +
+                  " tokens, more than the model's context of " + std::to_string(config.max_position_embeddings) +
+                  " tokens (max_position_embeddings)");
+  }
 
-  // Rows of the whole output in order, and each request's positions.
+  // Each request's positions; rows of the output in request order, then position order.
   const bool last_only = args.positions == "last";
   std::vector<std::vector<int64_t>> positions(requests.size());
   for (size_t i = 0; i < requests.size(); ++i) {
@@ -261,45 +253,24 @@ void run_logits_on(Communicator& comm, const LogitsArgs& args) {
     for (int64_t p = last_only ? n - 1 : 0; p < n; ++p) positions[i].push_back(p);
   }
 
-  // This rank's requests in one forward call.
+  // Every request in one step, each from an empty cache.
   std::vector<std::unique_ptr<Sequence>> sequences;
   std::vector<SequenceInput> batch;
-  for (size_t i = size_t(me); i < requests.size(); i += size_t(R)) {
-    sequences.push_back(model->create_sequence());
+  for (size_t i = 0; i < requests.size(); ++i) {
+    sequences.push_back(model.create_sequence());
     SequenceInput in;
     in.sequence = sequences.back().get();
     in.tokens = requests[i];
     in.logit_indices = positions[i];
     batch.push_back(std::move(in));
   }
-  comm.barrier();  // spans of all ranks share one time origin
-  TraceRecorder trace(me, CommClock::now());
-  if (!args.trace.empty()) model->set_trace(&trace);
-  const Tensor logits = forward_across_rebalance(*model, batch, args.rebalance_after);  // [this rank's rows, vocab]
-  model->set_trace(nullptr);
-  if (!args.trace.empty()) write_chrome_trace(comm, trace, args.trace);
+  const Tensor logits = forward_across_rebalance(model, batch, args.rebalance_after);  // [rows, vocab]
   DEEPMOE_CHECK(logits.dim(1) == vocab, "logits width");
   const int64_t row_bytes = vocab * int64_t(sizeof(float));
-
-  // Gather every rank's rows on rank 0. Every rank knows every request, hence how many rows each rank sends.
-  std::vector<int64_t> rows_of_rank(size_t(R), 0);
-  for (size_t i = 0; i < requests.size(); ++i) rows_of_rank[i % size_t(R)] += int64_t(positions[i].size());
-  DEEPMOE_CHECK(logits.dim(0) == rows_of_rank[size_t(me)], "logits rows");
-  std::vector<int64_t> sb(size_t(R), 0), so(size_t(R), 0), rb(size_t(R), 0), ro(size_t(R), 0);
-  sb[0] = rows_of_rank[size_t(me)] * row_bytes;
-  int64_t total_bytes = 0;
-  if (me == 0)
-    for (int r = 0; r < R; ++r) rb[size_t(r)] = rows_of_rank[size_t(r)] * row_bytes, ro[size_t(r)] = total_bytes,
-                                total_bytes += rb[size_t(r)];
-  std::vector<float> gathered(size_t(total_bytes) / sizeof(float));
-  comm.all_to_all_v(logits.data<float>(), sb, so, gathered.data(), rb, ro)->wait();
-  if (me != 0) return;
-
-  // Where each request's first row lies in `gathered` (rank-major, then the rank's requests in order).
   std::vector<const float*> request_rows(requests.size());
-  for (int r = 0; r < R; ++r) {
-    const float* p = gathered.data() + ro[size_t(r)] / int64_t(sizeof(float));
-    for (size_t i = size_t(r); i < requests.size(); i += size_t(R)) {
+  {
+    const float* p = logits.data<float>();
+    for (size_t i = 0; i < requests.size(); ++i) {
       request_rows[i] = p;
       p += int64_t(positions[i].size()) * vocab;
     }
@@ -319,7 +290,7 @@ void run_logits_on(Communicator& comm, const LogitsArgs& args) {
   } else {
     for (size_t i = 0; i < requests.size(); ++i) {
       if (args.format == "json") {
-        out.write(json_line(args.model, i, requests[i], positions[i], request_rows[i], vocab));
+        out.write(json_line(dir, i, requests[i], positions[i], request_rows[i], vocab));
       } else {
         for (size_t r = 0; r < positions[i].size(); ++r)
           out.write(digest_line(i, positions[i][r], requests[i][size_t(positions[i][r])],
@@ -335,7 +306,7 @@ CommandRegistration registration{
                "works under mpirun",
      [](CLI::App& sub) {
        auto args = std::make_shared<LogitsArgs>();
-       sub.add_option("-m,--model", args->model, "Model folder (default: $DEEPMOE_MODEL or the bundled model)");
+       add_engine_options(sub, args->engine);
        sub.add_option("--ids", args->requests,
                       "Token ids of one request, comma separated (e.g. 0,42,7); repeat for more requests, each "
                       "run from an empty cache")
@@ -371,12 +342,9 @@ CommandRegistration registration{
            ->check(CLI::NonNegativeNumber);
        sub.add_option("--trace", args->trace,
                       "Write compute and communication spans per rank and micro-batch as Chrome-trace JSON");
-       args->run.add_to(sub);
        sub.footer(kF32FormatHelp);
-       sub.callback([args] { with_default_model_hint(args->model, [&] { run_logits(*args); }); });
+       sub.callback([args] { run_logits(*args); });
      }}};
 
 }  // namespace
 }  // namespace deepmoe::tools
-
-#endif  // DEEPMOE_HAVE_MODEL_FORWARD

@@ -5,9 +5,6 @@
 // final estimate with its standard error.
 #include <CLI/CLI.hpp>
 
-// Compiled in once the model's forward pass (src/model/deepseek_model.cpp) is part of the build.
-#ifdef DEEPMOE_HAVE_MODEL_FORWARD
-
 #include <algorithm>
 #include <chrono>
 #include <cmath>
@@ -17,21 +14,18 @@
 #include "command.h"
 #include "core/error.h"
 #include "core/mapped_file.h"
+#include "engine_options.h"
 #include "model/config.h"
-#include "model/deepseek_model.h"
-#include "model_run_options.h"
-#include "progress.h"
 #include "tokenizer/tokenizer.h"
 
 namespace deepmoe::tools {
 namespace {
 
 struct PerplexityArgs {
-  std::string model;
+  EngineArgs engine;
   std::string file;
   int64_t ctx = 512;
   int64_t max_chunks = 0;
-  ModelRunArgs run;
 };
 
 // -log softmax(logits)[target], in double.
@@ -43,15 +37,25 @@ double negative_log_likelihood(const float* logits, int64_t vocab, int32_t targe
   return std::log(sum) - (double(logits[target]) - max_logit);
 }
 
+void perplexity_on_leader(const PerplexityArgs& args, LoadedModel& loaded);
+
 void run_perplexity(const PerplexityArgs& args) {
+  // The weights are mapped, not read, so loading first costs little even when the text turns out unusable.
+  EngineJob job = open_engine_job(args.engine, /*with_tokenizer=*/true, [](ExecutorOptions& o) { o.load_mtp = false; });
+  run_engine_job(job, [&] { perplexity_on_leader(args, job.model); });
+}
+
+// Rank 0's part: reads and scores the text (the other ranks follow its steps).
+void perplexity_on_leader(const PerplexityArgs& args, LoadedModel& loaded) {
   const int64_t ctx = args.ctx;
-  const ModelConfig config = load_model_config(args.model);
+  Engine& model = *loaded.engine;
+  const ModelConfig& config = model.config();
   if (config.max_position_embeddings > 0 && ctx > config.max_position_embeddings)
     throw Error("--ctx " + std::to_string(ctx) + " exceeds the model's context of " +
                 std::to_string(config.max_position_embeddings) + " tokens (max_position_embeddings in " +
-                args.model + "/config.json)");
+                loaded.dir + "/config.json)");
   const std::string text = read_text_file(args.file);
-  const auto tokenizer = Tokenizer::load(args.model);
+  const Tokenizer* tokenizer = loaded.tokenizer.get();
   const std::vector<int32_t> tokens = tokenizer->encode(text, /*add_special=*/false, /*parse_special=*/false);
   int64_t n_chunks = int64_t(tokens.size()) / ctx;
   if (args.max_chunks > 0) n_chunks = std::min(n_chunks, args.max_chunks);
@@ -59,15 +63,11 @@ void run_perplexity(const PerplexityArgs& args) {
     throw Error("the text has " + std::to_string(tokens.size()) + " tokens; at least --ctx = " +
                     std::to_string(ctx) + " are needed for one chunk",
                 {args.file, "", ""});
-  LoadProgressBar bar(args.model);
-  bar.stage("loading weights", 0.1);
-  auto model = DeepseekModel::load(args.model, args.run.options());
-  bar.finish();
-  const int64_t vocab = model->config().vocab_size;
+  const int64_t vocab = config.vocab_size;
   if (tokenizer->vocab_size() > vocab)
     throw Error("the tokenizer has " + std::to_string(tokenizer->vocab_size()) + " tokens but the model's vocab_size is " +
                     std::to_string(vocab),
-                {args.model, "", "vocab_size"});
+                {loaded.dir, "", "vocab_size"});
   const int32_t bos = tokenizer->bos_id();
   const int64_t first = ctx / 2;  // llama.cpp: score positions [ctx/2, ctx - 1) predicting the next token
   std::fprintf(stderr, "perplexity: %zu tokens, %lld chunks of %lld, scoring %lld tokens per chunk\n", tokens.size(),
@@ -79,12 +79,12 @@ void run_perplexity(const PerplexityArgs& args) {
   for (int64_t c = 0; c < n_chunks; ++c) {
     std::vector<int32_t> chunk(tokens.begin() + c * ctx, tokens.begin() + (c + 1) * ctx);
     if (bos >= 0) chunk[0] = bos;
-    auto seq = model->create_sequence();
+    auto seq = model.create_sequence();
     SequenceInput in;
     in.sequence = seq.get();
     in.tokens = chunk;
     for (int64_t j = first; j < ctx - 1; ++j) in.logit_indices.push_back(j);
-    const Tensor logits = model->forward({in});
+    const Tensor logits = model.forward({in});
     for (int64_t r = 0; r < logits.dim(0); ++r) {
       const int64_t j = in.logit_indices[size_t(r)];
       // The target is the text's token (not BOS) at j + 1.
@@ -112,18 +112,13 @@ CommandRegistration registration{
     {"perplexity", "Perplexity of a model over a text file (chunks of --ctx tokens, second half scored, as llama.cpp)",
      [](CLI::App& sub) {
        auto args = std::make_shared<PerplexityArgs>();
-       sub.add_option("-m,--model", args->model,
-                      "Model folder with weights and tokenizer.json (default: $DEEPMOE_MODEL or the bundled model)");
+       add_engine_options(sub, args->engine);
        sub.add_option("-f,--file", args->file, "Text file")->required();
-       add_quiet_option(sub);
        sub.add_option("--ctx", args->ctx, "Tokens per chunk (at most the model's context)")->check(CLI::Range(int64_t(4), int64_t(1) << 20))->capture_default_str();
        sub.add_option("--chunks", args->max_chunks, "Evaluate at most this many chunks (0 = all)")
            ->check(CLI::NonNegativeNumber);
-       args->run.add_to(sub);
-       sub.callback([args] { with_default_model_hint(args->model, [&] { run_perplexity(*args); }); });
+       sub.callback([args] { run_perplexity(*args); });
      }}};
 
 }  // namespace
 }  // namespace deepmoe::tools
-
-#endif  // DEEPMOE_HAVE_MODEL_FORWARD

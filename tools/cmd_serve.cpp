@@ -19,6 +19,7 @@
 
 #include "command.h"
 #include "core/error.h"
+#include "engine_options.h"
 #include "generation_options.h"
 #include "server/api_key.h"
 #include "server/openai_server.h"
@@ -29,7 +30,7 @@ namespace deepmoe::tools {
 namespace {
 
 struct ServeArgs {
-  ModelArgs model;
+  EngineArgs engine;
   std::string host = "127.0.0.1";
   int port = 8080;
   std::string api_key_file;
@@ -91,6 +92,9 @@ class ShutdownSignal {
   int signal_ = 0;
 };
 
+void serve_on_leader(const ServeArgs& args, LoadedModel& loaded, server::OpenAiServer& server,
+                     ShutdownSignal& shutdown);
+
 void run_serve(const ServeArgs& args) {
   server::ServerOptions options;
   options.host = args.host;
@@ -104,28 +108,49 @@ void run_serve(const ServeArgs& args) {
   options.log = log_line;
 
   ::signal(SIGPIPE, SIG_IGN);  // a vanished client is a failed write, not the end of the process
+  // Before any thread starts (MPI's included), so that SIGTERM/SIGINT reach only the signal thread, on every rank.
   ShutdownSignal shutdown;
-  server::OpenAiServer server(options);
-  const int port = server.bind();
-  log_line("deepmoe serve: listening on http://" + args.host + ":" + std::to_string(port) + " (loading the model)");
-  std::thread http([&] { server.serve(); });
+  // Rank 0 listens (and answers "loading") before the model loads; under mpirun the other ranks only follow its
+  // engine steps.
+  std::unique_ptr<server::OpenAiServer> server;
+  std::thread http;
   auto stop_http = [&] {
-    server.stop();
+    server->stop();
     http.join();
   };
+  EngineJob job;
+  try {
+    job = open_engine_job(args.engine, /*with_tokenizer=*/true, {}, [&] {
+      server = std::make_unique<server::OpenAiServer>(options);
+      const int port = server->bind();
+      log_line("deepmoe serve: listening on http://" + args.host + ":" + std::to_string(port) +
+               " (loading the model)");
+      http = std::thread([&] { server->serve(); });
+    });
+  } catch (...) {
+    if (server) stop_http();
+    throw;
+  }
+  run_engine_job(job, [&] {
+    try {
+      serve_on_leader(args, job.model, *server, shutdown);
+    } catch (...) {
+      stop_http();
+      throw;
+    }
+    stop_http();  // returns once every connection has written its last byte
+    log_line("deepmoe serve: stopped");
+  });
+}
 
-  LoadedModel loaded;
+// Rank 0's part once the model is loaded: answers requests until SIGTERM/SIGINT, then drains.
+void serve_on_leader(const ServeArgs& args, LoadedModel& loaded, server::OpenAiServer& server,
+                     ShutdownSignal& shutdown) {
   std::optional<ChatTemplate> chat_template;
   try {
-    loaded = load_model_for_cli(args.model);
-    try {
-      chat_template = ChatTemplate::from_tokenizer_config(loaded.dir);
-    } catch (const Error& e) {
-      log_line(std::string("deepmoe serve: no chat template, /v1/chat/completions will answer 400: ") + e.what());
-    }
-  } catch (...) {
-    stop_http();
-    throw;
+    chat_template = ChatTemplate::from_tokenizer_config(loaded.dir);
+  } catch (const Error& e) {
+    log_line(std::string("deepmoe serve: no chat template, /v1/chat/completions will answer 400: ") + e.what());
   }
   server::SequentialRuntimeBackend backend(
       loaded, server::SequentialBackendOptions{.max_waiting = args.max_queue});
@@ -155,15 +180,13 @@ void run_serve(const ServeArgs& args) {
     log_line("deepmoe serve: drain time is up, cancelling " + std::to_string(left.running + left.waiting) +
              " request(s)");
   backend.stop();  // cancels what is left; their clients get an error event
-  stop_http();     // returns once every connection has written its last byte
-  log_line("deepmoe serve: stopped");
 }
 
 CommandRegistration registration{
     {"serve", "OpenAI-compatible HTTP server: /v1/chat/completions, /v1/completions, /v1/models, /health, /metrics",
      [](CLI::App& sub) {
        auto args = std::make_shared<ServeArgs>();
-       add_model_options(sub, args->model);
+       add_engine_options(sub, args->engine);
        sub.add_option("--host", args->host, "Address to listen on")->capture_default_str();
        sub.add_option("--port", args->port, "Port to listen on (0: any free port, printed at start)")
            ->check(CLI::Range(0, 65535))

@@ -1,5 +1,7 @@
 #include "progress.h"
 
+#include "user_terminal.h"
+
 #include <CLI/CLI.hpp>
 
 #include <unistd.h>
@@ -64,7 +66,7 @@ void add_quiet_option(CLI::App& app) {
 
 void set_quiet(bool quiet) { g_quiet = quiet; }
 
-bool progress_wanted() { return !g_quiet && isatty(STDERR_FILENO) == 1; }
+bool progress_wanted() { return !g_quiet && is_user_terminal(stderr); }
 
 LoadProgressBar::LoadProgressBar(const std::string& model_dir) : bar_(stderr), enabled_(progress_wanted()) {
   if (enabled_) total_bytes_ = safetensors_bytes(model_dir);

@@ -24,7 +24,7 @@ void add_speculative_options(CLI::App& app, SpeculativeArgs& args) {
 
 GenerationLoop::GenerationLoop(LoadedModel& loaded, const SpeculativeArgs& args) {
   if (args.mode == "mtp") {
-    mtp_ = std::make_unique<MtpSpeculativeLm>(*loaded.model);
+    mtp_ = std::make_unique<MtpSpeculativeLm>(*loaded.engine);
     speculative_ = std::make_unique<SpeculativeGenerator>(*mtp_, *loaded.tokenizer, args.draft_tokens);
   } else {
     progress_lm_ = std::make_unique<PrefillProgressLm>(*loaded.lm);

@@ -1,15 +1,9 @@
 #include "model/moe.h"
 
-#include <optional>
-#include <vector>
-
 #include "core/error.h"
-#include "core/tensor.h"
 #include "kernels/swiglu.h"
 #include "model/config.h"
 #include "model/gate.h"
-#include "parallel/chrome_trace.h"
-#include "parallel/moe_dispatch.h"
 
 namespace deepmoe {
 
@@ -22,144 +16,33 @@ void mlp_forward(const ForwardContext& ctx, const MlpWeights& w, const float* x,
   linear(ctx, g.data(), T, w.down, out);
 }
 
-struct MoeLayerRun::State {
-  const ForwardContext& ctx;
-  const MoeWeights& w;
-  MoeRuntime rt;
-  const float* x;
-  int64_t T;
-  enum class Phase { Created, Dispatching, Combining, Shared, Done } phase = Phase::Created;
-  Tensor topk_idx, topk_weight;
-  PendingDispatch dispatch;
-  std::optional<DispatchResult> dispatched;  // its handle must outlive the combine
-  Tensor expert_out;                         // the combine's send buffer: alive until finish
-  PendingCombine combine;
-  std::unique_ptr<Scratch> shared_out;  // z [T, hidden]
-  CommClock::time_point dispatch_started, combine_started;
-
-  State(const ForwardContext& c, const MoeWeights& weights, const MoeRuntime& r, const float* in, int64_t n)
-      : ctx(c), w(weights), rt(r), x(in), T(n) {}
-
-  // A compute-lane span; names starting with "wait" are time the compute thread spent blocked on communication.
-  TraceRecorder::Scope span(const char* name) const {
-    return TraceRecorder::Scope(rt.trace, name, TraceLane::Compute, rt.micro_batch);
-  }
-};
-
-MoeLayerRun::MoeLayerRun(const ForwardContext& ctx, const MoeWeights& w, const MoeRuntime& rt, const float* x,
-                         int64_t T)
-    : st_(std::make_unique<State>(ctx, w, rt, x, T)) {}
-
-MoeLayerRun::~MoeLayerRun() = default;
-
-void MoeLayerRun::start_dispatch() {
-  State& s = *st_;
-  DEEPMOE_CHECK(s.phase == State::Phase::Created, "MoE phases out of order");
-  const ModelConfig& c = *s.ctx.config;
-  const int64_t E = c.n_routed_experts, k = c.num_experts_per_tok, hidden = c.hidden_size, T = s.T;
-  {
-    // Route: logits = x · gateᵀ [T, E] in FP32, then the per-row gate.
-    auto span = s.span("gate");
-    Tensor logits = Tensor::uninitialized(DType::F32, {T, E});
-    linear(s.ctx, s.x, T, s.w.gate_matrix, logits.data<float>());
-    s.topk_idx = Tensor::zeros(DType::I32, {T, k});
-    s.topk_weight = Tensor::zeros(DType::F32, {T, k});
-    route_tokens(c, logits.data<float>(), s.w.correction_bias.empty() ? nullptr : s.w.correction_bias.data(), T,
-                 s.topk_idx.data<int32_t>(), s.topk_weight.data<float>());
-  }
-  // Dispatch: the count exchange is a blocking collective (exposed communication); the payload goes non-blocking.
-  Tensor xt = Tensor::view(DType::F32, {T, hidden}, const_cast<float*>(s.x));
-  DispatchOptions opt;
-  opt.payload = s.rt.payload;
-  opt.pool = s.ctx.pool;
-  opt.stats = s.rt.stats;
-  auto span = s.span("wait: dispatch layout");
-  s.dispatch_started = CommClock::now();
-  s.dispatch = moe_dispatch_start(*s.rt.comm, *s.rt.placement, s.rt.placement_layer, xt, s.topk_idx, s.topk_weight,
-                                  opt);
-  s.phase = State::Phase::Dispatching;
+MoeRouting moe_gate(const ForwardContext& ctx, const MoeWeights& w, const float* x, int64_t T) {
+  const ModelConfig& c = *ctx.config;
+  const int64_t E = c.n_routed_experts, k = c.num_experts_per_tok;
+  Tensor logits = Tensor::uninitialized(DType::F32, {T, E});
+  linear(ctx, x, T, w.gate_matrix, logits.data<float>());
+  MoeRouting r{Tensor::zeros(DType::I32, {T, k}), Tensor::zeros(DType::F32, {T, k})};
+  route_tokens(c, logits.data<float>(), w.correction_bias.empty() ? nullptr : w.correction_bias.data(), T,
+               r.topk_idx.data<int32_t>(), r.topk_weight.data<float>());
+  return r;
 }
 
-void MoeLayerRun::run_experts() {
-  State& s = *st_;
-  DEEPMOE_CHECK(s.phase == State::Phase::Dispatching, "MoE phases out of order");
-  const ModelConfig& c = *s.ctx.config;
-  const int64_t hidden = c.hidden_size, inter = c.moe_intermediate_size;
-  {
-    auto span = s.span("wait: dispatch");
-    s.dispatched.emplace(s.dispatch.finish());
-  }
-  if (s.rt.trace) s.rt.trace->add("dispatch", TraceLane::Comm, s.rt.micro_batch, s.dispatch_started, CommClock::now());
-  DispatchResult& d = *s.dispatched;
-  const int64_t rows = d.x.dim(0), slots = int64_t(d.row_offsets.size()) - 1;
-  DEEPMOE_CHECK(slots == int64_t(s.w.expert_gate.size()), "MoE: local slots differ from bound experts");
-  {
-    // Local experts: grouped GEMMs gate/up → SwiGLU → down (unweighted; combine applies the top-k weights).
-    auto span = s.span("experts");
-    s.expert_out = Tensor::uninitialized(DType::F32, {rows, hidden});  // every row is a grouped_gemm output
-    if (rows > 0) {
-      Scratch g(rows * inter), u(rows * inter);
-      grouped_gemm(d.x.data<float>(), d.row_offsets.data(), slots, s.w.expert_gate.data(), g.data(), s.ctx.gemm,
-                   s.ctx.pool);
-      grouped_gemm(d.x.data<float>(), d.row_offsets.data(), slots, s.w.expert_up.data(), u.data(), s.ctx.gemm,
-                   s.ctx.pool);
-      swiglu(g.data(), u.data(), rows * inter, g.data());
-      grouped_gemm(g.data(), d.row_offsets.data(), slots, s.w.expert_down.data(), s.expert_out.data<float>(),
-                   s.ctx.gemm, s.ctx.pool);
-    }
-    // Combine: y[t] = Σ_j w[t,j] · expert(t, j) in j order, summed at the source.
-    s.combine_started = CommClock::now();
-    s.combine = moe_combine_start(*s.rt.comm, d.handle, s.expert_out);
-  }
-  s.phase = State::Phase::Combining;
+void moe_routed_experts(const ForwardContext& ctx, const MoeWeights& w, const float* x, const int64_t* row_offsets,
+                        int64_t slots, float* out) {
+  DEEPMOE_CHECK(slots == int64_t(w.expert_gate.size()), "MoE: local slots differ from bound experts");
+  const int64_t rows = row_offsets[slots], inter = ctx.config->moe_intermediate_size;
+  if (rows == 0) return;
+  Scratch g(rows * inter), u(rows * inter);
+  grouped_gemm(x, row_offsets, slots, w.expert_gate.data(), g.data(), ctx.gemm, ctx.pool);
+  grouped_gemm(x, row_offsets, slots, w.expert_up.data(), u.data(), ctx.gemm, ctx.pool);
+  swiglu(g.data(), u.data(), rows * inter, g.data());
+  grouped_gemm(g.data(), row_offsets, slots, w.expert_down.data(), out, ctx.gemm, ctx.pool);
 }
 
-void MoeLayerRun::run_shared() {
-  State& s = *st_;
-  DEEPMOE_CHECK(s.phase == State::Phase::Combining, "MoE phases out of order");
-  if (s.w.has_shared) {
-    auto span = s.span("shared");
-    s.shared_out = std::make_unique<Scratch>(s.T * s.ctx.config->hidden_size);
-    mlp_forward(s.ctx, s.w.shared, s.x, s.T, s.shared_out->data());  // z = shared_experts(x)
-  }
-  s.phase = State::Phase::Shared;
-}
-
-void MoeLayerRun::finish(float* out) {
-  State& s = *st_;
-  DEEPMOE_CHECK(s.phase == State::Phase::Shared, "MoE phases out of order");
-  Tensor y;
-  {
-    auto span = s.span("wait: combine");
-    y = s.combine.finish();
-  }
-  if (s.rt.trace) s.rt.trace->add("combine", TraceLane::Comm, s.rt.micro_batch, s.combine_started, CommClock::now());
-  const int64_t n = s.T * s.ctx.config->hidden_size;
-  const float* yr = y.data<float>();
-  if (s.shared_out) {
-    const float* z = s.shared_out->data();
-    for (int64_t i = 0; i < n; ++i) out[i] = yr[i] + z[i];  // model.py: y + z
-  } else {
-    for (int64_t i = 0; i < n; ++i) out[i] = yr[i];
-  }
-  s.dispatched.reset();
-  s.expert_out = Tensor();
-  s.phase = State::Phase::Done;
-}
-
-void MoeLayerRun::poll() {
-  State& s = *st_;
-  if (s.phase == State::Phase::Dispatching) s.dispatch.test();
-  if (s.phase == State::Phase::Combining || s.phase == State::Phase::Shared) s.combine.test();
-}
-
-void moe_forward(const ForwardContext& ctx, const MoeWeights& w, const MoeRuntime& rt, const float* x, int64_t T,
-                 float* out) {
-  MoeLayerRun run(ctx, w, rt, x, T);
-  run.start_dispatch();
-  run.run_experts();
-  run.run_shared();
-  run.finish(out);
+bool moe_shared_experts(const ForwardContext& ctx, const MoeWeights& w, const float* x, int64_t T, float* out) {
+  if (!w.has_shared) return false;
+  mlp_forward(ctx, w.shared, x, T, out);
+  return true;
 }
 
 }  // namespace deepmoe

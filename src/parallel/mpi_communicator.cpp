@@ -69,8 +69,12 @@ class MpiCommunicator final : public Communicator {
     int initialized = 0;
     MPI_Initialized(&initialized);
     if (initialized) throw Error("MPI is already initialized: only one MPI world communicator may exist");
+    // Serialized: one thread at a time calls MPI, but not always the main one (the server's engine runs on its
+    // backend thread).
     int provided = 0;
-    MPI_Init_thread(nullptr, nullptr, MPI_THREAD_FUNNELED, &provided);
+    MPI_Init_thread(nullptr, nullptr, MPI_THREAD_SERIALIZED, &provided);
+    if (provided < MPI_THREAD_SERIALIZED)
+      throw Error("this MPI library does not support calls from more than one thread (MPI_THREAD_SERIALIZED)");
     MPI_Comm_rank(MPI_COMM_WORLD, &rank_);
     MPI_Comm_size(MPI_COMM_WORLD, &size_);
     MPI_Type_contiguous(8, MPI_BYTE, &bytes8_);

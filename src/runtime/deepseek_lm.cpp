@@ -23,14 +23,14 @@ class DeepseekSequence : public LmSequence {
 
 }  // namespace
 
-DeepseekLm::DeepseekLm(DeepseekModel& model) : model_(model) {}
+DeepseekLm::DeepseekLm(Engine& engine) : engine_(engine) {}
 
-int64_t DeepseekLm::vocab_size() const { return model_.config().vocab_size; }
+int64_t DeepseekLm::vocab_size() const { return engine_.config().vocab_size; }
 
-int64_t DeepseekLm::context_length() const { return model_.config().max_position_embeddings; }
+int64_t DeepseekLm::context_length() const { return engine_.config().max_position_embeddings; }
 
 std::vector<int32_t> DeepseekLm::eos_token_ids() const {
-  const ModelConfig& c = model_.config();
+  const ModelConfig& c = engine_.config();
   std::vector<int32_t> ids;
   for (int64_t id : c.eos_token_ids) ids.push_back(static_cast<int32_t>(id));
   if (c.eos_token_id >= 0) ids.push_back(static_cast<int32_t>(c.eos_token_id));
@@ -38,7 +38,7 @@ std::vector<int32_t> DeepseekLm::eos_token_ids() const {
 }
 
 std::unique_ptr<LmSequence> DeepseekLm::new_sequence() {
-  return std::make_unique<DeepseekSequence>(model_.create_sequence());
+  return std::make_unique<DeepseekSequence>(engine_.create_sequence());
 }
 
 std::vector<float> DeepseekLm::forward_tokens(LmSequence& sequence, std::span<const int32_t> tokens) {
@@ -46,7 +46,7 @@ std::vector<float> DeepseekLm::forward_tokens(LmSequence& sequence, std::span<co
   DEEPMOE_CHECK(seq.sequence->length() == sequence.length(), "cache and token list disagree");
   std::vector<SequenceInput> batch{
       SequenceInput::last(seq.sequence.get(), std::vector<int32_t>(tokens.begin(), tokens.end()))};
-  const Tensor logits = model_.forward(batch);  // [1, vocab_size] F32
+  const Tensor logits = engine_.forward(batch);  // [1, vocab_size] F32
   DEEPMOE_CHECK(logits.dtype() == DType::F32 && logits.numel() == vocab_size());
   const float* data = logits.data<float>();
   return std::vector<float>(data, data + logits.numel());

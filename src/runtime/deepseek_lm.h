@@ -1,17 +1,17 @@
-// The DeepSeek forward pass (model/deepseek_model.h) as the generation loop's CausalLm: one sequence per
+// The DeepSeek forward pass (runtime/engine.h) as the generation loop's CausalLm: one sequence per
 // request, logits of the last fed token.
 #pragma once
 
-#include "model/deepseek_model.h"
+#include "runtime/engine.h"
 #include "runtime/causal_lm.h"
 
 namespace deepmoe {
 
 class DeepseekLm : public CausalLm {
  public:
-  explicit DeepseekLm(DeepseekModel& model);
+  explicit DeepseekLm(Engine& engine);
 
-  DeepseekModel& model() { return model_; }
+  Engine& engine() { return engine_; }
 
   int64_t vocab_size() const override;
   int64_t context_length() const override;
@@ -22,7 +22,7 @@ class DeepseekLm : public CausalLm {
   std::vector<float> forward_tokens(LmSequence& sequence, std::span<const int32_t> tokens) override;
 
  private:
-  DeepseekModel& model_;
+  Engine& engine_;
 };
 
 }  // namespace deepmoe

@@ -6,12 +6,14 @@
 
 namespace deepmoe {
 
-LoadedModel load_model_dir(const std::string& dir, const ModelOptions& options, const LoadProgress& progress) {
+LoadedModel load_model_dir(const std::string& dir, const ExecutorOptions& options, Communicator& comm,
+                           const LoadProgress& progress, bool with_tokenizer) {
   namespace fs = std::filesystem;
   std::error_code ec;
   if (!fs::exists(dir, ec)) throw Error("model folder does not exist", ErrorContext{.file = dir});
   if (!fs::is_directory(dir, ec)) throw Error("is not a model folder (not a directory)", ErrorContext{.file = dir});
   for (const char* required : {"config.json", "tokenizer.json"}) {
+    if (!with_tokenizer && std::string_view(required) == "tokenizer.json") continue;
     const fs::path path = fs::path(dir) / required;
     if (!fs::exists(path, ec)) throw Error("missing from the model folder", ErrorContext{.file = path.string()});
   }
@@ -20,11 +22,13 @@ LoadedModel load_model_dir(const std::string& dir, const ModelOptions& options, 
   };
   LoadedModel out;
   out.dir = dir;
-  report("loading tokenizer", 0.0);
-  out.tokenizer = Tokenizer::load(dir);
+  if (with_tokenizer) {
+    report("loading tokenizer", 0.0);
+    out.tokenizer = Tokenizer::load(dir);
+  }
   report("loading weights", 0.1);
-  out.model = DeepseekModel::load(dir, options);
-  out.lm = std::make_unique<DeepseekLm>(*out.model);
+  out.engine = Engine::open(dir, options, comm);
+  if (with_tokenizer) out.lm = std::make_unique<DeepseekLm>(*out.engine);
   report("loaded", 1.0);
   return out;
 }

@@ -39,14 +39,14 @@ MtpSequence& as_mtp(LmSequence& s) { return const_cast<MtpSequence&>(as_mtp(stat
 
 }  // namespace
 
-MtpSpeculativeLm::MtpSpeculativeLm(DeepseekModel& model) : model_(model), plain_(model) {
-  if (!model.has_mtp())
+MtpSpeculativeLm::MtpSpeculativeLm(Engine& engine) : engine_(engine), plain_(engine) {
+  if (!engine.has_mtp())
     throw Error("speculative decoding with MTP needs the checkpoint's MTP layer (num_nextn_predict_layers > 0, "
-                "model.layers." + std::to_string(model.config().num_hidden_layers) + ".*), and this model has none");
+                "model.layers." + std::to_string(engine.config().num_hidden_layers) + ".*), and this model has none");
 }
 
 std::unique_ptr<LmSequence> MtpSpeculativeLm::new_sequence() {
-  return std::make_unique<MtpSequence>(model_.create_sequence(), model_.config().hidden_size);
+  return std::make_unique<MtpSequence>(engine_.create_sequence(), engine_.config().hidden_size);
 }
 
 const Sequence& MtpSpeculativeLm::caches(const LmSequence& sequence) {
@@ -67,7 +67,7 @@ std::vector<float> MtpSpeculativeLm::forward_rows_tokens(LmSequence& sequence, s
   for (size_t i = tokens.size() - rows; i < tokens.size(); ++i) in.logit_indices.push_back(static_cast<int64_t>(i));
   in.hidden_of_all_tokens = true;
   Tensor hidden;
-  const Tensor logits = model_.forward({in}, &hidden);  // [rows, vocab], hidden [tokens, hidden_size]
+  const Tensor logits = engine_.forward({in}, &hidden);  // [rows, vocab], hidden [tokens, hidden_size]
   DEEPMOE_CHECK(hidden.numel() == static_cast<int64_t>(tokens.size()) * seq.hidden_size);
   const float* h = hidden.data<float>();
   seq.hidden.insert(seq.hidden.end(), h, h + hidden.numel());
@@ -93,7 +93,7 @@ std::vector<float> MtpSpeculativeLm::draft(LmSequence& sequence, int32_t next) {
   in.next_tokens.push_back(next);
   in.logit_indices = {n - 1};
   Tensor out_hidden;
-  const Tensor logits = model_.forward_mtp({in}, &out_hidden);
+  const Tensor logits = engine_.forward_mtp({in}, &out_hidden);
   seq.mtp_valid = length;
   seq.draft_hidden.assign(out_hidden.data<float>(), out_hidden.data<float>() + H);
   const float* l = logits.data<float>();
@@ -111,7 +111,7 @@ std::vector<float> MtpSpeculativeLm::draft_more(LmSequence& sequence, int32_t to
   in.next_tokens = {token};
   in.logit_indices = {0};
   Tensor out_hidden;
-  const Tensor logits = model_.forward_mtp({in}, &out_hidden);
+  const Tensor logits = engine_.forward_mtp({in}, &out_hidden);
   seq.draft_hidden.assign(out_hidden.data<float>(), out_hidden.data<float>() + H);
   const float* l = logits.data<float>();
   return std::vector<float>(l, l + logits.numel());

@@ -11,7 +11,7 @@
 // That is hidden_size floats per token (V3: 28 KiB, a fifth of its FP32 latent cache).
 #pragma once
 
-#include "model/deepseek_model.h"
+#include "runtime/engine.h"
 #include "runtime/deepseek_lm.h"
 #include "runtime/speculative_lm.h"
 
@@ -20,9 +20,9 @@ namespace deepmoe {
 class MtpSpeculativeLm : public SpeculativeLm {
  public:
   // Throws deepmoe::Error when the model has no MTP module loaded.
-  explicit MtpSpeculativeLm(DeepseekModel& model);
+  explicit MtpSpeculativeLm(Engine& engine);
 
-  DeepseekModel& model() { return model_; }
+  Engine& engine() { return engine_; }
 
   int64_t vocab_size() const override { return plain_.vocab_size(); }
   int64_t context_length() const override { return plain_.context_length(); }
@@ -41,7 +41,7 @@ class MtpSpeculativeLm : public SpeculativeLm {
   std::vector<float> forward_rows_tokens(LmSequence& sequence, std::span<const int32_t> tokens, size_t rows) override;
 
  private:
-  DeepseekModel& model_;
+  Engine& engine_;
   DeepseekLm plain_;
 };
 

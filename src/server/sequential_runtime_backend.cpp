@@ -154,7 +154,7 @@ void SequentialRuntimeBackend::snapshot_engine_metrics() {
       << "# HELP deepmoe_kv_cached_tokens Tokens held in those KV caches.\n"
       << "# TYPE deepmoe_kv_cached_tokens gauge\n"
       << "deepmoe_kv_cached_tokens " << cached_tokens << "\n";
-  const ExpertLoadStats& stats = model_.model->load_stats();
+  const ExpertLoadStats& stats = model_.engine->executor().load_stats();
   std::ostringstream max_lines, mean_lines;
   for (int layer = 0; layer < stats.n_layers(); ++layer) {
     if (stats.batches_in_window(layer) == 0) continue;

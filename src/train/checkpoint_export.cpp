@@ -8,7 +8,7 @@
 #include "core/tensor.h"
 #include "kernels/quantize.h"
 #include "model/safetensors.h"
-#include "model/safetensors_writer.h"
+#include "checkpoint/safetensors_writer.h"
 
 namespace deepmoe {
 

@@ -1,5 +1,5 @@
 // The trained model as a Hugging Face checkpoint folder that every deepmoe command loads unchanged (DESIGN.md §5):
-// config.json (with quantization_config), model.safetensors in model/checkpoint_layout.h's names — projections
+// config.json (with quantization_config), model.safetensors in checkpoint/checkpoint_layout.h's names — projections
 // E4M3 with 128x128 `weight_scale_inv` blocks, embedding / head / norms / gate / eh_proj BF16, the correction
 // bias F32, the MTP layer `model.layers.{num_hidden_layers}` with its stored copies of the shared embedding and
 // head — and the tokenizer files.

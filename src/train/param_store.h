@@ -1,5 +1,5 @@
 // The trainable state of a DeepSeek-V3 model: one FP32 (or FP64, for gradient checks) tensor per Hugging Face
-// checkpoint tensor (model/checkpoint_layout.h names and shapes, unquantized; the MTP layer's stored copies of
+// checkpoint tensor (checkpoint/checkpoint_layout.h names and shapes, unquantized; the MTP layer's stored copies of
 // the embedding and head are not separate parameters — they are shared, as in the paper), each with its
 // gradient. The gates' e_score_correction_bias lives here too but is not trained by gradients: the
 // auxiliary-loss-free balancing moves it (trainer.h).
@@ -10,7 +10,7 @@
 #include <unordered_map>
 #include <vector>
 
-#include "model/checkpoint_layout.h"
+#include "checkpoint/checkpoint_layout.h"
 #include "model/config.h"
 
 namespace deepmoe {

@@ -1,7 +1,7 @@
 // The DeepSeek-V3 model as training runs it: forward over B windows of T tokens, the losses of paper §2 (next-
 // token cross-entropy, the MTP module's next-next-token cross-entropy weighted by λ, the optional sequence-wise
 // balance loss α), and the hand-written backward pass into the parameters' gradients. The forward is the one
-// inference runs (model/deepseek_model.h): same weights, same gate, same MTP input convention (the main model's
+// inference runs (runtime/executor.h over model/transformer.h): same weights, same gate, same MTP input convention (the main model's
 // last hidden state before the final norm, the embedding of t_{i+1} first and zeroed at position 0).
 #pragma once
 

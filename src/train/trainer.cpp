@@ -17,7 +17,7 @@
 #include "core/thread_pool.h"
 #include "kernels/gemm.h"
 #include "model/safetensors.h"
-#include "model/safetensors_writer.h"
+#include "checkpoint/safetensors_writer.h"
 #include "tokenizer/tokenizer.h"
 #include "train/adamw.h"
 #include "train/checkpoint_export.h"

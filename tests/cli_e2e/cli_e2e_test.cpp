@@ -13,7 +13,7 @@
 
 #include "cli_test_util.h"
 #include "greedy_reference.h"
-#include "model/deepseek_model.h"
+#include "runtime/executor.h"
 #include "model/config.h"
 #include "tokenizer/chat_template.h"
 #include "tokenizer/tokenizer.h"
@@ -80,7 +80,7 @@ TEST(CliGenerate, LogprobsMatchTheModelsLogits) {
   ASSERT_EQ(lines.size(), size_t(steps)) << r.out;
 
   const Reference& ref = reference();
-  auto model = DeepseekModel::load(kModel);
+  auto model = Executor::load(kModel);
   auto seq = model->create_sequence();
   std::vector<int32_t> feed = ref.tokenizer().encode(prompt, true, true);
   for (int step = 0; step < steps; ++step) {

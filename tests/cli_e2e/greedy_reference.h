@@ -7,14 +7,14 @@
 #include <vector>
 
 #include "cli_test_util.h"
-#include "model/deepseek_model.h"
+#include "runtime/engine.h"
 #include "tokenizer/tokenizer.h"
 
 namespace deepmoe::cli_test {
 
 class Reference {
  public:
-  Reference() : model_(DeepseekModel::load(kModel)), tokenizer_(Tokenizer::load(kModel)) {}
+  Reference() : model_(Engine::open(kModel)), tokenizer_(Tokenizer::load(kModel)) {}
 
   const Tokenizer& tokenizer() const { return *tokenizer_; }
 
@@ -39,7 +39,7 @@ class Reference {
   }
 
  private:
-  std::unique_ptr<DeepseekModel> model_;
+  std::unique_ptr<Engine> model_;
   std::unique_ptr<Tokenizer> tokenizer_;
 };
 

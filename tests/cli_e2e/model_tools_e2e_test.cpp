@@ -14,7 +14,7 @@
 
 #include "cli_test_util.h"
 #include "model/config.h"
-#include "model/deepseek_model.h"
+#include "runtime/executor.h"
 #include "tokenizer/tokenizer.h"
 
 namespace deepmoe {
@@ -27,10 +27,10 @@ const std::string kIdsArg = "0,42,7,1000,128000,5";
 
 // The library's logits of `ids` from an empty cache, every position: [ids.size(), vocab].
 std::vector<float> library_logits(const std::vector<int32_t>& ids, GemmMode gemm, int64_t* vocab) {
-  ModelOptions o;
+  ExecutorOptions o;
   o.gemm = gemm;
   o.threads = 2;
-  auto model = DeepseekModel::load(kModel, o);
+  auto model = Executor::load(kModel, o);
   auto seq = model->create_sequence();
   const Tensor t = model->forward({SequenceInput::all(seq.get(), ids)});
   *vocab = t.dim(1);
@@ -240,7 +240,7 @@ TEST(CliPerplexity, EqualsExpMeanNllOfTheChunks) {
   const auto tokenizer = Tokenizer::load(kModel);
   const std::vector<int32_t> tokens = tokenizer->encode(read_file(text), false, false);
   ASSERT_GE(tokens.size(), size_t(ctx * chunks));
-  auto model = DeepseekModel::load(kModel);
+  auto model = Executor::load(kModel);
   const int64_t vocab = model->config().vocab_size;
   double sum = 0;
   int count = 0;

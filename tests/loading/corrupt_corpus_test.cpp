@@ -15,7 +15,7 @@
 #include "loading_test_util.h"
 #include "model/config.h"
 #include "model/safetensors.h"
-#include "model/safetensors_writer.h"
+#include "checkpoint/safetensors_writer.h"
 
 using namespace deepmoe;
 using namespace deepmoe::testing;

@@ -8,7 +8,7 @@
 #include "core/error.h"
 #include "loading_test_util.h"
 #include "model/safetensors.h"
-#include "model/safetensors_writer.h"
+#include "checkpoint/safetensors_writer.h"
 
 using namespace deepmoe;
 using namespace deepmoe::testing;

@@ -8,7 +8,7 @@
 #include <numeric>
 
 #include "core/error.h"
-#include "model/deepseek_model.h"
+#include "runtime/executor.h"
 #include "parallel/chrome_trace.h"
 #include "parallel/expert_load_stats.h"
 #include "parallel/expert_placement.h"
@@ -39,8 +39,8 @@ bool bitwise_equal(const Floats& a, const Floats& b) {
   return a.size() == b.size() && std::memcmp(a.data(), b.data(), a.size() * sizeof(float)) == 0;
 }
 
-ModelOptions options(int redundant, int micro_batches) {
-  ModelOptions o;
+ExecutorOptions options(int redundant, int micro_batches) {
+  ExecutorOptions o;
   o.threads = 1;
   o.redundant_experts = redundant;
   o.micro_batches = micro_batches;
@@ -48,8 +48,8 @@ ModelOptions options(int redundant, int micro_batches) {
 }
 
 // Every position's logits of each sequence, one sequence per forward call on a single rank.
-std::vector<Floats> single_rank_logits(const ModelOptions& o) {
-  auto model = DeepseekModel::load(tiny_model_dir(), o);
+std::vector<Floats> single_rank_logits(const ExecutorOptions& o) {
+  auto model = Executor::load(tiny_model_dir(), o);
   std::vector<Floats> out;
   for (const auto& t : kSeqs) {
     auto s = model->create_sequence();
@@ -67,7 +67,7 @@ TEST(ModelExpertParallel, ThreadRanksGiveSingleRankLogitsBitwise) {
       for (int ranks : {1, 2, 4}) {
         std::vector<Floats> got(static_cast<size_t>(ranks));
         run_thread_ranks(ranks, [&](Communicator& comm) {
-          auto model = DeepseekModel::load(tiny_model_dir(), options(redundant, micro_batches), comm);
+          auto model = Executor::load(tiny_model_dir(), options(redundant, micro_batches), comm);
           EXPECT_EQ(model->placement().slots_per_rank(), (16 + redundant) / ranks);
           auto s = model->create_sequence();
           got[size_t(comm.rank())] = to_vector(model->forward({SequenceInput::all(s.get(), kSeqs[size_t(comm.rank())])}));
@@ -80,7 +80,7 @@ TEST(ModelExpertParallel, ThreadRanksGiveSingleRankLogitsBitwise) {
 
 TEST(ModelExpertParallel, RedundantExpertsNeedSlotsThatDivideOverRanks) {
   try {
-    run_thread_ranks(4, [&](Communicator& comm) { DeepseekModel::load(tiny_model_dir(), options(2, 1), comm); });
+    run_thread_ranks(4, [&](Communicator& comm) { Executor::load(tiny_model_dir(), options(2, 1), comm); });
     FAIL() << "16 + 2 slots over 4 ranks was accepted";
   } catch (const Error& e) {
     EXPECT_NE(std::string(e.what()).find("do not divide over 4 ranks"), std::string::npos) << e.what();
@@ -92,7 +92,7 @@ TEST(ModelExpertParallel, RedundantExpertsNeedSlotsThatDivideOverRanks) {
 TEST(ModelExpertParallel, TwoMicroBatchesAreBitwiseTheSingleBatch) {
   std::vector<std::vector<Floats>> runs;
   for (int micro_batches : {1, 2}) {
-    auto model = DeepseekModel::load(tiny_model_dir(), options(0, micro_batches));
+    auto model = Executor::load(tiny_model_dir(), options(0, micro_batches));
     std::vector<std::unique_ptr<Sequence>> seqs;
     for (int i = 0; i < 3; ++i) seqs.push_back(model->create_sequence());
     std::vector<Floats> out;
@@ -115,7 +115,7 @@ TEST(ModelExpertParallel, TwoMicroBatchesAreBitwiseTheSingleBatch) {
 TEST(ModelExpertParallel, MtpWithTwoMicroBatchesIsBitwiseTheSingleBatch) {
   std::vector<Floats> runs;
   for (int micro_batches : {1, 2}) {
-    auto model = DeepseekModel::load(tiny_model_dir(), options(0, micro_batches));
+    auto model = Executor::load(tiny_model_dir(), options(0, micro_batches));
     ASSERT_TRUE(model->has_mtp());
     auto s = model->create_sequence();
     const std::vector<int32_t>& t = kSeqs[2];
@@ -134,7 +134,7 @@ TEST(ModelExpertParallel, MtpWithTwoMicroBatchesIsBitwiseTheSingleBatch) {
 // Dispatch records the GLOBAL tokens per logical expert, so every rank holds the statistics that one rank running
 // all the sequences in one batch records, whatever the placement or micro-batching.
 TEST(ModelExpertParallel, LoadStatisticsAreGlobalAndIdenticalOnEveryRank) {
-  auto reference = DeepseekModel::load(tiny_model_dir(), options(0, 1));
+  auto reference = Executor::load(tiny_model_dir(), options(0, 1));
   {
     std::vector<std::unique_ptr<Sequence>> seqs;
     std::vector<SequenceInput> batch;
@@ -155,7 +155,7 @@ TEST(ModelExpertParallel, LoadStatisticsAreGlobalAndIdenticalOnEveryRank) {
   EXPECT_EQ(want.batches_in_window(2), 0);
   for (int micro_batches : {1, 2}) {
     run_thread_ranks(4, [&](Communicator& comm) {
-      auto model = DeepseekModel::load(tiny_model_dir(), options(4, micro_batches), comm);
+      auto model = Executor::load(tiny_model_dir(), options(4, micro_batches), comm);
       auto s = model->create_sequence();
       model->forward({SequenceInput::last(s.get(), kSeqs[size_t(comm.rank())])});
       for (int l = 0; l < 3; ++l)
@@ -175,7 +175,7 @@ int32_t decode_token(int rank, int step) { return int32_t(17 + 31 * rank + 7 * s
 // Per rank: the prompt's logits, then each decode step's, on one rank without any rebalance.
 std::vector<std::vector<Floats>> uninterrupted_decode() {
   std::vector<std::vector<Floats>> want(4);
-  auto model = DeepseekModel::load(tiny_model_dir(), options(0, 1));
+  auto model = Executor::load(tiny_model_dir(), options(0, 1));
   for (int r = 0; r < 4; ++r) {
     auto s = model->create_sequence();
     want[size_t(r)].push_back(to_vector(model->forward({SequenceInput::all(s.get(), kSeqs[size_t(r)])})));
@@ -193,7 +193,7 @@ TEST(ModelExpertParallel, RequestDecodedAcrossARebalanceKeepsItsLogits) {
       std::vector<int> moved_slots(static_cast<size_t>(ranks), 0);
       run_thread_ranks(ranks, [&](Communicator& comm) {
         const int r = comm.rank();
-        auto model = DeepseekModel::load(tiny_model_dir(), options(redundant, 2), comm);
+        auto model = Executor::load(tiny_model_dir(), options(redundant, 2), comm);
         auto s = model->create_sequence();
         auto& out = got[size_t(r)];
         out.push_back(to_vector(model->forward({SequenceInput::all(s.get(), kSeqs[size_t(r)])})));
@@ -233,7 +233,7 @@ TEST(ModelExpertParallel, RequestDecodedAcrossARebalanceKeepsItsLogits) {
     }
 }
 
-// ModelOptions::rebalance_every: the model rebalances by itself at batch boundaries (here before the 3rd and 5th
+// ExecutorOptions::rebalance_every: the model rebalances by itself at batch boundaries (here before the 3rd and 5th
 // forward call), with the same logits as ever.
 TEST(ModelExpertParallel, PeriodicRebalanceKeepsLogits) {
   const auto want = uninterrupted_decode();
@@ -242,9 +242,9 @@ TEST(ModelExpertParallel, PeriodicRebalanceKeepsLogits) {
   std::vector<int> placements_seen(ranks, 0);
   run_thread_ranks(ranks, [&](Communicator& comm) {
     const int r = comm.rank();
-    ModelOptions o = options(4, 0);
+    ExecutorOptions o = options(4, 0);
     o.rebalance_every = 2;
-    auto model = DeepseekModel::load(tiny_model_dir(), o, comm);
+    auto model = Executor::load(tiny_model_dir(), o, comm);
     auto s = model->create_sequence();
     auto& out = got[size_t(r)];
     ExpertPlacement last = model->placement();
@@ -268,7 +268,7 @@ TEST(ModelExpertParallel, ApplyPlacementMovesEveryExpertAndKeepsLogits) {
   const int ranks = 2;
   std::vector<Floats> got(ranks);
   run_thread_ranks(ranks, [&](Communicator& comm) {
-    auto model = DeepseekModel::load(tiny_model_dir(), options(0, 1), comm);
+    auto model = Executor::load(tiny_model_dir(), options(0, 1), comm);
     const int layers = model->placement().n_layers();
     std::vector<std::vector<int>> phy2log(static_cast<size_t>(layers));
     for (int l = 0; l < layers; ++l) {
@@ -285,7 +285,7 @@ TEST(ModelExpertParallel, ApplyPlacementMovesEveryExpertAndKeepsLogits) {
 }
 
 TEST(ModelExpertParallel, ApplyPlacementRejectsAPlacementOfAnotherShape) {
-  auto model = DeepseekModel::load(tiny_model_dir(), options(0, 1));
+  auto model = Executor::load(tiny_model_dir(), options(0, 1));
   for (const ExpertPlacement& bad : {ExpertPlacement::uniform(3, 16, 2), ExpertPlacement::uniform(2, 16, 1),
                                      ExpertPlacement::uniform(3, 8, 1)}) {
     try {
@@ -304,7 +304,7 @@ TEST(ModelExpertParallel, ApplyPlacementRejectsAPlacementOfAnotherShape) {
 TEST(ModelExpertParallel, TraceHasComputeAndCommunicationSpansPerMicroBatch) {
   std::vector<std::string> json(2);
   run_thread_ranks(2, [&](Communicator& comm) {
-    auto model = DeepseekModel::load(tiny_model_dir(), options(0, 2), comm);
+    auto model = Executor::load(tiny_model_dir(), options(0, 2), comm);
     TraceRecorder trace(comm.rank(), CommClock::now());
     model->set_trace(&trace);
     auto s = model->create_sequence();

@@ -9,7 +9,7 @@
 #include <filesystem>
 #include <memory>
 
-#include "model/deepseek_model.h"
+#include "runtime/executor.h"
 #include "reference_model.h"
 #include "tiny_checkpoint.h"
 
@@ -49,8 +49,8 @@ struct TinyCheckpoints {
 const std::vector<int32_t> kSeqA = {0, 17, 300, 5, 511, 42, 42, 9};
 const std::vector<int32_t> kSeqB = {0, 256, 3, 77};
 
-ModelOptions opts(AttentionMode mode, int threads = 2, DType kv = DType::F32, GemmMode gemm = GemmMode::W8A32) {
-  ModelOptions o;
+ExecutorOptions opts(AttentionMode mode, int threads = 2, DType kv = DType::F32, GemmMode gemm = GemmMode::W8A32) {
+  ExecutorOptions o;
   o.attention = mode;
   o.threads = threads;
   o.kv_dtype = kv;
@@ -67,11 +67,11 @@ std::vector<float> rows(const std::vector<float>& v, int64_t first, int64_t n, i
   return std::vector<float>(v.begin() + first * width, v.begin() + (first + n) * width);
 }
 
-std::vector<float> prefill_logits(const std::string& dir, const ModelOptions& o, const std::vector<int32_t>& toks);
+std::vector<float> prefill_logits(const std::string& dir, const ExecutorOptions& o, const std::vector<int32_t>& toks);
 
 // Prefill of A and B in one batch, all logits; checked against the reference per sequence.
-void expect_matches_reference(const std::string& dir, const ModelOptions& o, const char* label) {
-  auto model = DeepseekModel::load(dir, o);
+void expect_matches_reference(const std::string& dir, const ExecutorOptions& o, const char* label) {
+  auto model = Executor::load(dir, o);
   const int64_t V = model->config().vocab_size;
   auto a = model->create_sequence(), b = model->create_sequence();
   Tensor logits = model->forward({SequenceInput::all(a.get(), kSeqA), SequenceInput::all(b.get(), kSeqB)});
@@ -114,8 +114,8 @@ TEST(ModelForward, Bf16KvCacheMatchesReferenceWithBf16RoundedCache) {
   expect_matches_reference(ckpt.v3(), opts(AttentionMode::Naive, 2, DType::BF16), "v3 bf16 cache naive");
 }
 
-std::vector<float> prefill_logits(const std::string& dir, const ModelOptions& o, const std::vector<int32_t>& toks) {
-  auto model = DeepseekModel::load(dir, o);
+std::vector<float> prefill_logits(const std::string& dir, const ExecutorOptions& o, const std::vector<int32_t>& toks) {
+  auto model = Executor::load(dir, o);
   auto s = model->create_sequence();
   return to_vector(model->forward({SequenceInput::all(s.get(), toks)}));
 }
@@ -133,7 +133,7 @@ TEST(ModelForward, AbsorbedEqualsNaive) {
 
 TEST(ModelForward, PrefillEqualsTokenByTokenDecodeBitwise) {
   for (AttentionMode mode : {AttentionMode::Absorbed, AttentionMode::Naive}) {
-    auto model = DeepseekModel::load(ckpt.v3(), opts(mode));
+    auto model = Executor::load(ckpt.v3(), opts(mode));
     const int64_t V = model->config().vocab_size;
     auto s1 = model->create_sequence(), s2 = model->create_sequence();
     auto prefill = to_vector(model->forward({SequenceInput::all(s1.get(), kSeqA)}));
@@ -154,7 +154,7 @@ TEST(ModelForward, BatchInvariantAcrossBatchCompositionAndThreads) {
   const std::vector<int32_t> c_tokens = {4, 8, 15, 16, 23, 42, 108, 1, 2, 3, 5};
   std::vector<float> alone;
   for (int threads : {1, 2}) {
-    auto model = DeepseekModel::load(ckpt.v3(), opts(AttentionMode::Absorbed, threads));
+    auto model = Executor::load(ckpt.v3(), opts(AttentionMode::Absorbed, threads));
     const int64_t V = model->config().vocab_size;
     {
       auto a = model->create_sequence();
@@ -204,7 +204,7 @@ TEST(ModelForward, W8a8MatchesReferenceWithActQuantOnDenseModel) {
   c.num_nextn_predict_layers = 0;
   const std::string dir = temp_dir("w8a8") + "/dense";
   write_tiny_checkpoint(c, dir, WeightFormat::Fp8, 4);
-  auto model = DeepseekModel::load(dir, opts(AttentionMode::Naive, 2, DType::F32, GemmMode::W8A8));
+  auto model = Executor::load(dir, opts(AttentionMode::Naive, 2, DType::F32, GemmMode::W8A8));
   auto s = model->create_sequence();
   auto got = to_vector(model->forward({SequenceInput::all(s.get(), kSeqA)}));
   ReferenceModel ref(dir);
@@ -222,7 +222,7 @@ TEST(ModelForward, W8a8MatchesReferenceWithActQuantOnDenseModel) {
 // On the MoE model, FP8 activation noise (a few % per element) also flips expert choices, so w8a8 logits move
 // far more; this is reported, not bounded.
 TEST(ModelForward, W8a8OnMoeModelReportsDeviation) {
-  auto model = DeepseekModel::load(ckpt.v3(), opts(AttentionMode::Absorbed, 2, DType::F32, GemmMode::W8A8));
+  auto model = Executor::load(ckpt.v3(), opts(AttentionMode::Absorbed, 2, DType::F32, GemmMode::W8A8));
   auto s = model->create_sequence();
   auto got = to_vector(model->forward({SequenceInput::all(s.get(), kSeqA)}));
   ReferenceModel ref(ckpt.v3());
@@ -233,7 +233,7 @@ TEST(ModelForward, W8a8OnMoeModelReportsDeviation) {
 }
 
 TEST(ModelForward, MtpMatchesFp64Reference) {
-  auto model = DeepseekModel::load(ckpt.v3(), opts(AttentionMode::Absorbed));
+  auto model = Executor::load(ckpt.v3(), opts(AttentionMode::Absorbed));
   ASSERT_TRUE(model->has_mtp());
   const int64_t V = model->config().vocab_size, H = model->config().hidden_size;
   const int64_t n = int64_t(kSeqA.size()) - 1;  // positions 0..n-1 have a next token

@@ -10,7 +10,7 @@
 
 #include "core/error.h"
 #include "model/config.h"
-#include "model/deepseek_model.h"
+#include "runtime/executor.h"
 #include "tiny_checkpoint.h"
 
 namespace deepmoe {
@@ -27,8 +27,8 @@ std::string tiny_v3_dir() {
   return d;
 }
 
-ModelOptions opts(AttentionMode mode, DType kv) {
-  ModelOptions o;
+ExecutorOptions opts(AttentionMode mode, DType kv) {
+  ExecutorOptions o;
   o.attention = mode;
   o.kv_dtype = kv;
   o.threads = 2;
@@ -42,7 +42,7 @@ std::vector<int32_t> tokens(int64_t n, uint32_t seed, int64_t vocab) {
   return t;
 }
 
-std::vector<float> last_logits(DeepseekModel& m, Sequence* s, std::vector<int32_t> toks) {
+std::vector<float> last_logits(Executor& m, Sequence* s, std::vector<int32_t> toks) {
   const Tensor l = m.forward({SequenceInput::last(s, std::move(toks))});
   return std::vector<float>(l.data<const float>(), l.data<const float>() + l.numel());
 }
@@ -52,7 +52,7 @@ std::vector<float> last_logits(DeepseekModel& m, Sequence* s, std::vector<int32_
 TEST(ModelKvCache, PagedSharedPoolGivesBitwiseTheLogitsOfPrivatePools) {
   for (AttentionMode mode : {AttentionMode::Absorbed, AttentionMode::Naive})
     for (DType kv : {DType::F32, DType::BF16}) {
-      auto model = DeepseekModel::load(tiny_v3_dir(), opts(mode, kv));
+      auto model = Executor::load(tiny_v3_dir(), opts(mode, kv));
       const int64_t V = model->config().vocab_size;
       KvPools pools = model->create_kv_pools(uint64_t(1) << 24, 4);
       auto paged = model->create_sequence(pools), other = model->create_sequence(pools);
@@ -77,7 +77,7 @@ TEST(ModelKvCache, PagedSharedPoolGivesBitwiseTheLogitsOfPrivatePools) {
 
 TEST(ModelKvCache, SharedThousandTokenPrefixIsReusedWithBitwiseEqualLogits) {
   for (AttentionMode mode : {AttentionMode::Absorbed, AttentionMode::Naive}) {
-    auto model = DeepseekModel::load(tiny_v3_dir(), opts(mode, DType::F32));
+    auto model = Executor::load(tiny_v3_dir(), opts(mode, DType::F32));
     const int64_t V = model->config().vocab_size;
     KvPools pools = model->create_kv_pools(uint64_t(256) << 20);
     const auto prefix = tokens(1000, 3, V);
@@ -112,7 +112,7 @@ TEST(ModelKvCache, SharedThousandTokenPrefixIsReusedWithBitwiseEqualLogits) {
 }
 
 TEST(ModelKvCache, FullPoolIsACleanError) {
-  auto model = DeepseekModel::load(tiny_v3_dir(), opts(AttentionMode::Absorbed, DType::F32));
+  auto model = Executor::load(tiny_v3_dir(), opts(AttentionMode::Absorbed, DType::F32));
   const int64_t V = model->config().vocab_size;
   const uint64_t block_bytes = uint64_t(model->config().num_hidden_layers) * 4 *
                                uint64_t(model->config().kv_lora_rank + model->config().qk_rope_head_dim) * 4;

@@ -13,9 +13,9 @@
 
 #include "core/error.h"
 #include "model/config.h"
-#include "model/deepseek_model.h"
+#include "runtime/executor.h"
 #include "model/safetensors.h"
-#include "model/safetensors_writer.h"
+#include "checkpoint/safetensors_writer.h"
 #include "tiny_checkpoint.h"
 
 namespace deepmoe {
@@ -40,7 +40,7 @@ void rewrite_checkpoint(const std::string& src, const std::string& dst, Edit edi
 
 std::string error_of(const std::string& dir) {
   try {
-    DeepseekModel::load(dir);
+    Executor::load(dir);
   } catch (const Error& e) {
     return e.what();
   }
@@ -88,16 +88,16 @@ TEST(ModelLoading, MissingScaleInvIsNamed) {
 }
 
 TEST(ModelLoading, BadRequestsAreErrors) {
-  auto model = DeepseekModel::load(tiny_dir());
+  auto model = Executor::load(tiny_dir());
   auto s = model->create_sequence();
   EXPECT_THROW(model->forward({SequenceInput::last(s.get(), {0, 512})}), Error);  // vocab is 512
   EXPECT_THROW(model->forward({SequenceInput::last(s.get(), {-1})}), Error);
   EXPECT_THROW(model->forward({SequenceInput{s.get(), {1, 2}, {2}}}), Error);  // index past the tokens
   EXPECT_THROW(model->forward({SequenceInput::last(s.get(), {1}), SequenceInput::last(s.get(), {2})}), Error);
   EXPECT_EQ(s->length(), 0);  // nothing was appended by the failed calls
-  ModelOptions bad;
+  ExecutorOptions bad;
   bad.kv_dtype = DType::F16;
-  EXPECT_THROW(DeepseekModel::load(tiny_dir(), bad), Error);
+  EXPECT_THROW(Executor::load(tiny_dir(), bad), Error);
 }
 
 int64_t status_kib(const char* field) {
@@ -113,7 +113,7 @@ TEST(ModelLoading, RssChildProcess) {
   const char* dir = std::getenv("DEEPMOE_RSS_CHILD_DIR");
   if (!dir) GTEST_SKIP() << "only run as the child of PeakRssOfLoadingStaysNearFileSize";
   const int64_t before = status_kib("VmRSS:");
-  auto model = DeepseekModel::load(dir);
+  auto model = Executor::load(dir);
   const int64_t peak = status_kib("VmHWM:");
   std::printf("RSS_KIB before=%lld peak=%lld\n", (long long)before, (long long)peak);
 }

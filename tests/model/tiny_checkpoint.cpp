@@ -11,7 +11,7 @@
 #include "core/error.h"
 #include "core/tensor.h"
 #include "kernels/quantize.h"
-#include "model/safetensors_writer.h"
+#include "checkpoint/safetensors_writer.h"
 
 namespace deepmoe::testing_util {
 

@@ -15,8 +15,8 @@
 #include "core/error.h"
 #include "core/mapped_file.h"
 #include "core/thread_pool.h"
-#include "model/checkpoint_generator.h"
-#include "model/checkpoint_layout.h"
+#include "checkpoint/checkpoint_generator.h"
+#include "checkpoint/checkpoint_layout.h"
 #include "model/config.h"
 #include "model/safetensors.h"
 

@@ -4,9 +4,9 @@
 
 #include <cmath>
 
-#include "model/checkpoint_generator.h"
+#include "checkpoint/checkpoint_generator.h"
 #include "model/config.h"
-#include "model/model_summary.h"
+#include "checkpoint/model_summary.h"
 
 namespace deepmoe {
 namespace {

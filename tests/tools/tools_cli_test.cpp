@@ -11,7 +11,7 @@
 #include <string>
 
 #include "model/config.h"
-#include "model/model_summary.h"
+#include "checkpoint/model_summary.h"
 
 namespace {
 

@@ -1,5 +1,5 @@
 // The trainer's model against independent references: its FP32 forward against its FP64 twin; the checkpoint it
-// exports, loaded by the inference engine (model/deepseek_model.h), against the trainer's forward on the same
+// exports, loaded by the inference engine (runtime/executor.h), against the trainer's forward on the same
 // (dequantized) weights, for the main logits and the MTP module's; the FP8 / BF16 projections against FP32.
 #include <gtest/gtest.h>
 
@@ -9,7 +9,7 @@
 
 #include "core/error.h"
 #include "model/config.h"
-#include "model/deepseek_model.h"
+#include "runtime/executor.h"
 #include "train/checkpoint_export.h"
 #include "train/train_model.h"
 #include "train/trainer.h"
@@ -68,7 +68,7 @@ TEST(TrainModel, ExportedCheckpointRunsTheSameForwardInInference) {
     std::vector<float> logits, mtp_logits;
     TrainModel<float>(c).run(ps, batch, {}, false, nullptr, &logits, &mtp_logits);
 
-    auto model = DeepseekModel::load(dir);
+    auto model = Executor::load(dir);
     ASSERT_TRUE(model->has_mtp());
     EXPECT_EQ(model->config().fp8, fp8);
     auto seq = model->create_sequence();

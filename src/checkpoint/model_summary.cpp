@@ -1,10 +1,10 @@
-#include "model/model_summary.h"
+#include "checkpoint/model_summary.h"
 
 #include <cctype>
 #include <cmath>
 #include <set>
 
-#include "model/checkpoint_layout.h"
+#include "checkpoint/checkpoint_layout.h"
 #include "model/config.h"
 
 namespace deepmoe {

@@ -1,4 +1,4 @@
-#include "model/checkpoint_generator.h"
+#include "checkpoint/checkpoint_generator.h"
 
 #include <fcntl.h>
 #include <unistd.h>

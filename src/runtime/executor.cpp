@@ -1,32 +1,26 @@
-// The whole forward pass; reads like model.py's Transformer.forward / Block.forward (reference §1.3).
-#include "model/deepseek_model.h"
+// One step of the forward pass: model.py's Transformer.forward / Block.forward order (reference §1.3) over
+// micro-batches, with the MoE layers run across the ranks.
+#include "runtime/executor.h"
 
 #include <algorithm>
+#include <cmath>
 #include <unordered_set>
 
 #include "core/error.h"
-#include "core/thread_pool.h"
-#include "kernels/rmsnorm.h"
-#include "kernels/rope.h"
 #include "model/config.h"
+#include "model/expert_slot_storage.h"
 #include "model/mla.h"
 #include "model/model_weights.h"
 #include "model/moe.h"
-#include "model/safetensors.h"
-#include "model/expert_slot_storage.h"
 #include "parallel/chrome_trace.h"
 #include "parallel/communicator.h"
 #include "parallel/expert_load_stats.h"
 #include "parallel/expert_migration.h"
 #include "parallel/expert_placement.h"
 #include "parallel/moe_dispatch.h"
+#include "runtime/moe_layer_run.h"
 
 namespace deepmoe {
-
-void linear(const ForwardContext& ctx, const float* x, int64_t T, const WeightMatrix& w, float* y) {
-  if (T == 0) return;
-  gemm(x, T, w, y, ctx.gemm, ctx.pool);
-}
 
 SequenceInput SequenceInput::last(Sequence* s, std::vector<int32_t> tokens) {
   SequenceInput in{s, std::move(tokens), {}};
@@ -60,11 +54,9 @@ struct BlockRef {
   int64_t cache_layer;
 };
 
-struct DeepseekModel::Impl {
-  ModelConfig cfg;
-  ModelOptions opt;
-  Checkpoint ckpt;
-  std::unique_ptr<ThreadPool> pool;
+struct Executor::Impl {
+  ExecutorOptions opt;
+  std::unique_ptr<Transformer> model;
   std::unique_ptr<Communicator> own_comm;
   Communicator* comm = nullptr;
   ExpertPlacement placement;
@@ -77,15 +69,9 @@ struct DeepseekModel::Impl {
   std::vector<std::vector<std::shared_ptr<ExpertSlotStorage>>> slot_storage;
   TraceRecorder* trace = nullptr;
   int64_t forward_calls = 0;  // for options.rebalance_every
-  ForwardContext ctx;
-  Tensor embed;                     // [vocab, hidden]
-  std::vector<LayerWeights> layers;  // num_hidden_layers
-  std::vector<int> placement_layer;  // per layer (MTP block last): index among MoE layers, -1 if dense
-  std::vector<float> final_norm;
-  WeightMatrix lm_head;
-  bool has_mtp = false;
-  MtpWeights mtp;
-  int mtp_placement_layer = -1;
+
+  const ModelConfig& config() const { return model->config(); }
+  const ForwardContext& ctx() const { return model->context(); }
 
   std::vector<int> local_experts(int moe_layer) const {
     std::vector<int> out;
@@ -97,9 +83,8 @@ struct DeepseekModel::Impl {
   // The MoE block of each placement layer.
   std::vector<LayerWeights*> moe_blocks() {
     std::vector<LayerWeights*> out(static_cast<size_t>(placement.n_layers()), nullptr);
-    for (size_t l = 0; l < layers.size(); ++l)
-      if (placement_layer[l] >= 0) out[size_t(placement_layer[l])] = &layers[l];
-    if (has_mtp && mtp_placement_layer >= 0) out[size_t(mtp_placement_layer)] = &mtp.block;
+    for (int64_t b = 0; b < model->n_blocks(); ++b)
+      if (model->moe_layer_of(b) >= 0) out[size_t(model->moe_layer_of(b))] = &model->block(b);
     return out;
   }
 
@@ -152,7 +137,7 @@ struct DeepseekModel::Impl {
       if (T >= 2) cut = std::clamp<int64_t>(cut, 1, T - 1);
     }
     std::vector<MicroBatch> mbs(static_cast<size_t>(n_mb));
-    const int64_t H = cfg.hidden_size;
+    const int64_t H = config().hidden_size;
     for (int m = 0; m < n_mb; ++m) {
       MicroBatch& mb = mbs[size_t(m)];
       const int64_t r0 = m == 0 ? 0 : cut, r1 = m == 0 ? cut : T;
@@ -172,7 +157,7 @@ struct DeepseekModel::Impl {
   }
 
   void add_into(MicroBatch& mb) {
-    const int64_t n = mb.T * cfg.hidden_size;
+    const int64_t n = mb.T * config().hidden_size;
     const float* f = mb.f->data();
     for (int64_t i = 0; i < n; ++i) mb.x[i] += f[i];
   }
@@ -196,7 +181,6 @@ struct DeepseekModel::Impl {
   // layer's attention of micro-batch 0 overlaps micro-batch 1's combine. With one micro-batch this is the plain
   // sequence of model.py.
   void run_blocks(const std::vector<BlockRef>& blocks, std::vector<MicroBatch>& mbs) {
-    const int64_t H = cfg.hidden_size;
     for (const BlockRef& b : blocks) {
       const LayerWeights& lw = *b.weights;
       for (auto& mb : mbs) {
@@ -204,19 +188,16 @@ struct DeepseekModel::Impl {
         for (auto& s : mb.slices) s.cache_layer = b.cache_layer;
         if (mb.T > 0) {
           auto span = this->span("attention", mb.index);
-          rmsnorm(mb.x, H, lw.input_norm.data(), mb.T, H, ctx.rms_eps, mb.h->data(), H, ctx.pool);
-          mla_forward(ctx, lw.attn, mb.h->data(), mb.T, mb.positions, mb.slices, mb.f->data());
-          add_into(mb);
-          rmsnorm(mb.x, H, lw.post_attention_norm.data(), mb.T, H, ctx.rms_eps, mb.h->data(), H, ctx.pool);
+          model->attention(lw, mb.x, mb.T, mb.positions, mb.slices, mb.h->data(), mb.f->data());
         }
         poll(mbs);
         if (lw.moe) {
-          mb.moe = std::make_unique<MoeLayerRun>(ctx, lw.moe_weights, moe_runtime(b.moe_layer, mb.index),
+          mb.moe = std::make_unique<MoeLayerRun>(ctx(), lw.moe_weights, moe_runtime(b.moe_layer, mb.index),
                                                  mb.h->data(), mb.T);
           mb.moe->start_dispatch();
         } else if (mb.T > 0) {
           auto span = this->span("mlp", mb.index);
-          mlp_forward(ctx, lw.mlp, mb.h->data(), mb.T, mb.f->data());
+          model->dense_ffn(lw, mb.h->data(), mb.T, mb.f->data());
           add_into(mb);
         }
       }
@@ -234,23 +215,6 @@ struct DeepseekModel::Impl {
         if (call_stats->batches_in_window(l) > 0) stats->record(l, call_stats->window_load(l));
       call_stats->clear();
     }
-  }
-
-  // logits [rows, vocab] = head(norm(hidden rows)).
-  Tensor head_logits(const std::vector<float>& rows, int64_t n, const std::vector<float>& norm,
-                     const WeightMatrix& head) {
-    const int64_t H = cfg.hidden_size;
-    Scratch normed(n * H);
-    rmsnorm(rows.data(), H, norm.data(), n, H, ctx.rms_eps, normed.data(), H, ctx.pool);
-    Tensor logits = Tensor::uninitialized(DType::F32, {n, cfg.vocab_size});
-    linear(ctx, normed.data(), n, head, logits.data<float>());
-    return logits;
-  }
-
-  void check_token(int64_t token) const {
-    if (token < 0 || token >= cfg.vocab_size)
-      throw Error("token id " + std::to_string(token) + " is outside the vocabulary [0, " +
-                  std::to_string(cfg.vocab_size) + ")");
   }
 };
 
@@ -272,49 +236,19 @@ void check_indices(const std::vector<int64_t>& idx, size_t n) {
 
 }  // namespace
 
-std::unique_ptr<DeepseekModel> DeepseekModel::load(const std::string& dir, const ModelOptions& options) {
+std::unique_ptr<Executor> Executor::load(const std::string& dir, const ExecutorOptions& options) {
   auto own = std::make_unique<SingleRankCommunicator>();
   Communicator& comm = *own;
-  auto model = load(dir, options, comm);
-  model->impl_->own_comm = std::move(own);
-  return model;
+  auto executor = load(dir, options, comm);
+  executor->impl_->own_comm = std::move(own);
+  return executor;
 }
 
-std::unique_ptr<DeepseekModel> DeepseekModel::load(const std::string& dir, const ModelOptions& options,
-                                                   Communicator& comm) {
+std::unique_ptr<Executor> Executor::load(const std::string& dir, const ExecutorOptions& options,
+                                         Communicator& comm) {
   auto m = std::make_unique<Impl>();
-  m->cfg = load_model_config(dir);
   m->opt = options;
-  if (options.kv_dtype != DType::F32 && options.kv_dtype != DType::BF16)
-    throw Error("KV cache dtype must be F32 or BF16, got " + std::string(dtype_name(options.kv_dtype)));
-  m->ckpt = Checkpoint::open(dir);
-  m->pool = std::make_unique<ThreadPool>(options.threads);
   m->comm = &comm;
-  const ModelConfig& c = m->cfg;
-
-  RopeParams rp;
-  rp.rope_dim = int(c.qk_rope_head_dim);
-  rp.theta = c.rope_theta;
-  rp.yarn = c.rope_scaling.yarn;
-  rp.factor = c.rope_scaling.factor;
-  rp.beta_fast = c.rope_scaling.beta_fast;
-  rp.beta_slow = c.rope_scaling.beta_slow;
-  rp.mscale = c.rope_scaling.mscale;
-  rp.mscale_all_dim = c.rope_scaling.mscale_all_dim;
-  rp.original_max_position = c.rope_scaling.original_max_position_embeddings;
-  m->ctx.config = &m->cfg;
-  m->ctx.gemm = options.gemm;
-  m->ctx.attention = options.attention;
-  m->ctx.pool = m->pool.get();
-  m->ctx.rope_freqs = rope_frequencies(rp);
-  m->ctx.rope_amplitude = rope_amplitude(rp);
-  m->ctx.softmax_scale = float(attention_softmax_scale(rp, int(c.qk_head_dim())));
-  m->ctx.rms_eps = float(c.rms_norm_eps);
-
-  m->has_mtp = options.load_mtp && c.num_nextn_predict_layers > 0;
-  const int64_t n_blocks = c.num_hidden_layers + (m->has_mtp ? 1 : 0);
-  int n_moe = 0;
-  for (int64_t l = 0; l < n_blocks; ++l) m->placement_layer.push_back(c.is_moe_layer(l) ? n_moe++ : -1);
   if (options.redundant_experts < 0)
     throw Error("redundant experts must be >= 0, got " + std::to_string(options.redundant_experts));
   if (options.micro_batches < 0 || options.micro_batches > 2)
@@ -322,53 +256,50 @@ std::unique_ptr<DeepseekModel> DeepseekModel::load(const std::string& dir, const
   if (options.load_window < 1) throw Error("load_window must be >= 1, got " + std::to_string(options.load_window));
   if (options.rebalance_every < 0)
     throw Error("rebalance_every must be >= 0, got " + std::to_string(options.rebalance_every));
+  // The placement comes first: each rank binds the weights of the experts in its slots.
+  const ModelConfig config = load_model_config(dir);
+  const int n_moe = Transformer::count_moe_layers(config, options);
   if (n_moe > 0) {
-    const int64_t physical = c.n_routed_experts + options.redundant_experts;
+    const int64_t physical = config.n_routed_experts + options.redundant_experts;
     if (physical % comm.size() != 0)
-      throw Error(std::to_string(c.n_routed_experts) + " routed experts + " +
+      throw Error(std::to_string(config.n_routed_experts) + " routed experts + " +
                   std::to_string(options.redundant_experts) + " redundant do not divide over " +
                   std::to_string(comm.size()) + " ranks (each rank hosts (experts + redundant) / ranks slots)");
-    m->placement = ExpertPlacement::uniform(n_moe, int(c.n_routed_experts), comm.size(), options.redundant_experts);
+    m->placement =
+        ExpertPlacement::uniform(n_moe, int(config.n_routed_experts), comm.size(), options.redundant_experts);
+  }
+  const Impl& im = *m;
+  m->model = Transformer::load(dir, options, [&im](int moe_layer) { return im.local_experts(moe_layer); });
+  DEEPMOE_CHECK(m->model->n_moe_layers() == n_moe, "MoE layer count changed while loading");
+  if (n_moe > 0) {
+    const ModelConfig& c = m->config();
     m->stats = std::make_unique<ExpertLoadStats>(n_moe, int(c.n_routed_experts), options.load_window);
     m->call_stats = std::make_unique<ExpertLoadStats>(n_moe, int(c.n_routed_experts), 2);
   }
   m->slot_storage.resize(size_t(n_moe));
   for (auto& v : m->slot_storage) v.resize(size_t(m->placement.slots_per_rank()));
-
-  m->embed = bind_tensor(m->ckpt, "model.embed_tokens.weight", c.vocab_size, c.hidden_size);
-  for (int64_t l = 0; l < c.num_hidden_layers; ++l) {
-    const int pl = m->placement_layer[size_t(l)];
-    m->layers.push_back(bind_layer(m->ckpt, c, l, pl >= 0 ? m->local_experts(pl) : std::vector<int>{}));
-  }
-  m->final_norm = load_vector(m->ckpt, "model.norm.weight", c.hidden_size);
-  if (c.tie_word_embeddings && !m->ckpt.contains("lm_head.weight"))
-    m->lm_head = bind_linear(m->ckpt, "model.embed_tokens", c.vocab_size, c.hidden_size);
-  else
-    m->lm_head = bind_linear(m->ckpt, "lm_head", c.vocab_size, c.hidden_size);
-  if (m->has_mtp) {
-    const int pl = m->placement_layer.back();
-    m->mtp_placement_layer = pl;
-    m->mtp = bind_mtp(m->ckpt, c, pl >= 0 ? m->local_experts(pl) : std::vector<int>{});
-  }
-  return std::unique_ptr<DeepseekModel>(new DeepseekModel(std::move(m)));
+  return std::unique_ptr<Executor>(new Executor(std::move(m)));
 }
 
-DeepseekModel::DeepseekModel(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
-DeepseekModel::~DeepseekModel() = default;
+Executor::Executor(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
+Executor::~Executor() = default;
 
-const ModelConfig& DeepseekModel::config() const { return impl_->cfg; }
-const ModelOptions& DeepseekModel::options() const { return impl_->opt; }
-bool DeepseekModel::has_mtp() const { return impl_->has_mtp; }
-uint64_t DeepseekModel::weight_bytes() const { return impl_->ckpt.total_bytes(); }
-const ExpertPlacement& DeepseekModel::placement() const { return impl_->placement; }
-void DeepseekModel::set_trace(TraceRecorder* trace) { impl_->trace = trace; }
+const ModelConfig& Executor::config() const { return impl_->config(); }
+const ExecutorOptions& Executor::options() const { return impl_->opt; }
+Transformer& Executor::transformer() { return *impl_->model; }
+const Transformer& Executor::transformer() const { return *impl_->model; }
+Communicator& Executor::comm() const { return *impl_->comm; }
+bool Executor::has_mtp() const { return impl_->model->has_mtp(); }
+uint64_t Executor::weight_bytes() const { return impl_->model->weight_bytes(); }
+const ExpertPlacement& Executor::placement() const { return impl_->placement; }
+void Executor::set_trace(TraceRecorder* trace) { impl_->trace = trace; }
 
-const ExpertLoadStats& DeepseekModel::load_stats() const {
+const ExpertLoadStats& Executor::load_stats() const {
   if (!impl_->stats) throw Error("this model has no MoE layers, so no expert load statistics");
   return *impl_->stats;
 }
 
-uint64_t DeepseekModel::moved_expert_bytes() const {
+uint64_t Executor::moved_expert_bytes() const {
   uint64_t total = 0;
   for (const auto& layer : impl_->slot_storage) {
     std::unordered_set<const ExpertSlotStorage*> seen;  // a slot kept in place twice (replicas) counts once
@@ -378,19 +309,19 @@ uint64_t DeepseekModel::moved_expert_bytes() const {
   return total;
 }
 
-void DeepseekModel::rebalance() {
+void Executor::rebalance() {
   Impl& m = *impl_;
   if (!m.stats) return;  // no MoE layers
-  const ModelConfig& c = m.cfg;
+  const ModelConfig& c = m.config();
   // EPLB's hierarchical policy with the config's expert groups on one node (the global policy when the groups do
   // not divide the experts).
   const int groups = c.n_group > 0 && c.n_routed_experts % c.n_group == 0 ? int(c.n_group) : 1;
   apply_placement(rebalance_placement(*m.stats, m.comm->size(), m.placement.n_physical(), groups, 1));
 }
 
-void DeepseekModel::apply_placement(const ExpertPlacement& next) {
+void Executor::apply_placement(const ExpertPlacement& next) {
   Impl& m = *impl_;
-  const ModelConfig& c = m.cfg;
+  const ModelConfig& c = m.config();
   if (next.n_layers() != m.placement.n_layers() || next.n_logical() != m.placement.n_logical() ||
       next.n_ranks() != m.comm->size())
     throw Error("apply_placement: the placement has " + std::to_string(next.n_layers()) + " MoE layers, " +
@@ -402,7 +333,7 @@ void DeepseekModel::apply_placement(const ExpertPlacement& next) {
   // Every layer's layout first: a checkpoint that cannot be moved fails on every rank before anything moves.
   std::vector<ExpertSlotLayout> layouts;
   for (int pl = 0; pl < next.n_layers(); ++pl)
-    layouts.push_back(ExpertSlotLayout::of_layer(m.ckpt, c, blocks[size_t(pl)]->index));
+    layouts.push_back(ExpertSlotLayout::of_layer(m.model->checkpoint(), c, blocks[size_t(pl)]->index));
   for (int pl = 0; pl < next.n_layers(); ++pl) {
     MoeWeights& w = blocks[size_t(pl)]->moe_weights;
     const ExpertSlotLayout& layout = layouts[size_t(pl)];
@@ -442,49 +373,20 @@ void DeepseekModel::apply_placement(const ExpertPlacement& next) {
   m.placement = next;
 }
 
-std::unique_ptr<Sequence> DeepseekModel::create_sequence() const {
-  const ModelConfig& c = impl_->cfg;
-  auto s = std::make_unique<Sequence>();
-  s->main = KvCache(c.num_hidden_layers, c.kv_lora_rank, c.qk_rope_head_dim, impl_->opt.kv_dtype);
-  s->mtp = KvCache(impl_->has_mtp ? 1 : 0, c.kv_lora_rank, c.qk_rope_head_dim, impl_->opt.kv_dtype);
-  return s;
+std::unique_ptr<Sequence> Executor::create_sequence() const { return impl_->model->create_sequence(); }
+
+KvPools Executor::create_kv_pools(uint64_t budget_bytes, int64_t block_tokens) const {
+  return impl_->model->create_kv_pools(budget_bytes, block_tokens);
 }
 
-KvPools DeepseekModel::create_kv_pools(uint64_t budget_bytes, int64_t block_tokens) const {
-  const ModelConfig& c = impl_->cfg;
-  const KvLayout main{c.num_hidden_layers, c.kv_lora_rank, c.qk_rope_head_dim, impl_->opt.kv_dtype, block_tokens};
-  KvLayout mtp = main;
-  mtp.n_layers = 1;
-  // Each token takes a row in every main layer and, when MTP runs, one in the MTP layer.
-  const uint64_t layers = uint64_t(main.n_layers) + (impl_->has_mtp ? 1 : 0);
-  const uint64_t main_budget = layers > 0 ? uint64_t(double(budget_bytes) * double(main.n_layers) / double(layers)) : 0;
-  KvPools pools;
-  pools.main = std::make_shared<KvBlockPool>(main, KvBlockPool::blocks_for_budget(main, main_budget), true);
-  if (impl_->has_mtp)
-    pools.mtp = std::make_shared<KvBlockPool>(mtp, KvBlockPool::blocks_for_budget(mtp, budget_bytes - main_budget),
-                                              false);
-  return pools;
+std::unique_ptr<Sequence> Executor::create_sequence(const KvPools& pools, std::span<const int32_t> prompt) const {
+  return impl_->model->create_sequence(pools, prompt);
 }
 
-std::unique_ptr<Sequence> DeepseekModel::create_sequence(const KvPools& pools, std::span<const int32_t> prompt) const {
-  if (!pools.main) throw Error("create_sequence: no KV pool for the main layers");
-  const ModelConfig& c = impl_->cfg;
-  if (pools.main->layout().n_layers != c.num_hidden_layers || pools.main->layout().latent_dim != c.kv_lora_rank ||
-      pools.main->layout().rope_dim != c.qk_rope_head_dim)
-    throw Error("create_sequence: the KV pool's layout is not this model's");
-  auto s = std::make_unique<Sequence>();
-  s->main = KvCache(pools.main);
-  s->mtp = pools.mtp ? KvCache(pools.mtp)
-                     : KvCache(impl_->has_mtp ? 1 : 0, c.kv_lora_rank, c.qk_rope_head_dim, pools.main->layout().dtype);
-  if (!prompt.empty()) s->main.adopt_prefix(prompt);
-  return s;
-}
-
-Tensor DeepseekModel::forward(const std::vector<SequenceInput>& batch, Tensor* hidden) {
+Tensor Executor::forward(const std::vector<SequenceInput>& batch, Tensor* hidden,
+                         const std::function<void()>& before_collectives) {
   Impl& m = *impl_;
-  if (m.opt.rebalance_every > 0 && m.forward_calls > 0 && m.forward_calls % m.opt.rebalance_every == 0) rebalance();
-  ++m.forward_calls;
-  const ModelConfig& c = m.cfg;
+  const ModelConfig& c = m.config();
   const int64_t H = c.hidden_size;
   std::vector<const Sequence*> seqs;
   for (const auto& in : batch) seqs.push_back(in.sequence);
@@ -493,28 +395,28 @@ Tensor DeepseekModel::forward(const std::vector<SequenceInput>& batch, Tensor* h
   // Flatten the batch: rows of sequence b are [offset_b, offset_b + n_b), positions start at its cache length.
   std::vector<SequenceSlice> slices;
   std::vector<int64_t> positions;
+  std::vector<int32_t> tokens;
   int64_t T = 0, n_out = 0;
   for (const auto& in : batch) {
     check_indices(in.logit_indices, in.tokens.size());
-    for (int32_t t : in.tokens) m.check_token(t);
+    for (int32_t t : in.tokens) m.model->check_token(t);
     const int64_t n = int64_t(in.tokens.size()), start = in.sequence->main.length();
     slices.push_back({&in.sequence->main, 0, start, T, n});
     for (int64_t i = 0; i < n; ++i) positions.push_back(start + i);
+    tokens.insert(tokens.end(), in.tokens.begin(), in.tokens.end());
     T += n;
     n_out += int64_t(in.logit_indices.size());
   }
   for (auto& s : slices) s.cache->reserve(s.start + s.count);
+  if (before_collectives) before_collectives();
+  if (m.opt.rebalance_every > 0 && m.forward_calls > 0 && m.forward_calls % m.opt.rebalance_every == 0) rebalance();
+  ++m.forward_calls;
 
   std::vector<float> x(static_cast<size_t>(T * H));  // h = embed(tokens): [T, hidden]
-  {
-    int64_t r = 0;
-    for (const auto& in : batch)
-      for (int32_t t : in.tokens) embedding_row(m.embed, t, x.data() + (r++) * H);
-  }
+  m.model->embed(tokens, x.data());
   {
     std::vector<BlockRef> blocks;
-    for (int64_t l = 0; l < c.num_hidden_layers; ++l)
-      blocks.push_back({&m.layers[size_t(l)], m.placement_layer[size_t(l)], l});
+    for (int64_t l = 0; l < c.num_hidden_layers; ++l) blocks.push_back({&m.model->block(l), m.model->moe_layer_of(l), l});
     auto mbs = m.split_micro_batches(m.micro_batch_count(T), x.data(), T, positions.data(), slices);
     m.run_blocks(blocks, mbs);
   }
@@ -524,9 +426,7 @@ Tensor DeepseekModel::forward(const std::vector<SequenceInput>& batch, Tensor* h
   std::vector<float> rows(static_cast<size_t>(n_out * H));
   int64_t r = 0;
   for (size_t b = 0; b < batch.size(); ++b)
-    for (int64_t i : batch[b].logit_indices) {
-      std::copy_n(x.data() + (slices[b].offset + i) * H, H, rows.data() + (r++) * H);
-    }
+    for (int64_t i : batch[b].logit_indices) std::copy_n(x.data() + (slices[b].offset + i) * H, H, rows.data() + (r++) * H);
   if (hidden) {
     int64_t n_hidden = 0;
     for (size_t b = 0; b < batch.size(); ++b)
@@ -544,13 +444,15 @@ Tensor DeepseekModel::forward(const std::vector<SequenceInput>& batch, Tensor* h
       logit_row += n_logits;
     }
   }
-  return m.head_logits(rows, n_out, m.final_norm, m.lm_head);
+  return m.model->logits(rows.data(), n_out, false);
 }
 
-Tensor DeepseekModel::forward_mtp(const std::vector<MtpInput>& batch, Tensor* hidden) {
+Tensor Executor::forward_mtp(const std::vector<MtpInput>& batch, Tensor* hidden,
+                             const std::function<void()>& before_collectives) {
   Impl& m = *impl_;
-  if (!m.has_mtp) throw Error("this model has no MTP layer loaded (num_nextn_predict_layers = 0 or load_mtp off)");
-  const ModelConfig& c = m.cfg;
+  if (!m.model->has_mtp())
+    throw Error("this model has no MTP layer loaded (num_nextn_predict_layers = 0 or load_mtp off)");
+  const ModelConfig& c = m.config();
   const int64_t H = c.hidden_size;
   std::vector<const Sequence*> seqs;
   for (const auto& in : batch) seqs.push_back(in.sequence);
@@ -565,7 +467,7 @@ Tensor DeepseekModel::forward_mtp(const std::vector<MtpInput>& batch, Tensor* hi
       throw Error("MTP input hidden must be F32 [" + std::to_string(n) + ", " + std::to_string(H) + "], got " +
                   in.hidden.shape_string());
     check_indices(in.logit_indices, size_t(n));
-    for (int32_t t : in.next_tokens) m.check_token(t);
+    for (int32_t t : in.next_tokens) m.model->check_token(t);
     const int64_t start = in.sequence->mtp.length();
     slices.push_back({&in.sequence->mtp, 0, start, T, n});
     for (int64_t i = 0; i < n; ++i) positions.push_back(start + i);
@@ -573,42 +475,36 @@ Tensor DeepseekModel::forward_mtp(const std::vector<MtpInput>& batch, Tensor* hi
     n_out += int64_t(in.logit_indices.size());
   }
   for (auto& s : slices) s.cache->reserve(s.start + s.count);
+  if (before_collectives) before_collectives();
 
-  // h = eh_proj(cat[enorm(emb(t_{i+1})), hnorm(h_i)]) (vLLM deepseek_mtp.py order, reference §1.9; the
-  // embedding at position 0 is zeroed as vLLM does).
-  std::vector<float> cat(static_cast<size_t>(T * 2 * H)), e(static_cast<size_t>(H));
-  const Tensor& embed = m.mtp.embed.defined() ? m.mtp.embed : m.embed;
-  int64_t r = 0;
-  for (const auto& in : batch) {
-    const float* hin = in.hidden.data<const float>();
-    for (size_t i = 0; i < in.next_tokens.size(); ++i, ++r) {
-      float* row = cat.data() + r * 2 * H;
-      if (positions[size_t(r)] == 0) {
-        std::fill(e.begin(), e.end(), 0.0f);
-      } else {
-        embedding_row(embed, in.next_tokens[i], e.data());
-      }
-      rmsnorm(e.data(), H, m.mtp.enorm.data(), 1, H, m.ctx.rms_eps, row, H, nullptr);
-      rmsnorm(hin + int64_t(i) * H, H, m.mtp.hnorm.data(), 1, H, m.ctx.rms_eps, row + H, H, nullptr);
-    }
-  }
   std::vector<float> x(static_cast<size_t>(T * H));
-  linear(m.ctx, cat.data(), T, m.mtp.eh_proj, x.data());
   {
+    std::vector<float> hidden_in;
+    std::vector<int32_t> next_tokens;
+    hidden_in.reserve(size_t(T * H));
+    for (const auto& in : batch) {
+      const float* h = in.hidden.data<const float>();
+      hidden_in.insert(hidden_in.end(), h, h + in.hidden.numel());
+      next_tokens.insert(next_tokens.end(), in.next_tokens.begin(), in.next_tokens.end());
+    }
+    m.model->mtp_input(hidden_in.data(), next_tokens, positions.data(), T, x.data());
+  }
+  {
+    const int64_t mtp_block = c.num_hidden_layers;
     auto mbs = m.split_micro_batches(m.micro_batch_count(T), x.data(), T, positions.data(), slices);
-    m.run_blocks({{&m.mtp.block, m.mtp_placement_layer, 0}}, mbs);
+    m.run_blocks({{&m.model->block(mtp_block), m.model->moe_layer_of(mtp_block), 0}}, mbs);
   }
   for (const auto& s : slices) s.cache->advance(s.count);
 
   std::vector<float> rows(static_cast<size_t>(n_out * H));
-  r = 0;
+  int64_t r = 0;
   for (size_t b = 0; b < batch.size(); ++b)
     for (int64_t i : batch[b].logit_indices) std::copy_n(x.data() + (slices[b].offset + i) * H, H, rows.data() + (r++) * H);
   if (hidden) {
     *hidden = Tensor::zeros(DType::F32, {n_out, H});
     std::copy(rows.begin(), rows.end(), hidden->data<float>());
   }
-  return m.head_logits(rows, n_out, m.mtp.head_norm, m.mtp.head.data ? m.mtp.head : m.lm_head);
+  return m.model->logits(rows.data(), n_out, true);
 }
 
 }  // namespace deepmoe

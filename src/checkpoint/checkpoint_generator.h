@@ -12,7 +12,7 @@
 #include <string>
 #include <vector>
 
-#include "model/checkpoint_layout.h"
+#include "checkpoint/checkpoint_layout.h"
 #include "model/config.h"
 
 namespace deepmoe {

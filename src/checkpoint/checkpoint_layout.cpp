@@ -1,4 +1,4 @@
-#include "model/checkpoint_layout.h"
+#include "checkpoint/checkpoint_layout.h"
 
 #include "model/config.h"
 

@@ -63,7 +63,7 @@ struct CheckpointSummary {
   // Name patterns with layer and expert numbers folded to '*' → count, for the F8_E4M3 tensors.
   std::map<std::string, int64_t> fp8_patterns;
   uint64_t total_bytes = 0;
-  // Compared with the layout the config implies (model/checkpoint_layout.h).
+  // Compared with the layout the config implies (checkpoint/checkpoint_layout.h).
   std::vector<std::string> missing, unexpected;
 };
 

@@ -1,14 +1,16 @@
-// The DeepSeek-V3 / V2 forward pass on CPU (DeepSeek-V3 report, §1): load a Hugging Face
-// checkpoint folder (FP8 weights used in place from the mmap, BF16/F32 also accepted) and run batches of
-// sequences — varlen prefill and decode in one call — returning logits only for the positions asked for.
+// The executor (DESIGN.md §1): runs one step of the DeepSeek-V3 / V2 forward pass — a varlen batch of sequences,
+// prefill and decode in one call — on this process's share of a job. It owns the schedule that the model
+// (model/transformer.h) leaves out: the communicator, the placement of the routed experts over the ranks with its
+// load statistics, rebalance and expert migration, the split into two micro-batches and their overlap of compute
+// with the all-to-all (runtime/moe_layer_run.h). It returns logits only for the positions asked for.
 //
-// Batch invariance: a sequence's logits are bitwise identical whatever else is in the batch and whatever the
-// thread count (every kernel fixes each output element's reduction order; GEMMs are row independent).
-//
-// This header stays light (no JSON, no kernels internals) because the runtime and tools include it.
+// Batch invariance: a sequence's logits are bitwise identical whatever else is in the batch, whatever the thread
+// count and whatever the rank count (every kernel fixes each output element's reduction order; GEMMs are row
+// independent; tokens always travel through dispatch/combine).
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <span>
 #include <string>
@@ -19,6 +21,7 @@
 #include "kernels/gemm.h"
 #include "model/forward_context.h"
 #include "model/kv_cache.h"
+#include "model/transformer.h"
 
 namespace deepmoe {
 
@@ -28,12 +31,7 @@ class ExpertPlacement;
 class ExpertLoadStats;
 class TraceRecorder;
 
-struct ModelOptions {
-  GemmMode gemm = GemmMode::W8A32;        // how FP8 weights meet activations (kernels/gemm.h)
-  DType kv_dtype = DType::F32;            // KV cache storage: F32 or BF16
-  AttentionMode attention = AttentionMode::Absorbed;
-  int threads = 0;                        // worker threads; 0 = one per hardware thread
-  bool load_mtp = true;                   // load model.layers.{num_hidden_layers}.* when the checkpoint has it
+struct ExecutorOptions : TransformerOptions {
   // Expert parallelism. Extra physical expert slots per MoE layer over all ranks: each rank hosts
   // (n_routed_experts + redundant_experts) / ranks slots; the initial placement gives the first experts a second
   // replica (ExpertPlacement::uniform), rebalance() re-chooses them from the load statistics.
@@ -74,18 +72,21 @@ struct MtpInput {
   std::vector<int64_t> logit_indices;
 };
 
-class DeepseekModel {
+class Executor {
  public:
   // Reads dir/config.json and the safetensors weights. Bad input (missing tensor, wrong shape or dtype) is a
   // deepmoe::Error naming the tensor, the expected and the actual shape.
-  static std::unique_ptr<DeepseekModel> load(const std::string& dir, const ModelOptions& options = {});
+  static std::unique_ptr<Executor> load(const std::string& dir, const ExecutorOptions& options = {});
   // Same, with a communicator for expert parallelism (the model keeps a reference; single rank when omitted).
-  static std::unique_ptr<DeepseekModel> load(const std::string& dir, const ModelOptions& options,
-                                             Communicator& comm);
-  virtual ~DeepseekModel();
+  static std::unique_ptr<Executor> load(const std::string& dir, const ExecutorOptions& options,
+                                        Communicator& comm);
+  virtual ~Executor();
 
   const ModelConfig& config() const;
-  const ModelOptions& options() const;
+  const ExecutorOptions& options() const;
+  Transformer& transformer();
+  const Transformer& transformer() const;
+  Communicator& comm() const;
   bool has_mtp() const;
 
   // A fresh sequence with an empty cache in the configured KV dtype, in private pools that grow as needed.
@@ -103,12 +104,19 @@ class DeepseekModel {
   // rows in batch order then logit_indices order. When `hidden` is given it receives the matching rows of the
   // last layer's output before the final norm [n_requested, hidden_size] (the MTP module's input) — every token's
   // row, in token order, for the sequences that ask for hidden_of_all_tokens.
-  Tensor forward(const std::vector<SequenceInput>& batch, Tensor* hidden = nullptr);
+  //
+  // Every rank of the job calls forward() together (a rank with no tokens passes an empty batch and still joins
+  // every collective). The input is checked, and the caches given room, before the first collective:
+  // `before_collectives` is called at that point, so a caller that must announce the step to other ranks (the
+  // engine's leader) announces only steps that passed the checks.
+  Tensor forward(const std::vector<SequenceInput>& batch, Tensor* hidden = nullptr,
+                 const std::function<void()>& before_collectives = {});
 
   // The MTP module: next-next-token logits [n_requested, vocab_size]; appends to each sequence's MTP cache. When
   // `hidden` is given it receives the matching rows of the module's output before its head norm
   // [n_requested, hidden_size], which a recurrent draft feeds back in as the next position's hidden state.
-  Tensor forward_mtp(const std::vector<MtpInput>& batch, Tensor* hidden = nullptr);
+  Tensor forward_mtp(const std::vector<MtpInput>& batch, Tensor* hidden = nullptr,
+                     const std::function<void()>& before_collectives = {});
 
   // Bytes of tensor data in the checkpoint (mapped, not copied).
   uint64_t weight_bytes() const;
@@ -136,7 +144,7 @@ class DeepseekModel {
   struct Impl;
 
  private:
-  explicit DeepseekModel(std::unique_ptr<Impl> impl);
+  explicit Executor(std::unique_ptr<Impl> impl);
   std::unique_ptr<Impl> impl_;
 };
 

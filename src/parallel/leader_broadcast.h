@@ -1,0 +1,19 @@
+// Rank 0 tells every rank the same few values (the engine's step plan: what the next step is). Built on the
+// all-to-all of the communicator, so it works for every communicator kind.
+#pragma once
+
+#include <cstdint>
+#include <span>
+#include <vector>
+
+#include "parallel/communicator.h"
+
+namespace deepmoe {
+
+// Collective. On rank 0, `values` holds exactly `n` values; the other ranks pass an empty span. Every rank returns
+// rank 0's values. The wait ends at `deadline` (a follower waiting for a leader that waits on its user passes a
+// far one; a dead leader ends the job through the launcher either way).
+std::vector<int64_t> broadcast_from_leader(Communicator& comm, std::span<const int64_t> values, size_t n,
+                                           CommClock::time_point deadline);
+
+}  // namespace deepmoe

@@ -1,0 +1,63 @@
+// What every command that runs a model shares (generate, chat, serve, perplexity, logits, bench): one option set
+// (-m, -t, --gemm, --kv-dtype, --attention, --redundant-experts, --micro-batches, --rebalance-every), parsed once,
+// and one way to run as a job — a single process, or every rank of an `mpirun` launch with rank 0 reading the
+// input and writing the output while the other ranks follow its steps (runtime/engine.h).
+#pragma once
+
+#include <cstdio>
+#include <functional>
+#include <memory>
+#include <string>
+
+#include "parallel/communicator.h"
+#include "runtime/engine.h"
+#include "runtime/loaded_model.h"
+#include "user_terminal.h"
+
+namespace CLI {
+class App;
+}
+
+namespace deepmoe::tools {
+
+struct EngineArgs {
+  std::string model_dir;  // empty: default_model_dir()
+  int threads = 0;
+  // w8a32 is the default: the more accurate mode and model.py's path; docs/BENCHMARKS.md compares the speeds.
+  std::string gemm = "w8a32";
+  std::string kv_dtype = "f32";
+  std::string attention = "absorbed";
+  int redundant_experts = 0;
+  int micro_batches = 0;
+  int rebalance_every = 0;
+};
+
+void add_engine_options(CLI::App& app, EngineArgs& args);
+
+// The options as the engine takes them. Threads: 0 means one per hardware thread, shared among the ranks of a
+// launch on this machine; more than the hardware has is capped with a warning (oversubscribed threads spin
+// against each other).
+ExecutorOptions executor_options(const EngineArgs& args, const Communicator& comm);
+
+// One run of a model command over the ranks of this launch.
+struct EngineJob {
+  std::unique_ptr<Communicator> comm;
+  LoadedModel model;  // the engine; the tokenizer and the generation view unless opened without them
+
+  bool is_leader() const { return comm->rank() == 0; }
+  Engine& engine() { return *model.engine; }
+};
+
+// Loads the model folder on every rank (the default model when -m is not given; a progress bar on the leader's
+// terminal). `adjust` may change the options first (e.g. not loading the MTP layer); `before_load` runs on the
+// leader only, before the load (the server listens first). Without the tokenizer, the folder needs only
+// config.json and the weights.
+EngineJob open_engine_job(const EngineArgs& args, bool with_tokenizer,
+                          const std::function<void(ExecutorOptions&)>& adjust = {},
+                          const std::function<void()>& before_load = {});
+
+// Runs `leader_body` on rank 0 and Engine::follow() on the other ranks, then releases the followers. An error
+// in a job of several ranks ends every rank with a non-zero status and the message.
+void run_engine_job(EngineJob& job, const std::function<void()>& leader_body);
+
+}  // namespace deepmoe::tools
