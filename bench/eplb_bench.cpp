@@ -1,4 +1,4 @@
-// Expert load balance under Zipf-skewed routing (issue 6 benchmark): V3's shape — 256 routed experts, top-8, 8
+// Expert load balance under Zipf-skewed routing: V3's shape — 256 routed experts, top-8, 8
 // groups — on 8 and 32 simulated ranks. For s = 1.0 and 1.5 it reports the max/mean per-rank load (routed
 // (token, expert) pairs received per rank) of a fresh batch:
 //   before:    no redundancy, experts 0..255 contiguous over the ranks;

@@ -1,4 +1,4 @@
-// FP8 kernel benchmark (issue 3): GEMV (M = 1) weight bandwidth as a fraction of STREAM, GEMM (M = 512, 2048)
+// FP8 kernel benchmark: GEMV (M = 1) weight bandwidth as a fraction of STREAM, GEMM (M = 512, 2048)
 // FLOP/s as a fraction of FMA peak, and quantize_act throughput, on DeepSeek-V3 / V2-Lite projection shapes. The
 // machine (STREAM triad, FP32 FMA peak; 1 thread and all threads) is measured right before each shape's GEMV and
 // GEMM cases, and their fractions use those numbers. One JSON line per case.

@@ -1,5 +1,5 @@
-// Two-micro-batch overlap of MoE communication with compute (reference §6, prefill "dual micro-batch overlap";
-// issue 6 benchmark). Run with `mpirun -np 2 moe_overlap_bench [--trace FILE]` (or alone: one rank).
+// Two-micro-batch overlap of MoE communication with compute (reference §6, prefill "dual micro-batch overlap").
+// Run with `mpirun -np 2 moe_overlap_bench [--trace FILE]` (or alone: one rank).
 //
 // A synthetic prefill of `layers` MoE layers: per layer, "attention" costs attn_flops per token and the routed
 // experts expert_flops per received row (FMA loops over the real activations, polling the communicator between

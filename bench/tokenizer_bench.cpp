@@ -1,4 +1,4 @@
-// Tokenizer throughput (issue 5): MB/s of encode() single-thread and over all threads, on English prose
+// Tokenizer throughput: MB/s of encode() single-thread and over all threads, on English prose
 // (bench/data/tinyshakespeare.txt), code (deepmoe's own sources) and CJK text (vocabulary tokens made of CJK
 // characters with CJK punctuation, drawn with a fixed seed). Inputs are cut into ~10 kB documents at line
 // breaks, the size HF's published numbers use. Prints one JSON line per case (wall-clock MB/s, and MB per second

@@ -1,7 +1,5 @@
 #include "progress.h"
 
-#include "user_terminal.h"
-
 #include <CLI/CLI.hpp>
 
 #include <unistd.h>
@@ -10,6 +8,8 @@
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
+
+#include "user_terminal.h"
 
 namespace deepmoe::tools {
 namespace {

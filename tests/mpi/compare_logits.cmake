@@ -1,4 +1,4 @@
-# ctest driver (issue 6 "same logits for 1, 2 and 4 ranks"): generates a tiny random checkpoint, runs
+# ctest driver (same logits for 1, 2 and 4 ranks): generates a tiny random checkpoint, runs
 # `deepmoe logits` in one process and under `mpirun -np N` for each N in NPS, and requires identical output.
 # RUN_ARGS (optional) are added to the mpirun runs only (e.g. redundant experts, a live rebalance), so they are
 # compared with the plain single-process run. With TRACE set, each mpirun run also writes --trace TRACE, which

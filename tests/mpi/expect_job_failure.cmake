@@ -1,5 +1,5 @@
 # ctest driver: runs COMMAND (a ;-list), and passes only when it exits non-zero, prints output matching REGEX,
-# and ends within LIMIT_S seconds (issue 6: a dead or silent rank ends the job with a message within 30 s).
+# and ends within LIMIT_S seconds (a dead or silent rank ends the job with a message within 30 s).
 string(TIMESTAMP start "%s")
 # stderr first: the injected-fault line is printed before mpirun reports the death.
 execute_process(COMMAND ${COMMAND} RESULT_VARIABLE status OUTPUT_VARIABLE out ERROR_VARIABLE err
