@@ -32,7 +32,7 @@ struct GenerationRequest {
   bool fast_forward = true;
   // With a grammar: when max_tokens is near, make sure the output can still be completed — a sampled token after
   // which the shortest completion (plus EOS) would no longer fit is replaced by that completion from before it,
-  // so the text stays valid; finish "length" says the budget cut it short. The plain loop does this.
+  // so the text stays valid; finish "length" says the budget cut it short.
   bool close_before_limit = true;
 };
 

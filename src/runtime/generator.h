@@ -93,17 +93,19 @@ class Generator {
   // prompt token is always computed: its logits give the first new token). Truncates the sequence to it.
   static size_t reuse_prompt_prefix(RequestState& state);
 
+  // Under a grammar with close_before_limit: the completion to emit instead of `next` (the token about to be
+  // emitted), when after `next` the output could no longer be completed within max_tokens (and now it still
+  // can); nullopt otherwise.
+  std::optional<std::vector<int32_t>> closing_instead_of(RequestState& state, int32_t next);
+  // Emits `completion` and EOS, ending the request with finish MaxTokens; returns the text now final.
+  std::string close_output(RequestState& state, const std::vector<int32_t>& completion);
+
   // Ids that end generation: the model's EOS ids plus the tokenizer's.
   const std::vector<int32_t>& eos_ids() const { return eos_ids_; }
 
  private:
   bool ends_generation(const RequestState& state, int32_t token) const;
   std::string finish_with(RequestState& state, FinishReason reason);
-  // close_before_limit: the completion to emit instead of `next`, when after `next` the output could no longer
-  // be completed within max_tokens (and now it still can).
-  std::optional<std::vector<int32_t>> closing_instead_of(RequestState& state, int32_t next);
-  // Emits `completion` and EOS, ending the request with finish MaxTokens.
-  std::string close_output(RequestState& state, const std::vector<int32_t>& completion);
   // The vocabulary trie grammars are matched against (built on first use, then shared by every request).
   const std::shared_ptr<const grammar::TokenTrie>& grammar_vocabulary();
 

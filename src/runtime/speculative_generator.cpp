@@ -55,7 +55,9 @@ std::string SpeculativeGenerator::step(RequestState& state) {
         lm_.forward_rows(seq, std::span<const int32_t>(state.request.prompt).subspan(common), 1);
     std::span<const uint64_t> allowed;
     if (state.constraint) allowed = state.constraint->mask();
-    const std::string out = base_.emit(state, sampler.sample(logits, allowed));
+    const SampledToken first = sampler.sample(logits, allowed);
+    const auto closing = base_.closing_instead_of(state, first.token);
+    const std::string out = closing ? base_.close_output(state, *closing) : base_.emit(state, first);
     state.stats.prefill_seconds += seconds_since(start);
     return out;
   }
@@ -124,6 +126,11 @@ std::string SpeculativeGenerator::step(RequestState& state) {
       token = draw_token(p, sampler);  // every draft kept: the bonus token
     }
     sampler.accept(token);
+    if (auto closing = base_.closing_instead_of(state, token)) {
+      out += base_.close_output(state, *closing);  // the budget is nearly spent: complete the output now
+      ++emitted;
+      break;
+    }
     out += base_.emit(state, with_logprobs(token, row(j), sampler.params()));
     ++emitted;
     if (!accepted) break;

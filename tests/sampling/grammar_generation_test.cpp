@@ -230,7 +230,7 @@ TEST(GrammarGeneration, OutputsAreClosedBeforeMaxTokens) {
       R"({"type":"object","properties":{"title":{"type":"string"},"items":{"type":"array","items":{"type":"string"},"minItems":2},"n":{"type":"integer"}},"required":["title","items","n"],"additionalProperties":false})");
   HashLm lm;
   Generator g(lm, tok());
-  int closed = 0, cut_without = 0;
+  int closed = 0, cut_without = 0, closed_speculative = 0;
   for (int64_t max_tokens : {20, 27, 40, 64}) {
     for (uint64_t seed = 1; seed <= 4; ++seed) {
       GenerationRequest r = request(grammar, seed);
@@ -245,6 +245,14 @@ TEST(GrammarGeneration, OutputsAreClosedBeforeMaxTokens) {
         ++closed;
         EXPECT_EQ(state->finish, FinishReason::MaxTokens);  // the budget ended it, not the model
       }
+      // The speculative loop closes the same way.
+      HashLm spec_lm(/*draft_noise=*/6.0f);
+      SpeculativeGenerator spec(spec_lm, tok(), 2);
+      auto seq3 = spec_lm.new_sequence();
+      auto s = spec.generate(r, *seq3, {});
+      EXPECT_TRUE(in_language(*grammar, s->text)) << s->text;
+      EXPECT_LE(s->stats.generated_tokens, max_tokens);
+      closed_speculative += s->stats.closing_tokens > 0;
       r.close_before_limit = false;
       auto seq2 = lm.new_sequence();
       auto cut = g.generate(r, *seq2, {});
@@ -252,6 +260,7 @@ TEST(GrammarGeneration, OutputsAreClosedBeforeMaxTokens) {
     }
   }
   EXPECT_GT(closed, 8);
+  EXPECT_GT(closed_speculative, 8);
   EXPECT_GT(cut_without, 8);
 }
 
