@@ -8,8 +8,8 @@ export const MODEL = process.env.DEEPMOE_TEST_MODEL;
 if (!BIN || !MODEL) throw new Error('DEEPMOE_BIN and DEEPMOE_TEST_MODEL must be set (ctest sets them)');
 export const MODEL_ID = MODEL.replace(/\/+$/, '').split('/').pop();
 
-export async function startServer(extraArgs = []) {
-  const child = spawn(BIN, ['serve', '-m', MODEL, '--host', '127.0.0.1', '--port', '0', ...extraArgs], {
+export async function startServer(extraArgs = [], model = MODEL) {
+  const child = spawn(BIN, ['serve', '-m', model, '--host', '127.0.0.1', '--port', '0', ...extraArgs], {
     stdio: ['ignore', 'ignore', 'pipe'],
   });
   let log = '';

@@ -53,7 +53,7 @@ test('json_schema: content validates, finish_reason stop', async () => {
   }
 });
 
-test('json_schema streamed and with n = 2', async () => {
+test('json_schema streamed and with n = 8', async () => {
   const validate = ajv.compile(person);
   const stream = await client.chat.completions.create({
     model: MODEL_ID, messages, seed: 7, temperature: 1, max_tokens: 400, stream: true,
@@ -70,10 +70,10 @@ test('json_schema streamed and with n = 2', async () => {
   assert.equal(finish, 'stop');
   assert.ok(validate(JSON.parse(text)), text);
   const two = await client.chat.completions.create({
-    model: MODEL_ID, messages, seed: 9, temperature: 1, max_tokens: 400, n: 2,
+    model: MODEL_ID, messages, seed: 9, temperature: 1, max_tokens: 400, n: 8,
     response_format: { type: 'json_schema', json_schema: { name: 'person', schema: person } },
   });
-  assert.equal(two.choices.length, 2);
+  assert.equal(two.choices.length, 8);
   for (const c of two.choices) assert.ok(validate(JSON.parse(c.message.content)), c.message.content);
 });
 
