@@ -193,6 +193,7 @@ void chat_on_leader(ChatArgs args, const std::shared_ptr<const grammar::Grammar>
     }
     GenerationRequest request = make_request(args.request, std::move(prompt), context, kDefaultReplyTokens);
     request.grammar = grammar;
+    request.token_healing = args.grammar.token_healing;
     std::string reply;
     std::unique_ptr<RequestState> state;
     {

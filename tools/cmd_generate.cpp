@@ -114,6 +114,7 @@ void generate_on_leader(const GenerateArgs& args, std::shared_ptr<const grammar:
   }
   GenerationRequest request = make_request(args.request, std::move(prompt), loaded.lm->context_length(), 256);
   request.grammar = std::move(grammar);
+  request.token_healing = args.grammar.token_healing;
   GenerationLoop generator(loaded, args.speculative);
   auto sequence = generator.new_sequence();
   const bool text = args.output == "text";

@@ -49,6 +49,10 @@ void add_grammar_options(CLI::App& app, GrammarArgs& args) {
   app.add_flag("--schema-lenient", args.schema_lenient,
                "With --json-schema: keywords that cannot be enforced are ignored with a warning instead of an error")
       ->needs(schema);
+  app.add_flag("--token-healing", args.token_healing,
+               "When the prompt ends inside what would be a longer token (a trailing space, 'http:' before '//', a "
+               "partial word), back its last token(s) off and make the output start with their text, so the model "
+               "can choose the token that spans the boundary; the text is not printed twice");
 }
 
 std::shared_ptr<const grammar::Grammar> compile_grammar_args(const GrammarArgs& args) {

@@ -20,6 +20,7 @@ struct GrammarArgs {
   bool any_json = false;
   bool schema_strict = false;   // additionalProperties defaults to false (OpenAI's strict mode)
   bool schema_lenient = false;  // keywords the compiler cannot enforce: a warning instead of an error
+  bool token_healing = false;   // back off the prompt's last token(s) and constrain the output to start with them
 };
 
 void add_grammar_options(CLI::App& app, GrammarArgs& args);

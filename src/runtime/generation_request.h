@@ -34,6 +34,9 @@ struct GenerationRequest {
   // which the shortest completion (plus EOS) would no longer fit is replaced by that completion from before it,
   // so the text stays valid; finish "length" says the budget cut it short.
   bool close_before_limit = true;
+  // Token healing (runtime/token_healing.h): the prompt's last token(s) are backed off when a longer token could
+  // span the boundary, and the output is constrained to start with their bytes (which are not output again).
+  bool token_healing = false;
 };
 
 // Why a generation ended. OpenAI's finish_reason is "stop" for the first two and "length" for the others.

@@ -4,6 +4,7 @@
 #include <chrono>
 
 #include "core/error.h"
+#include "runtime/token_healing.h"
 
 namespace deepmoe {
 namespace {
@@ -59,9 +60,23 @@ Generator::Generator(CausalLm& lm, const Tokenizer& tokenizer) : lm_(lm), tokeni
 
 std::unique_ptr<RequestState> Generator::start(GenerationRequest request, LmSequence& sequence) {
   if (auto error = validate_request(request, lm_.vocab_size(), lm_.context_length())) throw *error;
+  HealedPrompt healed;
+  if (request.token_healing) {
+    healed = heal_prompt(request.prompt, *grammar_vocabulary());
+    request.prompt = healed.tokens;
+  }
   auto state = std::make_unique<RequestState>(std::move(request), sequence, tokenizer_);
-  if (state->request.grammar)
-    state->constraint = std::make_unique<GrammarConstraint>(*state->request.grammar, grammar_vocabulary(), eos_ids_);
+  const grammar::Grammar* user_grammar = state->request.grammar.get();
+  if (!healed.removed.empty()) {
+    // The output starts with the backed-off bytes, then follows the request's grammar (or anything). EOS only
+    // where the request could have ended anyway.
+    const bool allow_eos = user_grammar || !state->request.ignore_eos;
+    state->constraint = std::make_unique<GrammarConstraint>(prefixed_grammar(healed.removed, user_grammar),
+                                                            grammar_vocabulary(), eos_ids_, allow_eos);
+    state->healed_bytes_left = healed.removed.size();
+  } else if (user_grammar) {
+    state->constraint = std::make_unique<GrammarConstraint>(*user_grammar, grammar_vocabulary(), eos_ids_);
+  }
   return state;
 }
 
@@ -75,7 +90,7 @@ const std::shared_ptr<const grammar::TokenTrie>& Generator::grammar_vocabulary()
 
 bool Generator::ends_generation(const RequestState& state, int32_t token) const {
   // Under a grammar EOS always ends the output (it is allowed only where the grammar is complete).
-  if (state.constraint && state.constraint->is_eos(token)) return true;
+  if (state.request.grammar && state.constraint && state.constraint->is_eos(token)) return true;
   const auto& extra = state.request.stop_token_ids;
   if (std::find(extra.begin(), extra.end(), token) != extra.end()) return true;
   return !state.request.ignore_eos && std::binary_search(eos_ids_.begin(), eos_ids_.end(), token);
@@ -83,8 +98,15 @@ bool Generator::ends_generation(const RequestState& state, int32_t token) const 
 
 // Releases what the detokenizer and the stop matcher still hold: the generation ended for another reason, so
 // a partial stop string is just text. The detokenizer's tail may itself complete a stop string.
+std::string Generator::visible(RequestState& state, std::string text) {
+  const size_t n = std::min(state.healed_bytes_left, text.size());
+  text.erase(0, n);
+  state.healed_bytes_left -= n;
+  return text;
+}
+
 std::string Generator::finish_with(RequestState& state, FinishReason reason) {
-  std::string out = state.stop_matcher.push(state.detokenizer.flush());
+  std::string out = state.stop_matcher.push(visible(state, state.detokenizer.flush()));
   if (state.stop_matcher.stopped()) {
     state.finish = FinishReason::StopString;
     return out;
@@ -150,15 +172,16 @@ std::optional<std::vector<int32_t>> Generator::closing_instead_of(RequestState& 
   GrammarConstraint* grammar = state.constraint.get();
   const int64_t room = state.request.max_tokens - state.stats.generated_tokens;  // `next` included
   if (!grammar || !state.request.close_before_limit || room > kWindow || grammar->is_eos(next)) return std::nullopt;
+  // The text is valid once the completion is out (EOS then ends it if there is room; else max_tokens does).
   std::optional<std::vector<int32_t>> after;
   if (grammar->accept(next)) {
     after = grammar->completion_tokens(tokenizer_);
     grammar->rollback(1);
     // One token of slack: fast-forward may spell the forced part of the completion with one token more.
-    if (after && int64_t(after->size()) + 2 <= room - 1) return std::nullopt;
+    if (after && (after->empty() || int64_t(after->size()) + 1 <= room - 1)) return std::nullopt;
   }
   auto now = grammar->completion_tokens(tokenizer_);
-  if (!now || int64_t(now->size()) + 1 > room) return std::nullopt;  // too late: the output will be cut
+  if (!now || int64_t(now->size()) > room) return std::nullopt;  // too late: the output will be cut
   // No completion found after `next` (the search is bounded): close only when the budget is nearly spent.
   if (!after && room > int64_t(now->size()) + 8) return std::nullopt;
   return now;
@@ -174,7 +197,7 @@ std::string Generator::close_output(RequestState& state, const std::vector<int32
     if (state.done()) break;
   }
   const int32_t eos = grammar_vocabulary()->eos_id();
-  if (!state.done() && eos >= 0) {
+  if (!state.done() && eos >= 0 && state.request.grammar) {  // (token healing alone: the text just goes on)
     state.sampler.accept(eos);
     ++state.stats.forced_tokens;
     out += emit(state, SampledToken{.token = eos});
@@ -195,7 +218,7 @@ std::string Generator::emit(RequestState& state, const SampledToken& sampled) {
   if (ends_generation(state, sampled.token)) {
     out = finish_with(state, FinishReason::Eos);
   } else {
-    out = state.stop_matcher.push(state.detokenizer.push(sampled.token));
+    out = state.stop_matcher.push(visible(state, state.detokenizer.push(sampled.token)));
     if (state.stop_matcher.stopped()) {
       state.finish = FinishReason::StopString;
     } else if (state.stats.generated_tokens >= state.request.max_tokens) {

@@ -55,7 +55,8 @@ struct RequestState {
   StopStringMatcher stop_matcher;
   std::vector<SampledToken> tokens;  // generated so far, the ending EOS included
   size_t fed_tokens = 0;             // of those, fed to the sequence (the plain loop)
-  std::unique_ptr<GrammarConstraint> constraint;  // when the request has a grammar
+  std::unique_ptr<GrammarConstraint> constraint;  // when the request has a grammar (or token healing)
+  size_t healed_bytes_left = 0;                   // token healing: output bytes that repeat the backed-off prompt
   std::string text;                  // everything emitted so far
   FinishReason finish = FinishReason::None;
   GenerationStats stats;
@@ -106,6 +107,8 @@ class Generator {
  private:
   bool ends_generation(const RequestState& state, int32_t token) const;
   std::string finish_with(RequestState& state, FinishReason reason);
+  // Detokenized text minus what repeats the prompt bytes token healing backed off.
+  static std::string visible(RequestState& state, std::string text);
   // The vocabulary trie grammars are matched against (built on first use, then shared by every request).
   const std::shared_ptr<const grammar::TokenTrie>& grammar_vocabulary();
 

@@ -64,7 +64,7 @@ std::shared_ptr<const grammar::TokenTrie> grammar_vocabulary(const Tokenizer& to
 }
 
 GrammarConstraint::GrammarConstraint(const grammar::Grammar& g, std::shared_ptr<const grammar::TokenTrie> vocabulary,
-                                     std::vector<int32_t> eos_ids)
+                                     std::vector<int32_t> eos_ids, bool allow_eos)
     : automaton_(grammar::matches_nothing(g)
                      ? throw Error("grammar: matches no output at all (a false schema, an empty enum, or branches "
                                    "that contradict each other)", ErrorContext{.field = "grammar"})
@@ -72,7 +72,8 @@ GrammarConstraint::GrammarConstraint(const grammar::Grammar& g, std::shared_ptr<
       masker_(std::make_shared<grammar::TokenMasker>(automaton_, vocabulary)),
       matcher_(automaton_, masker_),
       eos_ids_(std::move(eos_ids)),
-      mask_(grammar::mask_words(vocabulary->vocab_size())) {
+      mask_(grammar::mask_words(vocabulary->vocab_size())),
+      allow_eos_(allow_eos) {
   if (vocabulary->eos_id() >= 0) eos_ids_.push_back(vocabulary->eos_id());
   std::erase_if(eos_ids_, [&](int32_t id) { return id < 0 || id >= vocabulary->vocab_size(); });
   std::sort(eos_ids_.begin(), eos_ids_.end());
@@ -82,8 +83,10 @@ GrammarConstraint::GrammarConstraint(const grammar::Grammar& g, std::shared_ptr<
 std::span<const uint64_t> GrammarConstraint::mask() {
   if (!mask_valid_) {
     matcher_.fill_mask(mask_);
-    if (!matcher_.is_terminated() && matcher_.is_accepted())
+    if (!matcher_.is_terminated() && matcher_.is_accepted() && allow_eos_)
       for (int32_t id : eos_ids_) grammar::mask_set(mask_, id);
+    if (!allow_eos_)
+      for (int32_t id : eos_ids_) mask_[size_t(id) >> 6] &= ~(uint64_t(1) << (id & 63));
     if (std::all_of(mask_.begin(), mask_.end(), [](uint64_t w) { return w == 0; }))
       throw Error("grammar: no token of the vocabulary can continue the output here (after " +
                   std::to_string(matcher_.steps()) + " tokens)");

@@ -33,8 +33,9 @@ class GrammarConstraint {
  public:
   // eos_ids: every id that ends generation; all of them are allowed exactly where the grammar accepts (the
   // trie's own EOS id stands for them in the matcher).
+  // allow_eos = false: EOS is never allowed (an output that must not end on its own).
   GrammarConstraint(const grammar::Grammar& grammar, std::shared_ptr<const grammar::TokenTrie> vocabulary,
-                    std::vector<int32_t> eos_ids);
+                    std::vector<int32_t> eos_ids, bool allow_eos = true);
 
   // The tokens allowed next (one bit per id); valid until the next accept() or rollback(). Throws
   // deepmoe::Error when no token of the vocabulary can continue the grammar.
@@ -74,6 +75,7 @@ class GrammarConstraint {
   std::vector<int32_t> eos_ids_;
   grammar::TokenBitmask mask_;
   bool mask_valid_ = false;
+  bool allow_eos_ = true;
   std::vector<int32_t> byte_tokens_;  // the token spelled by each single byte (-1: none); filled on first use
 };
 

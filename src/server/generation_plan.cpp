@@ -97,6 +97,7 @@ std::variant<GenerationPlan, ApiError> plan_generation(const ApiRequest& request
       g.stop = request.stop;
       g.ignore_eos = request.ignore_eos;
       g.grammar = std::get<0>(grammar);
+      g.token_healing = request.token_healing;
       if (auto e = validate_request(g, model.vocab_size, model.context_length)) {
         ApiError err = ApiError::from_error(*e);
         if (request.endpoint == ApiEndpoint::ChatCompletions && err.param == "prompt") {

@@ -308,6 +308,8 @@ ApiRequest parse_object(ApiEndpoint endpoint, const json& body, const RequestLim
       r.echo = get_bool(value, key);
     } else if (key == "ignore_eos") {
       r.ignore_eos = get_bool(value, key);
+    } else if (key == "token_healing") {
+      r.token_healing = get_bool(value, key);
     } else if (key == "response_format") {
       r.response_format = parse_response_format(value);
     } else if (key == "user") {

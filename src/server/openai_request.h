@@ -50,6 +50,7 @@ struct ApiRequest {
   bool echo = false;                  // completions: the prompt text before the completion
   bool ignore_eos = false;            // keep going past EOS (benchmarks; vLLM's extension)
   ResponseFormat response_format;
+  bool token_healing = false;         // back off the prompt's last token(s) (runtime/token_healing.h)
 };
 
 // Bounds a deployment puts on one request (the reliability checklist §2 R2: fan-out is bounded before any work).

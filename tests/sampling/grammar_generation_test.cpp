@@ -6,12 +6,15 @@
 
 #include <nlohmann/json.hpp>
 
+#include <tuple>
+
 #include "grammar/gbnf_parser.h"
 #include "grammar/grammar_matcher.h"
 #include "grammar/json_schema_compiler.h"
 #include "runtime/generator.h"
 #include "runtime/grammar_constraint.h"
 #include "runtime/speculative_generator.h"
+#include "runtime/token_healing.h"
 
 namespace deepmoe {
 namespace {
@@ -240,7 +243,8 @@ TEST(GrammarGeneration, OutputsAreClosedBeforeMaxTokens) {
       SCOPED_TRACE(std::to_string(max_tokens) + " seed " + std::to_string(seed) + ": " + state->text);
       EXPECT_TRUE(in_language(*grammar, state->text));
       EXPECT_LE(state->stats.generated_tokens, max_tokens);
-      EXPECT_EQ(state->tokens.back().token, tok().eos_id());
+      // Ended by EOS, or by max_tokens exactly where the text is complete.
+      EXPECT_TRUE(state->tokens.back().token == tok().eos_id() || state->finish == FinishReason::MaxTokens);
       if (state->stats.closing_tokens > 0) {
         ++closed;
         EXPECT_EQ(state->finish, FinishReason::MaxTokens);  // the budget ended it, not the model
@@ -320,6 +324,78 @@ TEST(GrammarGeneration, SpeculativeDraftsRollBackAndMatchThePlainLoop) {
   }
   EXPECT_GT(accepted, 0);
   EXPECT_LT(accepted, drafts);  // some drafts were rejected and rolled back
+}
+
+std::string spelled(const std::vector<int32_t>& ids, size_t from = 0) {
+  std::string out;
+  for (size_t i = from; i < ids.size(); ++i) out += tok().token_bytes(ids[i]);
+  return out;
+}
+
+// On the tokenizer alone: for a prompt that ends inside what a longer text tokenizes as one token, the healed
+// prompt is a prefix of the longer text's canonical tokens and the removed bytes start the rest — so a model
+// that continues from the healed prompt can produce exactly the canonical tokens across the boundary, which
+// the unhealed prompt cannot.
+TEST(TokenHealing, BacksOffToTheCanonicalBoundary) {
+  HashLm lm;
+  const auto vocab = grammar_vocabulary(tok(), lm.vocab_size(), tok().eos_id());
+  // (prompt, what follows, whether the prompt's own tokens end at a boundary the longer text does not have)
+  const std::vector<std::tuple<std::string, std::string, bool>> cases = {
+      {"Visit http:", "//example.com/index.html", true},
+      {R"({"key": ")", R"(value", "n": 1})", false},
+      {"The quick ", "brown fox jumps", true},
+      {"The quick bro", "wn fox jumps", true},
+  };
+  for (const auto& [prompt, rest, wrong_boundary] : cases) {
+    SCOPED_TRACE(prompt);
+    const std::vector<int32_t> ids = tok().encode(prompt, false, false);
+    const std::vector<int32_t> full = tok().encode(prompt + rest, false, false);
+    const HealedPrompt healed = heal_prompt(ids, *vocab);
+    ASSERT_FALSE(healed.removed.empty());
+    EXPECT_EQ(spelled(healed.tokens) + healed.removed, prompt);
+    EXPECT_LE(ids.size() - healed.tokens.size(), 4u);
+    ASSERT_LE(healed.tokens.size(), full.size());
+    EXPECT_TRUE(std::equal(healed.tokens.begin(), healed.tokens.end(), full.begin()));
+    EXPECT_EQ(spelled(full, healed.tokens.size()).substr(0, healed.removed.size()), healed.removed);
+    // Unhealed, the prompt's tokens are not a prefix of the canonical tokens: the boundary was wrong.
+    if (wrong_boundary) EXPECT_FALSE(ids.size() <= full.size() && std::equal(ids.begin(), ids.end(), full.begin()));
+  }
+  // Nothing to heal: a prompt whose end no longer token extends, and a prompt ending in a special token.
+  const std::vector<int32_t> eos_end = {tok().encode("Hello", false, false)[0], tok().eos_id()};
+  EXPECT_TRUE(heal_prompt(eos_end, *vocab).removed.empty());
+}
+
+TEST(TokenHealing, GenerationStartsWithTheRemovedBytesAndDoesNotRepeatThem) {
+  HashLm lm;
+  Generator g(lm, tok());
+  int crossing = 0;
+  for (uint64_t seed = 1; seed <= 6; ++seed) {
+    GenerationRequest r = request(nullptr, seed);
+    r.prompt = tok().encode("Visit http:", true, false);
+    r.max_tokens = 6;
+    r.token_healing = true;
+    r.ignore_eos = true;
+    auto seq = lm.new_sequence();
+    auto state = g.generate(r, *seq, {});
+    const HealedPrompt healed = heal_prompt(r.prompt, *grammar_vocabulary(tok(), lm.vocab_size(), tok().eos_id()));
+    EXPECT_EQ(state->stats.prompt_tokens, int64_t(healed.tokens.size()));
+    std::vector<int32_t> out = ids(*state);
+    const std::string bytes = spelled(out);
+    ASSERT_GE(bytes.size(), healed.removed.size()) << bytes;
+    EXPECT_EQ(bytes.substr(0, healed.removed.size()), healed.removed);
+    EXPECT_EQ(state->text, tok().decode(out).substr(healed.removed.size()));
+    crossing += tok().token_bytes(out[0]).size() > healed.removed.size();
+  }
+  EXPECT_GT(crossing, 0);  // the first token spans the old boundary
+  // With a schema: the output after the removed bytes is in the schema's language.
+  const auto grammar = schema(R"({"type":"object","properties":{"a":{"type":"integer","minimum":0,"maximum":9}},"required":["a"],"additionalProperties":false})");
+  GenerationRequest r = request(grammar, 3);
+  r.prompt = tok().encode("Result: ", true, false);
+  r.token_healing = true;
+  auto seq = lm.new_sequence();
+  auto state = g.generate(r, *seq, {});
+  EXPECT_EQ(state->finish, FinishReason::Eos);
+  EXPECT_TRUE(in_language(*grammar, state->text)) << state->text;
 }
 
 }  // namespace

@@ -116,3 +116,20 @@ test('unsupported, unsatisfiable and malformed formats are 400s naming the field
   await rejects({ type: 'yaml' }, 'response_format.type', /not one of text, json_object, json_schema/);
   await rejects({ type: 'json_object', extra: 1 }, 'response_format.extra', /not a recognized field/);
 });
+
+test('token_healing backs off the prompt end; a non-boolean is a 400', async () => {
+  const params = { model: MODEL_ID, prompt: 'Visit the site at http:', max_tokens: 4, seed: 1, ignore_eos: true };
+  const healed = await client.completions.create({ ...params, token_healing: true, logprobs: 0 });
+  const c = healed.choices[0];
+  assert.equal(c.finish_reason, 'length');
+  // The generated tokens start with the backed-off end of the prompt, which the text does not repeat.
+  const spelled = c.logprobs.tokens.join('');
+  const removed = spelled.slice(0, spelled.length - c.text.length);
+  assert.ok(removed.length > 0 && params.prompt.endsWith(removed), JSON.stringify({ spelled, text: c.text }));
+  assert.equal(spelled.slice(removed.length), c.text);
+  await assert.rejects(client.completions.create({ ...params, token_healing: 'yes' }), (e) => {
+    assert.equal(e.status, 400);
+    assert.equal(e.param, 'token_healing');
+    return true;
+  });
+});
