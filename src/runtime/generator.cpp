@@ -158,7 +158,7 @@ std::string Generator::step(RequestState& state) {
     for (const int32_t token : state.constraint->forced_tokens(tokenizer_)) {
       state.sampler.accept(token);
       ++state.stats.forced_tokens;
-      out += emit(state, SampledToken{.token = token});
+      out += emit(state, SampledToken{.token = token, .forced = true});
       if (state.done()) break;
     }
   }
@@ -193,14 +193,14 @@ std::string Generator::close_output(RequestState& state, const std::vector<int32
     state.sampler.accept(token);
     ++state.stats.forced_tokens;
     ++state.stats.closing_tokens;
-    out += emit(state, SampledToken{.token = token});
+    out += emit(state, SampledToken{.token = token, .forced = true});
     if (state.done()) break;
   }
   const int32_t eos = grammar_vocabulary()->eos_id();
   if (!state.done() && eos >= 0 && state.request.grammar) {  // (token healing alone: the text just goes on)
     state.sampler.accept(eos);
     ++state.stats.forced_tokens;
-    out += emit(state, SampledToken{.token = eos});
+    out += emit(state, SampledToken{.token = eos, .forced = true});
   }
   if (!state.done()) out += finish_with(state, FinishReason::MaxTokens);
   if (state.finish == FinishReason::Eos) state.finish = FinishReason::MaxTokens;  // the budget ended it
@@ -234,7 +234,7 @@ std::string Generator::emit(RequestState& state, const SampledToken& sampled) {
       if (eos >= 0) {
         state.constraint->accept(eos);
         state.sampler.accept(eos);
-        state.tokens.push_back(SampledToken{.token = eos});
+        state.tokens.push_back(SampledToken{.token = eos, .forced = true});
         state.stats.generated_tokens = static_cast<int64_t>(state.tokens.size());
         ++state.stats.forced_tokens;
       }

@@ -25,6 +25,9 @@ struct SampledToken {
   // default report them, so they do not change with the sampling settings.
   double logprob = 0.0;
   std::vector<TokenLogprob> top;  // the top_logprobs most likely tokens, most likely first
+  // Taken without sampling: text a grammar forced, the completion that closes an output before max_tokens, or
+  // the EOS that ends a complete one (no logits were computed for it).
+  bool forced = false;
 };
 
 // Log-softmax of `logits` in double for `token`, and the n most likely tokens (ties: lower id first).

@@ -130,10 +130,30 @@ const std::vector<std::string>& schemas() {
   return s;
 }
 
+// Runs of forced tokens (EOS aside) that are not the tokenizer's own tokenization of their text.
+int non_canonical_forced_runs(const RequestState& s, int* runs) {
+  int bad = 0;
+  for (size_t i = 0; i < s.tokens.size();) {
+    if (!s.tokens[i].forced || s.tokens[i].token == tok().eos_id()) {
+      ++i;
+      continue;
+    }
+    std::vector<int32_t> run;
+    for (; i < s.tokens.size() && s.tokens[i].forced && s.tokens[i].token != tok().eos_id(); ++i)
+      run.push_back(s.tokens[i].token);
+    std::string text;
+    for (int32_t id : run) text += tok().token_bytes(id);
+    ++*runs;
+    bad += tok().encode(text, false, false) != run;
+  }
+  return bad;
+}
+
 TEST(GrammarGeneration, SampledOutputsAreInTheLanguageAndEndWithEos) {
   HashLm lm;
   Generator g(lm, tok());
   int64_t forced = 0;
+  int runs = 0, non_canonical = 0;
   for (const std::string& s : schemas()) {
     const auto grammar = schema(s);
     for (uint64_t seed = 1; seed <= 6; ++seed) {
@@ -147,9 +167,14 @@ TEST(GrammarGeneration, SampledOutputsAreInTheLanguageAndEndWithEos) {
       EXPECT_TRUE(in_language(*grammar, state->text));
       EXPECT_FALSE(nlohmann::json::parse(state->text, nullptr, false).is_discarded());
       forced += state->stats.forced_tokens;
+      non_canonical += non_canonical_forced_runs(*state, &runs);
     }
   }
   EXPECT_GT(forced, 0);
+  // Fast-forwarded text is spelled in canonical tokens.
+  EXPECT_GT(runs, 20);
+  EXPECT_EQ(non_canonical, 0);
+  std::printf("forced runs %d, non-canonical %d, forced tokens %lld\n", runs, non_canonical, (long long)forced);
 }
 
 TEST(GrammarGeneration, GbnfAndAnyJson) {
