@@ -30,6 +30,21 @@ class LmSequence {
   std::vector<int32_t> tokens_;
 };
 
+// One sequence's part of a batched forward: its new tokens (at least one), and whether the logits after the last
+// of them are wanted (a prompt chunk that is not the prompt's last needs none).
+struct LmBatchEntry {
+  LmSequence* sequence = nullptr;
+  std::span<const int32_t> tokens;
+  bool logits = true;
+};
+
+// How many tokens the model's KV cache can hold over all sequences (0: no bound, it grows as needed), in blocks
+// of block_tokens.
+struct KvCapacity {
+  int64_t tokens = 0;
+  int64_t block_tokens = 1;
+};
+
 class CausalLm {
  public:
   virtual ~CausalLm() = default;
@@ -40,12 +55,22 @@ class CausalLm {
   // Tokens that end a generation (config.json eos_token_id, all of them when it is a list).
   virtual std::vector<int32_t> eos_token_ids() const = 0;
   virtual std::unique_ptr<LmSequence> new_sequence() = 0;
+  // A new sequence for a request with this prompt: where the model keeps a prefix cache, it already holds the
+  // longest cached prefix of the prompt (LmSequence::tokens() says which; never the whole prompt). By default a
+  // plain new_sequence().
+  virtual std::unique_ptr<LmSequence> new_sequence(std::span<const int32_t> prompt);
+  virtual KvCapacity kv_capacity() const { return {}; }
 
   // Appends `tokens` (at least one) to `sequence` and returns the logits [vocab_size] after the last of them.
   std::vector<float> forward(LmSequence& sequence, std::span<const int32_t> tokens);
+  // Appends every entry's tokens to its sequence (distinct sequences) and returns the logits of the entries that
+  // ask for them, in entry order. A sequence's logits do not depend on what else is in the batch.
+  std::vector<std::vector<float>> forward_batch(std::span<const LmBatchEntry> entries);
 
  protected:
   virtual std::vector<float> forward_tokens(LmSequence& sequence, std::span<const int32_t> tokens) = 0;
+  // One call per entry unless a model overrides it with a single batched step.
+  virtual std::vector<std::vector<float>> forward_tokens_batch(std::span<const LmBatchEntry> entries);
   // Records `tokens` as fed to `sequence` (for subclasses with forward calls of their own).
   static void record_fed_tokens(LmSequence& sequence, std::span<const int32_t> tokens);
 };

@@ -38,7 +38,40 @@ std::vector<int32_t> DeepseekLm::eos_token_ids() const {
 }
 
 std::unique_ptr<LmSequence> DeepseekLm::new_sequence() {
+  if (pools_.main) return std::make_unique<DeepseekSequence>(engine_.create_sequence(pools_));
   return std::make_unique<DeepseekSequence>(engine_.create_sequence());
+}
+
+std::unique_ptr<LmSequence> DeepseekLm::new_sequence(std::span<const int32_t> prompt) {
+  if (!pools_.main) return new_sequence();
+  auto seq = std::make_unique<DeepseekSequence>(engine_.create_sequence(pools_, prompt));
+  // The prefix the pool's cache supplied is already in the KV cache: record it as fed.
+  const int64_t cached = seq->sequence->cached_tokens();
+  record_fed_tokens(*seq, prompt.subspan(0, size_t(cached)));
+  return seq;
+}
+
+KvCapacity DeepseekLm::kv_capacity() const {
+  if (!pools_.main) return {};
+  const KvLayout& layout = pools_.main->layout();
+  return {pools_.main->max_blocks() * layout.block_tokens, layout.block_tokens};
+}
+
+std::vector<std::vector<float>> DeepseekLm::forward_tokens_batch(std::span<const LmBatchEntry> entries) {
+  std::vector<SequenceInput> batch;
+  for (const LmBatchEntry& e : entries) {
+    auto& seq = static_cast<DeepseekSequence&>(*e.sequence);
+    DEEPMOE_CHECK(seq.sequence->length() == e.sequence->length(), "cache and token list disagree");
+    SequenceInput in{seq.sequence.get(), std::vector<int32_t>(e.tokens.begin(), e.tokens.end()), {}};
+    if (e.logits) in.logit_indices.push_back(int64_t(e.tokens.size()) - 1);
+    batch.push_back(std::move(in));
+  }
+  const Tensor logits = engine_.forward(batch);  // [entries with logits, vocab_size] F32
+  const int64_t vocab = vocab_size();
+  std::vector<std::vector<float>> out;
+  const float* data = logits.data<float>();
+  for (int64_t r = 0; r < logits.dim(0); ++r) out.emplace_back(data + r * vocab, data + (r + 1) * vocab);
+  return out;
 }
 
 std::vector<float> DeepseekLm::forward_tokens(LmSequence& sequence, std::span<const int32_t> tokens) {

@@ -17,12 +17,21 @@ class DeepseekLm : public CausalLm {
   int64_t context_length() const override;
   std::vector<int32_t> eos_token_ids() const override;
   std::unique_ptr<LmSequence> new_sequence() override;
+  std::unique_ptr<LmSequence> new_sequence(std::span<const int32_t> prompt) override;
+  KvCapacity kv_capacity() const override;
+
+  // From now on new sequences draw their caches from `pools` (a KV byte budget and the prefix cache,
+  // Engine::create_kv_pools) instead of private caches that grow as needed.
+  void use_kv_pools(KvPools pools) { pools_ = std::move(pools); }
+  const KvPools& kv_pools() const { return pools_; }
 
  protected:
   std::vector<float> forward_tokens(LmSequence& sequence, std::span<const int32_t> tokens) override;
+  std::vector<std::vector<float>> forward_tokens_batch(std::span<const LmBatchEntry> entries) override;
 
  private:
   Engine& engine_;
+  KvPools pools_;
 };
 
 }  // namespace deepmoe

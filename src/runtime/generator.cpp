@@ -135,15 +135,22 @@ std::string Generator::step(RequestState& state) {
   const auto start = std::chrono::steady_clock::now();
   LmSequence& seq = *state.sequence;
   std::vector<float> logits;
-  const bool first = state.tokens.empty();
-  if (first) {
+  if (state.tokens.empty()) {
     const size_t common = reuse_prompt_prefix(state);
     logits = lm_.forward(seq, std::span<const int32_t>(state.request.prompt).subspan(common));
   } else {
     // The newest token, plus any tokens a grammar forced after it, in one forward.
-    const std::vector<int32_t> pending = pending_ids(state);
-    logits = lm_.forward(seq, pending);
+    logits = lm_.forward(seq, unfed_tokens(state));
   }
+  return after_forward(state, logits, start);
+}
+
+std::vector<int32_t> Generator::unfed_tokens(const RequestState& state) { return pending_ids(state); }
+
+std::string Generator::after_forward(RequestState& state, std::span<const float> logits,
+                                     std::chrono::steady_clock::time_point start) {
+  DEEPMOE_CHECK(!state.done(), "after_forward() on a finished request");
+  const bool first = state.tokens.empty();
   state.fed_tokens = state.tokens.size();
   std::span<const uint64_t> allowed;
   if (state.constraint) allowed = state.constraint->mask();

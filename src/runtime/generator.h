@@ -4,10 +4,12 @@
 // RequestState and advances by Generator::step, so a scheduler can later interleave many requests.
 #pragma once
 
+#include <chrono>
 #include <cstdint>
 #include <functional>
 #include <memory>
 #include <optional>
+#include <span>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -83,6 +85,15 @@ class Generator {
   // Runs `request` to the end, passing each text piece to on_text as it is decided.
   std::unique_ptr<RequestState> generate(GenerationRequest request, LmSequence& sequence,
                                          const std::function<void(std::string_view)>& on_text);
+
+  // The two halves of step() for a loop that runs the forward itself (the batch scheduler): the tokens the
+  // request must feed before its next sample (after the first step: the newest token and any forced after it;
+  // before it, the prompt past reuse_prompt_prefix()), and — given the logits after feeding them — the sample, its
+  // ending rules and any grammar-forced tokens, returning the text that is now final. `start` is when the step
+  // began (for the prefill / decode timings).
+  static std::vector<int32_t> unfed_tokens(const RequestState& state);
+  std::string after_forward(RequestState& state, std::span<const float> logits,
+                            std::chrono::steady_clock::time_point start);
 
   // Records `sampled` as the request's next generated token (the sampler must already have it) and applies the
   // ending rules — EOS / stop token, stop string, max_tokens, context — returning the text that is now final.

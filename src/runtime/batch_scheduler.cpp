@@ -1,0 +1,176 @@
+#include "runtime/batch_scheduler.h"
+
+#include <algorithm>
+#include <chrono>
+
+#include "core/error.h"
+
+namespace deepmoe {
+
+struct BatchScheduler::Entry {
+  uint64_t id = 0;
+  GenerationRequest request;  // until admitted
+  int64_t kv_need = 0;
+  Progress on_progress;
+  Finished on_finish;
+  bool cancelled = false;
+  std::unique_ptr<LmSequence> sequence;
+  std::unique_ptr<RequestState> state;
+  std::vector<int32_t> feed;  // tokens to feed before the next sample
+  size_t fed = 0;             // of those, fed already (prompt chunks)
+};
+
+BatchScheduler::BatchScheduler(Generator& generator, SchedulerOptions options)
+    : generator_(generator), options_(options), capacity_(generator.lm().kv_capacity()) {
+  if (options_.max_batch_tokens < 1) throw Error("max_batch_tokens must be >= 1");
+  if (options_.max_running < 1) throw Error("max_running must be >= 1");
+}
+
+BatchScheduler::~BatchScheduler() = default;
+
+int64_t BatchScheduler::kv_need(const GenerationRequest& request) const {
+  if (capacity_.tokens <= 0) return 0;
+  const int64_t tokens = int64_t(request.prompt.size()) + request.max_tokens;
+  const int64_t b = std::max<int64_t>(capacity_.block_tokens, 1);
+  return (tokens + b - 1) / b * b;
+}
+
+uint64_t BatchScheduler::add(GenerationRequest request, Progress on_progress, Finished on_finish) {
+  CausalLm& lm = generator_.lm();
+  if (auto error = validate_request(request, lm.vocab_size(), lm.context_length())) throw *error;
+  auto entry = std::make_unique<Entry>();
+  entry->kv_need = kv_need(request);
+  if (capacity_.tokens > 0 && entry->kv_need > capacity_.tokens)
+    throw Error("the prompt (" + std::to_string(request.prompt.size()) + " tokens) and max_tokens (" +
+                std::to_string(request.max_tokens) + ") need " + std::to_string(entry->kv_need) +
+                " tokens of KV cache, more than the whole cache holds (" + std::to_string(capacity_.tokens) +
+                " tokens)");
+  entry->id = next_id_++;
+  entry->request = std::move(request);
+  entry->on_progress = std::move(on_progress);
+  entry->on_finish = std::move(on_finish);
+  waiting_.push_back(std::move(entry));
+  return waiting_.back()->id;
+}
+
+void BatchScheduler::cancel(uint64_t id) {
+  for (auto& e : waiting_)
+    if (e->id == id) e->cancelled = true;
+  for (auto& e : running_)
+    if (e->id == id) e->cancelled = true;
+}
+
+void BatchScheduler::end(Entry& entry, bool cancelled, const std::string& error) {
+  if (entry.on_finish) entry.on_finish(entry.state.get(), cancelled, error);
+  entry.state.reset();
+  entry.sequence.reset();  // its KV blocks return to the pool
+}
+
+void BatchScheduler::admit() {
+  while (!waiting_.empty() && int64_t(running_.size()) < options_.max_running) {
+    Entry& e = *waiting_.front();
+    if (capacity_.tokens > 0 && reserved_ + e.kv_need > capacity_.tokens) break;  // first come, first served
+    std::unique_ptr<Entry> entry = std::move(waiting_.front());
+    waiting_.pop_front();
+    try {
+      entry->sequence = generator_.lm().new_sequence(entry->request.prompt);
+      entry->state = generator_.start(std::move(entry->request), *entry->sequence);
+      const size_t common = Generator::reuse_prompt_prefix(*entry->state);
+      const auto& prompt = entry->state->request.prompt;
+      entry->feed.assign(prompt.begin() + std::ptrdiff_t(common), prompt.end());
+      entry->fed = 0;
+    } catch (const std::exception& e) {
+      end(*entry, false, e.what());
+      continue;
+    }
+    reserved_ += entry->kv_need;
+    running_.push_back(std::move(entry));
+  }
+}
+
+void BatchScheduler::step() {
+  // Cancellations first: a cancelled request takes no more room in the batch or the cache.
+  for (auto it = waiting_.begin(); it != waiting_.end();) {
+    if ((*it)->cancelled) {
+      end(**it, true, "");
+      it = waiting_.erase(it);
+    } else {
+      ++it;
+    }
+  }
+  for (auto it = running_.begin(); it != running_.end();) {
+    if ((*it)->cancelled) {
+      reserved_ -= (*it)->kv_need;
+      end(**it, true, "");
+      it = running_.erase(it);
+    } else {
+      ++it;
+    }
+  }
+  admit();
+  if (running_.empty()) return;
+
+  const auto start = std::chrono::steady_clock::now();
+  // Decode tokens of every request past its prompt, then prompt chunks in admission order.
+  std::vector<LmBatchEntry> batch;
+  std::vector<Entry*> in_batch;
+  std::vector<size_t> chunk;
+  int64_t budget = options_.max_batch_tokens;
+  for (auto& e : running_) {
+    if (e->state->tokens.empty()) continue;
+    batch.push_back({e->sequence.get(), e->feed, true});
+    in_batch.push_back(e.get());
+    chunk.push_back(e->feed.size());
+    budget -= int64_t(e->feed.size());
+  }
+  for (auto& e : running_) {
+    if (!e->state->tokens.empty() || budget <= 0) continue;
+    const size_t left = e->feed.size() - e->fed;
+    const size_t n = std::min<size_t>(left, size_t(budget));
+    batch.push_back({e->sequence.get(), std::span<const int32_t>(e->feed).subspan(e->fed, n), n == left});
+    in_batch.push_back(e.get());
+    chunk.push_back(n);
+    budget -= int64_t(n);
+  }
+  if (batch.empty()) return;
+  const std::vector<std::vector<float>> logits = generator_.lm().forward_batch(batch);
+
+  size_t row = 0;
+  for (size_t i = 0; i < in_batch.size(); ++i) {
+    Entry& e = *in_batch[i];
+    if (!batch[i].logits) {
+      e.fed += chunk[i];  // a prompt chunk that is not the last
+      continue;
+    }
+    const std::vector<float>& l = logits[row++];
+    const size_t before = e.state->tokens.size();
+    try {
+      const std::string text = generator_.after_forward(*e.state, l, start);
+      if (e.on_progress) e.on_progress(*e.state, before, text);
+    } catch (const std::exception& ex) {
+      e.cancelled = true;  // removed below
+      reserved_ -= e.kv_need;
+      end(e, false, ex.what());
+      e.kv_need = 0;
+      continue;
+    }
+    if (!e.state->done()) {
+      e.feed = Generator::unfed_tokens(*e.state);
+      e.fed = 0;
+    }
+  }
+  for (auto it = running_.begin(); it != running_.end();) {
+    Entry& e = **it;
+    if (!e.state) {  // failed above
+      it = running_.erase(it);
+    } else if (e.state->done()) {
+      reserved_ -= e.kv_need;
+      end(e, false, "");
+      it = running_.erase(it);
+    } else {
+      ++it;
+    }
+  }
+}
+
+}  // namespace deepmoe
