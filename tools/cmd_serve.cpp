@@ -23,7 +23,7 @@
 #include "generation_options.h"
 #include "server/api_key.h"
 #include "server/openai_server.h"
-#include "server/sequential_runtime_backend.h"
+#include "server/batched_runtime_backend.h"
 #include "tokenizer/chat_template.h"
 
 namespace deepmoe::tools {
@@ -35,6 +35,9 @@ struct ServeArgs {
   int port = 8080;
   std::string api_key_file;
   int64_t max_queue = 64;
+  int64_t max_running = 16;
+  int64_t max_batch_tokens = 256;
+  double kv_gb = 0;
   int64_t max_body_mb = 2;
   double drain_seconds = 30.0;
   bool log_prompts = false;
@@ -103,7 +106,7 @@ void run_serve(const ServeArgs& args) {
   options.max_body_bytes = size_t(args.max_body_mb) << 20;
   // Every admitted request holds a connection thread while it streams; the margin serves /health, /metrics
   // and the refusals of a full queue.
-  options.http_threads = int(args.max_queue) + 16;
+  options.http_threads = int(args.max_queue + args.max_running) + 16;
   options.log_prompts = args.log_prompts;
   options.log = log_line;
 
@@ -152,8 +155,12 @@ void serve_on_leader(const ServeArgs& args, LoadedModel& loaded, server::OpenAiS
   } catch (const Error& e) {
     log_line(std::string("deepmoe serve: no chat template, /v1/chat/completions will answer 400: ") + e.what());
   }
-  server::SequentialRuntimeBackend backend(
-      loaded, server::SequentialBackendOptions{.max_waiting = args.max_queue});
+  server::BatchedRuntimeBackend backend(loaded, server::BatchedBackendOptions{
+                                                    .max_waiting = args.max_queue,
+                                                    .max_running = args.max_running,
+                                                    .max_batch_tokens = args.max_batch_tokens,
+                                                    .kv_bytes = uint64_t(args.kv_gb * double(1ull << 30)),
+                                                });
   server::ServedModel served;
   served.id = model_id(loaded.dir);
   served.tokenizer = loaded.tokenizer.get();
@@ -194,8 +201,20 @@ CommandRegistration registration{
        sub.add_option("--api-key-file", args->api_key_file,
                       "File holding the API key clients must send as 'Authorization: Bearer <key>' (default: none)")
            ->check(CLI::ExistingFile);
+       sub.add_option("--max-running", args->max_running,
+                      "Requests (choices) generated together in one batch; more wait in the queue")
+           ->check(CLI::Range(int64_t(1), int64_t(1024)))
+           ->capture_default_str();
+       sub.add_option("--max-batch-tokens", args->max_batch_tokens,
+                      "Tokens per engine step: every running request's next token, then chunks of waiting prompts")
+           ->check(CLI::Range(int64_t(1), int64_t(1) << 20))
+           ->capture_default_str();
+       sub.add_option("--kv-gb", args->kv_gb,
+                      "KV cache budget in GiB (0: what memory allows after the weights, minus a margin)")
+           ->check(CLI::Range(0.0, 1e6))
+           ->capture_default_str();
        sub.add_option("--max-queue", args->max_queue,
-                      "Requests (choices) waiting beyond the running one; more get HTTP 429")
+                      "Requests (choices) waiting for a place in the batch; more get HTTP 429")
            ->check(CLI::Range(int64_t(1), int64_t(1024)))
            ->capture_default_str();
        sub.add_option("--max-body-mb", args->max_body_mb, "Largest request body in MiB; larger ones get HTTP 413")

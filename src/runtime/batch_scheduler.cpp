@@ -66,6 +66,14 @@ void BatchScheduler::end(Entry& entry, bool cancelled, const std::string& error)
   entry.sequence.reset();  // its KV blocks return to the pool
 }
 
+void BatchScheduler::fail_all(const std::string& error) {
+  for (auto& e : running_) end(*e, false, error);
+  for (auto& e : waiting_) end(*e, false, error);
+  running_.clear();
+  waiting_.clear();
+  reserved_ = 0;
+}
+
 void BatchScheduler::admit() {
   while (!waiting_.empty() && int64_t(running_.size()) < options_.max_running) {
     Entry& e = *waiting_.front();

@@ -45,8 +45,11 @@ class BatchScheduler {
   // Ends the request at the next step (queued or running); its KV blocks return to the pool.
   void cancel(uint64_t id);
 
-  // One model step: admits what fits, runs the batch, samples, reports. Does nothing when idle().
+  // One model step: admits what fits, runs the batch, samples, reports. Does nothing when idle(). An error
+  // from the model propagates; the caller then ends everything with fail_all().
   void step();
+  // Ends every queued and running request with `error` (their KV blocks return to the pool).
+  void fail_all(const std::string& error);
   bool idle() const { return waiting_.empty() && running_.empty(); }
   size_t running() const { return running_.size(); }
   size_t waiting() const { return waiting_.size(); }

@@ -1,6 +1,6 @@
 // The engine as the server sees it: admit the choices of one request (all or none, against a bounded queue),
-// cancel them, and report load and engine metrics. Today's implementation runs requests one at a time on the
-// runtime's Generator (sequential_runtime_backend.h); a batching scheduler implements the same interface.
+// cancel them, and report load and engine metrics. The implementation runs them through the
+// runtime's continuous batching (batched_runtime_backend.h).
 #pragma once
 
 #include <cstdint>

@@ -41,7 +41,8 @@ test('50 clients disconnect mid-stream: each request is cancelled, nothing leaks
     const m = await waitForMetrics(server.url, (x) => idle(x) && x.deepmoe_requests_cancelled_total >= 50);
     assert.equal(m.deepmoe_requests_cancelled_total, 50);
     assert.ok(idle(m), JSON.stringify(m));
-    assert.ok(m.deepmoe_kv_cached_sequences <= 4, 'KV caches stay within the pool');
+    assert.equal(m.deepmoe_kv_blocks_used, 0, 'every KV block is back in the pool');
+    assert.ok(m.deepmoe_kv_blocks_cached <= m.deepmoe_kv_blocks_total, 'the prefix cache stays within the budget');
     assert.equal((await fetch(server.url + '/health')).status, 200);
     const r = await fetch(server.url + '/v1/completions', { method: 'POST', body: JSON.stringify({ model: MODEL_ID, prompt: 'ok', max_tokens: 2 }) });
     assert.equal(r.status, 200);
@@ -51,7 +52,8 @@ test('50 clients disconnect mid-stream: each request is cancelled, nothing leaks
 });
 
 test('a client that reads nothing does not stop others; a queued request cancelled by its client leaves the queue', async () => {
-  const server = await startServer(['--max-queue', '8']);
+  // One running request at a time, so that the second one queues behind the slow one.
+  const server = await startServer(['--max-queue', '8', '--max-running', '1']);
   try {
     // The slow client: asks for a long stream and never reads it.
     const slow = net.connect(server.port, '127.0.0.1');
@@ -82,7 +84,7 @@ test('a client that reads nothing does not stop others; a queued request cancell
 });
 
 test('a full queue answers 429 with an OpenAI error', async () => {
-  const server = await startServer(['--max-queue', '1']);
+  const server = await startServer(['--max-queue', '1', '--max-running', '1']);
   try {
     const running = await openStream(server.port, longStream(4000));
     await waitForMetrics(server.url, (m) => m.deepmoe_num_requests_running === 1);
