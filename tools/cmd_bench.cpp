@@ -40,6 +40,7 @@
 #include "core/thread_pool.h"
 #include "kernels/attention.h"
 #include "kernels/gemm.h"
+#include "bench_serving.h"
 #include "checkpoint/model_summary.h"
 #include "engine_options.h"
 #include "model/config.h"
@@ -64,6 +65,7 @@ struct BenchArgs {
   std::string speculative = "off";
   int draft_tokens = 1;
   int speculative_rounds = 3;
+  ServingBenchArgs serving;
 };
 
 // VmHWM / VmRSS of this process in bytes (Linux /proc/self/status).
@@ -376,6 +378,10 @@ void bench_on_leader(const BenchArgs& args, const std::string& dir, Engine& engi
   }
 
   if (args.speculative == "mtp") bench_speculative(args, dir, *model, common, measure_machine);
+  if (!args.serving.concurrency.empty()) {
+    measure_machine("serving");
+    bench_serving(args.serving, dir, *model, common, print_line);
+  }
 }
 
 CommandRegistration registration{
@@ -405,6 +411,19 @@ CommandRegistration registration{
            ->capture_default_str();
        sub.add_option("--draft-tokens", args->draft_tokens, "Draft tokens per step with --speculative mtp")
            ->check(CLI::Range(1, 16))
+           ->capture_default_str();
+       sub.add_option("--concurrency", args->serving.concurrency,
+                      "Also run the batch scheduler with C requests at once, for each C (comma separated): output "
+                      "tok/s, time to first token and per output token (p50, p99), and a prefix-cache case "
+                      "(needs tokenizer.json)")
+           ->delimiter(',')
+           ->check(CLI::Range(int64_t(1), int64_t(1024)));
+       sub.add_option("--serving-prompt", args->serving.prompt, "Prompt tokens per request with --concurrency")
+           ->check(CLI::Range(int64_t(2), int64_t(1) << 20))
+           ->capture_default_str();
+       sub.add_option("--shared-prefix", args->serving.shared_prefix,
+                      "Fraction of each --concurrency prompt common to all requests")
+           ->check(CLI::Range(0.0, 1.0))
            ->capture_default_str();
        sub.add_option("--speculative-rounds", args->speculative_rounds,
                       "Timed plain / speculative generation pairs with --speculative mtp")

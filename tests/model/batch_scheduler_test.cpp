@@ -2,7 +2,7 @@
 // and output lengths arrive over many steps into a KV cache that holds only a few of them at once, some share a
 // long prompt prefix (prefix-cache hits), some end on stop strings, some are cancelled while queued or running,
 // and prompts are prefilled in chunks. Every request's tokens, text and finish reason must equal those of the
-// same request run alone by the one-at-a-time loop, in one process and with the experts on 2 thread ranks; every
+// same request run alone by the one-at-a-time loop, in one process and with the experts on 2 and 4 thread ranks; every
 // KV block must be back in the pool at the end.
 #include <gtest/gtest.h>
 
@@ -193,7 +193,7 @@ TEST(BatchScheduler, EveryRequestAsIfAloneOneProcess) {
   EXPECT_EQ(blocks_left, 0) << "KV blocks still held after every request ended";
 }
 
-TEST(BatchScheduler, EveryRequestAsIfAloneOnTwoRanks) {
+void run_on_ranks(int ranks) {
   std::vector<GenerationRequest> requests;
   std::vector<Outcome> alone;
   {
@@ -203,7 +203,7 @@ TEST(BatchScheduler, EveryRequestAsIfAloneOnTwoRanks) {
   }
   std::vector<Outcome> batched;
   int64_t blocks_left = -1;
-  run_thread_ranks(2, [&](Communicator& comm) {
+  run_thread_ranks(ranks, [&](Communicator& comm) {
     auto engine = Engine::open(model_dir(), options(), comm);
     if (!engine->is_leader()) {
       engine->follow();  // hosts half of the experts, joins every step with no tokens of its own
@@ -212,9 +212,12 @@ TEST(BatchScheduler, EveryRequestAsIfAloneOnTwoRanks) {
     batched = run_batched(*engine, requests, kCancel, 900, &blocks_left);
     engine->finish();
   });
-  expect_same(alone, batched, kCancel, "2 ranks");
+  expect_same(alone, batched, kCancel, std::to_string(ranks) + " ranks");
   EXPECT_EQ(blocks_left, 0);
 }
+
+TEST(BatchScheduler, EveryRequestAsIfAloneOnTwoRanks) { run_on_ranks(2); }
+TEST(BatchScheduler, EveryRequestAsIfAloneOnFourRanks) { run_on_ranks(4); }
 
 TEST(BatchScheduler, ARequestThatCanNeverFitIsRefusedAtOnce) {
   auto engine = Engine::open(model_dir(), options());
