@@ -26,6 +26,7 @@ struct PerplexityArgs {
   std::string file;
   int64_t ctx = 512;
   int64_t max_chunks = 0;
+  int64_t parallel = 4;
 };
 
 // -log softmax(logits)[target], in double.
@@ -76,25 +77,39 @@ void perplexity_on_leader(const PerplexityArgs& args, LoadedModel& loaded) {
   double nll_sum = 0, nll_sq_sum = 0;
   int64_t count = 0;
   const auto t0 = std::chrono::steady_clock::now();
-  for (int64_t c = 0; c < n_chunks; ++c) {
-    std::vector<int32_t> chunk(tokens.begin() + c * ctx, tokens.begin() + (c + 1) * ctx);
-    if (bos >= 0) chunk[0] = bos;
-    auto seq = model.create_sequence();
-    SequenceInput in;
-    in.sequence = seq.get();
-    in.tokens = chunk;
-    for (int64_t j = first; j < ctx - 1; ++j) in.logit_indices.push_back(j);
-    const Tensor logits = model.forward({in});
-    for (int64_t r = 0; r < logits.dim(0); ++r) {
-      const int64_t j = in.logit_indices[size_t(r)];
-      // The target is the text's token (not BOS) at j + 1.
-      const double nll = negative_log_likelihood(logits.data<float>() + r * vocab, vocab,
-                                                 tokens[size_t(c * ctx + j + 1)]);
-      nll_sum += nll;
-      nll_sq_sum += nll * nll;
-      ++count;
+  // --parallel chunks per forward step: each from its own empty cache, so their logits are those of one chunk at
+  // a time (the forward is batch-invariant) while the weights are read once per step.
+  // The logits of a batch stay under 512 MiB (ctx / 2 rows of vocab floats per chunk).
+  const int64_t chunk_logit_bytes = (ctx - 1 - first) * vocab * int64_t(sizeof(float));
+  const int64_t parallel = std::clamp<int64_t>((int64_t(512) << 20) / std::max<int64_t>(chunk_logit_bytes, 1), 1,
+                                               args.parallel);
+  for (int64_t c0 = 0; c0 < n_chunks; c0 += parallel) {
+    const int64_t c1 = std::min(n_chunks, c0 + parallel);
+    std::vector<std::unique_ptr<Sequence>> seqs;
+    std::vector<SequenceInput> batch;
+    for (int64_t c = c0; c < c1; ++c) {
+      std::vector<int32_t> chunk(tokens.begin() + c * ctx, tokens.begin() + (c + 1) * ctx);
+      if (bos >= 0) chunk[0] = bos;
+      seqs.push_back(model.create_sequence());
+      SequenceInput in;
+      in.sequence = seqs.back().get();
+      in.tokens = std::move(chunk);
+      for (int64_t j = first; j < ctx - 1; ++j) in.logit_indices.push_back(j);
+      batch.push_back(std::move(in));
     }
-    std::printf("[%lld]%.4f,", (long long)(c + 1), std::exp(nll_sum / double(count)));
+    const Tensor logits = model.forward(batch);
+    int64_t r = 0;
+    for (int64_t c = c0; c < c1; ++c) {
+      for (int64_t j : batch[size_t(c - c0)].logit_indices) {
+        // The target is the text's token (not BOS) at j + 1.
+        const double nll = negative_log_likelihood(logits.data<float>() + (r++) * vocab, vocab,
+                                                   tokens[size_t(c * ctx + j + 1)]);
+        nll_sum += nll;
+        nll_sq_sum += nll * nll;
+        ++count;
+      }
+      std::printf("[%lld]%.4f,", (long long)(c + 1), std::exp(nll_sum / double(count)));
+    }
     std::fflush(stdout);
   }
   const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
@@ -115,6 +130,11 @@ CommandRegistration registration{
        add_engine_options(sub, args->engine);
        sub.add_option("-f,--file", args->file, "Text file")->required();
        sub.add_option("--ctx", args->ctx, "Tokens per chunk (at most the model's context)")->check(CLI::Range(int64_t(4), int64_t(1) << 20))->capture_default_str();
+       sub.add_option("--parallel", args->parallel,
+                      "Chunks evaluated together in one batch, as many as fit 512 MiB of logits (the figures do "
+                      "not change; the weights are read once per batch)")
+           ->check(CLI::Range(int64_t(1), int64_t(256)))
+           ->capture_default_str();
        sub.add_option("--chunks", args->max_chunks, "Evaluate at most this many chunks (0 = all)")
            ->check(CLI::NonNegativeNumber);
        sub.callback([args] { run_perplexity(*args); });

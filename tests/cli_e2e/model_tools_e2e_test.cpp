@@ -257,6 +257,13 @@ TEST(CliPerplexity, EqualsExpMeanNllOfTheChunks) {
   ASSERT_EQ(count, chunks * (ctx - 1 - ctx / 2));
   // The tool prints 4 decimals.
   EXPECT_NEAR(ppl, std::exp(sum / count), 5e-5 + 1e-9 * ppl) << r.out;
+  // Chunks batched together (the default batches up to 4) or one at a time: the same figures, byte for byte.
+  for (const char* parallel : {"1", "2"}) {
+    const CommandResult p = deepmoe("perplexity -m " + quote(kModel) + " -f " + quote(text.string()) +
+                                    " --ctx 16 --chunks 3 --threads 1 --parallel " + parallel);
+    ASSERT_EQ(p.code, 0) << p.err;
+    EXPECT_EQ(p.out, r.out) << "--parallel " << parallel;
+  }
   fs::remove_all(dir);
 }
 
