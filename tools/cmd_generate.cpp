@@ -6,6 +6,8 @@
 
 #include <unistd.h>
 
+#include <algorithm>
+#include <chrono>
 #include <cstdio>
 #include <memory>
 #include <optional>
@@ -19,6 +21,7 @@
 #include "prompt_source.h"
 #include "grammar_options.h"
 #include "speculative_options.h"
+#include "runtime/batch_scheduler.h"
 #include "runtime/generator.h"
 #include "tokenizer/chat_template.h"
 
@@ -36,6 +39,7 @@ struct GenerateArgs {
   std::string output = "text";
   bool output_given = false;
   std::optional<int64_t> logprobs;  // --logprobs N
+  int64_t parallel = 1;             // --parallel N
 };
 
 // One generated token as a JSON object: its id, its text (lossy UTF-8: a token may hold part of a character) and
@@ -80,6 +84,64 @@ void print_summary(const RequestState& state) {
 void generate_on_leader(const GenerateArgs& args, std::shared_ptr<const grammar::Grammar> grammar,
                         LoadedModel& loaded);
 
+// --parallel N: N completions of the prompt as one batch (runtime/batch_scheduler.h), completion i sampled with
+// seed + i, so each is what `generate --seed <seed + i>` prints alone. Printed when all are done, in order.
+void generate_parallel(const GenerateArgs& args, LoadedModel& loaded, GenerationRequest base) {
+  struct Completion {
+    std::vector<int32_t> tokens;
+    std::string text;
+    FinishReason finish = FinishReason::None;
+    std::string error;
+  };
+  Generator generator(*loaded.lm, *loaded.tokenizer);
+  SchedulerOptions so;
+  so.max_running = args.parallel;
+  so.max_batch_tokens = std::max<int64_t>(512, args.parallel);
+  BatchScheduler scheduler(generator, so);
+  std::vector<Completion> done(size_t(args.parallel));
+  const uint64_t seed = base.sampling.seed;
+  const int64_t prompt_tokens = int64_t(base.prompt.size());
+  for (int64_t i = 0; i < args.parallel; ++i) {
+    GenerationRequest r = base;
+    r.sampling.seed = seed + uint64_t(i);
+    try {
+      scheduler.add(std::move(r), {}, [&done, i](const RequestState* s, bool, const std::string& error) {
+        Completion& c = done[size_t(i)];
+        c.error = error;
+        if (!s) return;
+        for (const SampledToken& t : s->tokens) c.tokens.push_back(t.token);
+        c.text = s->text;
+        c.finish = s->finish;
+      });
+    } catch (const Error& e) {
+      throw flag_error(e);
+    }
+  }
+  const auto t0 = std::chrono::steady_clock::now();
+  while (!scheduler.idle()) scheduler.step();
+  const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  int64_t generated = 0;
+  for (size_t i = 0; i < done.size(); ++i) {
+    const Completion& c = done[i];
+    if (!c.error.empty()) throw Error("completion " + std::to_string(i) + ": " + c.error);
+    generated += int64_t(c.tokens.size());
+    if (args.output == "ids") {
+      std::string line;
+      for (size_t k = 0; k < c.tokens.size(); ++k) line += (k ? " " : "") + std::to_string(c.tokens[k]);
+      write_stdout(line + "\n");
+    } else {
+      write_stdout("=== completion " + std::to_string(i) + " (seed " + std::to_string(seed + i) + ", " +
+                   finish_reason_name(c.finish) + ") ===\n" + c.text + "\n");
+    }
+  }
+  flush_stdout();
+  std::fprintf(stderr,
+               "%lld completions of a %lld-token prompt: generated %lld tokens in %.3f s (%.2f tok/s); seeds %llu-%llu\n",
+               (long long)args.parallel, (long long)prompt_tokens, (long long)generated, seconds,
+               seconds > 0 ? double(generated) / seconds : 0.0, (unsigned long long)seed,
+               (unsigned long long)(seed + uint64_t(args.parallel) - 1));
+}
+
 void run_generate(GenerateArgs args) {
   if (args.logprobs) {
     if (args.output_given && args.output != "json")
@@ -87,6 +149,13 @@ void run_generate(GenerateArgs args) {
     args.output = "json";
     args.request.sampling.logprobs = true;
     args.request.sampling.top_logprobs = *args.logprobs;
+  }
+  if (args.parallel > 1) {
+    if (args.output == "json")
+      throw CLI::ValidationError("--parallel", "prints text or ids per completion; --output json and --logprobs "
+                                               "stream one completion's tokens");
+    if (args.speculative.mode != "off")
+      throw CLI::ValidationError("--parallel", "runs the plain batched loop; use it without --speculative");
   }
   // Reject bad sampling values before spending time on loading (the same check runs again per request).
   if (auto e = validate(args.request.sampling)) throw flag_error(*e);
@@ -115,6 +184,10 @@ void generate_on_leader(const GenerateArgs& args, std::shared_ptr<const grammar:
   GenerationRequest request = make_request(args.request, std::move(prompt), loaded.lm->context_length(), 256);
   request.grammar = std::move(grammar);
   request.token_healing = args.grammar.token_healing;
+  if (args.parallel > 1) {
+    generate_parallel(args, loaded, std::move(request));
+    return;
+  }
   GenerationLoop generator(loaded, args.speculative);
   auto sequence = generator.new_sequence();
   const bool text = args.output == "text";
@@ -160,6 +233,12 @@ CommandRegistration registration{
                                      "\"top_logprobs\": [{token, text, bytes, logprob}, ...] most likely first")
                           ->check(CLI::IsMember({"text", "ids", "json"}))
                           ->capture_default_str();
+       sub.add_option("--parallel", args->parallel,
+                      "Generate N completions of the prompt together in one batch (completion i uses seed + i, as "
+                      "`--seed <seed + i>` alone would); printed when all are done, each under a header line, or "
+                      "one line of ids each with --output ids")
+           ->check(CLI::Range(int64_t(1), int64_t(1024)))
+           ->capture_default_str();
        sub.add_option("--logprobs", args->logprobs,
                       "Report each chosen token's log-probability and the N most likely alternatives (0-20), as "
                       "JSON lines (implies --output json). Log-probabilities are the model's own distribution "

@@ -57,6 +57,31 @@ TEST(CliGenerate, SameSeedGivesIdenticalOutput) {
   EXPECT_NE(a.err.find("seed 7"), std::string::npos) << a.err;
 }
 
+// --parallel N: N completions in one batch, completion i as `--seed <seed + i>` alone prints it (stop strings and
+// EOS included), and the usage errors of combinations it does not support.
+TEST(CliGenerate, ParallelCompletionsEqualEachSeedAlone) {
+  const std::string args = "generate -m " + quote(kModel) + " -p 'Hello there' -n 12 --temperature 0.9 --top-k 50";
+  const CommandResult together = deepmoe(args + " --seed 11 --parallel 4 --output ids");
+  ASSERT_EQ(together.code, 0) << together.err;
+  std::istringstream lines(together.out);
+  std::vector<std::string> got;
+  for (std::string line; std::getline(lines, line);) got.push_back(line);
+  ASSERT_EQ(got.size(), 4u) << together.out;
+  for (int i = 0; i < 4; ++i) {
+    const CommandResult alone = deepmoe(args + " --seed " + std::to_string(11 + i) + " --output ids");
+    ASSERT_EQ(alone.code, 0) << alone.err;
+    EXPECT_EQ(got[size_t(i)] + "\n", alone.out) << "completion " << i;
+  }
+  EXPECT_NE(together.err.find("4 completions"), std::string::npos) << together.err;
+  const CommandResult text = deepmoe(args + " --seed 11 --parallel 2");
+  ASSERT_EQ(text.code, 0) << text.err;
+  EXPECT_EQ(text.out.rfind("=== completion 0 (seed 11, ", 0), 0u) << text.out;
+  EXPECT_NE(text.out.find("=== completion 1 (seed 12, "), std::string::npos) << text.out;
+  EXPECT_EQ(deepmoe(args + " --parallel 2 --output json").code, 2);
+  EXPECT_EQ(deepmoe(args + " --parallel 2 --speculative mtp").code, 2);
+  EXPECT_EQ(deepmoe(args + " --parallel 0").code, 2);
+}
+
 TEST(CliGenerate, GreedyEqualsLibraryArgmaxStepByStep) {
   const std::string prompt = "The capital of France is";
   const CommandResult r = deepmoe("generate -m " + quote(kModel) + " -p " + quote(prompt) +
