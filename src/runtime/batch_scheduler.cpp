@@ -81,8 +81,12 @@ void BatchScheduler::admit() {
     std::unique_ptr<Entry> entry = std::move(waiting_.front());
     waiting_.pop_front();
     try {
-      entry->sequence = generator_.lm().new_sequence(entry->request.prompt);
-      entry->state = generator_.start(std::move(entry->request), *entry->sequence);
+      // start() may rewrite the prompt (token healing backs off its last tokens): the sequence, with whatever
+      // the prefix cache holds of it, is made for the prompt the request will feed.
+      auto placeholder = generator_.lm().new_sequence();
+      entry->state = generator_.start(std::move(entry->request), *placeholder);
+      entry->sequence = generator_.lm().new_sequence(entry->state->request.prompt);
+      entry->state->sequence = entry->sequence.get();
       const size_t common = Generator::reuse_prompt_prefix(*entry->state);
       const auto& prompt = entry->state->request.prompt;
       entry->feed.assign(prompt.begin() + std::ptrdiff_t(common), prompt.end());
