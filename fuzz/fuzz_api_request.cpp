@@ -1,6 +1,6 @@
 // libFuzzer target: the OpenAI request parser (server/openai_request.h) on arbitrary bodies. The first byte picks
 // the endpoint. Whatever the bytes, the parser returns a request or a 400 error with a message — never a crash,
-// an exception or unbounded recursion (reference/reliability.md §2).
+// an exception or unbounded recursion.
 #include <cstdint>
 #include <cstdlib>
 #include <string_view>

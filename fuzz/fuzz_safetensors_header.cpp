@@ -1,5 +1,5 @@
-// libFuzzer target: arbitrary bytes as a whole safetensors file (as safetensors' own fuzz_target_1 does,
-// reference/reliability.md §4). The parser must either accept the file, with every tensor inside the buffer,
+// libFuzzer target: arbitrary bytes as a whole safetensors file (as safetensors' own fuzz_target_1 does).
+// The parser must either accept the file, with every tensor inside the buffer,
 // or throw deepmoe::Error; any other exception, crash or sanitizer report is a bug.
 #include <cstddef>
 #include <cstdint>

@@ -1,5 +1,5 @@
 // The block-scaled GEMM against its FP64 specification (gemm_ref) on every ISA level this CPU has, against an
-// FP64 product of the unquantized inputs (DeepGEMM's calc_diff), and its batch invariance (issue 4).
+// FP64 product of the unquantized inputs (DeepGEMM's calc_diff), and its batch invariance.
 #include "kernels/gemm.h"
 
 #include <gtest/gtest.h>

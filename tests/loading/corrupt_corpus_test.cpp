@@ -1,5 +1,5 @@
-// A corpus of deliberately corrupt safetensors files, checkpoint folders and config.json files (the attacks of
-// reference/reliability.md §1 L1–L6 and G5, and the style of llama.cpp's tests/test-gguf.cpp). Every case must
+// A corpus of deliberately corrupt safetensors files, checkpoint folders and config.json files (the loading
+// faults a checkpoint reader must survive, in the style of llama.cpp's tests/test-gguf.cpp). Every case must
 // give a deepmoe::Error whose message names the file and the tensor or field at fault, plus the problem —
 // never a crash; CI runs this file under ASan + UBSan. A seeded mutation sweep then throws thousands of random
 // damaged variants of a valid file at the parser.

@@ -1,4 +1,4 @@
-// Expert parallelism through the model (issue 6): the MoE layers always run route → dispatch → local experts →
+// Expert parallelism through the model: the MoE layers always run route → dispatch → local experts →
 // combine (DESIGN.md §4), so a sequence's logits on 2 or 4 thread ranks (each rank hosting a slice of the experts
 // and running its own batch) are bitwise the ones of a single rank — with redundant experts, with the prefill
 // split into two overlapped micro-batches, and across a live rebalance that moves expert weights between ranks.

@@ -1,5 +1,5 @@
 // The optimized forward against the FP64 reference (tests/model/reference_model.h) on tiny V3 and V2
-// checkpoints, and the equalities issue 4 asks for: absorbed == naive, prefill == token-by-token decode,
+// checkpoints, and the equalities the forward must keep: absorbed == naive, prefill == token-by-token decode,
 // batch invariance (bitwise), FP8 w8a32 == the same weights dequantized to F32, MTP, BF16 KV cache.
 #include <gtest/gtest.h>
 

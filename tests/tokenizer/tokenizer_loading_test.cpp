@@ -1,4 +1,4 @@
-// The fast tokenizer.json loading path (issue 5) against plain references: the SAX reader against nlohmann's DOM
+// The fast tokenizer.json loading path against plain references: the SAX reader against nlohmann's DOM
 // parse of the same text, the flat spelling index against std::unordered_map, the lazily built Unicode flag table
 // against the regexes run over every code point at once; and the hostile inputs the reader now sees first.
 #include <gtest/gtest.h>

@@ -1,4 +1,4 @@
-// A corpus of bad requests (reference/reliability.md §2): each gets the documented 4xx status with an OpenAI
+// A corpus of bad requests: each gets the documented 4xx status with an OpenAI
 // error object naming the problem — never a 5xx, a hang or a crash — and the server stays healthy after all of
 // them.
 import { test, before, after } from 'node:test';
