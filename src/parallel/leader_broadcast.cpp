@@ -1,11 +1,14 @@
 #include "parallel/leader_broadcast.h"
 
+#include <chrono>
+#include <thread>
+
 #include "core/error.h"
 
 namespace deepmoe {
 
 std::vector<int64_t> broadcast_from_leader(Communicator& comm, std::span<const int64_t> values, size_t n,
-                                           CommClock::time_point deadline) {
+                                           CommClock::time_point deadline, BroadcastWait wait) {
   const bool leader = comm.rank() == 0;
   if (leader && values.size() != n)
     throw Error("broadcast_from_leader: rank 0 gives " + std::to_string(values.size()) + " values, expected " +
@@ -18,6 +21,19 @@ std::vector<int64_t> broadcast_from_leader(Communicator& comm, std::span<const i
   std::vector<int64_t> out(n);
   auto request = comm.all_to_all_v(leader ? values.data() : nullptr, send_bytes, send_offsets, out.data(),
                                    recv_bytes, recv_offsets);
+  if (wait == BroadcastWait::Patient) {
+    constexpr auto kBusyFor = std::chrono::milliseconds(20);
+    constexpr auto kNap = std::chrono::microseconds(500);
+    const auto start = CommClock::now();
+    while (!request->test()) {
+      const auto now = CommClock::now();
+      if (now >= deadline) break;  // wait() below reports the missed deadline as every wait does
+      if (now - start < kBusyFor)
+        std::this_thread::yield();
+      else
+        std::this_thread::sleep_for(kNap);
+    }
+  }
   request->wait(deadline);
   return out;
 }

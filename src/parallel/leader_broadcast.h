@@ -10,10 +10,16 @@
 
 namespace deepmoe {
 
+// How a rank waits for the broadcast: Busy polls as collectives do (the next step comes within microseconds);
+// Patient polls like Busy for a few milliseconds, then sleeps between polls, so that a rank whose leader waits on
+// a user or a network spends almost no CPU (a step then starts up to half a millisecond late).
+enum class BroadcastWait { Busy, Patient };
+
 // Collective. On rank 0, `values` holds exactly `n` values; the other ranks pass an empty span. Every rank returns
 // rank 0's values. The wait ends at `deadline` (a follower waiting for a leader that waits on its user passes a
 // far one; a dead leader ends the job through the launcher either way).
 std::vector<int64_t> broadcast_from_leader(Communicator& comm, std::span<const int64_t> values, size_t n,
-                                           CommClock::time_point deadline);
+                                           CommClock::time_point deadline,
+                                           BroadcastWait wait = BroadcastWait::Busy);
 
 }  // namespace deepmoe

@@ -113,7 +113,8 @@ void Engine::finish() {
 void Engine::follow() {
   if (is_leader()) throw Error("engine: follow() is for the ranks other than 0");
   for (;;) {
-    const std::vector<int64_t> plan = broadcast_from_leader(comm_, {}, kPlanValues, follower_deadline());
+    const std::vector<int64_t> plan =
+        broadcast_from_leader(comm_, {}, kPlanValues, follower_deadline(), BroadcastWait::Patient);
     switch (Step(plan[0])) {
       case Step::Forward:
         executor_->forward({});
