@@ -4,6 +4,7 @@
 #include <chrono>
 #include <memory>
 
+#include "bench_tokens.h"
 #include "core/error.h"
 #include "model/config.h"
 #include "runtime/batch_scheduler.h"
@@ -25,16 +26,9 @@ double percentile(std::vector<double> v, double p) {
   return v[i];
 }
 
-// Token ids in [lo, vocab) from a fixed LCG, so every run measures the same prompts.
+// The serving prompts: bench_tokens with its own salt space, apart from the other cases'.
 std::vector<int32_t> tokens(int64_t n, int64_t vocab, uint64_t salt) {
-  std::vector<int32_t> t(static_cast<size_t>(n));
-  uint64_t x = 0x9E3779B97F4A7C15ull ^ (salt * 0xBF58476D1CE4E5B9ull);
-  const int64_t lo = std::min<int64_t>(1000, vocab / 2);
-  for (auto& v : t) {
-    x = x * 6364136223846793005ull + 1442695040888963407ull;
-    v = int32_t(lo + int64_t((x >> 33) % uint64_t(vocab - lo)));
-  }
-  return t;
+  return bench_tokens(n, vocab, salt * 0xBF58476D1CE4E5B9ull);
 }
 
 struct Timing {
@@ -43,7 +37,7 @@ struct Timing {
 };
 
 // Runs `requests` submitted together to completion; per request, when its first and last tokens came.
-std::vector<Timing> run(BatchScheduler& scheduler, std::vector<GenerationRequest> requests, Clock::time_point t0) {
+std::vector<Timing> run(BatchScheduler& scheduler, std::vector<GenerationRequest> requests) {
   std::vector<Timing> timing(requests.size());
   for (size_t i = 0; i < requests.size(); ++i)
     scheduler.add(
@@ -57,7 +51,6 @@ std::vector<Timing> run(BatchScheduler& scheduler, std::vector<GenerationRequest
         [i](const RequestState*, bool, const std::string& error) {
           if (!error.empty()) throw Error("bench request " + std::to_string(i) + " failed: " + error);
         });
-  (void)t0;
   while (!scheduler.idle()) scheduler.step();
   return timing;
 }
@@ -98,7 +91,7 @@ void bench_serving(const ServingBenchArgs& args, const std::string& dir, Engine&
     }
     ++round;
     const auto t0 = Clock::now();
-    const std::vector<Timing> timing = run(scheduler, std::move(requests), t0);
+    const std::vector<Timing> timing = run(scheduler, std::move(requests));
     const double wall = seconds(t0, Clock::now());
     int64_t generated = 0;
     std::vector<double> ttft, tpot;

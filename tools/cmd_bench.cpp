@@ -41,6 +41,7 @@
 #include "kernels/attention.h"
 #include "kernels/gemm.h"
 #include "bench_serving.h"
+#include "bench_tokens.h"
 #include "checkpoint/model_summary.h"
 #include "engine_options.h"
 #include "model/config.h"
@@ -81,18 +82,6 @@ uint64_t proc_status_bytes(const char* field) {
 
 double seconds_since(std::chrono::steady_clock::time_point t0) {
   return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-}
-
-// Deterministic token ids in [first_ordinary, vocab): a fixed LCG, so every run times the same prompt.
-std::vector<int32_t> bench_tokens(int64_t n, int64_t vocab, uint64_t salt) {
-  std::vector<int32_t> t(static_cast<size_t>(n));
-  uint64_t x = 0x9E3779B97F4A7C15ull ^ salt;
-  const int64_t lo = std::min<int64_t>(1000, vocab / 2);
-  for (auto& v : t) {
-    x = x * 6364136223846793005ull + 1442695040888963407ull;
-    v = int32_t(lo + int64_t((x >> 33) % uint64_t(vocab - lo)));
-  }
-  return t;
 }
 
 void print_line(const nlohmann::ordered_json& j) {
@@ -225,10 +214,9 @@ void run_bench(const BenchArgs& args) {
 // Rank 0's part: every case, printed as it is measured.
 void bench_on_leader(const BenchArgs& args, const std::string& dir, Engine& engine, MachineProbe& probe,
                      uint64_t rss_before, double load_s, int threads) {
-  Engine* model = &engine;
   const uint64_t load_hwm = proc_status_bytes("VmHWM");
-  const ModelConfig& c = model->config();
-  const uint64_t file_bytes = model->weight_bytes();
+  const ModelConfig& c = engine.config();
+  const uint64_t file_bytes = engine.weight_bytes();
   nlohmann::ordered_json common;
   common["model"] = dir;
   common["ranks"] = engine.ranks();
@@ -250,7 +238,7 @@ void bench_on_leader(const BenchArgs& args, const std::string& dir, Engine& engi
   load["peak_rss_over_file"] = double(model_peak) / double(std::max<uint64_t>(file_bytes, 1));
   // The paged latent KV cache: (kv_lora_rank + rope dims) × dtype bytes per token per layer, and the budget a
   // server takes by default (model/kv_block_pool.h).
-  const DType kv_dtype = model->options().kv_dtype;
+  const DType kv_dtype = engine.options().kv_dtype;
   const uint64_t kv_row_bytes = uint64_t(c.kv_lora_rank + c.qk_rope_head_dim) * dtype_size_bytes(kv_dtype);
   load["kv_dtype"] = std::string(dtype_name(kv_dtype));
   load["kv_bytes_per_token_per_layer"] = kv_row_bytes;
@@ -285,20 +273,20 @@ void bench_on_leader(const BenchArgs& args, const std::string& dir, Engine& engi
         // flush what it leaves in the caches): the weights are touched once and the activation buffers of this
         // size are in the buffer cache, so the timed calls measure the steady state of a server rather than
         // first-touch page faults (which cost ~1 s on a v3 layer in a VM).
-        auto warm = model->create_sequence();
-        model->forward({SequenceInput::last(warm.get(), bench_tokens(args.prompt, c.vocab_size, 99))});
+        auto warm = engine.create_sequence();
+        engine.forward({SequenceInput::last(warm.get(), bench_tokens(args.prompt, c.vocab_size, 99))});
       }
-      auto seq = model->create_sequence();
+      auto seq = engine.create_sequence();
       auto trace = std::make_unique<TraceRecorder>(0, CommClock::now());
-      if (!args.trace.empty()) model->executor().set_trace(trace.get());
+      if (!args.trace.empty()) engine.executor().set_trace(trace.get());
       const GemmCounters g0 = gemm_counters();
       const AttentionCounters a0 = attention_counters();
       const auto t0 = std::chrono::steady_clock::now();
-      model->forward({SequenceInput::last(seq.get(), tokens)});
+      engine.forward({SequenceInput::last(seq.get(), tokens)});
       const double s = seconds_since(t0);
       const GemmCounters g1 = gemm_counters();
       const AttentionCounters a1 = attention_counters();
-      model->executor().set_trace(nullptr);
+      engine.executor().set_trace(nullptr);
       if (run > 1 && s >= best_s) continue;
       const double flops = projection_flops_per_token(c, /*include_lm_head=*/false) * double(args.prompt);
       nlohmann::ordered_json j = common;
@@ -340,10 +328,10 @@ void bench_on_leader(const BenchArgs& args, const std::string& dir, Engine& engi
     std::vector<std::unique_ptr<Sequence>> seqs;
     std::vector<SequenceInput> prefill;
     for (int64_t b = 0; b < batch; ++b) {
-      seqs.push_back(model->create_sequence());
+      seqs.push_back(engine.create_sequence());
       prefill.push_back(SequenceInput::last(seqs.back().get(), bench_tokens(32, c.vocab_size, 100 + uint64_t(b))));
     }
-    model->forward(prefill);
+    engine.forward(prefill);
     std::vector<int32_t> next(static_cast<size_t>(batch));
     for (int64_t b = 0; b < batch; ++b) next[size_t(b)] = bench_tokens(1, c.vocab_size, 200 + uint64_t(b))[0];
     const MachineLimits limits = measure_machine("decode batch " + std::to_string(batch));
@@ -354,7 +342,7 @@ void bench_on_leader(const BenchArgs& args, const std::string& dir, Engine& engi
       for (int64_t b = 0; b < batch; ++b) in.push_back(SequenceInput::last(seqs[size_t(b)].get(), {next[size_t(b)]}));
       const double g0 = gemm_counters().seconds;
       const auto t0 = std::chrono::steady_clock::now();
-      const Tensor logits = model->forward(in);
+      const Tensor logits = engine.forward(in);
       if (step >= 0) s += seconds_since(t0), gemm_s += gemm_counters().seconds - g0;
       // Greedy next tokens keep the routing data-dependent, as in real decoding.
       for (int64_t b = 0; b < batch; ++b) {
@@ -377,10 +365,10 @@ void bench_on_leader(const BenchArgs& args, const std::string& dir, Engine& engi
     print_line(j);
   }
 
-  if (args.speculative == "mtp") bench_speculative(args, dir, *model, common, measure_machine);
+  if (args.speculative == "mtp") bench_speculative(args, dir, engine, common, measure_machine);
   if (!args.serving.concurrency.empty()) {
     measure_machine("serving");
-    bench_serving(args.serving, dir, *model, common, print_line);
+    bench_serving(args.serving, dir, engine, common, print_line);
   }
 }
 
