@@ -410,4 +410,18 @@ std::string model_config_to_json(const ModelConfig& c) {
   return j.dump(2) + "\n";
 }
 
+RopeParams rope_params(const ModelConfig& c) {
+  RopeParams rp;
+  rp.rope_dim = int(c.qk_rope_head_dim);
+  rp.theta = c.rope_theta;
+  rp.yarn = c.rope_scaling.yarn;
+  rp.factor = c.rope_scaling.factor;
+  rp.beta_fast = c.rope_scaling.beta_fast;
+  rp.beta_slow = c.rope_scaling.beta_slow;
+  rp.mscale = c.rope_scaling.mscale;
+  rp.mscale_all_dim = c.rope_scaling.mscale_all_dim;
+  rp.original_max_position = c.rope_scaling.original_max_position_embeddings;
+  return rp;
+}
+
 }  // namespace deepmoe

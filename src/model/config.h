@@ -10,6 +10,8 @@
 #include <string_view>
 #include <vector>
 
+#include "kernels/rope.h"
+
 namespace deepmoe {
 
 enum class ModelArch { DeepseekV3, DeepseekV2 };
@@ -68,6 +70,9 @@ struct ModelConfig {
 ModelConfig parse_model_config(std::string_view json_text, const std::string& path_for_errors);
 // Reads model_dir/config.json.
 ModelConfig load_model_config(const std::string& model_dir);
+
+// The RoPE / YaRN settings of the config (qk_rope_head_dim, rope_theta, rope_scaling), as kernels/rope.h takes them.
+RopeParams rope_params(const ModelConfig& config);
 // HF layout (what parse_model_config reads back to an equal config), for the checkpoint generator.
 std::string model_config_to_json(const ModelConfig& config);
 

@@ -37,16 +37,7 @@ std::unique_ptr<Transformer> Transformer::load(const std::string& dir, const Tra
   m->pool_ = std::make_unique<ThreadPool>(options.threads);
   const ModelConfig& c = m->cfg_;
 
-  RopeParams rp;
-  rp.rope_dim = int(c.qk_rope_head_dim);
-  rp.theta = c.rope_theta;
-  rp.yarn = c.rope_scaling.yarn;
-  rp.factor = c.rope_scaling.factor;
-  rp.beta_fast = c.rope_scaling.beta_fast;
-  rp.beta_slow = c.rope_scaling.beta_slow;
-  rp.mscale = c.rope_scaling.mscale;
-  rp.mscale_all_dim = c.rope_scaling.mscale_all_dim;
-  rp.original_max_position = c.rope_scaling.original_max_position_embeddings;
+  const RopeParams rp = rope_params(c);
   ForwardContext& ctx = m->ctx_;
   ctx.config = &m->cfg_;
   ctx.gemm = options.gemm;

@@ -12,16 +12,7 @@
 namespace deepmoe {
 
 LayerContext::LayerContext(const ModelConfig& c) : cfg(&c) {
-  RopeParams rp;
-  rp.rope_dim = int(c.qk_rope_head_dim);
-  rp.theta = c.rope_theta;
-  rp.yarn = c.rope_scaling.yarn;
-  rp.factor = c.rope_scaling.factor;
-  rp.beta_fast = c.rope_scaling.beta_fast;
-  rp.beta_slow = c.rope_scaling.beta_slow;
-  rp.mscale = c.rope_scaling.mscale;
-  rp.mscale_all_dim = c.rope_scaling.mscale_all_dim;
-  rp.original_max_position = c.rope_scaling.original_max_position_embeddings;
+  const RopeParams rp = rope_params(c);
   rope_freqs = rope_frequencies(rp);
   rope_amplitude = deepmoe::rope_amplitude(rp);
   softmax_scale = attention_softmax_scale(rp, int(c.qk_head_dim()));
