@@ -21,8 +21,10 @@ namespace {
 struct TrainArgs {
   TrainerOptions options;
   RunControl control;
-  std::string preset = "shakespeare", config_path, precision = "fp32", checkpoint_dtype = "fp8", resume;
+  std::string preset = "shakespeare", config_path, precision = "fp32", checkpoint_dtype = "fp8", resume,
+      mtp_target = "data";
   int64_t vocab = 2048;
+  bool checkpoint_dtype_given = false;
 };
 
 void run_train(TrainArgs& args) {
@@ -36,8 +38,17 @@ void run_train(TrainArgs& args) {
     if (control.out_dir.empty()) throw Error("--out is required (the checkpoint folder to write)");
     o.precision = parse_precision(args.precision);
     o.fp8_checkpoint = args.checkpoint_dtype == "fp8";
-    o.model = args.config_path.empty() ? train_preset(args.preset)
-                                       : parse_model_config(read_text_file(args.config_path), args.config_path);
+    o.mtp_target = parse_mtp_target(args.mtp_target);
+    if (!o.init_from.empty()) {
+      // The model, its tokenizer and its checkpoint dtype are the checkpoint's.
+      if (!args.config_path.empty()) throw Error("--init takes the model from the checkpoint: drop --config");
+      o.model = load_model_config(o.init_from);
+      if (o.tokenizer_dir.empty()) o.tokenizer_dir = o.init_from;
+      if (!args.checkpoint_dtype_given) o.fp8_checkpoint = o.model.fp8;
+    } else {
+      o.model = args.config_path.empty() ? train_preset(args.preset)
+                                         : parse_model_config(read_text_file(args.config_path), args.config_path);
+    }
     if (o.tokenizer_dir.empty()) {
       // A BPE tokenizer learned from the training text itself, written into the output folder.
       BpeTrainerOptions bpe_options;
@@ -53,7 +64,7 @@ void run_train(TrainArgs& args) {
       std::fprintf(stderr, "train: learned a BPE tokenizer of %lld tokens (%.2f bytes/token on the data)\n",
                    (long long)bpe.vocab_size(), double(bpe.text_bytes) / double(std::max<int64_t>(bpe.tokens, 1)));
     }
-    if (args.config_path.empty()) o.model.vocab_size = Tokenizer::load(o.tokenizer_dir)->vocab_size();
+    if (args.config_path.empty() && o.init_from.empty()) o.model.vocab_size = Tokenizer::load(o.tokenizer_dir)->vocab_size();
   }
   // Every step allocates the same activation caches again; keep freed memory in the process instead of handing
   // it back to the kernel, which would page-fault and zero it in again on the next step.
@@ -77,6 +88,15 @@ CommandRegistration registration{
        sub.add_option("--out,-o", args->control.out_dir, "Output checkpoint folder (created if missing)");
        sub.add_option("--resume", args->resume,
                       "Continue the run in this folder from its trainer_state.safetensors (same options, bit-exact)");
+       sub.add_option("--init", o.init_from,
+                      "Start from this checkpoint folder's weights (its config and, unless --tokenizer, its tokenizer)");
+       sub.add_flag("--mtp-only", o.mtp_only,
+                    "Fine-tune only the MTP module of the --init model: the main model, embedding and head stay "
+                    "byte-identical in the exported checkpoint");
+       sub.add_option("--mtp-target", args->mtp_target,
+                      "What the MTP module learns: data (the text's token after next) | main (the main model's "
+                      "distribution at the next position, KL; needs --mtp-only)")
+           ->check(CLI::IsMember({"data", "main"}))->capture_default_str();
        sub.add_option("--preset", args->preset, "Model shape: shakespeare | tiny")->capture_default_str();
        sub.add_option("--config", args->config_path, "Model config.json instead of --preset");
        sub.add_option("--tokenizer", o.tokenizer_dir,
@@ -105,8 +125,9 @@ CommandRegistration registration{
        sub.add_option("--eval-windows", o.eval_windows, "Validation windows of --seq-len tokens")->capture_default_str();
        sub.add_option("--checkpoint-every", o.checkpoint_every, "Also write the checkpoint every N steps (0 = end only)")
            ->capture_default_str();
-       sub.add_option("--checkpoint-dtype", args->checkpoint_dtype, "Exported projections: fp8 | bf16")
-           ->check(CLI::IsMember({"fp8", "bf16"}))->capture_default_str();
+       sub.add_option("--checkpoint-dtype", args->checkpoint_dtype, "Exported projections: fp8 | bf16 (--init: its dtype)")
+           ->check(CLI::IsMember({"fp8", "bf16"}))->capture_default_str()
+           ->each([args](const std::string&) { args->checkpoint_dtype_given = true; });
        sub.add_option("--stop-after", args->control.stop_after,
                       "Stop after this step with a checkpoint, as an interruption would (resume later)");
        sub.add_option("--overlay", args->control.overlay, "Other run folders whose curves loss_curve.svg also draws");

@@ -66,6 +66,7 @@ ParamStore<S> ParamStore<R>::cast() const {
   for (const Param<R>& p : params_) {
     Param<S> q;
     q.spec = p.spec;
+    q.frozen = p.frozen;
     q.value.assign(p.value.begin(), p.value.end());
     q.grad.assign(p.value.size(), S(0));
     out.add(std::move(q));

@@ -19,12 +19,13 @@ template <class R>
 struct Param {
   TensorSpec spec;  // name, shape, role (dtype is what the checkpoint stores, not this tensor's)
   std::vector<R> value, grad;
+  bool frozen = false;  // kept as it is: no gradient, no AdamW update (`train --mtp-only` freezes the main model)
   int64_t rows() const { return spec.shape[0]; }
   int64_t cols() const { return spec.shape.size() == 2 ? spec.shape[1] : 1; }
   int64_t numel() const { return int64_t(value.size()); }
   // AdamW decays matrices only (projections, gate, embedding, head), not norms or the correction bias.
   bool decays() const { return spec.shape.size() == 2; }
-  bool trained() const { return spec.role != TensorRole::CorrectionBias; }
+  bool trained() const { return spec.role != TensorRole::CorrectionBias && !frozen; }
 };
 
 template <class R>

@@ -155,6 +155,7 @@ void linear_backward(const R* x, int64_t m, const R* w, int64_t n, int64_t k, co
     for (int64_t i = 0; i < m * k; ++i) dx[i] += tmp[size_t(i)];
   }
   // wgrad: dw[n, k] += dyᵀ[n, m] · x[m, k] = dyᵀ · (xᵀ)[k, m]ᵀ
+  if (!dw) return;
   TempBuffer<R> dyt(n * m), xt(k * m);
   if constexpr (std::is_same_v<R, float>) {
     if (precision == Precision::BF16) {
@@ -281,6 +282,38 @@ double cross_entropy(const R* logits, int64_t rows, int64_t vocab, const int32_t
   return total;
 }
 
+template <class R>
+double distillation_kl(const R* logits, const R* teacher, int64_t rows, int64_t vocab, double weight, R* dlogits,
+                       ThreadPool* pool) {
+  std::vector<double> row_kl(static_cast<size_t>(rows), 0.0);
+  const double scale = rows > 0 ? weight / double(rows) : 0.0;
+  auto log_softmax_lse = [vocab](const R* l) {
+    double mx = double(l[0]);
+    for (int64_t j = 1; j < vocab; ++j) mx = std::max(mx, double(l[j]));
+    double sum = 0;
+    for (int64_t j = 0; j < vocab; ++j) sum += std::exp(double(l[j]) - mx);
+    return mx + std::log(sum);
+  };
+  for_rows(pool, rows, [&](int64_t r0, int64_t r1) {
+    for (int64_t r = r0; r < r1; ++r) {
+      const R* l = logits + r * vocab;
+      const R* t = teacher + r * vocab;
+      R* d = dlogits + r * vocab;
+      const double lse = log_softmax_lse(l), tlse = log_softmax_lse(t);
+      double kl = 0;
+      for (int64_t j = 0; j < vocab; ++j) {
+        const double log_p = double(t[j]) - tlse, log_q = double(l[j]) - lse, p = std::exp(log_p);
+        kl += p * (log_p - log_q);
+        d[j] = R((std::exp(log_q) - p) * scale);
+      }
+      row_kl[size_t(r)] = kl;
+    }
+  });
+  double total = 0;
+  for (double v : row_kl) total += v;
+  return total;
+}
+
 #define DEEPMOE_TRAIN_MATH(R)                                                                                      \
   template void matmul_nt<R>(const R*, int64_t, int64_t, const R*, int64_t, R*, ThreadPool*);                     \
   template void transpose<R>(const R*, int64_t, int64_t, R*);                                                     \
@@ -294,7 +327,8 @@ double cross_entropy(const R* logits, int64_t rows, int64_t vocab, const int32_t
                                bool);                                                                             \
   template void swiglu_forward<R>(const R*, const R*, int64_t, R*);                                               \
   template void swiglu_backward<R>(const R*, const R*, const R*, int64_t, R*, R*);                                \
-  template double cross_entropy<R>(const R*, int64_t, int64_t, const int32_t*, double, R*, int64_t*, ThreadPool*);
+  template double cross_entropy<R>(const R*, int64_t, int64_t, const int32_t*, double, R*, int64_t*, ThreadPool*); \
+  template double distillation_kl<R>(const R*, const R*, int64_t, int64_t, double, R*, ThreadPool*);
 DEEPMOE_TRAIN_MATH(float)
 DEEPMOE_TRAIN_MATH(double)
 

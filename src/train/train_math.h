@@ -34,7 +34,7 @@ void transpose(const R* in, int64_t rows, int64_t cols, R* out);
 template <class R>
 void linear_forward(const R* x, int64_t m, const R* w, int64_t n, int64_t k, R* y, Precision precision,
                     ThreadPool* pool);
-// dx[m, k] += dy · W (when dx is not null); dw[n, k] += dyᵀ · x.
+// dx[m, k] += dy · W (when dx is not null); dw[n, k] += dyᵀ · x (when dw is not null: a frozen weight).
 template <class R>
 void linear_backward(const R* x, int64_t m, const R* w, int64_t n, int64_t k, const R* dy, R* dx, R* dw,
                      Precision precision, ThreadPool* pool);
@@ -64,5 +64,13 @@ void swiglu_backward(const R* g, const R* u, const R* dout, int64_t n, R* dg, R*
 template <class R>
 double cross_entropy(const R* logits, int64_t rows, int64_t vocab, const int32_t* targets, double weight,
                      R* dlogits, int64_t* counted, ThreadPool* pool);
+
+// Distillation of a teacher's distribution into the model's: the summed KL(softmax(teacher) ‖ softmax(logits))
+// over the rows (nats), and dlogits = weight · (softmax(logits) − softmax(teacher)) / rows, the gradient of
+// weight × the mean KL (the teacher's entropy does not depend on the logits, so it is also the gradient of the
+// soft-target cross-entropy). No gradient flows into the teacher.
+template <class R>
+double distillation_kl(const R* logits, const R* teacher, int64_t rows, int64_t vocab, double weight, R* dlogits,
+                       ThreadPool* pool);
 
 }  // namespace deepmoe

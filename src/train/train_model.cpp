@@ -30,6 +30,11 @@ void TrainModel<R>::check_config(const ModelConfig& c) {
 }
 
 template <class R>
+bool TrainModel<R>::is_mtp_parameter(const ModelConfig& c, const std::string& name) {
+  return c.num_nextn_predict_layers > 0 && name.rfind(layer_prefix(c.num_hidden_layers), 0) == 0;
+}
+
+template <class R>
 TrainModel<R>::TrainModel(const ModelConfig& config) : config_(config) {
   check_config(config);
 }
@@ -44,6 +49,8 @@ StepResult TrainModel<R>::run(ParamStore<R>& ps, const TrainBatch& batch, const 
   for (int32_t t : batch.tokens)
     if (t < 0 || t >= V) throw Error("token id " + std::to_string(t) + " is outside the vocabulary of " + std::to_string(V));
   auto tok = [&](int64_t b, int64_t t) { return batch.tokens[size_t(b * (T + 1) + t)]; };
+  if (settings.mtp_target == MtpTarget::MainModel && !settings.main_frozen)
+    throw Error("the MTP module can be distilled toward the main model only while the main model is frozen");
   StepResult res;
 
   LayerContext ctx(c);
@@ -125,8 +132,18 @@ StepResult TrainModel<R>::run(ParamStore<R>& ps, const TrainBatch& batch, const 
         res.mtp_accepted += draft == argmax(logits.data() + (b * T + i + 1) * V, V);
         res.mtp_correct += draft == mtargets[size_t(r)];
       }
-    res.mtp_loss = cross_entropy(mlogits.data(), N2, V, mtargets.data(), settings.mtp_weight, dmlogits.data(),
-                                 &res.mtp_tokens, pool);
+    if (settings.mtp_target == MtpTarget::MainModel) {
+      // The teacher of row (b, i) is the main model's logits at position i + 1, the row verification compares the
+      // draft with.
+      std::vector<R> teacher(mlogits.size());
+      for (int64_t b = 0; b < B; ++b)
+        std::copy_n(logits.data() + (b * T + 1) * V, T2 * V, teacher.data() + b * T2 * V);
+      res.mtp_loss = distillation_kl(mlogits.data(), teacher.data(), N2, V, settings.mtp_weight, dmlogits.data(), pool);
+      res.mtp_tokens = N2;
+    } else {
+      res.mtp_loss = cross_entropy(mlogits.data(), N2, V, mtargets.data(), settings.mtp_weight, dmlogits.data(),
+                                   &res.mtp_tokens, pool);
+    }
     res.mtp_loss /= double(std::max<int64_t>(res.mtp_tokens, 1));
     if (mblock.moe) {
       res.expert_load.push_back(mblock.moe_cache.load);
@@ -140,11 +157,13 @@ StepResult TrainModel<R>::run(ParamStore<R>& ps, const TrainBatch& batch, const 
 
   auto& head_w = ps.at("lm_head.weight");
   auto& embed_w = ps.at("model.embed_tokens.weight");
+  const bool frozen = settings.main_frozen;
+  DEEPMOE_CHECK(!frozen || (head_w.frozen && embed_w.frozen), "a frozen main model needs frozen parameters");
   std::vector<R> dhidden(size_t(N * D), R(0));
   if (mtp) {
     std::vector<R> dmh(size_t(N2 * D), R(0)), dm(size_t(N2 * D), R(0)), dcat(size_t(N2 * 2 * D), R(0));
-    linear_backward(mh.data(), N2, head_w.value.data(), V, D, dmlogits.data(), dmh.data(), head_w.grad.data(),
-                    Precision::FP32, pool);
+    linear_backward(mh.data(), N2, head_w.value.data(), V, D, dmlogits.data(), dmh.data(),
+                    frozen ? nullptr : head_w.grad.data(), Precision::FP32, pool);
     auto& hnorm_w = ps.at(mp + "shared_head.norm.weight");
     rmsnorm_backward(m.data(), D, N2, D, hnorm_w.value.data(), mrstd.data(), dmh.data(), D, dm.data(), D,
                      hnorm_w.grad.data());
@@ -161,6 +180,7 @@ StepResult TrainModel<R>::run(ParamStore<R>& ps, const TrainBatch& batch, const 
     auto& hnw = ps.at(mp + "hnorm.weight");
     rmsnorm_backward(hsel.data(), D, N2, D, hnw.value.data(), hrstd.data(), dcat.data() + D, 2 * D, dh2.data(), D,
                      hnw.grad.data());
+    if (frozen) return res;  // dh2 and de would flow into the main model and the embedding
     for (int64_t b = 0; b < B; ++b)
       for (int64_t i = 0; i < T2; ++i) {
         R* dst = dhidden.data() + (b * T + i) * D;
@@ -172,6 +192,7 @@ StepResult TrainModel<R>::run(ParamStore<R>& ps, const TrainBatch& batch, const 
         for (int64_t j = 0; j < D; ++j) ge[j] += g[j];
       }
   }
+  if (frozen) return res;
   std::vector<R> dhn(size_t(N * D), R(0));
   linear_backward(hn.data(), N, head_w.value.data(), V, D, dlogits.data(), dhn.data(), head_w.grad.data(),
                   Precision::FP32, pool);

@@ -6,6 +6,7 @@
 #pragma once
 
 #include <cstdint>
+#include <string>
 #include <vector>
 
 #include "model/config.h"
@@ -21,15 +22,26 @@ struct TrainBatch {
   std::vector<int32_t> tokens;  // [B, T + 1]: inputs are [:, :T], next-token targets [:, 1:]
 };
 
+// What the MTP module's prediction for token i+2 is trained toward.
+enum class MtpTarget {
+  Data,       // the text's token t_{i+2}: cross-entropy (the paper's MTP objective)
+  MainModel,  // the main model's own distribution at position i+1, i.e. what a greedy (or sampling) speculative
+              // verifier accepts: KL(main ‖ MTP), the main logits a constant. Needs main_frozen.
+};
+
 struct TrainSettings {
   Precision precision = Precision::FP32;
   double mtp_weight = 0.3;     // λ
   double balance_alpha = 0.0;  // α of the sequence-wise balance loss (0 = off)
+  MtpTarget mtp_target = MtpTarget::Data;
+  // Only the MTP module's own parameters (model.layers.{num_hidden_layers}.*) receive gradients; the main model,
+  // the shared embedding and the head are not differentiated at all (their Param::frozen must be set).
+  bool main_frozen = false;
 };
 
 struct StepResult {
   double objective = 0;                  // main + λ·mtp + balance: what the gradients are of
-  double main_loss = 0, mtp_loss = 0;    // mean cross-entropies (nats)
+  double main_loss = 0, mtp_loss = 0;    // mean cross-entropies (nats); mtp_loss is the mean KL for MtpTarget::MainModel
   double balance_loss = 0;
   int64_t main_tokens = 0, mtp_tokens = 0;
   // Greedy MTP drafts on these windows: the MTP module's argmax for token i+2 against the main model's argmax at
@@ -45,6 +57,8 @@ class TrainModel {
   // sigmoid gate with noaux_tc, at most one MTP module, untied embeddings).
   explicit TrainModel(const ModelConfig& config);
   static void check_config(const ModelConfig& config);
+  // Whether a parameter belongs to the MTP module itself (not the shared embedding and head).
+  static bool is_mtp_parameter(const ModelConfig& config, const std::string& name);
 
   // Forward (and, with backward, gradients accumulated into ps). logits: when given, receives the main model's
   // logits [B·T, vocab]; mtp_logits the MTP module's [B·(T−1), vocab].

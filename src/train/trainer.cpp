@@ -177,6 +177,7 @@ std::string TrainerOptions::to_json() const {
   j["precision"] = precision_name(precision), j["seed"] = seed;
   j["eval_every"] = eval_every, j["eval_windows"] = eval_windows, j["checkpoint_every"] = checkpoint_every;
   j["fp8_checkpoint"] = fp8_checkpoint;
+  j["init_from"] = init_from, j["mtp_only"] = mtp_only, j["mtp_target"] = mtp_target_name(mtp_target);
   return j.dump(1);
 }
 
@@ -194,10 +195,24 @@ TrainerOptions TrainerOptions::from_json(const std::string& text, const std::str
     o.val_fraction = j.at("val_fraction"), o.precision = parse_precision(j.at("precision").get<std::string>());
     o.seed = j.at("seed"), o.eval_every = j.at("eval_every"), o.eval_windows = j.at("eval_windows");
     o.checkpoint_every = j.at("checkpoint_every"), o.fp8_checkpoint = j.at("fp8_checkpoint");
+    // Absent in runs saved before fine-tuning existed: a run from scratch.
+    o.init_from = j.value("init_from", std::string());
+    o.mtp_only = j.value("mtp_only", false);
+    o.mtp_target = parse_mtp_target(j.value("mtp_target", std::string("data")));
   } catch (const json::exception& e) {
     throw Error(std::string("bad trainer options: ") + e.what(), {path, "", ""});
   }
   return o;
+}
+
+const char* mtp_target_name(MtpTarget target) { return target == MtpTarget::MainModel ? "main" : "data"; }
+
+MtpTarget parse_mtp_target(const std::string& name) {
+  if (name == "data") return MtpTarget::Data;
+  if (name == "main") return MtpTarget::MainModel;
+  throw Error("unknown MTP target '" + name + "' (data: the text's token after next; main: the main model's "
+              "distribution at the next position)",
+              {"", "", "--mtp-target"});
 }
 
 ModelConfig train_preset(const std::string& name) {
@@ -300,8 +315,16 @@ TrainSummary train(const TrainerOptions& given, const RunControl& control) {
     }
     metrics = read_metrics(dir, start_step);
   } else {
+    if (options.mtp_only && options.init_from.empty())
+      throw Error("--mtp-only fine-tunes the MTP module of a trained model: give the checkpoint with --init");
+    if (options.mtp_target == MtpTarget::MainModel && !options.mtp_only)
+      throw Error("--mtp-target main distills the main model into the MTP module: it needs --mtp-only");
+    if (!options.init_from.empty()) {
+      ps = import_hf_checkpoint(options.init_from);  // the values inference multiplies
+      options.model = ps.config();
+    }
     TrainModel<float>::check_config(options.model);
-    ps = ParamStore<float>::init(options.model, options.seed, options.init_std);
+    if (options.init_from.empty()) ps = ParamStore<float>::init(options.model, options.seed, options.init_std);
     adam = AdamW(ps, {options.beta1, options.beta2, 1e-8, options.weight_decay});
     rng.state = options.seed;
     if (!options.tokenizer_dir.empty() && fs::path(options.tokenizer_dir) != fs::path(dir))
@@ -313,6 +336,10 @@ TrainSummary train(const TrainerOptions& given, const RunControl& control) {
     options.tokenizer_dir = dir;
   }
   const ModelConfig& cfg = options.model;
+  if (options.mtp_only) {
+    if (cfg.num_nextn_predict_layers == 0) throw Error("--mtp-only: the model has no MTP module", {"", "", "--init"});
+    for (auto& p : ps.all()) p.frozen = !TrainModel<float>::is_mtp_parameter(cfg, p.spec.name);
+  }
   const auto tokenizer = Tokenizer::load(options.tokenizer_dir);
   if (tokenizer->vocab_size() > cfg.vocab_size)
     throw Error("the tokenizer has " + std::to_string(tokenizer->vocab_size()) + " tokens but the model's vocab_size is " +
@@ -328,7 +355,8 @@ TrainSummary train(const TrainerOptions& given, const RunControl& control) {
   }
   const std::vector<TrainBatch> val = data.validation(options.batch, options.seq_len, options.eval_windows);
   const TrainModel<float> model(cfg);
-  TrainSettings settings{options.precision, options.mtp_weight, options.balance_alpha};
+  TrainSettings settings{options.precision, options.mtp_weight, options.balance_alpha, options.mtp_target,
+                         options.mtp_only};
   const std::vector<std::string> biases = bias_names(cfg);
 
   TrainSummary summary;
@@ -351,7 +379,7 @@ TrainSummary train(const TrainerOptions& given, const RunControl& control) {
 
   const int64_t end_step = control.stop_after >= 0 ? std::min(options.steps, control.stop_after) : options.steps;
   const double t_start = now_seconds();
-  double gemm_flops = 0, gemm_seconds = 0, last_val = NAN;
+  double gemm_flops = 0, gemm_seconds = 0, last_val = NAN, last_acceptance = NAN;
   int64_t tokens_done = 0;
   for (int64_t step = start_step; step < end_step; ++step) {
     const double t0 = now_seconds();
@@ -364,6 +392,7 @@ TrainSummary train(const TrainerOptions& given, const RunControl& control) {
     adam.step(ps, lr);
     // Auxiliary-loss-free balancing: b_i += γ · sign(mean load − load_i), per MoE layer.
     for (size_t l = 0; l < biases.size() && l < r.expert_load.size(); ++l) {
+      if (ps.at(biases[l]).frozen) continue;  // a frozen main model keeps its routing
       auto& bias = ps.at(biases[l]).value;
       const auto& load = r.expert_load[l];
       double mean = 0;
@@ -389,16 +418,23 @@ TrainSummary train(const TrainerOptions& given, const RunControl& control) {
       const Evaluation e = evaluate(model, ps, val, settings, &pool);
       m["val_loss"] = e.loss, m["val_mtp_loss"] = e.mtp_loss, m["mtp_acceptance"] = e.acceptance;
       m["mtp_accuracy"] = e.accuracy;
-      last_val = e.loss;
+      // With the main model frozen its loss never moves: the line shows the MTP module's instead.
+      last_val = options.mtp_only ? e.mtp_loss : e.loss;
+      last_acceptance = e.acceptance;
     }
     metrics.push_back(m);
     const double elapsed = now_seconds() - t_start;
     const double eta = elapsed / double(step + 1 - start_step) * double(options.steps - step - 1);
-    char line[320];
+    char line[360];
     std::snprintf(line, sizeof(line),
-                  "step %lld/%lld | loss %.3f | val %.3f | %.0f tok/s | %.2f of FMA peak | load max/mean %.2f | "
+                  "step %lld/%lld | %s %.3f | val %.3f | %s%.0f tok/s | %.2f of FMA peak | load max/mean %.2f | "
                   "lr %.2e | ETA %s",
-                  (long long)(step + 1), (long long)options.steps, r.main_loss, last_val, double(tokens) / dt,
+                  (long long)(step + 1), (long long)options.steps,
+                  options.mtp_only ? (options.mtp_target == MtpTarget::MainModel ? "MTP KL" : "MTP loss") : "loss",
+                  options.mtp_only ? r.mtp_loss : r.main_loss, last_val,
+                  options.mtp_only ? ("draft acceptance " + std::to_string(last_acceptance).substr(0, 5) + " | ").c_str()
+                                   : "",
+                  double(tokens) / dt,
                   (g1.flops - g0.flops) / dt / 1e9 / fma_peak, load_max_over_mean(r.expert_load), lr,
                   duration_text(eta).c_str());
     if (tty) {

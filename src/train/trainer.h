@@ -4,6 +4,8 @@
 // expert got more than the mean, up when less). Validation loss over the data's held-out tail is measured every
 // eval_every steps. Checkpoints (the HF folder, trainer_state.safetensors for --resume, metrics.jsonl and
 // loss_curve.svg) are written every checkpoint_every steps and at the end; a resumed run continues bit-exactly.
+// With mtp_only the run fine-tunes the MTP module of an exported checkpoint (init_from) with the main model frozen,
+// typically toward the main model's own next-position distribution (what speculative decoding's verifier accepts).
 #pragma once
 
 #include <cstdint>
@@ -13,6 +15,7 @@
 
 #include "model/config.h"
 #include "train/train_math.h"
+#include "train/train_model.h"
 
 namespace deepmoe {
 
@@ -30,6 +33,12 @@ struct TrainerOptions {
   uint64_t seed = 1;
   int64_t eval_every = 100, eval_windows = 64, checkpoint_every = 0;  // 0: only at the end
   bool fp8_checkpoint = true;  // E4M3 projections in the exported folder (else BF16)
+  // Fine-tuning: start from this exported checkpoint folder's weights instead of a random initialization.
+  std::string init_from;
+  // Train only the MTP module (model.layers.{num_hidden_layers}.*); the main model, the shared embedding and the
+  // head stay exactly as they are, so the exported main-model tensors are those of init_from, byte for byte.
+  bool mtp_only = false;
+  MtpTarget mtp_target = MtpTarget::Data;  // MainModel needs mtp_only
 
   std::string to_json() const;
   static TrainerOptions from_json(const std::string& text, const std::string& path_for_errors);
@@ -56,6 +65,9 @@ struct TrainSummary {
 };
 
 TrainSummary train(const TrainerOptions& options, const RunControl& control);
+
+const char* mtp_target_name(MtpTarget target);
+MtpTarget parse_mtp_target(const std::string& name);  // data | main, else Error naming --mtp-target
 
 // Trainer presets: "shakespeare" (the bundled default model's shape) and "tiny" (tests). Vocabulary set later.
 ModelConfig train_preset(const std::string& name);

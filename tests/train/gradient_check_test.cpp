@@ -1,7 +1,8 @@
 // Every backward pass of the trainer against FP64 central finite differences of its own FP64 forward, layer by
 // layer (MLA, dense MLP, the MoE with its routing path, a whole block) and for the whole model with the MTP module
-// and every loss term (next-token CE, λ-weighted MTP CE, sequence-wise balance loss). Each check perturbs the
-// layer's input and entries of every parameter tensor it touches.
+// and every loss term (next-token CE, λ-weighted MTP CE, sequence-wise balance loss), the MTP module alone
+// distilled from a frozen main model, and the losses themselves. Each check perturbs the layer's input and entries
+// of every parameter tensor it touches.
 #include <gtest/gtest.h>
 
 #include <cmath>
@@ -10,6 +11,7 @@
 
 #include "train/train_layers.h"
 #include "train/train_model.h"
+#include "core/error.h"
 #include "train_test_util.h"
 
 namespace deepmoe {
@@ -191,6 +193,79 @@ TEST(GradientCheck, WholeModelWithMtpAndLosses) {
     ++tensors;
   }
   EXPECT_GT(tensors, 60);
+}
+
+// `train --mtp-only --mtp-target main`: the main model frozen, the MTP module distilled toward the main model's
+// distribution at the next position. Every MTP parameter's gradient against the finite difference of the
+// objective (the teacher depends on frozen parameters only, so it is a constant for these), and no gradient at all
+// anywhere else.
+TEST(GradientCheck, MtpModuleDistilledFromTheFrozenMainModel) {
+  const ModelConfig c = tiny_train_config();
+  ParamStore<double> ps = random_params(c);
+  for (auto& p : ps.all()) p.frozen = !TrainModel<double>::is_mtp_parameter(c, p.spec.name);
+  TrainModel<double> model(c);
+  TrainBatch batch{2, 6, {}};
+  std::mt19937 rng(37);
+  std::uniform_int_distribution<int32_t> token(0, int32_t(c.vocab_size) - 1);
+  for (int64_t i = 0; i < batch.B * (batch.T + 1); ++i) batch.tokens.push_back(token(rng));
+  TrainSettings settings;
+  settings.mtp_weight = 0.7;
+  settings.balance_alpha = 0.02;
+  settings.mtp_target = MtpTarget::MainModel;
+  settings.main_frozen = true;
+  ps.zero_grad();
+  const StepResult res = model.run(ps, batch, settings, true, nullptr);
+  EXPECT_GT(res.mtp_loss, 0);
+  EXPECT_EQ(res.mtp_tokens, batch.B * (batch.T - 1));
+  auto objective = [&] { return model.run(ps, batch, settings, false, nullptr).objective; };
+  int tensors = 0;
+  for (auto& p : ps.all()) {
+    if (p.frozen) {
+      for (double g : p.grad) ASSERT_EQ(g, 0.0) << p.spec.name;
+      continue;
+    }
+    if (!p.trained()) continue;
+    const std::vector<double> g = p.grad;
+    expect_gradient(p.spec.name.c_str(), p.value, g, objective, 4, rng);
+    ++tensors;
+  }
+  EXPECT_GT(tensors, 20);  // eh_proj, enorm, hnorm, the block's attention and MoE, shared_head.norm
+  EXPECT_TRUE(ps.at("lm_head.weight").frozen && ps.at("model.embed_tokens.weight").frozen);
+  EXPECT_FALSE(ps.at(layer_prefix(c.num_hidden_layers) + "eh_proj.weight").frozen);
+
+  // The teacher's gradient does not flow: a main model that is not frozen is refused.
+  settings.main_frozen = false;
+  EXPECT_THROW(model.run(ps, batch, settings, false, nullptr), Error);
+}
+
+TEST(GradientCheck, DistillationKl) {
+  const int64_t rows = 3, vocab = 6;
+  std::vector<double> logits = random_vector(size_t(rows * vocab), 41, 2.0), d(logits.size());
+  const std::vector<double> teacher = random_vector(size_t(rows * vocab), 43, 3.0);
+  const double kl = distillation_kl(logits.data(), teacher.data(), rows, vocab, 0.7, d.data(), nullptr);
+  // The definition, written out: Σ_rows Σ_j p_j log(p_j / q_j) with p, q the two softmaxes.
+  double expected = 0;
+  for (int64_t r = 0; r < rows; ++r) {
+    double zp = 0, zq = 0;
+    for (int64_t j = 0; j < vocab; ++j) zp += std::exp(teacher[r * vocab + j]), zq += std::exp(logits[r * vocab + j]);
+    for (int64_t j = 0; j < vocab; ++j) {
+      const double p = std::exp(teacher[r * vocab + j]) / zp, q = std::exp(logits[r * vocab + j]) / zq;
+      expected += p * std::log(p / q);
+    }
+  }
+  EXPECT_NEAR(kl, expected, 1e-12);
+  EXPECT_GT(kl, 0);
+  auto objective = [&] {
+    std::vector<double> tmp(logits.size());
+    return 0.7 * distillation_kl(logits.data(), teacher.data(), rows, vocab, 0.7, tmp.data(), nullptr) / rows;
+  };
+  std::mt19937 rng(2);
+  expect_gradient("distillation KL", logits, d, objective, 18, rng);
+  // Identical distributions (logits shifted by a constant): zero loss and zero gradient.
+  std::vector<double> shifted = teacher;
+  for (double& v : shifted) v += 1.5;
+  EXPECT_NEAR(distillation_kl(shifted.data(), teacher.data(), rows, vocab, 1.0, d.data(), nullptr), 0.0, 1e-12);
+  for (double g : d) EXPECT_NEAR(g, 0.0, 1e-15);
 }
 
 TEST(GradientCheck, CrossEntropy) {

@@ -1,6 +1,7 @@
 // The training loop end to end on a small generated text: the loss falls below the unigram entropy, an
 // interrupted run resumed from its checkpoint ends bit-exactly where the uninterrupted run ends, the bias update
-// keeps the expert load closer to even than γ = 0, and unsuitable data files get clear errors.
+// keeps the expert load closer to even than γ = 0, unsuitable data files get clear errors, and fine-tuning only the
+// MTP module toward the main model raises its greedy acceptance without changing a byte of the main model.
 #include <gtest/gtest.h>
 
 #include <filesystem>
@@ -121,6 +122,84 @@ TEST(Trainer, BiasUpdateBalancesTheExperts) {
   o.bias_gamma = 0;
   const double without = train(o, control(f.root + "/nogamma")).load_max_over_mean;
   EXPECT_LT(with_bias, without);
+}
+
+// `train --init BASE --mtp-only --mtp-target main`, as cmd_train sets it up.
+TrainerOptions mtp_fine_tune(const Fixture& f, const std::string& base, int64_t steps) {
+  TrainerOptions o = f.options(steps);
+  o.init_from = base;
+  o.tokenizer_dir = base;
+  o.model = load_model_config(base);
+  o.mtp_only = true;
+  o.mtp_target = MtpTarget::MainModel;
+  o.warmup = 2;
+  return o;
+}
+
+TEST(Trainer, MtpOnlyFineTuneLeavesTheMainModelByteIdenticalAndLearnsTheMainModelsTokens) {
+  const Fixture f("mtp_only");
+  const std::string base = f.root + "/base", tuned = f.root + "/tuned";
+  const TrainSummary before = train(f.options(30), control(base));
+  const TrainSummary after = train(mtp_fine_tune(f, base, 40), control(tuned));
+  // Greedy drafts on the validation windows that equal the main model's token at the next position.
+  EXPECT_GT(after.mtp_acceptance, before.mtp_acceptance + 0.05) << before.mtp_acceptance;
+  EXPECT_EQ(read_text_file(base + "/config.json"), read_text_file(tuned + "/config.json"));
+  const auto a = SafetensorsFile::open(base + "/model.safetensors");
+  const auto b = SafetensorsFile::open(tuned + "/model.safetensors");
+  ASSERT_EQ(a->tensors().size(), b->tensors().size());
+  const ModelConfig c = load_model_config(base);
+  const std::string mtp = "model.layers." + std::to_string(c.num_hidden_layers) + ".";
+  int same = 0, changed = 0;
+  for (const auto& info : a->tensors()) {
+    const Tensor ta = a->tensor(info), tb = b->tensor(info.name);
+    ASSERT_EQ(ta.nbytes(), tb.nbytes()) << info.name;
+    const bool equal = std::memcmp(ta.data<const void>(), tb.data<const void>(), ta.nbytes()) == 0;
+    // The MTP layer's stored copies of the embedding and head are the shared, frozen tensors.
+    const bool own = info.name.rfind(mtp, 0) == 0 && info.name.find("embed_tokens") == std::string::npos &&
+                     info.name.find("shared_head.head") == std::string::npos;
+    if (!own) {
+      EXPECT_TRUE(equal) << info.name;
+      ++same;
+    } else {
+      changed += !equal;
+    }
+  }
+  EXPECT_GT(same, 20);
+  EXPECT_GT(changed, 10);
+}
+
+TEST(Trainer, MtpOnlyFineTuneResumesBitExactly) {
+  const Fixture f("mtp_resume");
+  const std::string base = f.root + "/base";
+  train(f.options(6), control(base));
+  const TrainerOptions o = mtp_fine_tune(f, base, 8);
+  train(o, control(f.root + "/straight"));
+  RunControl first = control(f.root + "/interrupted");
+  first.stop_after = 3;
+  EXPECT_EQ(train(o, first).steps, 3);
+  RunControl second = control(f.root + "/interrupted");
+  second.resume = true;
+  EXPECT_EQ(train(TrainerOptions{}, second).steps, 8);
+  EXPECT_TRUE(read_text_file(f.root + "/straight/model.safetensors", size_t(1) << 30) ==
+              read_text_file(f.root + "/interrupted/model.safetensors", size_t(1) << 30));
+  const auto a = SafetensorsFile::open(f.root + "/straight/trainer_state.safetensors");
+  const auto b = SafetensorsFile::open(f.root + "/interrupted/trainer_state.safetensors");
+  for (const auto& info : a->tensors()) {
+    const Tensor ta = a->tensor(info), tb = b->tensor(info.name);
+    ASSERT_EQ(ta.nbytes(), tb.nbytes()) << info.name;
+    EXPECT_EQ(std::memcmp(ta.data<const void>(), tb.data<const void>(), ta.nbytes()), 0) << info.name;
+  }
+}
+
+TEST(Trainer, MtpOnlyNeedsATrainedModelAndMainTargetNeedsMtpOnly) {
+  const Fixture f("mtp_errors");
+  TrainerOptions o = f.options(2);
+  o.mtp_only = true;
+  EXPECT_THROW(train(o, control(f.root + "/a")), Error);  // no --init
+  o.mtp_only = false;
+  o.mtp_target = MtpTarget::MainModel;
+  EXPECT_THROW(train(o, control(f.root + "/b")), Error);
+  EXPECT_THROW(parse_mtp_target("next"), Error);
 }
 
 TEST(Trainer, UnsuitableDataGetsAClearError) {
