@@ -157,12 +157,12 @@ void bench_speculative(const BenchArgs& args, const std::string& dir, Engine& mo
   // One verification forward (the last token + K drafts, logits and hidden states at each, as the MTP adapter
   // asks) against one plain decode forward, alternated on the same cached prompt and rolled back each time.
   auto seq = model.create_sequence();
-  model.forward({SequenceInput::last(seq.get(), prompt)});
+  model.forward({EngineInput::last(seq.get(), prompt)});
   const int64_t base = seq->length();
   const std::vector<int32_t> verify_tokens = bench_tokens(args.draft_tokens + 1, c.vocab_size, 400);
   double verify_s = 0, decode_s = 0;
   for (int64_t i = -1; i < args.decode_steps; ++i) {  // i = -1 warms up, untimed
-    SequenceInput v = SequenceInput::all(seq.get(), verify_tokens);
+    EngineInput v = EngineInput::all(seq.get(), verify_tokens);
     v.hidden_of_all_tokens = true;
     Tensor hidden;
     auto t0 = std::chrono::steady_clock::now();
@@ -170,7 +170,7 @@ void bench_speculative(const BenchArgs& args, const std::string& dir, Engine& mo
     const double vs = seconds_since(t0);
     seq->main.truncate(base);
     t0 = std::chrono::steady_clock::now();
-    model.forward({SequenceInput::last(seq.get(), {verify_tokens[0]})});
+    model.forward({EngineInput::last(seq.get(), {verify_tokens[0]})});
     const double ds = seconds_since(t0);
     seq->main.truncate(base);
     if (i >= 0) verify_s += vs, decode_s += ds;
@@ -274,7 +274,7 @@ void bench_on_leader(const BenchArgs& args, const std::string& dir, Engine& engi
         // size are in the buffer cache, so the timed calls measure the steady state of a server rather than
         // first-touch page faults (which cost ~1 s on a v3 layer in a VM).
         auto warm = engine.create_sequence();
-        engine.forward({SequenceInput::last(warm.get(), bench_tokens(args.prompt, c.vocab_size, 99))});
+        engine.forward({EngineInput::last(warm.get(), bench_tokens(args.prompt, c.vocab_size, 99))});
       }
       auto seq = engine.create_sequence();
       auto trace = std::make_unique<TraceRecorder>(0, CommClock::now());
@@ -282,7 +282,7 @@ void bench_on_leader(const BenchArgs& args, const std::string& dir, Engine& engi
       const GemmCounters g0 = gemm_counters();
       const AttentionCounters a0 = attention_counters();
       const auto t0 = std::chrono::steady_clock::now();
-      engine.forward({SequenceInput::last(seq.get(), tokens)});
+      engine.forward({EngineInput::last(seq.get(), tokens)});
       const double s = seconds_since(t0);
       const GemmCounters g1 = gemm_counters();
       const AttentionCounters a1 = attention_counters();
@@ -325,11 +325,11 @@ void bench_on_leader(const BenchArgs& args, const std::string& dir, Engine& engi
 
   // Decode at each batch size: B sequences with a short prompt each, then steps of one token per sequence.
   for (int64_t batch : args.batches) {
-    std::vector<std::unique_ptr<Sequence>> seqs;
-    std::vector<SequenceInput> prefill;
+    std::vector<std::unique_ptr<EngineSequence>> seqs;
+    std::vector<EngineInput> prefill;
     for (int64_t b = 0; b < batch; ++b) {
       seqs.push_back(engine.create_sequence());
-      prefill.push_back(SequenceInput::last(seqs.back().get(), bench_tokens(32, c.vocab_size, 100 + uint64_t(b))));
+      prefill.push_back(EngineInput::last(seqs.back().get(), bench_tokens(32, c.vocab_size, 100 + uint64_t(b))));
     }
     engine.forward(prefill);
     std::vector<int32_t> next(static_cast<size_t>(batch));
@@ -338,8 +338,8 @@ void bench_on_leader(const BenchArgs& args, const std::string& dir, Engine& engi
     // One untimed step, then the timed ones.
     double s = 0, gemm_s = 0;
     for (int64_t step = -1; step < args.decode_steps; ++step) {
-      std::vector<SequenceInput> in;
-      for (int64_t b = 0; b < batch; ++b) in.push_back(SequenceInput::last(seqs[size_t(b)].get(), {next[size_t(b)]}));
+      std::vector<EngineInput> in;
+      for (int64_t b = 0; b < batch; ++b) in.push_back(EngineInput::last(seqs[size_t(b)].get(), {next[size_t(b)]}));
       const double g0 = gemm_counters().seconds;
       const auto t0 = std::chrono::steady_clock::now();
       const Tensor logits = engine.forward(in);

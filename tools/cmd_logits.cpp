@@ -195,13 +195,13 @@ void run_logits(const LogitsArgs& args) {
 // model.forward(batch), or with --rebalance-after K (live rebalance): each request's first min(K, n - 1)
 // tokens in one forward call, then a rebalance of the experts (EPLB on the statistics of that call, weights moved
 // between ranks), then the rest — the same rows, which must be bitwise those of one uninterrupted call.
-Tensor forward_across_rebalance(Engine& model, const std::vector<SequenceInput>& batch, int64_t after) {
+Tensor forward_across_rebalance(Engine& model, const std::vector<EngineInput>& batch, int64_t after) {
   if (after <= 0) return model.forward(batch);
-  std::vector<SequenceInput> first, rest;
-  for (const SequenceInput& in : batch) {
+  std::vector<EngineInput> first, rest;
+  for (const EngineInput& in : batch) {
     const int64_t n = int64_t(in.tokens.size()), cut = std::min<int64_t>(after, n - 1);
-    SequenceInput a{in.sequence, {in.tokens.begin(), in.tokens.begin() + cut}, {}};
-    SequenceInput b{in.sequence, {in.tokens.begin() + cut, in.tokens.end()}, {}};
+    EngineInput a{in.sequence, {in.tokens.begin(), in.tokens.begin() + cut}, {}};
+    EngineInput b{in.sequence, {in.tokens.begin() + cut, in.tokens.end()}, {}};
     for (int64_t i : in.logit_indices) (i < cut ? a.logit_indices : b.logit_indices).push_back(i < cut ? i : i - cut);
     if (cut > 0) first.push_back(std::move(a));
     rest.push_back(std::move(b));
@@ -211,7 +211,7 @@ Tensor forward_across_rebalance(Engine& model, const std::vector<SequenceInput>&
   const Tensor l2 = model.forward(rest);
   const int64_t vocab = l2.dim(1);
   int64_t rows = 0;
-  for (const SequenceInput& in : batch) rows += int64_t(in.logit_indices.size());
+  for (const EngineInput& in : batch) rows += int64_t(in.logit_indices.size());
   Tensor out = Tensor::zeros(DType::F32, {rows, vocab});
   float* dst = out.data<float>();
   const float* p1 = l1.data<float>();
@@ -254,11 +254,11 @@ void logits_on_leader(const LogitsArgs& args, Engine& model, const std::string& 
   }
 
   // Every request in one step, each from an empty cache.
-  std::vector<std::unique_ptr<Sequence>> sequences;
-  std::vector<SequenceInput> batch;
+  std::vector<std::unique_ptr<EngineSequence>> sequences;
+  std::vector<EngineInput> batch;
   for (size_t i = 0; i < requests.size(); ++i) {
     sequences.push_back(model.create_sequence());
-    SequenceInput in;
+    EngineInput in;
     in.sequence = sequences.back().get();
     in.tokens = requests[i];
     in.logit_indices = positions[i];

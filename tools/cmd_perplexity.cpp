@@ -85,13 +85,13 @@ void perplexity_on_leader(const PerplexityArgs& args, LoadedModel& loaded) {
                                                args.parallel);
   for (int64_t c0 = 0; c0 < n_chunks; c0 += parallel) {
     const int64_t c1 = std::min(n_chunks, c0 + parallel);
-    std::vector<std::unique_ptr<Sequence>> seqs;
-    std::vector<SequenceInput> batch;
+    std::vector<std::unique_ptr<EngineSequence>> seqs;
+    std::vector<EngineInput> batch;
     for (int64_t c = c0; c < c1; ++c) {
       std::vector<int32_t> chunk(tokens.begin() + c * ctx, tokens.begin() + (c + 1) * ctx);
       if (bos >= 0) chunk[0] = bos;
       seqs.push_back(model.create_sequence());
-      SequenceInput in;
+      EngineInput in;
       in.sequence = seqs.back().get();
       in.tokens = std::move(chunk);
       for (int64_t j = first; j < ctx - 1; ++j) in.logit_indices.push_back(j);

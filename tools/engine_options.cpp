@@ -63,6 +63,12 @@ void add_engine_options(CLI::App& app, EngineArgs& args) {
                  "on more than one rank, 1 = off, 2 = always (results are identical)")
       ->check(CLI::Range(0, 2))
       ->capture_default_str();
+  app.add_option("--dp-attention", args.dp_attention,
+                 "Under mpirun, spread the requests over the ranks, each rank keeping the KV cache and running the "
+                 "attention of its own requests (on), or keep them all on rank 0 (off); the experts are spread "
+                 "either way, and the results are identical")
+      ->check(CLI::IsMember({"on", "off"}))
+      ->capture_default_str();
   app.add_option("--rebalance-every", args.rebalance_every,
                  "Re-place the experts over the ranks from the measured load every N steps, moving weights between "
                  "ranks between steps (0 = never)")
@@ -87,6 +93,7 @@ ExecutorOptions executor_options(const EngineArgs& args, const Communicator& com
   }
   o.redundant_experts = args.redundant_experts;
   o.micro_batches = args.micro_batches;
+  o.data_parallel_attention = args.dp_attention == "on";
   o.rebalance_every = args.rebalance_every;
   return o;
 }

@@ -1,6 +1,6 @@
 // What every command that runs a model shares (generate, chat, serve, perplexity, logits, bench): one option set
-// (-m, -t, --gemm, --kv-dtype, --attention, --redundant-experts, --micro-batches, --rebalance-every), parsed once,
-// and one way to run as a job — a single process, or every rank of an `mpirun` launch with rank 0 reading the
+// (-m, -t, --gemm, --kv-dtype, --attention, --redundant-experts, --micro-batches, --rebalance-every,
+// --dp-attention), parsed once, and one way to run as a job — a single process, or every rank of an `mpirun` launch with rank 0 reading the
 // input and writing the output while the other ranks follow its steps (runtime/engine.h).
 #pragma once
 
@@ -30,6 +30,7 @@ struct EngineArgs {
   int redundant_experts = 0;
   int micro_batches = 0;
   int rebalance_every = 0;
+  std::string dp_attention = "on";
 };
 
 void add_engine_options(CLI::App& app, EngineArgs& args);

@@ -38,4 +38,59 @@ std::vector<int64_t> broadcast_from_leader(Communicator& comm, std::span<const i
   return out;
 }
 
+std::vector<std::byte> scatter_from_leader(Communicator& comm, std::vector<std::vector<std::byte>> parts,
+                                           int64_t expected_bytes, CommClock::time_point deadline) {
+  const bool leader = comm.rank() == 0;
+  const size_t ranks = size_t(comm.size());
+  if (leader && parts.size() != ranks)
+    throw Error("scatter_from_leader: " + std::to_string(parts.size()) + " parts for " + std::to_string(ranks) +
+                " ranks");
+  if (ranks == 1) return leader ? std::move(parts[0]) : std::vector<std::byte>{};
+  std::vector<int64_t> send_bytes(ranks, 0), send_offsets(ranks, 0), recv_bytes(ranks, 0), recv_offsets(ranks, 0);
+  std::vector<std::byte> send;
+  if (leader) {
+    for (size_t r = 1; r < ranks; ++r) {
+      send_offsets[r] = int64_t(send.size());
+      send_bytes[r] = int64_t(parts[r].size());
+      send.insert(send.end(), parts[r].begin(), parts[r].end());
+    }
+  } else {
+    recv_bytes[0] = expected_bytes;
+  }
+  std::vector<std::byte> out(leader ? 0 : size_t(expected_bytes));
+  comm.all_to_all_v(send.data(), send_bytes, send_offsets, out.data(), recv_bytes, recv_offsets)->wait(deadline);
+  return leader ? std::move(parts[0]) : out;
+}
+
+std::vector<std::vector<std::byte>> gather_to_leader(Communicator& comm, std::span<const std::byte> bytes,
+                                                     std::span<const int64_t> expected_bytes,
+                                                     CommClock::time_point deadline) {
+  const bool leader = comm.rank() == 0;
+  const size_t ranks = size_t(comm.size());
+  if (leader && expected_bytes.size() != ranks)
+    throw Error("gather_to_leader: " + std::to_string(expected_bytes.size()) + " counts for " +
+                std::to_string(ranks) + " ranks");
+  if (ranks == 1) return std::vector<std::vector<std::byte>>(leader ? 1 : 0);
+  std::vector<int64_t> send_bytes(ranks, 0), send_offsets(ranks, 0), recv_bytes(ranks, 0), recv_offsets(ranks, 0);
+  std::vector<std::byte> recv;
+  if (leader) {
+    int64_t total = 0;
+    for (size_t r = 1; r < ranks; ++r) {
+      recv_offsets[r] = total;
+      recv_bytes[r] = expected_bytes[r];
+      total += expected_bytes[r];
+    }
+    recv.resize(size_t(total));
+  } else {
+    send_bytes[0] = int64_t(bytes.size());
+  }
+  comm.all_to_all_v(bytes.data(), send_bytes, send_offsets, recv.data(), recv_bytes, recv_offsets)->wait(deadline);
+  std::vector<std::vector<std::byte>> out;
+  if (!leader) return out;
+  out.resize(ranks);
+  for (size_t r = 1; r < ranks; ++r)
+    out[r].assign(recv.begin() + recv_offsets[r], recv.begin() + recv_offsets[r] + recv_bytes[r]);
+  return out;
+}
+
 }  // namespace deepmoe

@@ -2,6 +2,7 @@
 // all-to-all of the communicator, so it works for every communicator kind.
 #pragma once
 
+#include <cstddef>
 #include <cstdint>
 #include <span>
 #include <vector>
@@ -21,5 +22,18 @@ enum class BroadcastWait { Busy, Patient };
 std::vector<int64_t> broadcast_from_leader(Communicator& comm, std::span<const int64_t> values, size_t n,
                                            CommClock::time_point deadline,
                                            BroadcastWait wait = BroadcastWait::Busy);
+
+// Collective. Rank 0 sends parts[r] to rank r (parts has size() entries; parts[0] stays on rank 0 and is
+// returned there); every other rank passes an empty `parts` and the byte count it was told to expect, and
+// returns what rank 0 sent it.
+std::vector<std::byte> scatter_from_leader(Communicator& comm, std::vector<std::vector<std::byte>> parts,
+                                           int64_t expected_bytes, CommClock::time_point deadline);
+
+// Collective, the way back. Every rank other than 0 sends `bytes` to rank 0; rank 0 passes the byte count it
+// expects from each rank (size() entries; a rank that sends another count is an error) and returns each rank's
+// bytes (entry 0 empty); the other ranks return nothing.
+std::vector<std::vector<std::byte>> gather_to_leader(Communicator& comm, std::span<const std::byte> bytes,
+                                                     std::span<const int64_t> expected_bytes,
+                                                     CommClock::time_point deadline);
 
 }  // namespace deepmoe

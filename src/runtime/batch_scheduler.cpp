@@ -40,11 +40,12 @@ uint64_t BatchScheduler::add(GenerationRequest request, Progress on_progress, Fi
   if (auto error = validate_request(request, lm.vocab_size(), lm.context_length())) throw *error;
   auto entry = std::make_unique<Entry>();
   entry->kv_need = kv_need(request);
-  if (capacity_.tokens > 0 && entry->kv_need > capacity_.tokens)
+  const int64_t most = capacity_.per_sequence > 0 ? capacity_.per_sequence : capacity_.tokens;
+  if (capacity_.tokens > 0 && entry->kv_need > most)
     throw Error("the prompt (" + std::to_string(request.prompt.size()) + " tokens) and max_tokens (" +
                 std::to_string(request.max_tokens) + ") need " + std::to_string(entry->kv_need) +
-                " tokens of KV cache, more than the whole cache holds (" + std::to_string(capacity_.tokens) +
-                " tokens)");
+                " tokens of KV cache, more than the whole cache holds (" + std::to_string(most) + " tokens" +
+                (most < capacity_.tokens ? " on one rank" : "") + ")");
   entry->id = next_id_++;
   entry->request = std::move(request);
   entry->on_progress = std::move(on_progress);
@@ -77,7 +78,10 @@ void BatchScheduler::fail_all(const std::string& error) {
 void BatchScheduler::admit() {
   while (!waiting_.empty() && int64_t(running_.size()) < options_.max_running) {
     Entry& e = *waiting_.front();
-    if (capacity_.tokens > 0 && reserved_ + e.kv_need > capacity_.tokens) break;  // first come, first served
+    // First come, first served: the cache as a whole, and (when it is spread over ranks) one rank, must have
+    // room for the request.
+    if (capacity_.tokens > 0 && (reserved_ + e.kv_need > capacity_.tokens || !generator_.lm().has_room(e.kv_need)))
+      break;
     std::unique_ptr<Entry> entry = std::move(waiting_.front());
     waiting_.pop_front();
     try {
@@ -85,7 +89,8 @@ void BatchScheduler::admit() {
       // the prefix cache holds of it, is made for the prompt the request will feed.
       auto placeholder = generator_.lm().new_sequence();
       entry->state = generator_.start(std::move(entry->request), *placeholder);
-      entry->sequence = generator_.lm().new_sequence(entry->state->request.prompt);
+      entry->sequence = generator_.lm().new_sequence(entry->state->request.prompt, entry->kv_need);
+      DEEPMOE_CHECK(entry->sequence != nullptr, "the model refused a sequence it said it had room for");
       entry->state->sequence = entry->sequence.get();
       const size_t common = Generator::reuse_prompt_prefix(*entry->state);
       const auto& prompt = entry->state->request.prompt;

@@ -21,7 +21,7 @@ std::vector<float> CausalLm::forward(LmSequence& sequence, std::span<const int32
   return logits;
 }
 
-std::unique_ptr<LmSequence> CausalLm::new_sequence(std::span<const int32_t>) { return new_sequence(); }
+std::unique_ptr<LmSequence> CausalLm::new_sequence(std::span<const int32_t>, int64_t) { return new_sequence(); }
 
 std::vector<std::vector<float>> CausalLm::forward_batch(std::span<const LmBatchEntry> entries) {
   for (const LmBatchEntry& e : entries) {

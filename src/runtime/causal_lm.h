@@ -39,10 +39,11 @@ struct LmBatchEntry {
 };
 
 // How many tokens the model's KV cache can hold over all sequences (0: no bound, it grows as needed), in blocks
-// of block_tokens.
+// of block_tokens, and at most in one sequence (the memory of one rank when the caches are spread over ranks).
 struct KvCapacity {
   int64_t tokens = 0;
   int64_t block_tokens = 1;
+  int64_t per_sequence = 0;  // 0: as tokens
 };
 
 class CausalLm {
@@ -56,10 +57,16 @@ class CausalLm {
   virtual std::vector<int32_t> eos_token_ids() const = 0;
   virtual std::unique_ptr<LmSequence> new_sequence() = 0;
   // A new sequence for a request with this prompt: where the model keeps a prefix cache, it already holds the
-  // longest cached prefix of the prompt (LmSequence::tokens() says which; never the whole prompt). By default a
-  // plain new_sequence().
-  virtual std::unique_ptr<LmSequence> new_sequence(std::span<const int32_t> prompt);
+  // longest cached prefix of the prompt (LmSequence::tokens() says which; never the whole prompt). A model with a
+  // bounded cache keeps room for `reserve_tokens` tokens of it (the prompt and what may be generated; 0 = no
+  // bound is kept) and returns null when it has no room now. By default a plain new_sequence().
+  virtual std::unique_ptr<LmSequence> new_sequence(std::span<const int32_t> prompt, int64_t reserve_tokens);
   virtual KvCapacity kv_capacity() const { return {}; }
+  // Whether new_sequence(prompt, reserve_tokens) would find room now.
+  virtual bool has_room(int64_t reserve_tokens) const {
+    (void)reserve_tokens;
+    return true;
+  }
 
   // Appends `tokens` (at least one) to `sequence` and returns the logits [vocab_size] after the last of them.
   std::vector<float> forward(LmSequence& sequence, std::span<const int32_t> tokens);

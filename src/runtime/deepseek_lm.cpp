@@ -10,8 +10,8 @@ namespace {
 
 class DeepseekSequence : public LmSequence {
  public:
-  explicit DeepseekSequence(std::unique_ptr<Sequence> s) : sequence(std::move(s)) {}
-  std::unique_ptr<Sequence> sequence;
+  explicit DeepseekSequence(std::unique_ptr<EngineSequence> s) : sequence(std::move(s)) {}
+  std::unique_ptr<EngineSequence> sequence;
 
  protected:
   void truncate_cache(int64_t n) override {
@@ -42,9 +42,11 @@ std::unique_ptr<LmSequence> DeepseekLm::new_sequence() {
   return std::make_unique<DeepseekSequence>(engine_.create_sequence());
 }
 
-std::unique_ptr<LmSequence> DeepseekLm::new_sequence(std::span<const int32_t> prompt) {
+std::unique_ptr<LmSequence> DeepseekLm::new_sequence(std::span<const int32_t> prompt, int64_t reserve_tokens) {
   if (!pools_.main) return new_sequence();
-  auto seq = std::make_unique<DeepseekSequence>(engine_.create_sequence(pools_, prompt));
+  std::unique_ptr<EngineSequence> placed = engine_.create_sequence(pools_, prompt, reserve_tokens);
+  if (!placed) return nullptr;
+  auto seq = std::make_unique<DeepseekSequence>(std::move(placed));
   // The prefix the pool's cache supplied is already in the KV cache: record it as fed.
   const int64_t cached = seq->sequence->cached_tokens();
   record_fed_tokens(*seq, prompt.subspan(0, size_t(cached)));
@@ -54,15 +56,20 @@ std::unique_ptr<LmSequence> DeepseekLm::new_sequence(std::span<const int32_t> pr
 KvCapacity DeepseekLm::kv_capacity() const {
   if (!pools_.main) return {};
   const KvLayout& layout = pools_.main->layout();
-  return {pools_.main->max_blocks() * layout.block_tokens, layout.block_tokens};
+  const int64_t per_rank = pools_.main->max_blocks() * layout.block_tokens;
+  return {per_rank * engine_.sequence_ranks(), layout.block_tokens, per_rank};
+}
+
+bool DeepseekLm::has_room(int64_t reserve_tokens) const {
+  return !pools_.main || engine_.has_room(pools_, reserve_tokens);
 }
 
 std::vector<std::vector<float>> DeepseekLm::forward_tokens_batch(std::span<const LmBatchEntry> entries) {
-  std::vector<SequenceInput> batch;
+  std::vector<EngineInput> batch;
   for (const LmBatchEntry& e : entries) {
     auto& seq = static_cast<DeepseekSequence&>(*e.sequence);
     DEEPMOE_CHECK(seq.sequence->length() == e.sequence->length(), "cache and token list disagree");
-    SequenceInput in{seq.sequence.get(), std::vector<int32_t>(e.tokens.begin(), e.tokens.end()), {}};
+    EngineInput in{seq.sequence.get(), std::vector<int32_t>(e.tokens.begin(), e.tokens.end()), {}};
     if (e.logits) in.logit_indices.push_back(int64_t(e.tokens.size()) - 1);
     batch.push_back(std::move(in));
   }
@@ -77,8 +84,8 @@ std::vector<std::vector<float>> DeepseekLm::forward_tokens_batch(std::span<const
 std::vector<float> DeepseekLm::forward_tokens(LmSequence& sequence, std::span<const int32_t> tokens) {
   auto& seq = static_cast<DeepseekSequence&>(sequence);
   DEEPMOE_CHECK(seq.sequence->length() == sequence.length(), "cache and token list disagree");
-  std::vector<SequenceInput> batch{
-      SequenceInput::last(seq.sequence.get(), std::vector<int32_t>(tokens.begin(), tokens.end()))};
+  std::vector<EngineInput> batch{
+      EngineInput::last(seq.sequence.get(), std::vector<int32_t>(tokens.begin(), tokens.end()))};
   const Tensor logits = engine_.forward(batch);  // [1, vocab_size] F32
   DEEPMOE_CHECK(logits.dtype() == DType::F32 && logits.numel() == vocab_size());
   const float* data = logits.data<float>();

@@ -1,5 +1,5 @@
 // The DeepSeek forward pass (runtime/engine.h) as the generation loop's CausalLm: one sequence per
-// request, logits of the last fed token.
+// request (on whichever rank the engine places it), logits of the last fed token.
 #pragma once
 
 #include "runtime/engine.h"
@@ -17,8 +17,9 @@ class DeepseekLm : public CausalLm {
   int64_t context_length() const override;
   std::vector<int32_t> eos_token_ids() const override;
   std::unique_ptr<LmSequence> new_sequence() override;
-  std::unique_ptr<LmSequence> new_sequence(std::span<const int32_t> prompt) override;
+  std::unique_ptr<LmSequence> new_sequence(std::span<const int32_t> prompt, int64_t reserve_tokens) override;
   KvCapacity kv_capacity() const override;
+  bool has_room(int64_t reserve_tokens) const override;
 
   // From now on new sequences draw their caches from `pools` (a KV byte budget and the prefix cache,
   // Engine::create_kv_pools) instead of private caches that grow as needed.

@@ -1,15 +1,23 @@
 // The engine every model-running command drives (DESIGN.md §1): one job over the ranks of a communicator (one
-// process, threads, or an MPI launch). Rank 0 — the leader — holds the requests, their sequences and KV caches,
-// reads the input and writes the output; it calls forward() and forward_mtp() as a single process would. Every
-// other rank — a follower — calls follow(), which runs each of the leader's steps with no tokens of its own: the
-// step's MoE layers still go through the all-to-all, so the routed experts are spread over all ranks (with the
-// redundant experts and live rebalance of the executor) while the output is byte for byte that of one process.
+// process, threads, or an MPI launch). Rank 0 — the leader — holds the requests, reads the input and writes the
+// output; it calls forward() and forward_mtp() as a single process would. Every other rank — a follower — calls
+// follow(), which runs each of the leader's steps.
 //
-// Before each step the leader announces it (parallel/leader_broadcast.h), after the step's input passed its checks.
-// An error inside a step, once other ranks take part, cannot be undone: the leader ends the job
-// (Communicator::abort — every rank exits non-zero) instead of leaving the followers waiting.
+// Attention is data-parallel and the experts expert-parallel, as in DeepSeek-V3's deployment: each sequence's KV
+// cache lives on one rank, chosen when the sequence is created (the rank with the least KV reserved, or the one
+// that served the same prompt prefix, so the prefix cache hits), and that rank runs the sequence's attention,
+// norms and head; the MoE layers send every token to the ranks that hold its experts (with the redundant experts
+// and live rebalance of the executor). The logits and hidden rows come back to the leader in batch order, bit for
+// bit what one process computes (the forward is batch-invariant and rank-invariant).
+//
+// Before each step the leader announces it with a step plan (parallel/leader_broadcast.h): the sequence
+// operations since the last step (creations, truncations, releases) and each rank's share of the batch, sent
+// after the step's input passed its checks. An error inside a step, once other ranks take part, cannot be undone:
+// the leader ends the job (Communicator::abort — every rank exits non-zero) instead of leaving the followers
+// waiting.
 #pragma once
 
+#include <cstddef>
 #include <memory>
 #include <span>
 #include <string>
@@ -20,6 +28,65 @@
 namespace deepmoe {
 
 class Communicator;
+class Engine;
+struct EngineSequences;
+
+// The leader's handle of one sequence, wherever its caches live. Destroying it frees them (on another rank, with
+// the next step).
+class EngineSequence {
+ public:
+  // The length of one of the sequence's caches (the main layers', or the MTP layer's that runs one position
+  // behind), and its truncation: truncate(n) forgets positions >= n (speculative decoding's rollback).
+  class Cache {
+   public:
+    int64_t length() const;
+    void truncate(int64_t n);
+
+   private:
+    friend class EngineSequence;
+    Cache(EngineSequence& owner, bool mtp) : owner_(owner), mtp_(mtp) {}
+    EngineSequence& owner_;
+    bool mtp_;
+  };
+
+  ~EngineSequence();
+  EngineSequence(const EngineSequence&) = delete;
+  EngineSequence& operator=(const EngineSequence&) = delete;
+
+  int64_t length() const { return main.length(); }
+  // Prompt tokens taken from the prefix cache instead of computed.
+  int64_t cached_tokens() const { return cached_tokens_; }
+  // The rank whose memory holds the caches.
+  int rank() const { return rank_; }
+  // The caches themselves when they live on this process (rank 0), else null.
+  Sequence* local() { return local_.get(); }
+  const Sequence* local() const { return local_.get(); }
+
+  Cache main{*this, false};
+  Cache mtp{*this, true};
+
+ private:
+  friend class Engine;
+  EngineSequence() = default;
+
+  std::weak_ptr<EngineSequences> registry_;  // the engine's leader state; gone once the engine is
+  uint64_t id_ = 0;
+  int rank_ = 0;
+  std::unique_ptr<Sequence> local_;
+  int64_t length_[2] = {0, 0};  // main, MTP (another rank's caches)
+  int64_t cached_tokens_ = 0;
+  int64_t reserved_tokens_ = 0;
+};
+
+using EngineInput = BasicSequenceInput<EngineSequence>;
+using EngineMtpInput = BasicMtpInput<EngineSequence>;
+
+// KV memory of every rank's pools (Engine::kv_usage).
+struct KvUsage {
+  int64_t used_blocks = 0;    // held by live sequences
+  int64_t cached_blocks = 0;  // unreferenced, kept for prefix reuse (evictable)
+  int64_t max_blocks = 0;
+};
 
 class Engine {
  public:
@@ -36,8 +103,8 @@ class Engine {
   bool is_leader() const;
   int ranks() const;
 
-  // Follower: runs the leader's steps until the leader calls finish(). Errors (a step that failed on this rank)
-  // propagate; the communicator has then ended the job.
+  // Follower: runs the leader's steps (and keeps the caches of the sequences placed here) until the leader calls
+  // finish(). Errors (a step that failed on this rank) propagate; the communicator has then ended the job.
   void follow();
   // Leader: releases the followers from follow(). Later steps are an error. Called again, it does nothing.
   void finish();
@@ -47,14 +114,28 @@ class Engine {
   bool has_mtp() const;
   uint64_t weight_bytes() const;
 
-  // The leader's sequences (model/transformer.h).
-  std::unique_ptr<Sequence> create_sequence() const;
-  KvPools create_kv_pools(uint64_t budget_bytes, int64_t block_tokens = 64) const;
-  std::unique_ptr<Sequence> create_sequence(const KvPools& pools, std::span<const int32_t> prompt = {}) const;
+  // Leader: a sequence with caches that grow as needed, on the rank with the fewest sequences (rank 0 first).
+  std::unique_ptr<EngineSequence> create_sequence();
+  // Leader: block pools of `budget_bytes` on each rank that holds sequences (Executor::create_kv_pools). Returns
+  // rank 0's; it names the pools of every rank in create_sequence().
+  KvPools create_kv_pools(uint64_t budget_bytes, int64_t block_tokens = 64);
+  // Leader: a sequence whose caches draw from `pools`, on a rank with room to reserve `reserve_tokens` more
+  // tokens (the caller's bound on what it will feed; 0 = no bound is kept), or null when no rank has. A rank that
+  // already served a prompt with the same first block is preferred (its prefix cache); when a prompt is given,
+  // its longest cached prefix is taken (EngineSequence::cached_tokens()).
+  std::unique_ptr<EngineSequence> create_sequence(const KvPools& pools, std::span<const int32_t> prompt = {},
+                                                  int64_t reserve_tokens = 0);
+  // Whether create_sequence(pools, prompt, reserve_tokens) would find a rank with room now.
+  bool has_room(const KvPools& pools, int64_t reserve_tokens) const;
+  // Ranks that hold sequences, each with pools of the budget given to create_kv_pools.
+  int sequence_ranks() const;
+  // Leader, collective: the blocks of each rank's pools made by create_kv_pools (rank-major).
+  std::vector<KvUsage> kv_usage();
 
-  // Leader: one step on every rank (Executor::forward / forward_mtp).
-  Tensor forward(const std::vector<SequenceInput>& batch, Tensor* hidden = nullptr);
-  Tensor forward_mtp(const std::vector<MtpInput>& batch, Tensor* hidden = nullptr);
+  // Leader: one step on every rank (Executor::forward / forward_mtp). Rows come back in batch order, as from one
+  // process.
+  Tensor forward(const std::vector<EngineInput>& batch, Tensor* hidden = nullptr);
+  Tensor forward_mtp(const std::vector<EngineMtpInput>& batch, Tensor* hidden = nullptr);
   // Leader: re-places the experts from the load statistics on every rank (Executor::rebalance).
   void rebalance();
 
@@ -63,19 +144,29 @@ class Engine {
   const Executor& executor() const { return *executor_; }
 
  private:
-  enum class Step : int64_t { Forward = 1, ForwardMtp = 2, Rebalance = 3, Finish = 4 };
+  enum class Step : int64_t { Forward = 1, ForwardMtp = 2, Rebalance = 3, Finish = 4, Operations = 5, KvUsage = 6 };
+  struct Follower;
+  friend class EngineSequence;
 
   Engine(std::unique_ptr<Executor> executor, Communicator& comm);
   void require_leader(const char* what) const;
-  void announce(Step step);
-  // Runs `body` (a step on the leader); an error after the step was announced ends the job.
+  // Sends the step plan: the step, the pending sequence operations and `parts[r]`, rank r's share of the step.
+  void announce(Step step, std::vector<std::vector<std::byte>> parts = {});
+  // Runs `body` (a step on the leader, which calls announce() once its input passed the checks); an error after
+  // the step was announced ends the job.
   template <class Body>
-  auto run_step(Step step, Body&& body);
+  auto run_step(Body&& body);
+  int choose_rank(const KvPools* pools, std::span<const int32_t> prompt, int64_t reserve_tokens);
+  std::unique_ptr<EngineSequence> place_sequence(const KvPools* pools, std::span<const int32_t> prompt,
+                                                 int64_t reserve_tokens);
 
   std::unique_ptr<Communicator> own_comm_;  // declared first: destroyed after the executor that uses it
   std::unique_ptr<Executor> executor_;
   Communicator& comm_;
+  std::shared_ptr<EngineSequences> sequences_;  // the leader's view of every rank's sequences
+  std::unique_ptr<Follower> follower_;          // a follower's sequences and pools
   bool finished_ = false;
+  bool announced_ = false;  // in run_step: the current step was announced
 };
 
 }  // namespace deepmoe

@@ -22,18 +22,6 @@
 
 namespace deepmoe {
 
-SequenceInput SequenceInput::last(Sequence* s, std::vector<int32_t> tokens) {
-  SequenceInput in{s, std::move(tokens), {}};
-  if (!in.tokens.empty()) in.logit_indices.push_back(int64_t(in.tokens.size()) - 1);
-  return in;
-}
-
-SequenceInput SequenceInput::all(Sequence* s, std::vector<int32_t> tokens) {
-  SequenceInput in{s, std::move(tokens), {}};
-  for (size_t i = 0; i < in.tokens.size(); ++i) in.logit_indices.push_back(int64_t(i));
-  return in;
-}
-
 // One micro-batch of a forward call: rows [r0, r0 + T) of the flattened batch, with its sequences' slices
 // (offsets relative to r0) and the MoE layer it has in flight.
 struct MicroBatch {

@@ -44,12 +44,17 @@ struct ExecutorOptions : TransformerOptions {
   // forward call splits into two micro-batches when some rank's batch has at least two tokens; the result is
   // bitwise the same either way.
   int micro_batches = 0;
+  // Data-parallel attention (runtime/engine.h): the engine spreads the sequences over the ranks; off = every
+  // sequence on rank 0, the other ranks only run experts.
+  bool data_parallel_attention = true;
 };
 
 // One sequence's new tokens in a forward call. They take positions sequence->length() ... + tokens.size() - 1
-// and are appended to its cache.
-struct SequenceInput {
-  Sequence* sequence = nullptr;
+// and are appended to its cache. `S` is the sequence type: the executor's Sequence (model/kv_cache.h), or the
+// engine's handle of a sequence that may live on another rank (runtime/engine.h).
+template <class S>
+struct BasicSequenceInput {
+  S* sequence = nullptr;
   std::vector<int32_t> tokens;
   // Indices into `tokens` whose logits (and hidden states) are returned, in this order.
   std::vector<int64_t> logit_indices;
@@ -58,19 +63,30 @@ struct SequenceInput {
   // (reference §1.9) but needs logits only where it verifies.
   bool hidden_of_all_tokens = false;
 
-  static SequenceInput last(Sequence* s, std::vector<int32_t> tokens);  // logits of the last token only
-  static SequenceInput all(Sequence* s, std::vector<int32_t> tokens);   // logits of every token
+  static BasicSequenceInput last(S* s, std::vector<int32_t> tokens) {  // logits of the last token only
+    BasicSequenceInput in{s, std::move(tokens), {}};
+    if (!in.tokens.empty()) in.logit_indices.push_back(int64_t(in.tokens.size()) - 1);
+    return in;
+  }
+  static BasicSequenceInput all(S* s, std::vector<int32_t> tokens) {  // logits of every token
+    BasicSequenceInput in{s, std::move(tokens), {}};
+    for (size_t i = 0; i < in.tokens.size(); ++i) in.logit_indices.push_back(int64_t(i));
+    return in;
+  }
 };
+using SequenceInput = BasicSequenceInput<Sequence>;
 
 // One sequence's input to the MTP module (reference §1.9): hidden[i] is the main model's last-layer output
 // (before the final norm) at position p_i = sequence->mtp.length() + i, and next_tokens[i] = t_{p_i + 1}. The
 // result row predicts token p_i + 2.
-struct MtpInput {
-  Sequence* sequence = nullptr;
+template <class S>
+struct BasicMtpInput {
+  S* sequence = nullptr;
   Tensor hidden;                     // [n, hidden_size] F32
   std::vector<int32_t> next_tokens;  // [n]
   std::vector<int64_t> logit_indices;
 };
+using MtpInput = BasicMtpInput<Sequence>;
 
 class Executor {
  public:

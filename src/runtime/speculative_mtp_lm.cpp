@@ -10,9 +10,10 @@ namespace {
 
 class MtpSequence : public LmSequence {
  public:
-  MtpSequence(std::unique_ptr<Sequence> s, int64_t hidden_size) : sequence(std::move(s)), hidden_size(hidden_size) {}
+  MtpSequence(std::unique_ptr<EngineSequence> s, int64_t hidden_size)
+      : sequence(std::move(s)), hidden_size(hidden_size) {}
 
-  std::unique_ptr<Sequence> sequence;
+  std::unique_ptr<EngineSequence> sequence;
   const int64_t hidden_size;
   std::vector<float> hidden;        // [length(), hidden_size]: the main model's last-layer state per position
   int64_t mtp_valid = 0;            // MTP positions [0, mtp_valid) came from main hidden states and fed tokens
@@ -50,7 +51,9 @@ std::unique_ptr<LmSequence> MtpSpeculativeLm::new_sequence() {
 }
 
 const Sequence& MtpSpeculativeLm::caches(const LmSequence& sequence) {
-  return *as_mtp(sequence).sequence;
+  const Sequence* local = as_mtp(sequence).sequence->local();
+  DEEPMOE_CHECK(local != nullptr, "the sequence's caches live on another rank");
+  return *local;
 }
 
 int64_t MtpSpeculativeLm::mtp_positions(const LmSequence& sequence) {
@@ -61,7 +64,7 @@ std::vector<float> MtpSpeculativeLm::forward_rows_tokens(LmSequence& sequence, s
                                                          size_t rows) {
   MtpSequence& seq = as_mtp(sequence);
   DEEPMOE_CHECK(seq.sequence->length() == sequence.length(), "cache and token list disagree");
-  SequenceInput in;
+  EngineInput in;
   in.sequence = seq.sequence.get();
   in.tokens.assign(tokens.begin(), tokens.end());
   for (size_t i = tokens.size() - rows; i < tokens.size(); ++i) in.logit_indices.push_back(static_cast<int64_t>(i));
@@ -84,7 +87,7 @@ std::vector<float> MtpSpeculativeLm::draft(LmSequence& sequence, int32_t next) {
   // main hidden state h_i and token i + 1 (the fed one, or `next` for the last position).
   seq.sequence->mtp.truncate(seq.mtp_valid);
   const int64_t n = length - seq.mtp_valid;
-  MtpInput in;
+  EngineMtpInput in;
   in.sequence = seq.sequence.get();
   in.hidden = Tensor::zeros(DType::F32, {n, H});
   std::copy_n(seq.hidden.data() + seq.mtp_valid * H, n * H, in.hidden.data<float>());
@@ -104,7 +107,7 @@ std::vector<float> MtpSpeculativeLm::draft_more(LmSequence& sequence, int32_t to
   MtpSequence& seq = as_mtp(sequence);
   const int64_t H = seq.hidden_size;
   DEEPMOE_CHECK(!seq.draft_hidden.empty(), "draft_more() without a draft() since the last forward");
-  MtpInput in;
+  EngineMtpInput in;
   in.sequence = seq.sequence.get();
   in.hidden = Tensor::zeros(DType::F32, {1, H});
   std::copy_n(seq.draft_hidden.data(), H, in.hidden.data<float>());

@@ -32,7 +32,7 @@ class MtpSpeculativeLm : public SpeculativeLm {
   std::vector<float> draft(LmSequence& sequence, int32_t next) override;
   std::vector<float> draft_more(LmSequence& sequence, int32_t token) override;
 
-  // The model's caches of a sequence made by new_sequence() (tests compare them bitwise).
+  // The model's caches of a sequence made by new_sequence() (tests compare them bitwise); it must live on rank 0.
   static const Sequence& caches(const LmSequence& sequence);
   // MTP cache positions computed from the main model's hidden states (the rest are draft positions).
   static int64_t mtp_positions(const LmSequence& sequence);

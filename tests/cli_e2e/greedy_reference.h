@@ -23,7 +23,7 @@ class Reference {
     std::vector<int32_t> out;
     std::vector<int32_t> feed = std::move(prompt);
     for (int step = 0; step < n; ++step) {
-      const Tensor logits = model_->forward({SequenceInput::last(seq.get(), feed)});
+      const Tensor logits = model_->forward({EngineInput::last(seq.get(), feed)});
       const float* l = logits.data<float>();
       int32_t best = 0;
       for (int64_t i = 1; i < logits.numel(); ++i)

@@ -95,10 +95,15 @@ std::vector<Outcome> run_alone(Engine& engine, const std::vector<GenerationReque
   return out;
 }
 
+// KV blocks in use on each rank: the most seen during a run, and at its end.
+struct BlockUse {
+  std::vector<int64_t> peak, left;
+};
+
 // Every request through one scheduler: arrivals spread over the steps, cancellations of `cancel` (by index) at
-// the step given, a KV cache of `kv_tokens`.
+// the step given, a KV cache of `kv_tokens` (on each rank that holds sequences).
 std::vector<Outcome> run_batched(Engine& engine, const std::vector<GenerationRequest>& requests,
-                                 const std::map<size_t, int>& cancel, int64_t kv_tokens, int64_t* blocks_left) {
+                                 const std::map<size_t, int>& cancel, int64_t kv_tokens, BlockUse* blocks) {
   DeepseekLm lm(engine);
   // A budget of kv_tokens per main layer row: (latent + rope) values per token per layer.
   const ModelConfig& c = engine.config();
@@ -139,10 +144,16 @@ std::vector<Outcome> run_batched(Engine& engine, const std::vector<GenerationReq
       if (at <= step && id[i] && !cancel_sent[i]) scheduler.cancel(id[i]), cancel_sent[i] = true;
     scheduler.step();
     ++step;
+    if (step % 8 == 0) {
+      const std::vector<KvUsage> usage = engine.kv_usage();
+      blocks->peak.resize(usage.size(), 0);
+      for (size_t r = 0; r < usage.size(); ++r) blocks->peak[r] = std::max(blocks->peak[r], usage[r].used_blocks);
+    }
     EXPECT_LT(step, 5000) << "the scheduler does not make progress";
     if (step >= 5000) break;
   }
-  *blocks_left = lm.kv_pools().main->used_blocks();
+  blocks->left.clear();
+  for (const KvUsage& u : engine.kv_usage()) blocks->left.push_back(u.used_blocks);
   return out;
 }
 
@@ -186,11 +197,11 @@ TEST(BatchScheduler, EveryRequestAsIfAloneOneProcess) {
   auto engine = Engine::open(model_dir(), options());
   const auto requests = with_stop_strings(*engine, workload(72));
   const std::vector<Outcome> alone = run_alone(*engine, requests);
-  int64_t blocks_left = -1;
+  BlockUse blocks;
   // Room for about five requests' prompts and outputs at once: the rest wait for blocks.
-  const std::vector<Outcome> batched = run_batched(*engine, requests, kCancel, 900, &blocks_left);
+  const std::vector<Outcome> batched = run_batched(*engine, requests, kCancel, 900, &blocks);
   expect_same(alone, batched, kCancel, "one process");
-  EXPECT_EQ(blocks_left, 0) << "KV blocks still held after every request ended";
+  EXPECT_EQ(blocks.left, std::vector<int64_t>{0}) << "KV blocks still held after every request ended";
 }
 
 void run_on_ranks(int ranks) {
@@ -202,18 +213,21 @@ void run_on_ranks(int ranks) {
     alone = run_alone(*engine, requests);
   }
   std::vector<Outcome> batched;
-  int64_t blocks_left = -1;
+  BlockUse blocks;
   run_thread_ranks(ranks, [&](Communicator& comm) {
     auto engine = Engine::open(model_dir(), options(), comm);
     if (!engine->is_leader()) {
-      engine->follow();  // hosts half of the experts, joins every step with no tokens of its own
+      engine->follow();  // hosts its share of the experts and of the requests
       return;
     }
-    batched = run_batched(*engine, requests, kCancel, 900, &blocks_left);
+    batched = run_batched(*engine, requests, kCancel, 900, &blocks);
     engine->finish();
   });
   expect_same(alone, batched, kCancel, std::to_string(ranks) + " ranks");
-  EXPECT_EQ(blocks_left, 0);
+  // Data-parallel attention: every rank held requests' caches, and gave every block back.
+  ASSERT_EQ(blocks.peak.size(), size_t(ranks));
+  for (int r = 0; r < ranks; ++r) EXPECT_GT(blocks.peak[size_t(r)], 0) << "rank " << r << " never held a request";
+  EXPECT_EQ(blocks.left, std::vector<int64_t>(size_t(ranks), 0)) << "KV blocks still held after every request ended";
 }
 
 TEST(BatchScheduler, EveryRequestAsIfAloneOnTwoRanks) { run_on_ranks(2); }
