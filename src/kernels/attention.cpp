@@ -5,6 +5,7 @@
 #include <chrono>
 #include <cmath>
 #include <limits>
+#include <memory>
 #include <vector>
 
 #include "core/cpu_features.h"
@@ -103,6 +104,84 @@ CacheRowView cache_view(const AbsorbedAttentionArgs& a, const void* const* conti
   return v;
 }
 
+
+// The absorbed core on AVX-512. Work item = (block of up to kQueriesPerItem consecutive queries, group of up to
+// kHeadsPerItem heads), and the item walks the visible cache in blocks of kRowBlock rows: a block comes from memory
+// once and then serves every query of the item from L2, for the scores and again for the weighted sum. One query
+// per item re-read the whole visible cache (2.3 KB a row at V2/V3 widths) for each query and head group, which
+// past ~1k rows no longer stays in the caches. Each (query, head) output is still exactly the baseline's
+// arithmetic — the same dot per row, the same softmax over its own visible rows, the same sum in increasing row
+// (carried through memory between row blocks, which changes no bit) — so which queries share an item, the thread
+// count and the partition change nothing.
+void absorbed_query_blocks_avx512(const AbsorbedAttentionArgs& a, const CacheRowView& view, ThreadPool* pool) {
+  constexpr int kHeadsPerItem = 8;
+  constexpr int64_t kQueriesPerItem = 8, kRowBlock = 64;
+  const int C = a.latent_dim, R = a.rope_dim, H = a.n_heads;
+  const int groups = (H + kHeadsPerItem - 1) / kHeadsPerItem;
+  const int64_t query_blocks = (a.n_queries + kQueriesPerItem - 1) / kQueriesPerItem;
+  // Grows geometrically and never initializes: the scores of a causal prefill grow a little with every item.
+  class Floats {
+   public:
+    float* at_least(int64_t n) {
+      if (size_t(n) > size_) {
+        size_ = std::max(size_t(n), size_ + size_ / 2);
+        data_.reset(new float[size_]);
+      }
+      return data_.get();
+    }
+
+   private:
+    std::unique_ptr<float[]> data_;
+    size_t size_ = 0;
+  };
+  struct alignas(64) ItemScratch {  // one cache line each
+    Floats scores, rope_scores, q_pairs, q_rope_pairs;
+  };
+  std::vector<ItemScratch> scratch(size_t(pool ? pool->size() : 1));
+  // Later queries see more of the cache (causal prefill), so equal shares of items are unequal work: balanced.
+  parallel_for_balanced(pool, query_blocks * groups, [&](int64_t task, int worker) {
+    ItemScratch& own = scratch[size_t(worker)];
+    const int64_t i0 = (task / groups) * kQueriesPerItem, nq = std::min(kQueriesPerItem, a.n_queries - i0);
+    const int h0 = int(task % groups) * kHeadsPerItem, nh = std::min(H - h0, kHeadsPerItem);
+    const int64_t n_max = *std::max_element(a.n_visible + i0, a.n_visible + i0 + nq);
+    const int64_t lat_pairs = attention_detail::dot_heads_scratch_floats(C),
+                  rope_pairs = attention_detail::dot_heads_scratch_floats(R);
+    // scores of (query qi, head h) at [(qi · nh + h) · n_max, + n_visible[i0 + qi])
+    float* const scores = own.scores.at_least(nq * nh * n_max);
+    float* const rope_scores = own.rope_scores.at_least(nh * kRowBlock);
+    float* const q_pairs = own.q_pairs.at_least(nq * lat_pairs);
+    float* const q_rope_pairs = own.q_rope_pairs.at_least(nq * rope_pairs);
+    auto q_lat = [&](int64_t qi) { return a.q_latent + ((i0 + qi) * H + h0) * C; };
+    auto q_rope = [&](int64_t qi) { return a.q_rope + ((i0 + qi) * H + h0) * R; };
+    for (int64_t qi = 0; qi < nq; ++qi) {
+      attention_detail::pack_head_pairs_avx512(q_lat(qi), C, nh, C, q_pairs + qi * lat_pairs);
+      attention_detail::pack_head_pairs_avx512(q_rope(qi), R, nh, R, q_rope_pairs + qi * rope_pairs);
+    }
+    for (int64_t t0 = 0; t0 < n_max; t0 += kRowBlock)
+      for (int64_t qi = 0; qi < nq; ++qi) {
+        const int64_t rows = std::min(t0 + kRowBlock, a.n_visible[i0 + qi]) - t0;
+        if (rows <= 0) continue;
+        float* s = scores + qi * nh * n_max + t0;
+        attention_detail::dot_heads_rows_packed_avx512(q_lat(qi), C, q_pairs + qi * lat_pairs, nh, view, 0,
+                                                       t0, rows, C, s, n_max);
+        attention_detail::dot_heads_rows_packed_avx512(q_rope(qi), R, q_rope_pairs + qi * rope_pairs, nh,
+                                                       view, C, t0, rows, R, rope_scores, kRowBlock);
+        for (int h = 0; h < nh; ++h)
+          for (int64_t r = 0; r < rows; ++r)
+            s[h * n_max + r] = (s[h * n_max + r] + rope_scores[h * kRowBlock + r]) * a.scale;
+      }
+    for (int64_t qi = 0; qi < nq; ++qi)
+      for (int h = 0; h < nh; ++h) softmax_inplace(scores + (qi * nh + h) * n_max, a.n_visible[i0 + qi]);
+    for (int64_t t0 = 0; t0 < n_max; t0 += kRowBlock)
+      for (int64_t qi = 0; qi < nq; ++qi) {
+        const int64_t row1 = std::min(t0 + kRowBlock, a.n_visible[i0 + qi]);
+        if (row1 <= t0) continue;
+        attention_detail::weighted_rows_range_avx512(scores + qi * nh * n_max, n_max, nh, view, t0, row1, C,
+                                                     a.out + ((i0 + qi) * H + h0) * C, C, t0 == 0);
+      }
+  });
+}
+
 }  // namespace
 
 AttentionCounters attention_counters() {
@@ -172,25 +251,24 @@ void attention_naive_ref(const NaiveAttentionArgs& a) {
 void attention_absorbed_at_level(IsaLevel level, const AbsorbedAttentionArgs& a, ThreadPool* pool) {
   check_visible(a.n_visible, a.n_queries, a.n_context);
   DEEPMOE_CHECK(a.cache_dtype == DType::F32 || a.cache_dtype == DType::BF16, "attention: cache dtype");
-  const InnerLoops f = inner_loops(level);
-  const int C = a.latent_dim, R = a.rope_dim, H = a.n_heads;
   const void* contiguous = a.cache;
   const CacheRowView view = cache_view(a, &contiguous);
+  if (level >= IsaLevel::Avx512) return absorbed_query_blocks_avx512(a, view, pool);
+  const InnerLoops f = inner_loops(level);
+  const int C = a.latent_dim, R = a.rope_dim, H = a.n_heads;
   // Work item = (query, head group): a cache row is converted once per item and used by all its heads. The
   // group size is fixed (not derived from the thread count), and each head's arithmetic is the same in any group.
   constexpr int kHeadsPerTask = 8;
   const int groups = (H + kHeadsPerTask - 1) / kHeadsPerTask;
   // Later queries see more of the cache (causal prefill), so equal shares of items are unequal work: balanced.
   struct alignas(64) ItemScratch {  // one cache line each: workers resize their own every item
-    std::vector<float> scores, rope_scores, row, q_pairs;
+    std::vector<float> scores, row;
   };
   std::vector<ItemScratch> scratch(size_t(pool ? pool->size() : 1));
   parallel_for_balanced(pool, a.n_queries * groups, [&](int64_t task, int worker) {
     ItemScratch& own = scratch[size_t(worker)];
     std::vector<float>& scores = own.scores;
-    std::vector<float>& rope_scores = own.rope_scores;
     std::vector<float>& row = own.row;
-    std::vector<float>& q_pairs = own.q_pairs;
     row.resize(size_t(C + R));
     const int64_t i = task / groups;
     const int h0 = int(task % groups) * kHeadsPerTask, h1 = std::min(H, h0 + kHeadsPerTask), nh = h1 - h0;
@@ -202,29 +280,16 @@ void attention_absorbed_at_level(IsaLevel level, const AbsorbedAttentionArgs& a,
       return row.data();
     };
     if (level >= IsaLevel::Avx2) {
-      // All heads of the group at once, with each head's arithmetic exactly the baseline's (attention_avx2.h,
-      // attention_avx512.h).
-      if (level >= IsaLevel::Avx512) {  // three cache rows per pass, two heads per register
-        rope_scores.resize(size_t(nh * n));
-        q_pairs.resize(size_t(attention_detail::dot_heads_scratch_floats(std::max(C, R))));
-        attention_detail::dot_heads_rows_avx512(a.q_latent + (i * H + h0) * C, C, nh, view, 0, n, C, scores.data(),
-                                                n, q_pairs.data());
-        attention_detail::dot_heads_rows_avx512(a.q_rope + (i * H + h0) * R, R, nh, view, C, n, R,
-                                                rope_scores.data(), n, q_pairs.data());
-        for (size_t j = 0; j < size_t(nh * n); ++j) scores[j] = (scores[j] + rope_scores[j]) * a.scale;
-      } else {
-        float lat[kHeadsPerTask], rope[kHeadsPerTask];
-        for (int64_t t = 0; t < n; ++t) {
-          const float* c = load_row(t);
-          attention_detail::dot_heads_avx2(a.q_latent + (i * H + h0) * C, C, nh, c, C, lat);
-          attention_detail::dot_heads_avx2(a.q_rope + (i * H + h0) * R, R, nh, c + C, R, rope);
-          for (int h = 0; h < nh; ++h) scores[size_t(h * n + t)] = (lat[h] + rope[h]) * a.scale;
-        }
+      // All heads of the group at once, with each head's arithmetic exactly the baseline's (attention_avx2.h).
+      float lat[kHeadsPerTask], rope[kHeadsPerTask];
+      for (int64_t t = 0; t < n; ++t) {
+        const float* c = load_row(t);
+        attention_detail::dot_heads_avx2(a.q_latent + (i * H + h0) * C, C, nh, c, C, lat);
+        attention_detail::dot_heads_avx2(a.q_rope + (i * H + h0) * R, R, nh, c + C, R, rope);
+        for (int h = 0; h < nh; ++h) scores[size_t(h * n + t)] = (lat[h] + rope[h]) * a.scale;
       }
       for (int h = 0; h < nh; ++h) softmax_inplace(scores.data() + h * n, n);
-      const auto weighted_rows =
-          level >= IsaLevel::Avx512 ? attention_detail::weighted_rows_avx512 : attention_detail::weighted_rows_avx2;
-      weighted_rows(scores.data(), n, nh, view, n, C, a.out + (i * H + h0) * C, C);
+      attention_detail::weighted_rows_avx2(scores.data(), n, nh, view, n, C, a.out + (i * H + h0) * C, C);
       return;
     }
     for (int64_t t = 0; t < n; ++t) {

@@ -4,6 +4,8 @@
 
 #include <immintrin.h>
 
+#include <algorithm>
+
 // GCC 12's AVX-512 headers build some intrinsics from a deliberately undefined vector, which -Wuninitialized
 // reports once they are inlined here; the lanes in question are always overwritten.
 #pragma GCC diagnostic ignored "-Wuninitialized"
@@ -25,68 +27,120 @@ float load_one(const void* cache, bool bf16, int64_t offset) {
 }
 
 // Cache values [offset, offset + 8) as FP32, in both halves of a register (one per head of a pair).
-__attribute__((always_inline)) inline __m512 load8_twice(const void* cache, bool bf16, int64_t offset) {
-  if (!bf16) return _mm512_broadcast_f32x8(_mm256_loadu_ps(static_cast<const float*>(cache) + offset));
-  const __m128i h = _mm_loadu_si128(reinterpret_cast<const __m128i*>(static_cast<const uint16_t*>(cache) + offset));
-  return _mm512_broadcast_f32x8(_mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(h), 16)));
+template <bool BF16>
+__attribute__((always_inline)) inline __m512 load8_twice(const void* cache, int64_t offset) {
+  if constexpr (!BF16) {
+    return _mm512_broadcast_f32x8(_mm256_loadu_ps(static_cast<const float*>(cache) + offset));
+  } else {
+    const __m128i h = _mm_loadu_si128(reinterpret_cast<const __m128i*>(static_cast<const uint16_t*>(cache) + offset));
+    return _mm512_broadcast_f32x8(_mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(h), 16)));
+  }
 }
 
 // Cache values [offset, offset + 16) as FP32; lanes outside `mask` are zero.
-__attribute__((always_inline)) inline __m512 load16(const void* cache, bool bf16, int64_t offset, __mmask16 mask) {
-  if (!bf16) return _mm512_maskz_loadu_ps(mask, static_cast<const float*>(cache) + offset);
-  return widen_bf16(_mm256_maskz_loadu_epi16(mask, static_cast<const uint16_t*>(cache) + offset));
+template <bool BF16>
+__attribute__((always_inline)) inline __m512 load16(const void* cache, int64_t offset, __mmask16 mask) {
+  if constexpr (!BF16) {
+    return _mm512_maskz_loadu_ps(mask, static_cast<const float*>(cache) + offset);
+  } else {
+    return widen_bf16(_mm256_maskz_loadu_epi16(mask, static_cast<const uint16_t*>(cache) + offset));
+  }
+}
+
+// Keeps v in a register: without it the compiler folds the load into every multiply that uses v, one load per
+// use, and the loop becomes load-bound.
+__attribute__((always_inline)) inline void in_register(__m512& v) { asm("" : "+v"(v)); }
+
+// dot_avx2's lane tree ((l0 + l1) + (l2 + l3)) + ((l4 + l5) + (l6 + l7)) for both 8-lane halves of v at once: lane 0
+// gets the first half's sum, lane 8 the second's. Each step adds a lane to its neighbour at distance 1, 2, 4, so
+// every lane of a group ends up with the same sums, some with their operands swapped — the same bits, addition
+// being commutative.
+__attribute__((always_inline)) inline __m512 lane_tree(__m512 v) {
+  v = _mm512_add_ps(v, _mm512_permute_ps(v, 0xB1));                   // lane i + lane i ^ 1
+  v = _mm512_add_ps(v, _mm512_permute_ps(v, 0x4E));                   // + lane i ^ 2
+  return _mm512_add_ps(v, _mm512_shuffle_f32x4(v, v, 0xB1));           // + lane i ^ 4
 }
 
 // The 8-lane partial dots of PAIRS head pairs (qp: per pair and 8-wide chunk, [head 2p | head 2p+1]) with RB
-// cache rows (rows[r] + col0 onwards), one chunk at a time in increasing order; lanes[(p · RB + r) · 16 + ...].
-template <int PAIRS, int RB>
-void dot_block(const float* qp, int chunks, const void* const* rows, bool bf16, int64_t col0, float* lanes) {
+// cache rows (rows[r] + col0 onwards), one chunk at a time in increasing order, then each lane tree:
+// sums[(p · RB + r) · 2 + half] is head 2p + half's with row r.
+template <int PAIRS, int RB, bool BF16>
+void dot_block(const float* qp, int chunks, const void* const* rows, int64_t col0, float* sums) {
   __m512 acc[PAIRS][RB];
   for (int p = 0; p < PAIRS; ++p)
     for (int r = 0; r < RB; ++r) acc[p][r] = _mm512_setzero_ps();
   for (int s = 0; s < chunks; ++s) {
     __m512 cv[RB];
-    for (int r = 0; r < RB; ++r) cv[r] = load8_twice(rows[r], bf16, col0 + 8 * s);
+    for (int r = 0; r < RB; ++r) cv[r] = load8_twice<BF16>(rows[r], col0 + 8 * s);
     for (int p = 0; p < PAIRS; ++p) {
-      const __m512 qv = _mm512_loadu_ps(qp + (int64_t(p) * chunks + s) * 16);
+      __m512 qv = _mm512_loadu_ps(qp + (int64_t(p) * chunks + s) * 16);
+      in_register(qv);
       for (int r = 0; r < RB; ++r) acc[p][r] = _mm512_add_ps(acc[p][r], _mm512_mul_ps(qv, cv[r]));
     }
   }
   for (int p = 0; p < PAIRS; ++p)
-    for (int r = 0; r < RB; ++r) _mm512_storeu_ps(lanes + (p * RB + r) * 16, acc[p][r]);
+    for (int r = 0; r < RB; ++r) {
+      const __m512 t = lane_tree(acc[p][r]);
+      sums[(p * RB + r) * 2] = _mm512_cvtss_f32(t);
+      sums[(p * RB + r) * 2 + 1] = _mm_cvtss_f32(_mm512_extractf32x4_ps(t, 2));
+    }
 }
 
-template <int PAIRS>
-void dot_block_rows(int rb, const float* qp, int chunks, const void* const* rows, bool bf16, int64_t col0,
-                    float* lanes) {
+constexpr int kDotRows = 4;  // cache rows per pass of dot_block
+
+template <int PAIRS, bool BF16>
+void dot_block_rows(int rb, const float* qp, int chunks, const void* const* rows, int64_t col0, float* sums) {
   switch (rb) {
-    case 1: return dot_block<PAIRS, 1>(qp, chunks, rows, bf16, col0, lanes);
-    case 2: return dot_block<PAIRS, 2>(qp, chunks, rows, bf16, col0, lanes);
-    default: return dot_block<PAIRS, 3>(qp, chunks, rows, bf16, col0, lanes);
+    case 1: return dot_block<PAIRS, 1, BF16>(qp, chunks, rows, col0, sums);
+    case 2: return dot_block<PAIRS, 2, BF16>(qp, chunks, rows, col0, sums);
+    case 3: return dot_block<PAIRS, 3, BF16>(qp, chunks, rows, col0, sums);
+    default: return dot_block<PAIRS, 4, BF16>(qp, chunks, rows, col0, sums);
   }
 }
 
-template <int NH>
-void weighted(const float* p, int64_t p_stride, const CacheRowView& cache, int64_t n, int dim, float* out,
-              int64_t out_stride) {
-  const bool bf16 = cache.bf16;
+template <bool BF16>
+void dot_rows(int pairs, int rb, const float* qp, int chunks, const void* const* rows, int64_t col0, float* sums) {
+  switch (pairs) {
+    case 1: return dot_block_rows<1, BF16>(rb, qp, chunks, rows, col0, sums);
+    case 2: return dot_block_rows<2, BF16>(rb, qp, chunks, rows, col0, sums);
+    case 3: return dot_block_rows<3, BF16>(rb, qp, chunks, rows, col0, sums);
+    default: return dot_block_rows<4, BF16>(rb, qp, chunks, rows, col0, sums);
+  }
+}
+
+// out[h · out_stride + d] for h < NH, d < dim: the partial sums Σ p[h · p_stride + t] · row_t[d] continued over
+// rows [row0, row1) in increasing t (from zero when `first`, else from the values already in out), multiply and add
+// separate. A sum carried through memory between calls is the same FP32 value, so splitting the rows into ranges
+// changes no bit.
+template <int NH, bool BF16>
+void weighted(const float* p, int64_t p_stride, const CacheRowView& cache, int64_t row0, int64_t row1, int dim,
+              float* out, int64_t out_stride, bool first) {
+  constexpr bool bf16 = BF16;
   const int64_t row = cache.row, block_rows = cache.block_rows;
+  auto start = [&](int h, int d, __mmask16 mask) {
+    return first ? _mm512_setzero_ps() : _mm512_maskz_loadu_ps(mask, out + h * out_stride + d);
+  };
   int d = 0;
   for (; d + 32 <= dim; d += 32) {
     __m512 y0[NH], y1[NH];
-    for (int h = 0; h < NH; ++h) y0[h] = y1[h] = _mm512_setzero_ps();
-    for (int64_t t0 = 0; t0 < n; t0 += block_rows) {  // block by block, rows in increasing t
-      const void* block = cache.blocks[t0 / block_rows];
-      const int64_t rows = n - t0 < block_rows ? n - t0 : block_rows;
+    for (int h = 0; h < NH; ++h) {
+      y0[h] = start(h, d, 0xFFFF);
+      y1[h] = start(h, d + 16, 0xFFFF);
+    }
+    for (int64_t t0 = row0; t0 < row1;) {  // block by block, rows in increasing t
+      const int64_t in_block = t0 % block_rows, rows = std::min(row1 - t0, block_rows - in_block);
+      const void* block = static_cast<const char*>(cache.blocks[t0 / block_rows]) + in_block * row * (bf16 ? 2 : 4);
       const float* pt = p + t0;
       for (int64_t t = 0; t < rows; ++t) {
-        const __m512 x0 = load16(block, bf16, t * row + d, 0xFFFF), x1 = load16(block, bf16, t * row + d + 16, 0xFFFF);
+        const __m512 x0 = load16<BF16>(block, t * row + d, 0xFFFF), x1 = load16<BF16>(block, t * row + d + 16, 0xFFFF);
         for (int h = 0; h < NH; ++h) {
-          const __m512 ph = _mm512_set1_ps(pt[h * p_stride + t]);
+          __m512 ph = _mm512_set1_ps(pt[h * p_stride + t]);
+          in_register(ph);
           y0[h] = _mm512_add_ps(y0[h], _mm512_mul_ps(ph, x0));
           y1[h] = _mm512_add_ps(y1[h], _mm512_mul_ps(ph, x1));
         }
       }
+      t0 += rows;
     }
     for (int h = 0; h < NH; ++h) {
       _mm512_storeu_ps(out + h * out_stride + d, y0[h]);
@@ -97,27 +151,42 @@ void weighted(const float* p, int64_t p_stride, const CacheRowView& cache, int64
     const int left = dim - d;
     const __mmask16 mask = left >= 16 ? __mmask16(0xFFFF) : __mmask16((1u << left) - 1);
     __m512 y[NH];
-    for (int h = 0; h < NH; ++h) y[h] = _mm512_setzero_ps();
-    for (int64_t t0 = 0; t0 < n; t0 += block_rows) {
-      const void* block = cache.blocks[t0 / block_rows];
-      const int64_t rows = n - t0 < block_rows ? n - t0 : block_rows;
+    for (int h = 0; h < NH; ++h) y[h] = start(h, d, mask);
+    for (int64_t t0 = row0; t0 < row1;) {
+      const int64_t in_block = t0 % block_rows, rows = std::min(row1 - t0, block_rows - in_block);
+      const void* block = static_cast<const char*>(cache.blocks[t0 / block_rows]) + in_block * row * (bf16 ? 2 : 4);
       const float* pt = p + t0;
       for (int64_t t = 0; t < rows; ++t) {
-        const __m512 x = load16(block, bf16, t * row + d, mask);
+        const __m512 x = load16<BF16>(block, t * row + d, mask);
         for (int h = 0; h < NH; ++h)
           y[h] = _mm512_add_ps(y[h], _mm512_mul_ps(_mm512_set1_ps(pt[h * p_stride + t]), x));
       }
+      t0 += rows;
     }
     for (int h = 0; h < NH; ++h) _mm512_mask_storeu_ps(out + h * out_stride + d, mask, y[h]);
   }
 }
 
+template <bool BF16>
+void weighted_heads(const float* p, int64_t p_stride, int nh, const CacheRowView& cache, int64_t row0, int64_t row1,
+                    int dim, float* out, int64_t out_stride, bool first) {
+  switch (nh) {
+    case 1: return weighted<1, BF16>(p, p_stride, cache, row0, row1, dim, out, out_stride, first);
+    case 2: return weighted<2, BF16>(p, p_stride, cache, row0, row1, dim, out, out_stride, first);
+    case 3: return weighted<3, BF16>(p, p_stride, cache, row0, row1, dim, out, out_stride, first);
+    case 4: return weighted<4, BF16>(p, p_stride, cache, row0, row1, dim, out, out_stride, first);
+    case 5: return weighted<5, BF16>(p, p_stride, cache, row0, row1, dim, out, out_stride, first);
+    case 6: return weighted<6, BF16>(p, p_stride, cache, row0, row1, dim, out, out_stride, first);
+    case 7: return weighted<7, BF16>(p, p_stride, cache, row0, row1, dim, out, out_stride, first);
+    default: return weighted<8, BF16>(p, p_stride, cache, row0, row1, dim, out, out_stride, first);
+  }
+}
+
+
 }  // namespace
 
-void dot_heads_rows_avx512(const float* q, int64_t q_stride, int nh, const CacheRowView& cache, int64_t col0,
-                           int64_t n_rows, int n, float* out, int64_t out_stride, float* qp) {
-  const bool bf16 = cache.bf16;
-  const int chunks = n / 8, pairs = (nh + 1) / 2, tail0 = chunks * 8;
+void pack_head_pairs_avx512(const float* q, int64_t q_stride, int nh, int n, float* qp) {
+  const int chunks = n / 8, pairs = (nh + 1) / 2;
   for (int p = 0; p < pairs; ++p)  // pair p, chunk s: [head 2p lanes | head 2p + 1 lanes, zero if nh is odd]
     for (int s = 0; s < chunks; ++s)
       for (int half = 0; half < 2; ++half)
@@ -125,40 +194,35 @@ void dot_heads_rows_avx512(const float* q, int64_t q_stride, int nh, const Cache
           const int h = 2 * p + half;
           qp[(int64_t(p) * chunks + s) * 16 + half * 8 + l] = h < nh ? q[h * q_stride + 8 * s + l] : 0.0f;
         }
-  float lanes[4 * 3 * 16];
-  for (int64_t t0 = 0; t0 < n_rows; t0 += 3) {
-    const int rb = n_rows - t0 < 3 ? int(n_rows - t0) : 3;
-    const void* rows[3];  // the pass's rows may lie in two blocks of a paged cache
-    for (int r = 0; r < rb; ++r) rows[r] = cache.row_at(t0 + r);
-    switch (pairs) {
-      case 1: dot_block_rows<1>(rb, qp, chunks, rows, bf16, col0, lanes); break;
-      case 2: dot_block_rows<2>(rb, qp, chunks, rows, bf16, col0, lanes); break;
-      case 3: dot_block_rows<3>(rb, qp, chunks, rows, bf16, col0, lanes); break;
-      default: dot_block_rows<4>(rb, qp, chunks, rows, bf16, col0, lanes); break;
-    }
+}
+
+void dot_heads_rows_packed_avx512(const float* q, int64_t q_stride, const float* qp, int nh, const CacheRowView& cache,
+                                  int64_t col0, int64_t row0, int64_t n_rows, int n, float* out, int64_t out_stride) {
+  const bool bf16 = cache.bf16;
+  const int chunks = n / 8, pairs = (nh + 1) / 2, tail0 = chunks * 8;
+  float sums[4 * kDotRows * 2];
+  for (int64_t t0 = 0; t0 < n_rows; t0 += kDotRows) {
+    const int rb = n_rows - t0 < kDotRows ? int(n_rows - t0) : kDotRows;
+    const void* rows[kDotRows];  // the pass's rows may lie in two blocks of a paged cache
+    for (int r = 0; r < rb; ++r) rows[r] = cache.row_at(row0 + t0 + r);
+    if (bf16)
+      dot_rows<true>(pairs, rb, qp, chunks, rows, col0, sums);
+    else
+      dot_rows<false>(pairs, rb, qp, chunks, rows, col0, sums);
     for (int r = 0; r < rb; ++r)
       for (int h = 0; h < nh; ++h) {
-        // dot_avx2's finish: the lane tree, plus the tail summed on its own.
-        const float* l = lanes + ((h / 2) * rb + r) * 16 + (h % 2) * 8;
+        // dot_avx2's finish: the lane tree, plus the tail summed on its own (zero when n is a multiple of 8).
         float tail = 0;
         for (int j = tail0; j < n; ++j) tail += q[h * q_stride + j] * load_one(rows[r], bf16, col0 + j);
-        out[h * out_stride + t0 + r] = ((l[0] + l[1]) + (l[2] + l[3])) + ((l[4] + l[5]) + (l[6] + l[7])) + tail;
+        out[h * out_stride + t0 + r] = sums[((h / 2) * rb + r) * 2 + (h % 2)] + tail;
       }
   }
 }
 
-void weighted_rows_avx512(const float* p, int64_t p_stride, int nh, const CacheRowView& cache, int64_t n, int dim,
-                          float* out, int64_t out_stride) {
-  switch (nh) {
-    case 1: return weighted<1>(p, p_stride, cache, n, dim, out, out_stride);
-    case 2: return weighted<2>(p, p_stride, cache, n, dim, out, out_stride);
-    case 3: return weighted<3>(p, p_stride, cache, n, dim, out, out_stride);
-    case 4: return weighted<4>(p, p_stride, cache, n, dim, out, out_stride);
-    case 5: return weighted<5>(p, p_stride, cache, n, dim, out, out_stride);
-    case 6: return weighted<6>(p, p_stride, cache, n, dim, out, out_stride);
-    case 7: return weighted<7>(p, p_stride, cache, n, dim, out, out_stride);
-    default: return weighted<8>(p, p_stride, cache, n, dim, out, out_stride);
-  }
+void weighted_rows_range_avx512(const float* p, int64_t p_stride, int nh, const CacheRowView& cache, int64_t row0,
+                                int64_t row1, int dim, float* out, int64_t out_stride, bool first) {
+  if (cache.bf16) return weighted_heads<true>(p, p_stride, nh, cache, row0, row1, dim, out, out_stride, first);
+  weighted_heads<false>(p, p_stride, nh, cache, row0, row1, dim, out, out_stride, first);
 }
 
 }  // namespace deepmoe::attention_detail

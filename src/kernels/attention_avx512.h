@@ -10,16 +10,22 @@
 
 namespace deepmoe::attention_detail {
 
-// out[h · out_stride + t] = dot_avx2(q + h · q_stride, row_t + col0, n) for h < nh ≤ 8 and t < n_rows, where row_t
-// is row t of `cache` (F32 or BF16, contiguous or paged). Two heads' 8 lanes share a register and three cache rows
-// are taken per pass, so each q load serves three rows and each row load eight heads. `scratch` holds the heads' q
-// repacked in pairs: at least dot_heads_scratch_floats(n) floats.
-void dot_heads_rows_avx512(const float* q, int64_t q_stride, int nh, const CacheRowView& cache, int64_t col0,
-                           int64_t n_rows, int n, float* out, int64_t out_stride, float* scratch);
+// The heads' q repacked in pairs for dot_heads_rows_packed_avx512: per pair and 8-wide chunk of the first n values,
+// [head 2p lanes | head 2p + 1 lanes] (zero for a missing odd head); qp holds dot_heads_scratch_floats(n) floats.
+void pack_head_pairs_avx512(const float* q, int64_t q_stride, int nh, int n, float* qp);
 constexpr int64_t dot_heads_scratch_floats(int n) { return 8 * int64_t(n); }
 
-// weighted_rows_avx2 (attention_avx2.h), 32 columns per pass.
-void weighted_rows_avx512(const float* p, int64_t p_stride, int nh, const CacheRowView& cache, int64_t n, int dim,
-                          float* out, int64_t out_stride);
+// out[h · out_stride + r] = dot_avx2(q + h · q_stride, row_{row0 + r} + col0, n) for h < nh ≤ 8 and r < n_rows,
+// where row_t is row t of `cache` (F32 or BF16, contiguous or paged) and qp is q packed by pack_head_pairs_avx512.
+// Two heads' 8 lanes share a register and four cache rows are taken per pass, so each q load serves four rows
+// and each row load eight heads.
+void dot_heads_rows_packed_avx512(const float* q, int64_t q_stride, const float* qp, int nh, const CacheRowView& cache,
+                                  int64_t col0, int64_t row0, int64_t n_rows, int n, float* out, int64_t out_stride);
+
+// weighted_rows_avx2 (attention_avx2.h) over the rows [row0, row1) only, 32 columns per pass: from zero when
+// `first`, otherwise continuing the partial sums already in out (the previous rows' call). Calls over consecutive
+// row ranges give exactly weighted_rows_avx2's sums over their union.
+void weighted_rows_range_avx512(const float* p, int64_t p_stride, int nh, const CacheRowView& cache, int64_t row0,
+                                int64_t row1, int dim, float* out, int64_t out_stride, bool first);
 
 }  // namespace deepmoe::attention_detail
