@@ -130,6 +130,10 @@ CommandRegistration registration{
        sub.add_option("--dense-layers", args->options.dense_layers,
                       "first_k_dense_replace: leading dense-MLP layers (default: the preset's, at most --layers)")
            ->check(CLI::Range(0, 1024));
+       sub.add_option("--experts", args->options.experts,
+                      "Routed experts per MoE layer (default: the preset's); fewer keep the bytes each decoded "
+                      "token reads but shrink the file")
+           ->check(CLI::Range(1, 4096));
        sub.add_option("--dtype", args->dtype, "Projection weights: fp8 (e4m3 + weight_scale_inv) or bf16")
            ->check(CLI::IsMember({"fp8", "bf16"}))
            ->capture_default_str();

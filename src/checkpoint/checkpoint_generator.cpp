@@ -450,6 +450,14 @@ ModelConfig generator_config(const GeneratorOptions& options) {
   } else {
     c.first_k_dense_replace = std::min(c.first_k_dense_replace, c.num_hidden_layers);
   }
+  if (options.experts != -1) {
+    if (options.experts < c.num_experts_per_tok || options.experts > 4096 || options.experts % c.n_group != 0)
+      throw Error("--experts must be in [" + std::to_string(c.num_experts_per_tok) +
+                      " (experts per token), 4096] and a multiple of the " + std::to_string(c.n_group) +
+                      " expert groups, got " + std::to_string(options.experts),
+                  {"", "", "experts"});
+    c.n_routed_experts = options.experts;
+  }
   if (options.mtp != -1) {
     if (options.mtp != 0 && c.arch != ModelArch::DeepseekV3)
       throw Error("MTP modules exist only in " + std::string(model_arch_name(ModelArch::DeepseekV3)) +

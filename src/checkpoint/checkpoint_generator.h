@@ -23,6 +23,9 @@ struct GeneratorOptions {
   std::string preset = "tiny";  // tiny | tiny-v2 | v2-lite | moonlight | v3
   int64_t layers = -1;          // num_hidden_layers; -1 = the preset's
   int64_t dense_layers = -1;    // first_k_dense_replace; -1 = the preset's, capped at `layers`
+  // n_routed_experts per MoE layer; -1 = the preset's. Fewer experts keep the bytes a decoded token reads (its
+  // num_experts_per_tok experts per layer) but shrink the file: deep shapes fit a small machine.
+  int64_t experts = -1;
   bool fp8 = true;              // F8_E4M3 + weight_scale_inv projections, else BF16 everywhere
   int mtp = -1;                 // MTP modules: -1 = the preset's default, 0 = none, 1 = one (V3 architecture only)
   uint64_t seed = 0;

@@ -223,6 +223,14 @@ TEST(CheckpointGenerator, OptionsAreValidated) {
   o.preset = "v3";
   o.layers = 2;
   EXPECT_EQ(generator_config(o).first_k_dense_replace, 2);  // the preset's 3, capped at --layers
+  // --experts: at least the experts per token (tiny: 4 of 16 experts in 4 groups), in whole groups.
+  o = tiny_options();
+  o.experts = 8;
+  EXPECT_EQ(generator_config(o).n_routed_experts, 8);
+  o.experts = 6;  // not a multiple of the 4 groups
+  EXPECT_THROW(generator_config(o), Error);
+  o.experts = generator_config(tiny_options()).num_experts_per_tok - 1;
+  EXPECT_THROW(generator_config(o), Error);
 }
 
 TEST(CheckpointGenerator, TinyFp8FileHasExactlyTheExpectedTensorsAndScales) {
