@@ -61,7 +61,7 @@ __attribute__((always_inline)) inline __m512 lane_tree(__m512 v) {
   return _mm512_add_ps(v, _mm512_shuffle_f32x4(v, v, 0xB1));           // + lane i ^ 4
 }
 
-// The 8-lane partial dots of PAIRS head pairs (qp: per pair and 8-wide chunk, [head 2p | head 2p+1]) with RB
+// The 8-lane partial dots of PAIRS head pairs (qp: per 8-wide chunk and pair, [head 2p | head 2p+1]) with RB
 // cache rows (rows[r] + col0 onwards), one chunk at a time in increasing order, then each lane tree:
 // sums[(p · RB + r) · 2 + half] is head 2p + half's with row r.
 template <int PAIRS, int RB, bool BF16>
@@ -73,7 +73,7 @@ void dot_block(const float* qp, int chunks, const void* const* rows, int64_t col
     __m512 cv[RB];
     for (int r = 0; r < RB; ++r) cv[r] = load8_twice<BF16>(rows[r], col0 + 8 * s);
     for (int p = 0; p < PAIRS; ++p) {
-      __m512 qv = _mm512_loadu_ps(qp + (int64_t(p) * chunks + s) * 16);
+      __m512 qv = _mm512_loadu_ps(qp + (int64_t(s) * PAIRS + p) * 16);
       in_register(qv);
       for (int r = 0; r < RB; ++r) acc[p][r] = _mm512_add_ps(acc[p][r], _mm512_mul_ps(qv, cv[r]));
     }
@@ -187,12 +187,12 @@ void weighted_heads(const float* p, int64_t p_stride, int nh, const CacheRowView
 
 void pack_head_pairs_avx512(const float* q, int64_t q_stride, int nh, int n, float* qp) {
   const int chunks = n / 8, pairs = (nh + 1) / 2;
-  for (int p = 0; p < pairs; ++p)  // pair p, chunk s: [head 2p lanes | head 2p + 1 lanes, zero if nh is odd]
-    for (int s = 0; s < chunks; ++s)
+  for (int s = 0; s < chunks; ++s)  // chunk s, pair p: [head 2p lanes | head 2p + 1 lanes, zero if nh is odd]
+    for (int p = 0; p < pairs; ++p)
       for (int half = 0; half < 2; ++half)
         for (int l = 0; l < 8; ++l) {
           const int h = 2 * p + half;
-          qp[(int64_t(p) * chunks + s) * 16 + half * 8 + l] = h < nh ? q[h * q_stride + 8 * s + l] : 0.0f;
+          qp[(int64_t(s) * pairs + p) * 16 + half * 8 + l] = h < nh ? q[h * q_stride + 8 * s + l] : 0.0f;
         }
 }
 

@@ -10,7 +10,7 @@
 
 namespace deepmoe::attention_detail {
 
-// The heads' q repacked in pairs for dot_heads_rows_packed_avx512: per pair and 8-wide chunk of the first n values,
+// The heads' q repacked in pairs for dot_heads_rows_packed_avx512: per 8-wide chunk of the first n values and pair,
 // [head 2p lanes | head 2p + 1 lanes] (zero for a missing odd head); qp holds dot_heads_scratch_floats(n) floats.
 void pack_head_pairs_avx512(const float* q, int64_t q_stride, int nh, int n, float* qp);
 constexpr int64_t dot_heads_scratch_floats(int n) { return 8 * int64_t(n); }
