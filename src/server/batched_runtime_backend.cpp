@@ -171,20 +171,33 @@ void BatchedRuntimeBackend::run() {
 void BatchedRuntimeBackend::snapshot_engine_metrics() {
   std::ostringstream out;
   const KvPools& pools = model_.lm->kv_pools();
+  Engine& engine = *model_.engine;
+  // Counting another rank's blocks is a step of its own: done when idle (so a leak shows at once) and at most
+  // four times a second while requests run.
+  const auto now = std::chrono::steady_clock::now();
+  if (engine.ranks() == 1 || scheduler_->idle() || now - kv_usage_at_ >= std::chrono::milliseconds(250)) {
+    kv_usage_ = engine.kv_usage();
+    kv_usage_at_ = now;
+  }
   if (pools.main) {
-    const KvBlockPool& pool = *pools.main;
+    KvUsage all;
+    for (const KvUsage& u : kv_usage_) {
+      all.used_blocks += u.used_blocks;
+      all.cached_blocks += u.cached_blocks;
+      all.max_blocks += u.max_blocks;
+    }
     out << "# HELP deepmoe_kv_block_tokens Tokens per KV cache block.\n"
         << "# TYPE deepmoe_kv_block_tokens gauge\n"
-        << "deepmoe_kv_block_tokens " << pool.layout().block_tokens << "\n"
-        << "# HELP deepmoe_kv_blocks_total KV cache blocks the budget allows.\n"
+        << "deepmoe_kv_block_tokens " << pools.main->layout().block_tokens << "\n"
+        << "# HELP deepmoe_kv_blocks_total KV cache blocks the budget allows (every rank that holds requests).\n"
         << "# TYPE deepmoe_kv_blocks_total gauge\n"
-        << "deepmoe_kv_blocks_total " << pool.max_blocks() << "\n"
+        << "deepmoe_kv_blocks_total " << all.max_blocks << "\n"
         << "# HELP deepmoe_kv_blocks_used KV cache blocks held by running requests.\n"
         << "# TYPE deepmoe_kv_blocks_used gauge\n"
-        << "deepmoe_kv_blocks_used " << pool.used_blocks() << "\n"
+        << "deepmoe_kv_blocks_used " << all.used_blocks << "\n"
         << "# HELP deepmoe_kv_blocks_cached KV cache blocks no request holds, kept for prefix reuse.\n"
         << "# TYPE deepmoe_kv_blocks_cached gauge\n"
-        << "deepmoe_kv_blocks_cached " << pool.cached_blocks() << "\n";
+        << "deepmoe_kv_blocks_cached " << all.cached_blocks << "\n";
   }
   const ExpertLoadStats& stats = model_.engine->executor().load_stats();
   std::ostringstream max_lines, mean_lines;

@@ -6,6 +6,7 @@
 // (usage.prompt_tokens_details.cached_tokens). Cancellation is checked before every step.
 #pragma once
 
+#include <chrono>
 #include <condition_variable>
 #include <cstdint>
 #include <deque>
@@ -69,6 +70,8 @@ class BatchedRuntimeBackend final : public GenerationBackend {
   int64_t running_count_ = 0;  // the scheduler's running requests, as of its last step
   bool stopping_ = false;
   std::string engine_metrics_;
+  std::chrono::steady_clock::time_point kv_usage_at_{};  // when the ranks' KV blocks were last counted
+  std::vector<KvUsage> kv_usage_;
 
   std::map<uint64_t, Running> active_;  // worker thread only: scheduler id → its stream slot, until it ends
   std::vector<uint64_t> ended_;         // worker thread only: ids whose end the scheduler reported
