@@ -210,7 +210,8 @@ CommandRegistration registration{
            ->check(CLI::Range(int64_t(1), int64_t(1) << 20))
            ->capture_default_str();
        sub.add_option("--kv-gb", args->kv_gb,
-                      "KV cache budget in GiB (0: what memory allows after the weights, minus a margin)")
+                      "KV cache budget in GiB, shared equally by the ranks that hold requests (0: what memory allows after "
+                      "the weights, minus a margin)")
            ->check(CLI::Range(0.0, 1e6))
            ->capture_default_str();
        sub.add_option("--max-queue", args->max_queue,

@@ -269,6 +269,8 @@ std::unique_ptr<EngineSequence> Engine::create_sequence(const KvPools& pools, st
 
 KvPools Engine::create_kv_pools(uint64_t budget_bytes, int64_t block_tokens) {
   require_leader("create_kv_pools");
+  // Each rank that holds sequences gets an equal share of the budget.
+  budget_bytes /= uint64_t(sequence_ranks());
   KvPools pools = executor_->create_kv_pools(budget_bytes, block_tokens);
   EngineSequences& s = *sequences_;
   const int64_t id = int64_t(s.pools.size()) + 1;

@@ -116,8 +116,8 @@ class Engine {
 
   // Leader: a sequence with caches that grow as needed, on the rank with the fewest sequences (rank 0 first).
   std::unique_ptr<EngineSequence> create_sequence();
-  // Leader: block pools of `budget_bytes` on each rank that holds sequences (Executor::create_kv_pools). Returns
-  // rank 0's; it names the pools of every rank in create_sequence().
+  // Leader: block pools on each rank that holds sequences, each with an equal share of `budget_bytes`
+  // (Executor::create_kv_pools). Returns rank 0's; it names the pools of every rank in create_sequence().
   KvPools create_kv_pools(uint64_t budget_bytes, int64_t block_tokens = 64);
   // Leader: a sequence whose caches draw from `pools`, on a rank with room to reserve `reserve_tokens` more
   // tokens (the caller's bound on what it will feed; 0 = no bound is kept), or null when no rank has. A rank that
@@ -127,7 +127,7 @@ class Engine {
                                                   int64_t reserve_tokens = 0);
   // Whether create_sequence(pools, prompt, reserve_tokens) would find a rank with room now.
   bool has_room(const KvPools& pools, int64_t reserve_tokens) const;
-  // Ranks that hold sequences, each with pools of the budget given to create_kv_pools.
+  // Ranks that hold sequences, each with its share of the budget given to create_kv_pools.
   int sequence_ranks() const;
   // Leader, collective: the blocks of each rank's pools made by create_kv_pools (rank-major).
   std::vector<KvUsage> kv_usage();

@@ -108,7 +108,8 @@ std::vector<Outcome> run_batched(Engine& engine, const std::vector<GenerationReq
   // A budget of kv_tokens per main layer row: (latent + rope) values per token per layer.
   const ModelConfig& c = engine.config();
   const uint64_t row = uint64_t(c.kv_lora_rank + c.qk_rope_head_dim) * 4;
-  lm.use_kv_pools(engine.create_kv_pools(uint64_t(kv_tokens) * row * uint64_t(c.num_hidden_layers + 1), 32));
+  lm.use_kv_pools(engine.create_kv_pools(
+      uint64_t(kv_tokens * engine.sequence_ranks()) * row * uint64_t(c.num_hidden_layers + 1), 32));
   Generator generator(lm, tokenizer());
   SchedulerOptions so;
   so.max_batch_tokens = 48;  // prompts of up to 170 tokens go in several chunks

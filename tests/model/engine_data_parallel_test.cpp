@@ -153,7 +153,8 @@ TEST(EngineDataParallel, SharedPrefixesMeetTheirCacheAndEveryBlockComesBack) {
     const ModelConfig& c = engine->config();
     const uint64_t row = uint64_t(c.kv_lora_rank + c.qk_rope_head_dim) * 4;
     const int64_t block = 16;
-    KvPools pools = engine->create_kv_pools(400 * row * uint64_t(c.num_hidden_layers + 1), block);
+    // 400 tokens on each of the two ranks.
+    KvPools pools = engine->create_kv_pools(800 * row * uint64_t(c.num_hidden_layers + 1), block);
     const std::vector<int32_t> shared = prompt(3 * block, 5, c.vocab_size);
     {
       auto first = engine->create_sequence(pools, {}, 100);  // takes rank 0
