@@ -171,7 +171,7 @@ void absorbed_query_blocks_avx512(const AbsorbedAttentionArgs& a, const CacheRow
             s[h * n_max + r] = (s[h * n_max + r] + rope_scores[h * kRowBlock + r]) * a.scale;
       }
     for (int64_t qi = 0; qi < nq; ++qi)
-      for (int h = 0; h < nh; ++h) softmax_inplace(scores + (qi * nh + h) * n_max, a.n_visible[i0 + qi]);
+      attention_detail::softmax_heads_avx512(scores + qi * nh * n_max, n_max, nh, a.n_visible[i0 + qi]);
     for (int64_t t0 = 0; t0 < n_max; t0 += kRowBlock)
       for (int64_t qi = 0; qi < nq; ++qi) {
         const int64_t row1 = std::min(t0 + kRowBlock, a.n_visible[i0 + qi]);

@@ -5,6 +5,8 @@
 #include <immintrin.h>
 
 #include <algorithm>
+#include <cmath>
+#include <limits>
 
 // GCC 12's AVX-512 headers build some intrinsics from a deliberately undefined vector, which -Wuninitialized
 // reports once they are inlined here; the lanes in question are always overwritten.
@@ -167,6 +169,16 @@ void weighted(const float* p, int64_t p_stride, const CacheRowView& cache, int64
   }
 }
 
+// sum[h] = Σ s[h · stride + t] over t < n, each in increasing t (one chain per row, the NH chains side by side).
+template <int NH>
+void row_sums(const float* s, int64_t stride, int64_t n, float* sum) {
+  float acc[NH];
+  for (int h = 0; h < NH; ++h) acc[h] = 0.0f;
+  for (int64_t t = 0; t < n; ++t)
+    for (int h = 0; h < NH; ++h) acc[h] += s[h * stride + t];
+  for (int h = 0; h < NH; ++h) sum[h] = acc[h];
+}
+
 template <bool BF16>
 void weighted_heads(const float* p, int64_t p_stride, int nh, const CacheRowView& cache, int64_t row0, int64_t row1,
                     int dim, float* out, int64_t out_stride, bool first) {
@@ -216,6 +228,42 @@ void dot_heads_rows_packed_avx512(const float* q, int64_t q_stride, const float*
         for (int j = tail0; j < n; ++j) tail += q[h * q_stride + j] * load_one(rows[r], bf16, col0 + j);
         out[h * out_stride + t0 + r] = sums[((h / 2) * rb + r) * 2 + (h % 2)] + tail;
       }
+  }
+}
+
+void softmax_heads_avx512(float* s, int64_t stride, int nh, int64_t n) {
+  float mx[8], inv[8];
+  for (int h = 0; h < nh; ++h) {  // the maximum does not depend on the order it is taken in
+    const float* sh = s + h * stride;
+    __m512 m = _mm512_set1_ps(-std::numeric_limits<float>::infinity());
+    int64_t t = 0;
+    for (; t + 16 <= n; t += 16) m = _mm512_max_ps(m, _mm512_loadu_ps(sh + t));
+    if (t < n) m = _mm512_max_ps(m, _mm512_mask_loadu_ps(m, __mmask16((1u << (n - t)) - 1), sh + t));
+    mx[h] = _mm512_reduce_max_ps(m);
+  }
+  // The same std::exp per element; the calls do not wait on the sums, which come after.
+  for (int h = 0; h < nh; ++h) {
+    float* sh = s + h * stride;
+    for (int64_t t = 0; t < n; ++t) sh[t] = std::exp(sh[t] - mx[h]);
+  }
+  float sum[8];
+  switch (nh) {
+    case 1: row_sums<1>(s, stride, n, sum); break;
+    case 2: row_sums<2>(s, stride, n, sum); break;
+    case 3: row_sums<3>(s, stride, n, sum); break;
+    case 4: row_sums<4>(s, stride, n, sum); break;
+    case 5: row_sums<5>(s, stride, n, sum); break;
+    case 6: row_sums<6>(s, stride, n, sum); break;
+    case 7: row_sums<7>(s, stride, n, sum); break;
+    default: row_sums<8>(s, stride, n, sum); break;
+  }
+  for (int h = 0; h < nh; ++h) inv[h] = 1.0f / sum[h];
+  for (int h = 0; h < nh; ++h) {
+    float* sh = s + h * stride;
+    const __m512 v = _mm512_set1_ps(inv[h]);
+    int64_t t = 0;
+    for (; t + 16 <= n; t += 16) _mm512_storeu_ps(sh + t, _mm512_mul_ps(_mm512_loadu_ps(sh + t), v));
+    for (; t < n; ++t) sh[t] *= inv[h];
   }
 }
 

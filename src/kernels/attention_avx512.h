@@ -22,6 +22,10 @@ constexpr int64_t dot_heads_scratch_floats(int n) { return 8 * int64_t(n); }
 void dot_heads_rows_packed_avx512(const float* q, int64_t q_stride, const float* qp, int nh, const CacheRowView& cache,
                                   int64_t col0, int64_t row0, int64_t n_rows, int n, float* out, int64_t out_stride);
 
+// attention.cpp's softmax_inplace on rows s + h · stride, each n long, for h < nh ≤ 8: the same maximum, the same
+// std::exp of each score minus it, each row's sum in increasing index, the same reciprocal and products.
+void softmax_heads_avx512(float* s, int64_t stride, int nh, int64_t n);
+
 // weighted_rows_avx2 (attention_avx2.h) over the rows [row0, row1) only, 32 columns per pass: from zero when
 // `first`, otherwise continuing the partial sums already in out (the previous rows' call). Calls over consecutive
 // row ranges give exactly weighted_rows_avx2's sums over their union.
