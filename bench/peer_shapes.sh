@@ -1,22 +1,25 @@
 #!/usr/bin/env bash
 # The peer-shape cases of docs/BENCHMARKS.md in one command: trimmed checkpoints with the dimensions of Moonlight,
 # DeepSeek-V2-Lite and DeepSeek-V3 (each under 6 GB, generated once into MODELS_DIR), each benchmarked with
-# `deepmoe bench` in every GEMM mode, one mode after the other per model (A/B alternation), then the long-prompt
-# cases on the V2-Lite shape. Every JSON line carries its own machine line's ratios; the load average is printed
-# before each case because the figures are only comparable within one run.
+# `deepmoe bench` in every GEMM mode, one mode after the other per model (A/B alternation); then the long-prompt
+# cases on the V2-Lite 4-layer shape, each prompt length right after a 512-token run (their ratio is the figure),
+# and decode at batch 1 on a 27-layer Moonlight shape with 8 routed experts per layer (a decoded token reads the
+# same bytes per layer as with 64: its 6 experts, the shared ones and attention). Every JSON line carries its own
+# machine line's ratios; the load average is printed before each case because the figures are only comparable
+# within one run.
 #
 # usage: bench/peer_shapes.sh MODELS_DIR [DEEPMOE_BINARY] [--quick]
-#   --quick: one prefill run per case and prompts 512 and 1024 only for the long-prompt cases
+#   --quick: one prefill run per case, the long-prompt cases at 1024 tokens only
 set -euo pipefail
 
 models=${1:?usage: bench/peer_shapes.sh MODELS_DIR [DEEPMOE_BINARY] [--quick]}
 deepmoe=${2:-build/tools/deepmoe}
 quick=${3:-}
 runs=3
-long_prompts=(512 1024 4096 8192)
+long_prompts=(1024 4096 8192 16384)
 if [[ "$quick" == "--quick" ]]; then
   runs=1
-  long_prompts=(512 1024)
+  long_prompts=(1024)
 fi
 
 # name | gen-model arguments
@@ -24,7 +27,10 @@ cases=(
   "moonlight-6l|--preset moonlight --layers 6"
   "v2-lite-6l|--preset v2-lite --layers 6"
   "v3-dense-3l|--preset v3 --layers 3 --dense-layers 3 --no-mtp"
+  "v2-lite-4l|--preset v2-lite --layers 4"
+  "moonlight-27l-8e|--preset moonlight --layers 27 --experts 8"
 )
+peer_cases=(moonlight-6l v2-lite-6l v3-dense-3l)
 
 mkdir -p "$models"
 for c in "${cases[@]}"; do
@@ -36,19 +42,27 @@ for c in "${cases[@]}"; do
   fi
 done
 
-for c in "${cases[@]}"; do
-  name=${c%%|*}
+load() { cut -d' ' -f1-3 /proc/loadavg; }
+
+for name in "${peer_cases[@]}"; do
   for mode in w8a32 w8a16 w8a8; do
-    echo "# $name --gemm $mode; load: $(cut -d' ' -f1-3 /proc/loadavg)"
+    echo "# $name --gemm $mode; load: $(load)"
     "$deepmoe" bench "$models/$name" --prompt 512 --decode-steps 16 --batch 1 --prefill-runs "$runs" --gemm "$mode"
   done
 done
 
-# Long prompts: prefill tok/s and the attention cores' share and rate at each length.
+# Long prompts: prefill tok/s at P tokens over tok/s at 512 (the run just before), and the attention cores' share
+# and rate (attention_fraction_of_fma_peak) at each length.
 for prompt in "${long_prompts[@]}"; do
-  for mode in w8a32 w8a16; do
-    echo "# v2-lite-6l long prompt $prompt --gemm $mode; load: $(cut -d' ' -f1-3 /proc/loadavg)"
-    "$deepmoe" bench "$models/v2-lite-6l" --prompt "$prompt" --decode-steps 1 --batch 1 --prefill-runs 1 \
-      --gemm "$mode"
+  for p in 512 "$prompt"; do
+    echo "# v2-lite-4l prompt $p (long-prompt pair $prompt); load: $(load)"
+    "$deepmoe" bench "$models/v2-lite-4l" --prompt "$p" --decode-steps 1 --batch 1 --prefill-runs 1 -q
   done
+done
+
+# Deep-model decode at batch 1 against the STREAM roofline, w8a32 and w8a16 alternated.
+for mode in w8a32 w8a16 w8a32 w8a16; do
+  echo "# moonlight-27l-8e decode --gemm $mode; load: $(load)"
+  "$deepmoe" bench "$models/moonlight-27l-8e" --prompt 64 --decode-steps 32 --batch 1 --prefill-runs 1 \
+    --gemm "$mode" -q
 done

@@ -150,6 +150,34 @@ TEST(ModelForward, PrefillEqualsTokenByTokenDecodeBitwise) {
   }
 }
 
+// A prompt longer than the attention core's 64-row cache blocks and its 8-query work items: prefilled whole,
+// in uneven chunks that cut through both (37, 64, 40, five single tokens, 4), with F32 and BF16 caches, in both
+// attention forms: the logits of every position are bitwise the same however the prompt is chunked.
+TEST(ModelForward, LongPromptChunkedPrefillEqualsWholePrefillBitwise) {
+  std::vector<int32_t> prompt(150);
+  for (size_t i = 0; i < prompt.size(); ++i) prompt[i] = int32_t((i * 37 + 11) % 500);
+  for (AttentionMode mode : {AttentionMode::Absorbed, AttentionMode::Naive})
+    for (DType kv : {DType::F32, DType::BF16}) {
+      auto model = Executor::load(ckpt.v3(), opts(mode, 2, kv));
+      auto whole_seq = model->create_sequence(), chunked_seq = model->create_sequence();
+      const auto whole = to_vector(model->forward({SequenceInput::all(whole_seq.get(), prompt)}));
+      std::vector<float> chunked;
+      size_t at = 0;
+      for (size_t len : {37, 64, 40, 1, 1, 1, 1, 1}) {  // then the last 4 tokens in one chunk
+        const std::vector<int32_t> part(prompt.begin() + int64_t(at), prompt.begin() + int64_t(at + len));
+        const auto l = to_vector(model->forward({SequenceInput::all(chunked_seq.get(), part)}));
+        chunked.insert(chunked.end(), l.begin(), l.end());
+        at += len;
+      }
+      const auto rest = to_vector(model->forward(
+          {SequenceInput::all(chunked_seq.get(), std::vector<int32_t>(prompt.begin() + int64_t(at), prompt.end()))}));
+      chunked.insert(chunked.end(), rest.begin(), rest.end());
+      ASSERT_EQ(chunked.size(), whole.size());
+      EXPECT_EQ(std::memcmp(chunked.data(), whole.data(), whole.size() * sizeof(float)), 0)
+          << (mode == AttentionMode::Absorbed ? "absorbed" : "naive") << " " << dtype_name(kv);
+    }
+}
+
 TEST(ModelForward, BatchInvariantAcrossBatchCompositionAndThreads) {
   const std::vector<int32_t> c_tokens = {4, 8, 15, 16, 23, 42, 108, 1, 2, 3, 5};
   std::vector<float> alone;
