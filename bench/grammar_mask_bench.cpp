@@ -4,7 +4,9 @@
 // compiles each schema, then forces the instance's canonical tokenization through the matcher, timing every
 // mask. Prints one JSON line: compile p50/p99 and mask p50/p99/p99.9 (microseconds, thread CPU time and
 // wall time), instances accepted, and the load average (the machine may be shared).
-//   build/bench/grammar_mask_bench [--schemas 300] [--seed 1]
+// --slowest N also prints the N slowest masks, one JSON line each: the schema, the text before the mask, the
+// tables it built, the trie nodes those walks visited and the parser configurations it added.
+//   build/bench/grammar_mask_bench [--schemas 300] [--seed 1] [--slowest 0]
 #include <nlohmann/json.hpp>
 
 #include <algorithm>
@@ -116,9 +118,11 @@ struct Generator {
 int main(int argc, char** argv) {
   int schemas = 300;
   unsigned seed = 1;
+  int slowest = 0;
   for (int i = 1; i + 1 < argc; i += 2) {
     if (!std::strcmp(argv[i], "--schemas")) schemas = std::atoi(argv[i + 1]);
     else if (!std::strcmp(argv[i], "--seed")) seed = unsigned(std::atoi(argv[i + 1]));
+    else if (!std::strcmp(argv[i], "--slowest")) slowest = std::atoi(argv[i + 1]);
   }
   auto tok = Tokenizer::load(std::string(DEEPMOE_SOURCE_DIR) + "/assets/tokenizer");
   std::vector<std::string> spellings(static_cast<size_t>(kModelVocab));
@@ -132,6 +136,14 @@ int main(int argc, char** argv) {
   std::vector<double> compile_cpu, mask_cpu, mask_wall, first_mask_cpu;
   int accepted = 0, total = 0;
   grammar::TokenBitmask mask(grammar::mask_words(kModelVocab));
+  struct SlowMask {
+    double cpu_us;
+    int schema;
+    std::string before;
+    size_t tables, nodes_walked, configs_added;
+  };
+  std::vector<SlowMask> slow;
+  std::vector<Json> schema_texts;
   for (int s = 0; s < schemas; ++s) {
     auto [schema, instance] = gen.object(0);
     double c0 = cpu_us();
@@ -141,13 +153,25 @@ int main(int argc, char** argv) {
     std::vector<int32_t> ids = tok->encode(instance.dump(), false, false);
     ids.push_back(tok->eos_id());
     grammar::GrammarMatcher m(automaton, masker);
+    if (slowest > 0) schema_texts.push_back(schema);
     bool ok = true;
+    std::string before;
     for (size_t i = 0; i < ids.size(); ++i) {
+      grammar::MaskStats s0 = masker->stats();
+      size_t configs0 = automaton->config_count();
       double w = wall_us(), c = cpu_us();
       m.fill_mask(mask);
       double dc = cpu_us() - c, dw = wall_us() - w;
       mask_cpu.push_back(dc);
       mask_wall.push_back(dw);
+      if (slowest > 0) {
+        const grammar::MaskStats& s1 = masker->stats();
+        slow.push_back({dc, s, before, s1.position_tables - s0.position_tables,
+                        s1.table_nodes_walked - s0.table_nodes_walked, automaton->config_count() - configs0});
+        std::sort(slow.begin(), slow.end(), [](const SlowMask& a, const SlowMask& b) { return a.cpu_us > b.cpu_us; });
+        if (slow.size() > size_t(slowest)) slow.pop_back();
+        if (ids[i] != tok->eos_id()) before += tok->token_bytes(ids[i]);
+      }
       if (i == 0) first_mask_cpu.push_back(dc);
       if (!grammar::mask_test(mask, ids[i]) || !m.accept_token(ids[i])) { ok = false; break; }
     }
@@ -168,5 +192,9 @@ int main(int argc, char** argv) {
            {"mask_wall_us_p999", pct(mask_wall, 0.999)}, {"first_mask_cpu_us_p50", pct(first_mask_cpu, 0.5)},
            {"loadavg_1m", load[0]}};
   std::printf("%s\n", out.dump().c_str());
+  for (const SlowMask& m : slow)
+    std::printf("%s\n", Json{{"mask_cpu_us", m.cpu_us}, {"tables_built", m.tables}, {"nodes_walked", m.nodes_walked},
+                             {"configs_added", m.configs_added}, {"before", m.before},
+                             {"schema", schema_texts[size_t(m.schema)]}}.dump().c_str());
   return accepted == total ? 0 : 1;
 }

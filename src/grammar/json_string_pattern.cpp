@@ -52,7 +52,13 @@ Symbol json_char_in(const CodePointSet& set, GrammarBuilder& builder) {
   excluded.add(special);
   raw = excluded.complement();
   std::vector<Sequence> alts = utf8_alternatives(raw, builder);
-  for (uint32_t cp : escaped) alts.push_back(builder.literal(json_escape(cp)));
+  // The escapes as one byte trie behind a single backslash, not one alternative each: a string's
+  // configuration then holds one stack for all of them instead of thirty-odd.
+  if (!escaped.empty()) {
+    std::vector<std::string> spellings;
+    for (uint32_t cp : escaped) spellings.push_back(json_escape(cp));
+    alts.push_back({builder.literal_set("escape", spellings)});
+  }
   if (alts.size() == 1 && alts[0].size() == 1) return alts[0][0];
   return builder.choice("char", std::move(alts));
 }

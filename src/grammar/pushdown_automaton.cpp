@@ -147,13 +147,19 @@ uint32_t PushdownAutomaton::truncated_stack(uint32_t node, int frames) {
 
 PushdownAutomaton::ConfigId PushdownAutomaton::compute_step(ConfigId config, uint8_t byte) {
   ConfigId result = kDead;
+  // The bytes that the same stacks take (this byte's class); filled in below along with `byte`.
+  ByteSet same;
+  same.words.fill(~uint64_t(0));
   if (configs_[size_t(config)].viable.test(byte)) {
     scratch_.clear();
     // Copy: successors() and intern_config() may grow configs_ and invalidate references.
     std::vector<uint32_t> from = configs_[size_t(config)].nodes;
     for (uint32_t n : from) {
       if (n <= kEscapeNode) continue;
-      if (!grammar_.byte_sets[elems_[nodes_[n].pos].index].test(byte)) continue;
+      const ByteSet& set = grammar_.byte_sets[elems_[nodes_[n].pos].index];
+      bool takes = set.test(byte);
+      for (int w = 0; w < 4; ++w) same.words[w] &= takes ? set.words[w] : ~set.words[w];
+      if (!takes) continue;
       const std::vector<uint32_t>& s = successors(n);
       scratch_.insert(scratch_.end(), s.begin(), s.end());
     }
@@ -162,6 +168,19 @@ PushdownAutomaton::ConfigId PushdownAutomaton::compute_step(ConfigId config, uin
     result = intern_config(next);
   }
   Config& c = configs_[size_t(config)];
+  if (share_byte_classes_ && result != kDead && same.count() > 1) {
+    // A class of several bytes: give the configuration its full row and fill the class in.
+    if (!c.next) {
+      c.next = std::make_unique<std::array<int32_t, 256>>();
+      c.next->fill(kUnknown);
+      for (const auto& [b, n] : c.few) (*c.next)[b] = n;
+      c.few.clear();
+      c.few.shrink_to_fit();
+    }
+    for (int b = 0; b < 256; ++b)
+      if (same.test(uint8_t(b))) (*c.next)[b] = result;
+    return result;
+  }
   if (!c.next && c.few.size() < 8) {
     c.few.push_back({byte, result});
     return result;

@@ -66,6 +66,12 @@ class PushdownAutomaton {
   // The configuration made of these stacks (any order, duplicates allowed).
   ConfigId config_of(std::vector<uint32_t> nodes) { return intern_config(nodes); }
 
+  // Off: each (configuration, byte) transition is computed on its own — the plain definition, kept for tests
+  // that check the shared computation against it. On (the default): computing one byte's transition also
+  // fills it in for every byte the configuration's stacks cannot tell apart (the same stacks take it), so
+  // a character class costs one computation instead of one per byte.
+  void set_share_byte_classes(bool on) { share_byte_classes_ = on; }
+
   size_t config_count() const { return configs_.size(); }
   size_t node_count() const { return nodes_.size(); }
 
@@ -120,6 +126,7 @@ class PushdownAutomaton {
   std::unordered_set<uint64_t> seen_set_;
   std::vector<uint32_t> scratch_;
   ConfigId initial_ = kDead;
+  bool share_byte_classes_ = true;
 };
 
 }  // namespace deepmoe::grammar

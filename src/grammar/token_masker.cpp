@@ -1,12 +1,21 @@
 #include "grammar/token_masker.h"
 
 #include <algorithm>
+#include <bit>
 #include <cstring>
 
 namespace deepmoe::grammar {
 
 namespace {
 constexpr size_t kMaxCachedMasks = 2048;   // 16 KiB each at 129k tokens
+// Plain runs are followed at most this many characters deep: proving a run costs a few hundred steps per
+// character in a counting state (a string with maxLength), while the rare subtrees of longer plain tokens
+// (runs of spaces or dashes) are narrow and cheaper to walk.
+constexpr uint32_t kMaxPlainRun = 16;
+// Likewise a run is proved for at most this many kinds of characters at once (ASCII and one multi-byte
+// shape: a word, a run of CJK): each kind adds its partial-character configurations at every step of a
+// counting state, and a subtree mixing more kinds (everything after a space) is cheaper to split first.
+constexpr int kMaxPlainClasses = 2;
 }  // namespace
 
 TokenMasker::TokenMasker(std::shared_ptr<PushdownAutomaton> automaton, std::shared_ptr<const TokenTrie> trie)
@@ -15,14 +24,16 @@ TokenMasker::TokenMasker(std::shared_ptr<PushdownAutomaton> automaton, std::shar
   walk_escaped_.resize(trie_->max_depth() + 2);
 }
 
-bool TokenMasker::loops_on_plain_text(PushdownAutomaton::ConfigId config) {
-  if (plain_loop_.size() <= size_t(config)) plain_loop_.resize(std::max(size_t(config) + 1, plain_loop_.size() * 2), -1);
-  if (plain_loop_[size_t(config)] >= 0) return plain_loop_[size_t(config)];
+PushdownAutomaton::ConfigId TokenMasker::plain_successor(PushdownAutomaton::ConfigId config, uint16_t classes) {
+  auto memo = plain_next_.find(run_key(config, classes));
+  if (memo != plain_next_.end()) return memo->second;
   PushdownAutomaton& a = *automaton_;
-  // Walk (configuration, UTF-8 state) pairs over plain bytes: every complete character must come back to
-  // `config`, and no partial one may die.
+  // Walk (configuration, UTF-8 state) pairs over plain bytes: every complete character must reach the same
+  // configuration, and no partial one may die.
   struct Item { PushdownAutomaton::ConfigId c; int state; };
   std::vector<Item> todo{{config, 0}}, seen{{config, 0}};
+  constexpr PushdownAutomaton::ConfigId kNone = -2;
+  PushdownAutomaton::ConfigId target = kNone;
   bool ok = true;
   static constexpr uint8_t kLeadLo[] = {0x00, 0x80, 0x80, 0xA0, 0x80, 0x80, 0x90, 0x80};
   static constexpr uint8_t kLeadHi[] = {0x00, 0xBF, 0xBF, 0xBF, 0x9F, 0xBF, 0xBF, 0x8F};
@@ -32,28 +43,75 @@ bool TokenMasker::loops_on_plain_text(PushdownAutomaton::ConfigId config) {
     todo.pop_back();
     auto visit = [&](uint8_t b, int next_state) {
       PushdownAutomaton::ConfigId c = a.step(it.c, b);
-      if (c == PushdownAutomaton::kDead || (next_state == 0 && c != config)) { ok = false; return; }
-      if (next_state == 0) return;
+      if (c == PushdownAutomaton::kDead) { ok = false; return; }
+      if (next_state == 0) {
+        if (target == kNone) target = c;
+        else if (c != target) ok = false;
+        return;
+      }
       for (const Item& x : seen)
         if (x.c == c && x.state == next_state) return;
       seen.push_back({c, next_state});
       todo.push_back({c, next_state});
     };
     if (it.state == 0) {
-      for (int b = 0x20; b < 0x80 && ok; ++b)
-        if (b != '"' && b != '\\') visit(uint8_t(b), 0);
+      if (classes & 1)
+        for (int b = 0x20; b < 0x80 && ok; ++b)
+          if (b != '"' && b != '\\') visit(uint8_t(b), 0);
       for (int b = 0xC2; b <= 0xF4 && ok; ++b) {
+        if (!(classes >> utf8_lead_class(uint8_t(b)) & 1)) continue;
         int s = b <= 0xDF ? 1 : b == 0xE0 ? 3 : b == 0xED ? 4 : b <= 0xEF ? 2 : b == 0xF0 ? 6 : b <= 0xF3 ? 5 : 7;
         visit(uint8_t(b), s);
       }
     } else {
       for (int b = kLeadLo[it.state]; b <= kLeadHi[it.state] && ok; ++b) visit(uint8_t(b), kNextAfter[it.state]);
     }
-    if (seen.size() > 64) ok = false;  // not a simple character loop
+    if (seen.size() > 64) ok = false;  // not a simple character step
   }
-  if (plain_loop_.size() <= size_t(config)) plain_loop_.resize(size_t(config) + 1, -1);
-  plain_loop_[size_t(config)] = ok ? 1 : 0;
-  return ok;
+  PushdownAutomaton::ConfigId result = ok && target != kNone ? target : PushdownAutomaton::kDead;
+  plain_next_.emplace(run_key(config, classes), result);
+  return result;
+}
+
+bool TokenMasker::plain_run_at_least(PushdownAutomaton::ConfigId config, uint16_t classes, uint32_t chars) {
+  constexpr uint32_t kForever = UINT32_MAX;
+  // Follow the chain of plain successors only as far as needed, remembering what it proved: exact lengths
+  // where it ended (or looped), lower bounds where the question was answered before its end.
+  run_path_.clear();
+  PushdownAutomaton::ConfigId cur = config;
+  uint32_t total = 0;
+  bool exact = false;
+  while (true) {
+    uint32_t depth = uint32_t(run_path_.size());
+    if (depth >= chars) break;
+    auto known = plain_run_.find(run_key(cur, classes));
+    if (known != plain_run_.end() && (known->second.exact || known->second.chars >= chars - depth)) {
+      if (!known->second.exact) return true;  // nothing new learnt
+      total = known->second.chars == kForever ? kForever : depth + known->second.chars;
+      exact = true;
+      break;
+    }
+    PushdownAutomaton::ConfigId next = plain_successor(cur, classes);
+    if (next == PushdownAutomaton::kDead) {
+      plain_run_[run_key(cur, classes)] = {0, true};
+      total = depth;
+      exact = true;
+      break;
+    }
+    run_path_.push_back(cur);
+    if (std::find(run_path_.begin(), run_path_.end(), next) != run_path_.end()) {
+      total = kForever;  // the chain returns to a configuration on it: plain text of any length survives
+      exact = true;
+      break;
+    }
+    cur = next;
+  }
+  for (size_t j = 0; j < run_path_.size(); ++j) {
+    PlainRun& r = plain_run_[run_key(run_path_[j], classes)];
+    if (exact) r = {total == kForever ? kForever : total - uint32_t(j), true};
+    else r.chars = std::max(r.chars, chars - uint32_t(j));
+  }
+  return exact ? total >= chars : true;
 }
 
 TokenMasker::PositionTable TokenMasker::build_table(PushdownAutomaton::ConfigId cut_config) {
@@ -71,15 +129,17 @@ TokenMasker::PositionTable TokenMasker::build_table(PushdownAutomaton::ConfigId 
   };
   walk_configs_[0] = cut_config;
   walk_escaped_[0] = uint8_t(a.escaped(cut_config));
-  int plain_depth = loops_on_plain_text(cut_config) ? 0 : -1;  // depth of a plain-loop ancestor, if any
   for (uint32_t i = 1; i < nodes.size();) {
     const TokenTrie::Node& n = nodes[i];
-    if (plain_depth >= int(n.depth)) plain_depth = -1;
-    if (plain_depth == int(n.depth) - 1 && trie_->plain_text_below(i)) {
-      mark_subtree(i, nullptr);  // plain text from a state that loops on it: all accepted
+    if (trie_->plain_text_below(i) && trie_->plain_chars_below(i) <= kMaxPlainRun &&
+        std::popcount(trie_->plain_classes_below(i)) <= kMaxPlainClasses &&
+        plain_run_at_least(walk_configs_[n.depth - 1], trie_->plain_classes_below(i), trie_->plain_chars_below(i))) {
+      mark_subtree(i, nullptr);  // plain text no longer than what survives from here: all accepted
+      stats_.table_nodes_walked += 1;
       i = n.subtree_end;
       continue;
     }
+    ++stats_.table_nodes_walked;
     PushdownAutomaton::ConfigId c = a.step(walk_configs_[n.depth - 1], n.byte);
     if (c == PushdownAutomaton::kDead) {
       // The stacks below the cut may be reached before this byte: the whole subtree needs them.
@@ -90,7 +150,6 @@ TokenMasker::PositionTable TokenMasker::build_table(PushdownAutomaton::ConfigId 
     walk_configs_[n.depth] = c;
     walk_escaped_[n.depth] = walk_escaped_[n.depth - 1] | uint8_t(a.escaped(c));
     for (uint32_t j = n.tokens_begin; j < n.tokens_end; ++j) mask_set(t.accepted, ids[j]);
-    if (plain_depth < 0 && n.subtree_end > i + 1 && loops_on_plain_text(c)) plain_depth = n.depth;
     ++i;
   }
   std::sort(t.uncertain.begin(), t.uncertain.end());

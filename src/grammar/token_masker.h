@@ -36,6 +36,7 @@ struct MaskStats {
   size_t cache_hits = 0;
   size_t position_tables = 0;
   size_t uncertain_checked = 0;
+  size_t table_nodes_walked = 0;  // trie nodes visited building tables (a skipped subtree counts one)
 };
 
 class TokenMasker {
@@ -63,14 +64,30 @@ class TokenMasker {
   // The table of a configuration of cut stacks.
   const PositionTable& table(PushdownAutomaton::ConfigId cut_config);
   PositionTable build_table(PushdownAutomaton::ConfigId cut_config);
-  // Whether `config` returns to itself after every plain JSON-string character (and survives every
-  // partial one): then whole trie subtrees of plain text are accepted without walking them.
-  bool loops_on_plain_text(PushdownAutomaton::ConfigId config);
+  // The configuration every plain JSON-string character (bytes >= 0x20 other than the quote and the
+  // backslash, as valid UTF-8) of the given kinds (bit k: lead class k of utf8_lead_class) leads to from
+  // `config`, where all of them lead to the same one and no partial character dies; kDead where they do
+  // not. A string's contents (the same configuration again) and a string bounded by maxLength (a counter
+  // one lower) both have one.
+  PushdownAutomaton::ConfigId plain_successor(PushdownAutomaton::ConfigId config, uint16_t classes);
+  // Whether any run of `chars` plain characters of those kinds (the last one possibly cut short) survives
+  // from `config`: then a trie subtree of such text no longer than that is accepted whole without walking it.
+  bool plain_run_at_least(PushdownAutomaton::ConfigId config, uint16_t classes, uint32_t chars);
 
   std::shared_ptr<PushdownAutomaton> automaton_;
   std::shared_ptr<const TokenTrie> trie_;
   std::unordered_map<PushdownAutomaton::ConfigId, std::unique_ptr<PositionTable>> tables_;
-  std::vector<int8_t> plain_loop_;  // per configuration: -1 unknown, 0 no, 1 yes
+  static uint64_t run_key(PushdownAutomaton::ConfigId config, uint16_t classes) {
+    return (uint64_t(uint32_t(config)) << 16) | classes;
+  }
+  std::unordered_map<uint64_t, PushdownAutomaton::ConfigId> plain_next_;  // plain_successor, by run_key
+  // Per run_key: plain characters known to survive, and whether that is all of them.
+  struct PlainRun {
+    uint32_t chars = 0;
+    bool exact = false;
+  };
+  std::unordered_map<uint64_t, PlainRun> plain_run_;
+  std::vector<PushdownAutomaton::ConfigId> run_path_;
   std::unordered_map<PushdownAutomaton::ConfigId, TokenBitmask> cache_;
   std::vector<PushdownAutomaton::ConfigId> walk_configs_;
   std::vector<uint8_t> walk_escaped_;

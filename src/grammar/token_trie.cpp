@@ -56,6 +56,20 @@ TokenTrie::TokenTrie(std::vector<std::string> spellings, int32_t eos_id)
   compute_plain_below();
 }
 
+int utf8_lead_class(uint8_t b) {
+  if (b < 0x80) return 0;
+  if (b < 0xC2) return -1;
+  if (b <= 0xDF) return 1;
+  if (b == 0xE0) return 2;
+  if (b <= 0xEC) return 3;
+  if (b == 0xED) return 4;
+  if (b <= 0xEF) return 5;
+  if (b == 0xF0) return 6;
+  if (b <= 0xF3) return 7;
+  if (b == 0xF4) return 8;
+  return -1;
+}
+
 namespace {
 // UTF-8 validity as a small automaton: 0 = at a character boundary; others = continuation bytes pending,
 // with the first one restricted for E0 / ED / F0 / F4 (no overlongs, surrogates or values past U+10FFFF).
@@ -101,6 +115,23 @@ void TokenTrie::compute_plain_below() {
   }
   plain_below_.assign(nodes_.size(), 0);
   for (size_t i = 1; i < nodes_.size(); ++i) plain_below_[i] = ok[i][0];
+  // Characters begun below a node = its lead (non-continuation) bytes; within valid UTF-8 from a character
+  // boundary that is the complete characters plus a cut-short last one.
+  plain_chars_.assign(nodes_.size(), 0);
+  plain_classes_.assign(nodes_.size(), 0);
+  for (size_t i = nodes_.size(); i-- > 1;) {
+    const Node& n = nodes_[i];
+    uint32_t deepest = 0;
+    uint16_t classes = 0;
+    for (uint32_t c = uint32_t(i) + 1; c < n.subtree_end; c = nodes_[c].subtree_end) {
+      deepest = std::max<uint32_t>(deepest, plain_chars_[c]);
+      classes |= plain_classes_[c];
+    }
+    int lead = utf8_lead_class(n.byte);
+    if (lead >= 0) classes |= uint16_t(1u << lead);
+    plain_classes_[i] = classes;
+    plain_chars_[i] = uint16_t(std::min<uint32_t>(deepest + ((n.byte & 0xC0) != 0x80), 65535));
+  }
 }
 
 }  // namespace deepmoe::grammar

@@ -10,6 +10,11 @@
 
 namespace deepmoe::grammar {
 
+// UTF-8 lead bytes by the shape of the character they begin (the ranges a grammar's character classes are
+// split into): 0 ASCII, 1 C2-DF, 2 E0, 3 E1-EC, 4 ED, 5 EE-EF, 6 F0, 7 F1-F3, 8 F4; -1 for continuation and
+// invalid bytes.
+int utf8_lead_class(uint8_t b);
+
 class TokenTrie {
  public:
   struct Node {
@@ -37,6 +42,13 @@ class TokenTrie {
   // character boundary: bytes >= 0x20 other than '"' and '\', forming valid UTF-8 (possibly cut short at
   // the token's end). A grammar state that loops on every plain character accepts such subtrees whole.
   bool plain_text_below(uint32_t node) const { return plain_below_[node]; }
+  // For a node with plain_text_below: the most characters (complete, or cut short at the token's end) that a
+  // token below it spells from node i's byte on. A state from which any run of that many plain characters
+  // survives accepts the whole subtree.
+  uint32_t plain_chars_below(uint32_t node) const { return plain_chars_[node]; }
+  // Which kinds of characters begin below a node with plain_text_below (bit k: lead bytes of class k, see
+  // utf8_lead_class), so a state needs to be checked on those kinds only.
+  uint16_t plain_classes_below(uint32_t node) const { return plain_classes_[node]; }
 
  private:
   void compute_plain_below();
@@ -47,6 +59,8 @@ class TokenTrie {
   std::vector<int32_t> token_ids_;
   std::vector<uint32_t> first_token_;
   std::vector<uint8_t> plain_below_;
+  std::vector<uint16_t> plain_chars_;
+  std::vector<uint16_t> plain_classes_;
   size_t max_depth_ = 0;
 };
 

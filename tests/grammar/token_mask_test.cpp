@@ -42,6 +42,7 @@ void check_masks_along(const Grammar& g, const std::string& text, int max_checke
   auto masker = std::make_shared<TokenMasker>(automaton, v.trie);
   GrammarMatcher m(automaton, masker);
   PushdownAutomaton reference(g);
+  reference.set_share_byte_classes(false);  // the plain definition, one byte at a time
   auto ref_config = reference.initial();
   std::vector<int32_t> ids = v.tokenizer->encode(text, false, false);
   TokenBitmask mask(mask_words(kModelVocab));
@@ -82,6 +83,28 @@ TEST(TokenMask, ObjectSchemaMatchesBruteForce) {
       "tags":{"type":"array","items":{"type":"string"}},"age":{"type":"integer","minimum":0,"maximum":150},
       "ok":{"type":"boolean"}},"required":["name","age"]})");
   check_masks_along(g, R"({"name":"Ada \"Countess\" Lovelace","tags":["math","poetry\n"],"age":36,"ok":true})", 12);
+}
+
+// Every mask along the way, in the states whose tables take shortcuts: strings bounded by maxLength (a run of
+// plain text proved a counter step at a time), unbounded strings (a loop), additional-property keys next to
+// declared names, formats, patterns, enums, nested arrays of short strings, non-ASCII text and escapes.
+TEST(TokenMask, BoundedStringsKeysAndFormatsMatchBruteForceAtEveryStep) {
+  const std::pair<const char*, const char*> cases[] = {
+      {R"({"type":"object","properties":{"title":{"type":"string","maxLength":64},
+          "tags":{"type":"array","items":{"type":"string","maxLength":3}},"note":{"type":"string"}},
+          "required":["title"]})",
+       R"({"title":"The quick brown fox jumps over the lazy dog, 東京 and Zoë","tags":["東京","x",""],)"
+       R"("note":"a \"quoted\" word\n","extra key":{"a":[1,"b"]},"tit":"le"})"},
+      {R"({"type":"object","properties":{"url":{"type":"string","format":"uri"},"email":{"type":"string",
+          "format":"email"},"when":{"type":"string","format":"date-time"},"id":{"type":"string","format":"uuid"},
+          "state":{"enum":["draft","active"]},"code":{"type":"string","pattern":"^[A-Z]{2}-[0-9]+$"}},
+          "additionalProperties":false})",
+       R"({"url":"https://example.org/a/b?q=1","email":"ada@example.org","when":"2024-05-17T10:20:30Z",)"
+       R"("id":"123e4567-e89b-12d3-a456-426614174000","state":"active","code":"AB-12"})"},
+      {R"({"type":"array","items":{"type":"string","minLength":2,"maxLength":5},"maxItems":4})",
+       R"(["ab","東京都","héllo","  "])"},
+  };
+  for (const auto& [schema, text] : cases) check_masks_along(compile_json_schema(schema), text, 1000);
 }
 
 TEST(TokenMask, AnyJsonMatchesBruteForce) {
