@@ -3,7 +3,8 @@
 // (schemas/real_world.json), several seeds each, through one server per model — the bundled trained model and the
 // tiny random one (129k vocabulary) — and a subset through `deepmoe generate --speculative mtp`. Schemas the
 // compiler refuses must be 400s naming response_format.json_schema.schema. Outputs cut short by max_tokens are
-// closed by the engine, so they must validate too.
+// closed by the engine, so they must validate too. A subset also runs eight at a time through the batch scheduler
+// (`deepmoe generate --parallel 8`: eight sequences of one schema in every forward, each with its own matcher).
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { execFile } from 'node:child_process';
@@ -151,4 +152,45 @@ test('--speculative mtp through deepmoe generate: outputs valid (ajv)', { skip: 
   assert.deepEqual(result.invalid, []);
   assert.deepEqual(result.unparsed, []);
   assert.ok(drafts > 0 && drafts < proposed, `${drafts} of ${proposed} drafts accepted`);  // some rejected and rolled back
+});
+
+// `generate --parallel 8` prints "=== completion i (seed s, finish) ===" and then the completion's text; a compact
+// JSON output is one line (its strings escape newlines).
+function parallelCompletions(stdout) {
+  const lines = stdout.split('\n');
+  const out = [];
+  for (let i = 0; i < lines.length; i++) {
+    const m = /^=== completion (\d+) \(seed (\d+), (\w+)\) ===$/.exec(lines[i]);
+    if (m) out.push({ index: Number(m[1]), finish: m[3], text: lines[++i] });
+  }
+  return out;
+}
+
+async function batchedRun(t, label, model, subset, maxTokens) {
+  const run = promisify(execFile);
+  const result = { outputs: 0, valid: 0, closed: 0, invalid: [], unparsed: [] };
+  const started = Date.now();
+  await pool(subset, 2, async (entry) => {
+    const { stdout } = await run(BIN, ['generate', '-m', model, '-p', 'JSON:', '-q', '--seed', '21', '-t', '1',
+      '--temperature', '1', '-n', String(maxTokens), '--parallel', '8', '--json-schema', JSON.stringify(entry.schema)],
+    { maxBuffer: 16 << 20 });
+    const completions = parallelCompletions(stdout);
+    assert.deepEqual(completions.map((c) => c.index), [0, 1, 2, 3, 4, 5, 6, 7], `${entry.name}: ${stdout}`);
+    for (const c of completions) {
+      result.outputs++;
+      check(result, entry, c.text, c.finish === 'length' ? 'length' : 'stop', `batch 8, completion ${c.index}`);
+    }
+  });
+  t.diagnostic(`${label}: ${JSON.stringify({ schemas: subset.length, outputs: result.outputs, valid: result.valid, closed_at_max_tokens: result.closed, seconds: (Date.now() - started) / 1000 })}`);
+  assert.deepEqual(result.invalid, []);
+  assert.deepEqual(result.unparsed, []);
+  assert.equal(result.valid, result.outputs);
+}
+
+test('batch 8 through the scheduler (generate --parallel 8): every output valid (ajv)', { skip: !DEFAULT_MODEL && 'DEEPMOE_DEFAULT_MODEL not set' }, async (t) => {
+  // Every 3rd accepted schema on the default model, every 12th on the tiny one (129k-token masks), 8 completions each.
+  const subset = acceptedByDefault.filter((_, i) => i % 3 === 1);
+  assert.ok(subset.length >= 60, `${subset.length} schemas`);
+  await batchedRun(t, 'batch 8, default model', DEFAULT_MODEL, subset, MAX_TOKENS.default);
+  await batchedRun(t, 'batch 8, tiny model', MODEL, acceptedByDefault.filter((_, i) => i % 12 === 5), MAX_TOKENS.tiny);
 });
