@@ -4,6 +4,7 @@
 #include <chrono>
 
 #include "core/error.h"
+#include "runtime/speculative_step.h"
 
 namespace deepmoe {
 
@@ -18,19 +19,29 @@ struct BatchScheduler::Entry {
   std::unique_ptr<RequestState> state;
   std::vector<int32_t> feed;  // tokens to feed before the next sample
   size_t fed = 0;             // of those, fed already (prompt chunks)
+  std::unique_ptr<SpeculativeStep> speculative;  // this step's drafts, while decoding speculatively
 };
 
 BatchScheduler::BatchScheduler(Generator& generator, SchedulerOptions options)
     : generator_(generator), options_(options), capacity_(generator.lm().kv_capacity()) {
   if (options_.max_batch_tokens < 1) throw Error("max_batch_tokens must be >= 1");
   if (options_.max_running < 1) throw Error("max_running must be >= 1");
+  if (options_.draft_tokens < 0)
+    throw Error("draft tokens must be at least 1, got " + std::to_string(options_.draft_tokens),
+                ErrorContext{.field = "draft_tokens"});
+  if (options_.draft_tokens > 0) {
+    speculative_lm_ = dynamic_cast<SpeculativeLm*>(&generator.lm());
+    if (!speculative_lm_) throw Error("speculative decoding in the batch scheduler needs a model with a draft model");
+  }
 }
 
 BatchScheduler::~BatchScheduler() = default;
 
 int64_t BatchScheduler::kv_need(const GenerationRequest& request) const {
   if (capacity_.tokens <= 0) return 0;
-  const int64_t tokens = int64_t(request.prompt.size()) + request.max_tokens;
+  // A verification forward holds the pending token and its drafts at once: K positions more than the plain loop
+  // (drafts stop short of max_tokens, but a request's room is reserved by its worst step).
+  const int64_t tokens = int64_t(request.prompt.size()) + request.max_tokens + options_.draft_tokens;
   const int64_t b = std::max<int64_t>(capacity_.block_tokens, 1);
   return (tokens + b - 1) / b * b;
 }
@@ -128,41 +139,84 @@ void BatchScheduler::step() {
   if (running_.empty()) return;
 
   const auto start = std::chrono::steady_clock::now();
-  // Decode tokens of every request past its prompt, then prompt chunks in admission order.
-  std::vector<LmBatchEntry> batch;
+  // Speculative decoding: every decoding request drafts first, all requests' k-th drafts in one call.
+  if (speculative_lm_) {
+    std::vector<Entry*> drafting;
+    for (auto& e : running_) {
+      if (e->state->tokens.empty()) continue;
+      e->speculative = std::make_unique<SpeculativeStep>(generator_, *e->state, options_.draft_tokens);
+      drafting.push_back(e.get());
+    }
+    while (true) {
+      std::vector<LmDraftEntry> calls;
+      std::vector<Entry*> callers;
+      for (Entry* e : drafting) {
+        if (!e->speculative->wants_draft()) continue;
+        calls.push_back({e->sequence.get(), e->speculative->draft_input(), e->speculative->continues_draft()});
+        callers.push_back(e);
+      }
+      if (calls.empty()) break;
+      const std::vector<std::vector<float>> logits = speculative_lm_->draft_batch(calls);
+      for (size_t i = 0; i < callers.size(); ++i) callers[i]->speculative->add_draft(logits[i]);
+    }
+  }
+
+  // Decode tokens of every request past its prompt (with its drafts), then prompt chunks in admission order.
+  std::vector<LmRowsEntry> batch;
   std::vector<Entry*> in_batch;
   std::vector<size_t> chunk;
   int64_t budget = options_.max_batch_tokens;
   for (auto& e : running_) {
     if (e->state->tokens.empty()) continue;
-    batch.push_back({e->sequence.get(), e->feed, true});
+    const std::vector<int32_t>& tokens = e->speculative ? e->speculative->verify_tokens() : e->feed;
+    batch.push_back({e->sequence.get(), tokens, e->speculative ? tokens.size() : 1});
     in_batch.push_back(e.get());
-    chunk.push_back(e->feed.size());
-    budget -= int64_t(e->feed.size());
+    chunk.push_back(tokens.size());
+    budget -= int64_t(tokens.size());
   }
   for (auto& e : running_) {
     if (!e->state->tokens.empty() || budget <= 0) continue;
     const size_t left = e->feed.size() - e->fed;
     const size_t n = std::min<size_t>(left, size_t(budget));
-    batch.push_back({e->sequence.get(), std::span<const int32_t>(e->feed).subspan(e->fed, n), n == left});
+    batch.push_back({e->sequence.get(), std::span<const int32_t>(e->feed).subspan(e->fed, n), n == left ? 1u : 0u});
     in_batch.push_back(e.get());
     chunk.push_back(n);
     budget -= int64_t(n);
   }
   if (batch.empty()) return;
-  const std::vector<std::vector<float>> logits = generator_.lm().forward_batch(batch);
+  std::vector<std::vector<float>> logits;
+  if (speculative_lm_) {
+    logits = speculative_lm_->forward_rows_batch(batch);
+  } else {
+    std::vector<LmBatchEntry> plain;
+    for (const LmRowsEntry& e : batch) plain.push_back({e.sequence, e.tokens, e.rows > 0});
+    std::vector<std::vector<float>> rows = generator_.lm().forward_batch(plain);
+    size_t row = 0;
+    for (const LmRowsEntry& e : batch) logits.push_back(e.rows > 0 ? std::move(rows[row++]) : std::vector<float>());
+  }
 
-  size_t row = 0;
   for (size_t i = 0; i < in_batch.size(); ++i) {
     Entry& e = *in_batch[i];
-    if (!batch[i].logits) {
+    if (batch[i].rows == 0) {
       e.fed += chunk[i];  // a prompt chunk that is not the last
       continue;
     }
-    const std::vector<float>& l = logits[row++];
     const size_t before = e.state->tokens.size();
     try {
-      const std::string text = generator_.after_forward(*e.state, l, start);
+      std::string text;
+      if (e.speculative) {
+        const int64_t drafts = int64_t(e.speculative->drafts());
+        const int64_t accepted_before = e.state->stats.accepted_draft_tokens;
+        text = e.speculative->verify(logits[i], start);
+        e.speculative.reset();
+        ++speculation_.verify_steps;
+        speculation_.draft_tokens += drafts;
+        speculation_.accepted_draft_tokens += e.state->stats.accepted_draft_tokens - accepted_before;
+      } else if (speculative_lm_) {
+        text = speculative_first_token(generator_, *e.state, logits[i], start);
+      } else {
+        text = generator_.after_forward(*e.state, logits[i], start);
+      }
       if (e.on_progress) e.on_progress(*e.state, before, text);
     } catch (const std::exception& ex) {
       e.cancelled = true;  // removed below

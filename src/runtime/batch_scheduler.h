@@ -6,6 +6,13 @@
 // A request's tokens do not depend on what else is batched with it or how its prompt is chunked: the model's
 // forward is batch-invariant, each request samples with its own seeded sampler, and the per-request logic (ending
 // rules, stop strings, grammar) is Generator's, shared with the one-at-a-time loop.
+//
+// With speculative decoding (SchedulerOptions::draft_tokens = K > 0, on a SpeculativeLm) each step first drafts
+// up to K tokens for every decoding request (K batched draft calls), then each decoding request contributes its
+// pending token and its drafts as one entry of up to K + 1 positions, logits at each, to the step's forward (prompt
+// chunks still fill the budget), and accepts its own number of them (runtime/speculative_step.h, the one-request
+// loop's code): the caches keep only accepted positions. A request's tokens are those of the one-request
+// speculative loop with the same seed, and greedy ones those of the plain loop.
 #pragma once
 
 #include <cstdint>
@@ -17,6 +24,7 @@
 #include <vector>
 
 #include "runtime/generator.h"
+#include "runtime/speculative_lm.h"
 
 namespace deepmoe {
 
@@ -25,6 +33,17 @@ struct SchedulerOptions {
   // requests always go in, so a step may exceed it by them.
   int64_t max_batch_tokens = 512;
   int64_t max_running = 64;  // requests generating at once; more wait
+  // Speculative decoding: drafts per decoding request and step (0: off). Needs the generator's model to be a
+  // SpeculativeLm.
+  int draft_tokens = 0;
+};
+
+// Speculative decoding over a scheduler's life: verification entries (one per decoding request and step), drafts
+// proposed, drafts accepted.
+struct SpeculationCounters {
+  int64_t verify_steps = 0;
+  int64_t draft_tokens = 0;
+  int64_t accepted_draft_tokens = 0;
 };
 
 class BatchScheduler {
@@ -55,6 +74,7 @@ class BatchScheduler {
   size_t waiting() const { return waiting_.size(); }
   // KV tokens reserved by the running requests (0 when the cache is unbounded).
   int64_t reserved_kv_tokens() const { return reserved_; }
+  const SpeculationCounters& speculation() const { return speculation_; }
 
  private:
   struct Entry;
@@ -65,6 +85,8 @@ class BatchScheduler {
 
   Generator& generator_;
   SchedulerOptions options_;
+  SpeculativeLm* speculative_lm_ = nullptr;  // when drafting
+  SpeculationCounters speculation_;
   KvCapacity capacity_;
   uint64_t next_id_ = 1;
   int64_t reserved_ = 0;
