@@ -85,7 +85,8 @@ void generate_on_leader(const GenerateArgs& args, std::shared_ptr<const grammar:
                         LoadedModel& loaded);
 
 // --parallel N: N completions of the prompt as one batch (runtime/batch_scheduler.h), completion i sampled with
-// seed + i, so each is what `generate --seed <seed + i>` prints alone. Printed when all are done, in order.
+// seed + i, so each is what `generate --seed <seed + i>` prints alone (with the same --speculative options).
+// Printed when all are done, in order.
 void generate_parallel(const GenerateArgs& args, LoadedModel& loaded, GenerationRequest base) {
   struct Completion {
     std::vector<int32_t> tokens;
@@ -93,10 +94,13 @@ void generate_parallel(const GenerateArgs& args, LoadedModel& loaded, Generation
     FinishReason finish = FinishReason::None;
     std::string error;
   };
-  Generator generator(*loaded.lm, *loaded.tokenizer);
+  std::unique_ptr<MtpSpeculativeLm> mtp;
+  if (args.speculative.mode == "mtp") mtp = std::make_unique<MtpSpeculativeLm>(*loaded.engine);
+  Generator generator(mtp ? static_cast<CausalLm&>(*mtp) : *loaded.lm, *loaded.tokenizer);
   SchedulerOptions so;
   so.max_running = args.parallel;
-  so.max_batch_tokens = std::max<int64_t>(512, args.parallel);
+  so.draft_tokens = mtp ? args.speculative.draft_tokens : 0;
+  so.max_batch_tokens = std::max<int64_t>(512, args.parallel * (so.draft_tokens + 1));
   BatchScheduler scheduler(generator, so);
   std::vector<Completion> done(size_t(args.parallel));
   const uint64_t seed = base.sampling.seed;
@@ -135,11 +139,16 @@ void generate_parallel(const GenerateArgs& args, LoadedModel& loaded, Generation
     }
   }
   flush_stdout();
+  GenerationStats speculation;
+  speculation.verify_steps = scheduler.speculation().verify_steps;
+  speculation.draft_tokens = scheduler.speculation().draft_tokens;
+  speculation.accepted_draft_tokens = scheduler.speculation().accepted_draft_tokens;
   std::fprintf(stderr,
-               "%lld completions of a %lld-token prompt: generated %lld tokens in %.3f s (%.2f tok/s); seeds %llu-%llu\n",
+               "%lld completions of a %lld-token prompt: generated %lld tokens in %.3f s (%.2f tok/s)%s; seeds "
+               "%llu-%llu\n",
                (long long)args.parallel, (long long)prompt_tokens, (long long)generated, seconds,
-               seconds > 0 ? double(generated) / seconds : 0.0, (unsigned long long)seed,
-               (unsigned long long)(seed + uint64_t(args.parallel) - 1));
+               seconds > 0 ? double(generated) / seconds : 0.0, speculative_summary(speculation).c_str(),
+               (unsigned long long)seed, (unsigned long long)(seed + uint64_t(args.parallel) - 1));
 }
 
 void run_generate(GenerateArgs args) {
@@ -154,8 +163,6 @@ void run_generate(GenerateArgs args) {
     if (args.output == "json")
       throw CLI::ValidationError("--parallel", "prints text or ids per completion; --output json and --logprobs "
                                                "stream one completion's tokens");
-    if (args.speculative.mode != "off")
-      throw CLI::ValidationError("--parallel", "runs the plain batched loop; use it without --speculative");
   }
   // Reject bad sampling values before spending time on loading (the same check runs again per request).
   if (auto e = validate(args.request.sampling)) throw flag_error(*e);

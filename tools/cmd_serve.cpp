@@ -21,6 +21,7 @@
 #include "core/error.h"
 #include "engine_options.h"
 #include "generation_options.h"
+#include "speculative_options.h"
 #include "server/api_key.h"
 #include "server/openai_server.h"
 #include "server/batched_runtime_backend.h"
@@ -41,6 +42,7 @@ struct ServeArgs {
   int64_t max_body_mb = 2;
   double drain_seconds = 30.0;
   bool log_prompts = false;
+  SpeculativeArgs speculative;
 };
 
 void log_line(const std::string& line) {
@@ -160,6 +162,9 @@ void serve_on_leader(const ServeArgs& args, LoadedModel& loaded, server::OpenAiS
                                                     .max_running = args.max_running,
                                                     .max_batch_tokens = args.max_batch_tokens,
                                                     .kv_bytes = uint64_t(args.kv_gb * double(1ull << 30)),
+                                                    .draft_tokens = args.speculative.mode == "mtp"
+                                                                        ? args.speculative.draft_tokens
+                                                                        : 0,
                                                 });
   server::ServedModel served;
   served.id = model_id(loaded.dir);
@@ -169,7 +174,11 @@ void serve_on_leader(const ServeArgs& args, LoadedModel& loaded, server::OpenAiS
   served.vocab_size = loaded.lm->vocab_size();
   const std::string id = served.id;
   server.set_ready(std::move(served), backend);
-  if (!shutdown.received()) log_line("deepmoe serve: ready, model '" + id + "'");
+  if (!shutdown.received())
+    log_line("deepmoe serve: ready, model '" + id + "'" +
+             (args.speculative.mode == "mtp"
+                  ? ", MTP speculative decoding with " + std::to_string(args.speculative.draft_tokens) + " draft token(s)"
+                  : std::string()));
 
   const int sig = shutdown.wait();
   server.begin_drain();
@@ -214,6 +223,7 @@ CommandRegistration registration{
                       "the weights, minus a margin)")
            ->check(CLI::Range(0.0, 1e6))
            ->capture_default_str();
+       add_speculative_options(sub, args->speculative);
        sub.add_option("--max-queue", args->max_queue,
                       "Requests (choices) waiting for a place in the batch; more get HTTP 429")
            ->check(CLI::Range(int64_t(1), int64_t(1024)))

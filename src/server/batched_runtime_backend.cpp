@@ -8,15 +8,33 @@
 
 namespace deepmoe::server {
 
+namespace {
+
+std::unique_ptr<MtpSpeculativeLm> speculative_lm(LoadedModel& model, const BatchedBackendOptions& options) {
+  if (options.draft_tokens <= 0) return nullptr;
+  return std::make_unique<MtpSpeculativeLm>(*model.engine);  // throws for a model without an MTP layer
+}
+
+}  // namespace
+
 BatchedRuntimeBackend::BatchedRuntimeBackend(LoadedModel& model, BatchedBackendOptions options)
-    : model_(model), options_(options), generator_(*model.lm, *model.tokenizer) {
+    : model_(model),
+      options_(options),
+      speculative_lm_(speculative_lm(model, options)),
+      lm_(speculative_lm_ ? static_cast<CausalLm&>(*speculative_lm_) : *model.lm),
+      generator_(lm_, *model.tokenizer) {
   Engine& engine = *model.engine;
   const uint64_t budget =
       options_.kv_bytes > 0 ? options_.kv_bytes : default_kv_budget_bytes(engine.weight_bytes(), physical_memory_bytes());
-  model.lm->use_kv_pools(engine.create_kv_pools(budget, options_.kv_block_tokens));
+  KvPools pools = engine.create_kv_pools(budget, options_.kv_block_tokens);
+  if (speculative_lm_)
+    speculative_lm_->use_kv_pools(std::move(pools));
+  else
+    model.lm->use_kv_pools(std::move(pools));
   SchedulerOptions so;
   so.max_running = options_.max_running;
   so.max_batch_tokens = options_.max_batch_tokens;
+  so.draft_tokens = std::max(options_.draft_tokens, 0);
   scheduler_ = std::make_unique<BatchScheduler>(generator_, so);
   snapshot_engine_metrics();
   worker_ = std::thread([this] { run(); });
@@ -170,7 +188,7 @@ void BatchedRuntimeBackend::run() {
 // read while a forward pass runs).
 void BatchedRuntimeBackend::snapshot_engine_metrics() {
   std::ostringstream out;
-  const KvPools& pools = model_.lm->kv_pools();
+  const KvPools& pools = speculative_lm_ ? speculative_lm_->kv_pools() : model_.lm->kv_pools();
   Engine& engine = *model_.engine;
   // Counting another rank's blocks is a step of its own: done when idle (so a leak shows at once) and at most
   // four times a second while requests run.
@@ -217,6 +235,27 @@ void BatchedRuntimeBackend::snapshot_engine_metrics() {
       << "# HELP deepmoe_expert_load_mean Mean tokens per expert of the MoE layer over the load window.\n"
       << "# TYPE deepmoe_expert_load_mean gauge\n"
       << mean_lines.str();
+  if (speculative_lm_) {
+    const SpeculationCounters& c = scheduler_->speculation();
+    out << "# HELP deepmoe_speculative_verify_steps_total Verification entries run (one per decoding request and step).\n"
+        << "# TYPE deepmoe_speculative_verify_steps_total counter\n"
+        << "deepmoe_speculative_verify_steps_total " << c.verify_steps << "\n"
+        << "# HELP deepmoe_speculative_draft_tokens_total Draft tokens the MTP module proposed.\n"
+        << "# TYPE deepmoe_speculative_draft_tokens_total counter\n"
+        << "deepmoe_speculative_draft_tokens_total " << c.draft_tokens << "\n"
+        << "# HELP deepmoe_speculative_accepted_tokens_total Draft tokens verification accepted.\n"
+        << "# TYPE deepmoe_speculative_accepted_tokens_total counter\n"
+        << "deepmoe_speculative_accepted_tokens_total " << c.accepted_draft_tokens << "\n"
+        << "# HELP deepmoe_speculative_acceptance_rate Accepted over proposed draft tokens since the start.\n"
+        << "# TYPE deepmoe_speculative_acceptance_rate gauge\n"
+        << "deepmoe_speculative_acceptance_rate "
+        << (c.draft_tokens > 0 ? double(c.accepted_draft_tokens) / double(c.draft_tokens) : 0.0) << "\n"
+        << "# HELP deepmoe_speculative_accepted_tokens_per_step Mean draft tokens accepted per verification step "
+           "(each step also emits one token of the main model's own).\n"
+        << "# TYPE deepmoe_speculative_accepted_tokens_per_step gauge\n"
+        << "deepmoe_speculative_accepted_tokens_per_step "
+        << (c.verify_steps > 0 ? double(c.accepted_draft_tokens) / double(c.verify_steps) : 0.0) << "\n";
+  }
   std::lock_guard lock(mutex_);
   engine_metrics_ = out.str();
   running_count_ = int64_t(scheduler_->running());

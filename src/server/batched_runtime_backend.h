@@ -3,7 +3,9 @@
 // the paged KV cache can hold them); prompts are prefilled in chunks between decode steps, so a long prompt does
 // not stall the replies already streaming. The KV cache is a byte budget of blocks with a prefix cache: a request
 // that repeats a prefix (the next chat turn, a shared system prompt) reuses its full blocks
-// (usage.prompt_tokens_details.cached_tokens). Cancellation is checked before every step.
+// (usage.prompt_tokens_details.cached_tokens). Cancellation is checked before every step. With draft_tokens > 0
+// every request decodes speculatively with the checkpoint's MTP module (same greedy text, same distribution when
+// sampling; /metrics adds the drafts proposed and accepted).
 #pragma once
 
 #include <chrono>
@@ -19,6 +21,7 @@
 #include "runtime/batch_scheduler.h"
 #include "runtime/generator.h"
 #include "runtime/loaded_model.h"
+#include "runtime/speculative_mtp_lm.h"
 #include "server/generation_backend.h"
 
 namespace deepmoe::server {
@@ -29,6 +32,7 @@ struct BatchedBackendOptions {
   int64_t max_batch_tokens = 256;  // tokens per engine step (decode tokens + prompt chunks)
   uint64_t kv_bytes = 0;          // KV cache budget; 0: what memory allows after the weights (kv_block_pool.h)
   int64_t kv_block_tokens = 16;   // tokens per KV block, the prefix cache's granularity
+  int draft_tokens = 0;           // MTP speculative decoding: drafts per request and step (0: off)
 };
 
 class BatchedRuntimeBackend final : public GenerationBackend {
@@ -60,6 +64,8 @@ class BatchedRuntimeBackend final : public GenerationBackend {
 
   LoadedModel& model_;
   BatchedBackendOptions options_;
+  std::unique_ptr<MtpSpeculativeLm> speculative_lm_;  // with draft_tokens > 0
+  CausalLm& lm_;                                      // the model the scheduler runs
   Generator generator_;
   std::unique_ptr<BatchScheduler> scheduler_;  // worker thread only
 

@@ -78,7 +78,6 @@ TEST(CliGenerate, ParallelCompletionsEqualEachSeedAlone) {
   EXPECT_EQ(text.out.rfind("=== completion 0 (seed 11, ", 0), 0u) << text.out;
   EXPECT_NE(text.out.find("=== completion 1 (seed 12, "), std::string::npos) << text.out;
   EXPECT_EQ(deepmoe(args + " --parallel 2 --output json").code, 2);
-  EXPECT_EQ(deepmoe(args + " --parallel 2 --speculative mtp").code, 2);
   EXPECT_EQ(deepmoe(args + " --parallel 0").code, 2);
 }
 

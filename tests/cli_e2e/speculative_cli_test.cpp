@@ -1,10 +1,12 @@
 // `--speculative mtp` on the real `deepmoe` binary with the tiny model (which has an MTP layer): generate prints
-// the same greedy tokens as without it and reports the drafts in its summary; chat runs with it; a model without
-// an MTP layer is a clear error.
+// the same greedy tokens as without it and reports the drafts in its summary; with --parallel N completion i is
+// what `--seed <seed + i>` prints alone with the same drafts; chat runs with it; a model without an MTP layer is a
+// clear error.
 #include <gtest/gtest.h>
 
 #include <sstream>
 #include <string>
+#include <vector>
 
 #include "cli_test_util.h"
 
@@ -28,6 +30,31 @@ TEST(CliSpeculative, GenerateGivesTheSameGreedyTokens) {
     EXPECT_NE(r.err.find("drafts accepted"), std::string::npos) << r.err;
     EXPECT_NE(r.err.find("tokens per step"), std::string::npos) << r.err;
   }
+}
+
+TEST(CliSpeculative, ParallelCompletionsEqualEachSeedAlone) {
+  const std::string args = "generate -m " + quote(kModel) +
+                           " -p 'Hello there' -n 14 --temperature 0.9 --top-k 50 --speculative mtp --draft-tokens 2";
+  const CommandResult together = deepmoe(args + " --seed 21 --parallel 3 --output ids");
+  ASSERT_EQ(together.code, 0) << together.err;
+  EXPECT_NE(together.err.find("drafts accepted"), std::string::npos) << together.err;
+  std::istringstream lines(together.out);
+  std::vector<std::string> got;
+  for (std::string line; std::getline(lines, line);) got.push_back(line);
+  ASSERT_EQ(got.size(), 3u) << together.out;
+  for (int i = 0; i < 3; ++i) {
+    const CommandResult alone = deepmoe(args + " --seed " + std::to_string(21 + i) + " --output ids");
+    ASSERT_EQ(alone.code, 0) << alone.err;
+    EXPECT_EQ(got[size_t(i)] + "\n", alone.out) << "completion " << i;
+  }
+  // Greedy: every completion is the plain loop's.
+  const std::string greedy = "generate -m " + quote(kModel) + " -p 'The capital of France is' -n 12 --temperature 0 "
+                             "--ignore-eos --output ids";
+  const CommandResult plain = deepmoe(greedy);
+  const CommandResult batched = deepmoe(greedy + " --parallel 2 --speculative mtp --draft-tokens 3");
+  ASSERT_EQ(plain.code, 0) << plain.err;
+  ASSERT_EQ(batched.code, 0) << batched.err;
+  EXPECT_EQ(batched.out, plain.out + plain.out);
 }
 
 TEST(CliSpeculative, ChatRunsWithIt) {
