@@ -23,6 +23,8 @@
 //              decode tokens/s of both and their ratio (the speedup), whether the outputs were identical; and the
 //              cost of one verification forward (K + 1 positions, logits at each) over a plain decode forward
 //              (one position), also alternated (the only part measured when the checkpoint has no MTP layer).
+//              With --concurrency too: the same comparison in the batch scheduler per concurrency
+//              ("serving_speculative", tools/bench_serving.h).
 #include <CLI/CLI.hpp>
 
 #include <algorithm>
@@ -368,7 +370,10 @@ void bench_on_leader(const BenchArgs& args, const std::string& dir, Engine& engi
   if (args.speculative == "mtp") bench_speculative(args, dir, engine, common, measure_machine);
   if (!args.serving.concurrency.empty()) {
     measure_machine("serving");
-    bench_serving(args.serving, dir, engine, common, print_line);
+    ServingBenchArgs serving = args.serving;
+    serving.draft_tokens = args.speculative == "mtp" ? args.draft_tokens : 0;
+    serving.rounds = args.speculative_rounds;
+    bench_serving(serving, dir, engine, common, print_line);
   }
 }
 
@@ -414,7 +419,8 @@ CommandRegistration registration{
            ->check(CLI::Range(0.0, 1.0))
            ->capture_default_str();
        sub.add_option("--speculative-rounds", args->speculative_rounds,
-                      "Timed plain / speculative generation pairs with --speculative mtp")
+                      "Timed plain / speculative generation pairs with --speculative mtp (per concurrency with "
+                      "--concurrency)")
            ->check(CLI::Range(1, 1000))
            ->capture_default_str();
        sub.callback([args] { run_bench(*args); });

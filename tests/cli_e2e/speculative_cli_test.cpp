@@ -57,6 +57,26 @@ TEST(CliSpeculative, ParallelCompletionsEqualEachSeedAlone) {
   EXPECT_EQ(batched.out, plain.out + plain.out);
 }
 
+// bench --concurrency with --speculative mtp: one serving_speculative line per concurrency, the speculative and
+// plain runs' greedy outputs identical, the figures present.
+TEST(CliSpeculative, BenchComparesTheSchedulerWithAndWithout) {
+  const CommandResult r = deepmoe("bench " + quote(kModel) +
+                                  " --prompt 8 --prefill-runs 1 --decode-steps 4 --batch 1 --threads 1 --concurrency 1,3 "
+                                  "--serving-prompt 16 --speculative mtp --draft-tokens 2 --speculative-rounds 1");
+  ASSERT_EQ(r.code, 0) << r.err;
+  std::istringstream lines(r.out);
+  int found = 0;
+  for (std::string line; std::getline(lines, line);) {
+    if (line.find("\"case\":\"serving_speculative\"") == std::string::npos) continue;
+    ++found;
+    for (const char* key : {"\"draft_acceptance_rate\":", "\"accepted_tokens_per_step\":", "\"decode_speedup\":",
+                            "\"throughput_speedup\":", "\"verify_over_decode_forward\":"})
+      EXPECT_NE(line.find(key), std::string::npos) << key << " in " << line;
+    EXPECT_NE(line.find("\"outputs_identical\":true"), std::string::npos) << line;
+  }
+  EXPECT_EQ(found, 2) << r.out;
+}
+
 TEST(CliSpeculative, ChatRunsWithIt) {
   const CommandResult r = deepmoe("chat -m " + quote(kModel) + " -n 6 --temperature 0 --stats --speculative mtp",
                                   "Hello\nAgain\n");
