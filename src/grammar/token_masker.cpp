@@ -12,9 +12,11 @@ constexpr size_t kMaxCachedMasks = 2048;   // 16 KiB each at 129k tokens
 // character in a counting state (a string with maxLength), while the rare subtrees of longer plain tokens
 // (runs of spaces or dashes) are narrow and cheaper to walk.
 constexpr uint32_t kMaxPlainRun = 16;
-// Likewise a run is proved for at most this many kinds of characters at once (ASCII and one multi-byte
-// shape: a word, a run of CJK): each kind adds its partial-character configurations at every step of a
-// counting state, and a subtree mixing more kinds (everything after a space) is cheaper to split first.
+// Likewise a run is proved for at most this many kinds of characters at once (ASCII, counted as one, and one
+// multi-byte shape: a word, a run of CJK): each multi-byte kind adds its partial-character configurations at
+// every step of a counting state, and a subtree mixing more kinds (everything after a space) is cheaper to
+// split first. ASCII letters and digits are a kind of their own so that a state that takes them but not all of
+// ASCII (a URL, an e-mail address) still skips its words.
 constexpr int kMaxPlainClasses = 2;
 }  // namespace
 
@@ -55,9 +57,8 @@ PushdownAutomaton::ConfigId TokenMasker::plain_successor(PushdownAutomaton::Conf
       todo.push_back({c, next_state});
     };
     if (it.state == 0) {
-      if (classes & 1)
-        for (int b = 0x20; b < 0x80 && ok; ++b)
-          if (b != '"' && b != '\\') visit(uint8_t(b), 0);
+      for (int b = 0x20; b < 0x80 && ok; ++b)
+        if (b != '"' && b != '\\' && (classes >> utf8_lead_class(uint8_t(b)) & 1)) visit(uint8_t(b), 0);
       for (int b = 0xC2; b <= 0xF4 && ok; ++b) {
         if (!(classes >> utf8_lead_class(uint8_t(b)) & 1)) continue;
         int s = b <= 0xDF ? 1 : b == 0xE0 ? 3 : b == 0xED ? 4 : b <= 0xEF ? 2 : b == 0xF0 ? 6 : b <= 0xF3 ? 5 : 7;
@@ -132,7 +133,8 @@ TokenMasker::PositionTable TokenMasker::build_table(PushdownAutomaton::ConfigId 
   for (uint32_t i = 1; i < nodes.size();) {
     const TokenTrie::Node& n = nodes[i];
     if (trie_->plain_text_below(i) && trie_->plain_chars_below(i) <= kMaxPlainRun &&
-        std::popcount(trie_->plain_classes_below(i)) <= kMaxPlainClasses &&
+        std::popcount(uint16_t(trie_->plain_classes_below(i) & ~kAsciiClasses)) +
+                (trie_->plain_classes_below(i) & kAsciiClasses ? 1 : 0) <= kMaxPlainClasses &&
         plain_run_at_least(walk_configs_[n.depth - 1], trie_->plain_classes_below(i), trie_->plain_chars_below(i))) {
       mark_subtree(i, nullptr);  // plain text no longer than what survives from here: all accepted
       stats_.table_nodes_walked += 1;

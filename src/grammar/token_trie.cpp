@@ -57,6 +57,7 @@ TokenTrie::TokenTrie(std::vector<std::string> spellings, int32_t eos_id)
 }
 
 int utf8_lead_class(uint8_t b) {
+  if ((b >= '0' && b <= '9') || (b >= 'A' && b <= 'Z') || (b >= 'a' && b <= 'z')) return 9;
   if (b < 0x80) return 0;
   if (b < 0xC2) return -1;
   if (b <= 0xDF) return 1;

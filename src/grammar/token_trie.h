@@ -10,10 +10,12 @@
 
 namespace deepmoe::grammar {
 
-// UTF-8 lead bytes by the shape of the character they begin (the ranges a grammar's character classes are
-// split into): 0 ASCII, 1 C2-DF, 2 E0, 3 E1-EC, 4 ED, 5 EE-EF, 6 F0, 7 F1-F3, 8 F4; -1 for continuation and
-// invalid bytes.
+// Characters by their lead byte, in the kinds a grammar's character classes tend to split them into: 0 ASCII
+// other than letters and digits, 1 C2-DF, 2 E0, 3 E1-EC, 4 ED, 5 EE-EF, 6 F0, 7 F1-F3, 8 F4 (the UTF-8 shapes),
+// 9 ASCII letters and digits (what URLs, e-mail addresses and identifiers are mostly made of); -1 for
+// continuation and invalid bytes.
 int utf8_lead_class(uint8_t b);
+constexpr uint16_t kAsciiClasses = (1u << 0) | (1u << 9);
 
 class TokenTrie {
  public:
