@@ -4,7 +4,8 @@
 // tiny random one (129k vocabulary) — and a subset through `deepmoe generate --speculative mtp`. Schemas the
 // compiler refuses must be 400s naming response_format.json_schema.schema. Outputs cut short by max_tokens are
 // closed by the engine, so they must validate too. A subset also runs eight at a time through the batch scheduler
-// (`deepmoe generate --parallel 8`: eight sequences of one schema in every forward, each with its own matcher).
+// (`deepmoe generate --parallel 8`: eight sequences of one schema in every forward, each with its own matcher),
+// with and without MTP speculation in the scheduler.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { execFile } from 'node:child_process';
@@ -197,4 +198,14 @@ test('batch 8 through the scheduler (generate --parallel 8): every output valid 
   assert.ok(subset.length >= 50, `${subset.length} schemas`);
   await batchedRun(t, 'batch 8, default model', DEFAULT_MODEL, subset, MAX_TOKENS.default);
   await batchedRun(t, 'batch 8, tiny model', MODEL, acceptedByDefault.filter((_, i) => i % 24 === 5), MAX_TOKENS.tiny);
+});
+
+test('batch 8 with --speculative mtp in the scheduler: every output valid (ajv)', { skip: !DEFAULT_MODEL && 'DEEPMOE_DEFAULT_MODEL not set' }, async (t) => {
+  // Drafts are drawn under each request's mask and verified with the masks kept per draft position; rejected ones
+  // roll its matcher back. Every 6th accepted schema, 8 completions each, K = 2 drafts.
+  const subset = acceptedByDefault.filter((_, i) => i % 6 === 2);
+  assert.ok(subset.length >= 30, `${subset.length} schemas`);
+  const { drafts, proposed } = await batchedRun(t, 'batch 8, --speculative mtp, default model', DEFAULT_MODEL, subset,
+    MAX_TOKENS.default, ['--speculative', 'mtp', '--draft-tokens', '2']);
+  assert.ok(drafts > 0 && drafts < proposed, `${drafts} of ${proposed} drafts accepted`);  // some rejected and rolled back
 });
