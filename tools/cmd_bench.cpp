@@ -22,7 +22,8 @@
 //              --speculative-rounds rounds in this one run: draft acceptance rate, tokens per verification step,
 //              decode tokens/s of both and their ratio (the speedup), whether the outputs were identical; and the
 //              cost of one verification forward (K + 1 positions, logits at each) over a plain decode forward
-//              (one position), also alternated (the only part measured when the checkpoint has no MTP layer).
+//              (one position), also alternated (the only part measured when the checkpoint has no MTP layer),
+//              and with an MTP layer one draft forward (the MTP module on one position) in the same alternation.
 //              With --concurrency too: the same comparison in the batch scheduler per concurrency
 //              ("serving_speculative", tools/bench_serving.h).
 #include <CLI/CLI.hpp>
@@ -157,12 +158,28 @@ void bench_speculative(const BenchArgs& args, const std::string& dir, Engine& mo
   }
 
   // One verification forward (the last token + K drafts, logits and hidden states at each, as the MTP adapter
-  // asks) against one plain decode forward, alternated on the same cached prompt and rolled back each time.
+  // asks) against one plain decode forward, alternated on the same cached prompt and rolled back each time; with
+  // an MTP layer also one draft forward (the MTP module on one position, logits and output state, as each
+  // recurrent draft runs it) after the prompt's MTP positions.
   auto seq = model.create_sequence();
-  model.forward({EngineInput::last(seq.get(), prompt)});
-  const int64_t base = seq->length();
+  EngineInput prefill = EngineInput::last(seq.get(), prompt);
+  prefill.hidden_of_all_tokens = model.has_mtp();
+  Tensor prompt_hidden;
+  model.forward({prefill}, &prompt_hidden);
+  const int64_t base = seq->length(), H = c.hidden_size;
+  auto mtp_input = [&](int64_t first, int64_t n, std::vector<int32_t> next_tokens) {
+    EngineMtpInput in;
+    in.sequence = seq.get();
+    in.hidden = Tensor::zeros(DType::F32, {n, H});
+    std::copy_n(prompt_hidden.data<const float>() + first * H, n * H, in.hidden.data<float>());
+    in.next_tokens = std::move(next_tokens);
+    in.logit_indices = {n - 1};
+    return in;
+  };
+  if (model.has_mtp())  // MTP position i sees the main state at i and token i + 1
+    model.forward_mtp({mtp_input(0, base - 1, std::vector<int32_t>(prompt.begin() + 1, prompt.end()))});
   const std::vector<int32_t> verify_tokens = bench_tokens(args.draft_tokens + 1, c.vocab_size, 400);
-  double verify_s = 0, decode_s = 0;
+  double verify_s = 0, decode_s = 0, draft_s = 0;
   for (int64_t i = -1; i < args.decode_steps; ++i) {  // i = -1 warms up, untimed
     EngineInput v = EngineInput::all(seq.get(), verify_tokens);
     v.hidden_of_all_tokens = true;
@@ -175,12 +192,25 @@ void bench_speculative(const BenchArgs& args, const std::string& dir, Engine& mo
     model.forward({EngineInput::last(seq.get(), {verify_tokens[0]})});
     const double ds = seconds_since(t0);
     seq->main.truncate(base);
-    if (i >= 0) verify_s += vs, decode_s += ds;
+    double fs = 0;
+    if (model.has_mtp()) {
+      const EngineMtpInput draft = mtp_input(base - 1, 1, {verify_tokens[0]});
+      Tensor out_hidden;
+      t0 = std::chrono::steady_clock::now();
+      model.forward_mtp({draft}, &out_hidden);
+      fs = seconds_since(t0);
+      seq->mtp.truncate(base - 1);
+    }
+    if (i >= 0) verify_s += vs, decode_s += ds, draft_s += fs;
   }
   j["forward_pairs"] = args.decode_steps;
   j["verify_forward_seconds"] = verify_s / double(args.decode_steps);
   j["decode_forward_seconds"] = decode_s / double(args.decode_steps);
   j["verify_over_decode_forward"] = verify_s / decode_s;
+  if (model.has_mtp()) {
+    j["draft_forward_seconds"] = draft_s / double(args.decode_steps);
+    j["draft_over_decode_forward"] = draft_s / decode_s;
+  }
   print_line(j);
 }
 

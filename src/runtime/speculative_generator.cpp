@@ -26,7 +26,16 @@ std::string SpeculativeGenerator::step(RequestState& state) {
     const size_t common = Generator::reuse_prompt_prefix(state);
     const std::vector<float> logits =
         lm_.forward_rows(seq, std::span<const int32_t>(state.request.prompt).subspan(common), 1);
-    return speculative_first_token(base_, state, logits, start);
+    std::string out = speculative_first_token(base_, state, logits, start);
+    // The draft model's pass over the prompt belongs to the prefill, as the main model's does (it used to run
+    // inside the first decode step's draft).
+    if (!state.done()) {
+      const auto draft_start = std::chrono::steady_clock::now();
+      lm_.prefill_draft(seq);
+      state.stats.prefill_seconds +=
+          std::chrono::duration<double>(std::chrono::steady_clock::now() - draft_start).count();
+    }
+    return out;
   }
   SpeculativeStep step(base_, state, draft_tokens_);
   while (step.wants_draft()) {

@@ -41,6 +41,10 @@ class SpeculativeLm : public CausalLm {
   // Draft logits [vocab_size] for the token after `next`, the token chosen after everything `sequence` holds
   // and not fed yet.
   virtual std::vector<float> draft(LmSequence& sequence, int32_t next) = 0;
+  // Runs the draft model ahead over the fed positions whose following token is fed too (after the prompt's
+  // forward: all but its last), so that the first draft() of decoding has one position left to run. Part of the
+  // prefill; optional, since draft() catches up on whatever was not run here.
+  virtual void prefill_draft(LmSequence& /*sequence*/) {}
   // Continues the draft recurrently: logits for the token after `token`, the token just drawn from the
   // previous draft logits. Valid until the next forward or truncation of `sequence`.
   virtual std::vector<float> draft_more(LmSequence& sequence, int32_t token) = 0;

@@ -136,6 +136,24 @@ std::vector<std::vector<float>> MtpSpeculativeLm::forward_rows_tokens_batch(std:
   return out;
 }
 
+void MtpSpeculativeLm::prefill_draft(LmSequence& sequence) {
+  MtpSequence& seq = as_mtp(sequence);
+  const int64_t length = sequence.length(), H = seq.hidden_size;
+  seq.sequence->mtp.truncate(seq.mtp_valid);
+  const int64_t n = length - 1 - seq.mtp_valid;  // positions whose token i + 1 is fed
+  if (n <= 0) return;
+  EngineMtpInput in;
+  in.sequence = seq.sequence.get();
+  in.hidden = Tensor::zeros(DType::F32, {n, H});
+  std::copy_n(seq.hidden.data() + seq.mtp_valid * H, n * H, in.hidden.data<float>());
+  const auto& fed = sequence.tokens();
+  for (int64_t i = seq.mtp_valid; i + 1 < length; ++i) in.next_tokens.push_back(fed[static_cast<size_t>(i + 1)]);
+  in.logit_indices = {n - 1};  // one head row: the forward returns logits, none are needed here
+  engine_.forward_mtp({in});
+  seq.mtp_valid = length - 1;
+  seq.draft_hidden.clear();
+}
+
 std::vector<float> MtpSpeculativeLm::draft(LmSequence& sequence, int32_t next) {
   const LmDraftEntry entry{&sequence, next, false};
   return std::move(draft_batch({&entry, 1}).front());

@@ -44,6 +44,7 @@ class MtpSpeculativeLm : public SpeculativeLm {
   const KvPools& kv_pools() const { return pools_; }
   const HiddenPrefixCache* hidden_prefix_cache() const { return hidden_cache_.get(); }
 
+  void prefill_draft(LmSequence& sequence) override;
   std::vector<float> draft(LmSequence& sequence, int32_t next) override;
   std::vector<float> draft_more(LmSequence& sequence, int32_t token) override;
   std::vector<std::vector<float>> draft_batch(std::span<const LmDraftEntry> entries) override;
