@@ -20,7 +20,8 @@
 //   speculative — with --speculative mtp: greedy generation of --decode-steps tokens at batch 1 after a short
 //              prompt, with the plain loop and with MTP speculative decoding (--draft-tokens K), alternated over
 //              --speculative-rounds rounds in this one run: draft acceptance rate, tokens per verification step,
-//              decode tokens/s of both and their ratio (the speedup), whether the outputs were identical; and the
+//              decode tokens/s of both and their ratio (the speedup; also per process CPU second, which the
+//              other work on a shared machine does not inflate), whether the outputs were identical; and the
 //              cost of one verification forward (K + 1 positions, logits at each) over a plain decode forward
 //              (one position), also alternated (the only part measured when the checkpoint has no MTP layer),
 //              and with an MTP layer one draft forward (the MTP module on one position) in the same alternation.
@@ -32,6 +33,7 @@
 #include <chrono>
 #include <cstdio>
 #include <cstring>
+#include <ctime>
 #include <fstream>
 #include <functional>
 #include <memory>
@@ -83,6 +85,14 @@ uint64_t proc_status_bytes(const char* field) {
   return 0;
 }
 
+// CPU seconds of the whole process: on a machine shared with other work the wall clock also counts the time the
+// scheduler gave to others, which CPU time does not (with one thread, the work the step itself did).
+double process_cpu_seconds() {
+  timespec ts{};
+  clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts);
+  return double(ts.tv_sec) + double(ts.tv_nsec) * 1e-9;
+}
+
 double seconds_since(std::chrono::steady_clock::time_point t0) {
   return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
 }
@@ -124,19 +134,31 @@ void bench_speculative(const BenchArgs& args, const std::string& dir, Engine& mo
     request.max_tokens = args.decode_steps + 1;  // the first token comes with the prefill
     request.ignore_eos = true;
     request.sampling.temperature = 0.0;
-    double plain_s = 0, spec_s = 0;
+    double plain_s = 0, spec_s = 0, plain_cpu = 0, spec_cpu = 0;
     int64_t plain_tokens = 0, spec_tokens = 0;
     GenerationStats totals;
     bool identical = true;
+    // Steps one request to its end; returns the process CPU seconds of the decode steps (every step after the
+    // first, which is the prefill), as stats.decode_seconds holds their wall time.
+    auto run = [](auto& generator, const GenerationRequest& r, LmSequence& seq, double& decode_cpu) {
+      auto state = generator.start(r, seq);
+      generator.step(*state);
+      const double c0 = process_cpu_seconds();
+      while (!state->done()) generator.step(*state);
+      decode_cpu += process_cpu_seconds() - c0;
+      return state;
+    };
     for (int round = 0; round <= args.speculative_rounds; ++round) {  // round 0 warms up, untimed
+      double a_cpu = 0, b_cpu = 0;
       auto plain_seq = plain_lm.new_sequence();
-      const auto a = plain.generate(request, *plain_seq, {});
+      const auto a = run(plain, request, *plain_seq, a_cpu);
       auto spec_seq = mtp_lm.new_sequence();
-      const auto b = speculative.generate(request, *spec_seq, {});
+      const auto b = run(speculative, request, *spec_seq, b_cpu);
       for (size_t i = 0; i < a->tokens.size(); ++i)
         identical = identical && i < b->tokens.size() && a->tokens[i].token == b->tokens[i].token;
       identical = identical && a->tokens.size() == b->tokens.size();
       if (round == 0) continue;
+      plain_cpu += a_cpu, spec_cpu += b_cpu;
       plain_s += a->stats.decode_seconds;
       plain_tokens += a->stats.generated_tokens - 1;
       spec_s += b->stats.decode_seconds;
@@ -152,6 +174,9 @@ void bench_speculative(const BenchArgs& args, const std::string& dir, Engine& mo
     j["plain_decode_tokens_per_s"] = double(plain_tokens) / plain_s;
     j["speculative_decode_tokens_per_s"] = double(spec_tokens) / spec_s;
     j["decode_speedup"] = (double(spec_tokens) / spec_s) / (double(plain_tokens) / plain_s);
+    j["plain_decode_tokens_per_cpu_s"] = double(plain_tokens) / plain_cpu;
+    j["speculative_decode_tokens_per_cpu_s"] = double(spec_tokens) / spec_cpu;
+    j["decode_speedup_cpu"] = (double(spec_tokens) / spec_cpu) / (double(plain_tokens) / plain_cpu);
     j["outputs_identical"] = identical;
   } else {
     j["generation"] = "skipped: the checkpoint has no MTP layer";
@@ -179,37 +204,42 @@ void bench_speculative(const BenchArgs& args, const std::string& dir, Engine& mo
   if (model.has_mtp())  // MTP position i sees the main state at i and token i + 1
     model.forward_mtp({mtp_input(0, base - 1, std::vector<int32_t>(prompt.begin() + 1, prompt.end()))});
   const std::vector<int32_t> verify_tokens = bench_tokens(args.draft_tokens + 1, c.vocab_size, 400);
-  double verify_s = 0, decode_s = 0, draft_s = 0;
+  double verify_s = 0, decode_s = 0, draft_s = 0, verify_cpu = 0, decode_cpu = 0, draft_cpu = 0;
   for (int64_t i = -1; i < args.decode_steps; ++i) {  // i = -1 warms up, untimed
     EngineInput v = EngineInput::all(seq.get(), verify_tokens);
     v.hidden_of_all_tokens = true;
     Tensor hidden;
     auto t0 = std::chrono::steady_clock::now();
+    double c0 = process_cpu_seconds();
     model.forward({v}, &hidden);
-    const double vs = seconds_since(t0);
+    const double vs = seconds_since(t0), vc = process_cpu_seconds() - c0;
     seq->main.truncate(base);
     t0 = std::chrono::steady_clock::now();
+    c0 = process_cpu_seconds();
     model.forward({EngineInput::last(seq.get(), {verify_tokens[0]})});
-    const double ds = seconds_since(t0);
+    const double ds = seconds_since(t0), dc = process_cpu_seconds() - c0;
     seq->main.truncate(base);
-    double fs = 0;
+    double fs = 0, fc = 0;
     if (model.has_mtp()) {
       const EngineMtpInput draft = mtp_input(base - 1, 1, {verify_tokens[0]});
       Tensor out_hidden;
       t0 = std::chrono::steady_clock::now();
+      c0 = process_cpu_seconds();
       model.forward_mtp({draft}, &out_hidden);
-      fs = seconds_since(t0);
+      fs = seconds_since(t0), fc = process_cpu_seconds() - c0;
       seq->mtp.truncate(base - 1);
     }
-    if (i >= 0) verify_s += vs, decode_s += ds, draft_s += fs;
+    if (i >= 0) verify_s += vs, decode_s += ds, draft_s += fs, verify_cpu += vc, decode_cpu += dc, draft_cpu += fc;
   }
   j["forward_pairs"] = args.decode_steps;
   j["verify_forward_seconds"] = verify_s / double(args.decode_steps);
   j["decode_forward_seconds"] = decode_s / double(args.decode_steps);
   j["verify_over_decode_forward"] = verify_s / decode_s;
+  j["verify_over_decode_forward_cpu"] = verify_cpu / decode_cpu;
   if (model.has_mtp()) {
     j["draft_forward_seconds"] = draft_s / double(args.decode_steps);
     j["draft_over_decode_forward"] = draft_s / decode_s;
+    j["draft_over_decode_forward_cpu"] = draft_cpu / decode_cpu;
   }
   print_line(j);
 }
