@@ -1,6 +1,7 @@
 #include "server/batched_runtime_backend.h"
 
 #include <algorithm>
+#include <limits>
 #include <sstream>
 
 #include "core/error.h"
@@ -237,6 +238,9 @@ void BatchedRuntimeBackend::snapshot_engine_metrics() {
       << mean_lines.str();
   if (speculative_lm_) {
     const SpeculationCounters& c = scheduler_->speculation();
+    // The gauges are ratios of the counters above: every digit, so a reader recomputing them agrees (the stream's
+    // default 6 digits lose 1e-6 once the mean passes 1).
+    out.precision(std::numeric_limits<double>::max_digits10);
     out << "# HELP deepmoe_speculative_verify_steps_total Verification entries run (one per decoding request and step).\n"
         << "# TYPE deepmoe_speculative_verify_steps_total counter\n"
         << "deepmoe_speculative_verify_steps_total " << c.verify_steps << "\n"
