@@ -5,8 +5,10 @@
 //   node bench/serve_bench.mjs --url http://127.0.0.1:8080 --concurrency 1,8,32,100 --requests 100 \
 //        --max-tokens 32 --prompt-words 64
 //
-// Compare its output tok/s with `deepmoe bench DIR --prompt N --decode-steps M --batch 1` on the same model and
-// machine, taken right before or after (the server runs requests one at a time today).
+// --waves W instead sends each level as W waves of exactly `concurrency` requests submitted together, each prompt
+// --prompt-tokens N token ids of its own (seeded, below --vocab, no shared prefix): the workload of `deepmoe bench
+// DIR --concurrency C --serving-prompt N --shared-prefix 0 --decode-steps M`, whose output tok/s is the engine's
+// own figure at that concurrency. Their ratio is what the HTTP layer costs (docs/SERVER.md).
 import { parseArgs } from 'node:util';
 
 const { values: opt } = parseArgs({ options: {
@@ -15,13 +17,24 @@ const { values: opt } = parseArgs({ options: {
   requests: { type: 'string', default: '100' },
   'max-tokens': { type: 'string', default: '32' },
   'prompt-words': { type: 'string', default: '64' },
+  'prompt-tokens': { type: 'string' },
+  vocab: { type: 'string', default: '1000' },
+  waves: { type: 'string' },
 } });
 const url = new URL(opt.url);
 if (!['127.0.0.1', 'localhost', '[::1]'].includes(url.hostname)) throw new Error('loopback addresses only');
 const maxTokens = Number(opt['max-tokens']);
 const model = (await (await fetch(opt.url + '/v1/models')).json()).data[0].id;
 const words = 'the quick brown fox jumps over a lazy dog while seven wizards quietly judge boxing'.split(' ');
-const prompt = (i) => Array.from({ length: Number(opt['prompt-words']) }, (_, k) => words[(i * 7 + k) % words.length]).join(' ');
+// Token-id prompts: a small linear congruential generator per request, ids in [3, vocab).
+const promptTokens = (i) => {
+  let x = BigInt(i + 1) * 0x9E3779B97F4A7C15n & 0xFFFFFFFFFFFFFFFFn;
+  return Array.from({ length: Number(opt['prompt-tokens']) }, () => {
+    x = (x * 6364136223846793005n + 1442695040888963407n) & 0xFFFFFFFFFFFFFFFFn;
+    return 3 + Number((x >> 33n) % BigInt(Number(opt.vocab) - 3));
+  });
+};
+const prompt = (i) => opt['prompt-tokens'] ? promptTokens(i) : Array.from({ length: Number(opt['prompt-words']) }, (_, k) => words[(i * 7 + k) % words.length]).join(' ');
 
 async function one(i) {
   const sent = performance.now();
@@ -59,18 +72,23 @@ const pct = (xs, p) => {
   return s.length ? s[Math.min(s.length - 1, Math.floor(p * s.length))] : null;
 };
 
+let salt = 0;
 for (const concurrency of opt.concurrency.split(',').map(Number)) {
-  const total = Number(opt.requests);
+  const waves = opt.waves ? Number(opt.waves) : 0;
+  const total = waves ? waves * concurrency : Number(opt.requests);
   let next = 0;
   const results = [];
   let failures = 0;
   const start = performance.now();
-  await Promise.all(Array.from({ length: concurrency }, async () => {
-    while (next < total) {
-      const i = next++;
-      try { results.push(await one(i)); } catch { failures++; }
-    }
-  }));
+  const attempt = async (i) => { try { results.push(await one(i)); } catch { failures++; } };
+  if (waves) {
+    for (let w = 0; w < waves; ++w)
+      await Promise.all(Array.from({ length: concurrency }, () => attempt(salt++)));
+  } else {
+    await Promise.all(Array.from({ length: concurrency }, async () => {
+      while (next < total) await attempt(next++);
+    }));
+  }
   const seconds = (performance.now() - start) / 1000;
   const tokens = results.reduce((s, r) => s + r.tokens, 0);
   console.log(JSON.stringify({ concurrency, requests: total, failures, seconds: +seconds.toFixed(3),

@@ -38,16 +38,27 @@ struct Timing {
   std::vector<int32_t> tokens;
 };
 
+// The steps after the last one that gave some request its first token: every prompt is in, and each step only
+// decodes. Their tokens over their wall time is the decode throughput at this concurrency, apart from prefill.
+struct DecodePhase {
+  int64_t steps = 0, tokens = 0;
+  double seconds = 0;
+};
+
 // Runs `requests` submitted together to completion; per request, when its first and last tokens came.
-std::vector<Timing> run(BatchScheduler& scheduler, std::vector<GenerationRequest> requests) {
+std::vector<Timing> run(BatchScheduler& scheduler, std::vector<GenerationRequest> requests,
+                        DecodePhase* decode_phase = nullptr) {
   std::vector<Timing> timing(requests.size());
+  int64_t step_tokens = 0;
+  bool step_started_a_request = false;
   for (size_t i = 0; i < requests.size(); ++i)
     scheduler.add(
         std::move(requests[i]),
-        [&timing, i](const RequestState& s, size_t, std::string_view) {
+        [&timing, &step_tokens, &step_started_a_request, i](const RequestState& s, size_t, std::string_view) {
           const auto now = Clock::now();
-          if (timing[i].generated == 0) timing[i].first_token = now;
+          if (timing[i].generated == 0) timing[i].first_token = now, step_started_a_request = true;
           timing[i].last_token = now;
+          step_tokens += int64_t(s.tokens.size()) - timing[i].generated;
           timing[i].generated = int64_t(s.tokens.size());
         },
         [&timing, i](const RequestState* s, bool, const std::string& error) {
@@ -55,7 +66,21 @@ std::vector<Timing> run(BatchScheduler& scheduler, std::vector<GenerationRequest
           if (s)
             for (const SampledToken& t : s->tokens) timing[i].tokens.push_back(t.token);
         });
-  while (!scheduler.idle()) scheduler.step();
+  DecodePhase phase;
+  while (!scheduler.idle()) {
+    step_tokens = 0;
+    step_started_a_request = false;
+    const auto t0 = Clock::now();
+    scheduler.step();
+    if (step_started_a_request) {
+      phase = {};
+    } else {
+      phase.steps += 1;
+      phase.tokens += step_tokens;
+      phase.seconds += seconds(t0, Clock::now());
+    }
+  }
+  if (decode_phase) *decode_phase = phase;
   return timing;
 }
 
@@ -143,7 +168,7 @@ void bench_serving(const ServingBenchArgs& args, const std::string& dir, Engine&
   }
   const int64_t shared = std::clamp<int64_t>(int64_t(double(args.prompt) * args.shared_prefix), 0, args.prompt - 1);
   const std::vector<int32_t> prefix = tokens(shared, c.vocab_size, 7);
-  double first_tokens_per_s = 0;
+  double first_tokens_per_s = 0, first_decode_tokens_per_s = 0;
   int64_t round = 0;
   // Request i's own prompt part is drawn with salt first_salt + i.
   auto workload = [&](int64_t concurrency, uint64_t first_salt) {
@@ -217,7 +242,8 @@ void bench_serving(const ServingBenchArgs& args, const std::string& dir, Engine&
     std::vector<GenerationRequest> requests = workload(concurrency, 1000 + uint64_t(round) * 4096);
     ++round;
     const auto t0 = Clock::now();
-    const std::vector<Timing> timing = run(scheduler, std::move(requests));
+    DecodePhase phase;
+    const std::vector<Timing> timing = run(scheduler, std::move(requests), &phase);
     const double wall = seconds(t0, Clock::now());
     int64_t generated = 0;
     std::vector<double> ttft, tpot;
@@ -228,6 +254,8 @@ void bench_serving(const ServingBenchArgs& args, const std::string& dir, Engine&
     }
     const double tokens_per_s = double(generated) / wall;
     if (first_tokens_per_s == 0) first_tokens_per_s = tokens_per_s;
+    const double decode_tokens_per_s = phase.seconds > 0 ? double(phase.tokens) / phase.seconds : 0.0;
+    if (first_decode_tokens_per_s == 0) first_decode_tokens_per_s = decode_tokens_per_s;
     nlohmann::ordered_json j = common;
     j["case"] = "serving";
     j["concurrency"] = concurrency;
@@ -237,6 +265,10 @@ void bench_serving(const ServingBenchArgs& args, const std::string& dir, Engine&
     j["seconds"] = wall;
     j["output_tokens_per_s"] = tokens_per_s;
     j["over_first_concurrency"] = tokens_per_s / first_tokens_per_s;
+    j["decode_phase_steps"] = phase.steps;
+    j["decode_phase_tokens_per_s"] = decode_tokens_per_s;
+    j["decode_phase_over_first_concurrency"] =
+        first_decode_tokens_per_s > 0 ? decode_tokens_per_s / first_decode_tokens_per_s : 0.0;
     j["ttft_p50_s"] = percentile(ttft, 0.5);
     j["ttft_p99_s"] = percentile(ttft, 0.99);
     j["tpot_p50_s"] = percentile(tpot, 0.5);
