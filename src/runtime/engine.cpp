@@ -510,13 +510,21 @@ namespace {
 KvUsage usage_of(const std::vector<KvPools>& pools) {
   KvUsage u;
   for (const KvPools& p : pools) {
-    if (!p.main) continue;
-    u.used_blocks += p.main->used_blocks();
-    u.cached_blocks += p.main->cached_blocks();
-    u.max_blocks += p.main->max_blocks();
+    if (p.main) {
+      u.used_blocks += p.main->used_blocks();
+      u.cached_blocks += p.main->cached_blocks();
+      u.max_blocks += p.main->max_blocks();
+    }
+    if (p.mtp) {
+      u.mtp_used_blocks += p.mtp->used_blocks();
+      u.mtp_cached_blocks += p.mtp->cached_blocks();
+      u.mtp_max_blocks += p.mtp->max_blocks();
+    }
   }
   return u;
 }
+
+constexpr int kKvUsageFields = 6;
 
 }  // namespace
 
@@ -524,7 +532,7 @@ std::vector<KvUsage> Engine::kv_usage() {
   require_leader("kv_usage");
   std::vector<KvUsage> out{usage_of(sequences_->pools)};
   if (comm_.size() == 1) return out;
-  std::vector<int64_t> expected(size_t(comm_.size()), 3 * int64_t(sizeof(int64_t)));
+  std::vector<int64_t> expected(size_t(comm_.size()), kKvUsageFields * int64_t(sizeof(int64_t)));
   expected[0] = 0;
   const auto replies = run_step([&] {
     announce(Step::KvUsage);
@@ -536,6 +544,9 @@ std::vector<KvUsage> Engine::kv_usage() {
     u.used_blocks = rd.i64();
     u.cached_blocks = rd.i64();
     u.max_blocks = rd.i64();
+    u.mtp_used_blocks = rd.i64();
+    u.mtp_cached_blocks = rd.i64();
+    u.mtp_max_blocks = rd.i64();
     out.push_back(u);
   }
   return out;
@@ -650,6 +661,9 @@ void Engine::follow() {
         w.i64(u.used_blocks);
         w.i64(u.cached_blocks);
         w.i64(u.max_blocks);
+        w.i64(u.mtp_used_blocks);
+        w.i64(u.mtp_cached_blocks);
+        w.i64(u.mtp_max_blocks);
         gather_to_leader(comm_, w.bytes(), {}, comm_.deadline_from_now());
         break;
       }

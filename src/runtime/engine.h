@@ -86,6 +86,8 @@ struct KvUsage {
   int64_t used_blocks = 0;    // held by live sequences
   int64_t cached_blocks = 0;  // unreferenced, kept for prefix reuse (evictable)
   int64_t max_blocks = 0;
+  // The same for the MTP module's pools (zero where the pools have none).
+  int64_t mtp_used_blocks = 0, mtp_cached_blocks = 0, mtp_max_blocks = 0;
 };
 
 class Engine {

@@ -204,6 +204,7 @@ void BatchedRuntimeBackend::snapshot_engine_metrics() {
       all.used_blocks += u.used_blocks;
       all.cached_blocks += u.cached_blocks;
       all.max_blocks += u.max_blocks;
+      all.mtp_used_blocks += u.mtp_used_blocks;
     }
     out << "# HELP deepmoe_kv_block_tokens Tokens per KV cache block.\n"
         << "# TYPE deepmoe_kv_block_tokens gauge\n"
@@ -217,6 +218,10 @@ void BatchedRuntimeBackend::snapshot_engine_metrics() {
         << "# HELP deepmoe_kv_blocks_cached KV cache blocks no request holds, kept for prefix reuse.\n"
         << "# TYPE deepmoe_kv_blocks_cached gauge\n"
         << "deepmoe_kv_blocks_cached " << all.cached_blocks << "\n";
+    if (pools.mtp)
+      out << "# HELP deepmoe_kv_mtp_blocks_used Blocks of the MTP module's KV cache held by running requests.\n"
+          << "# TYPE deepmoe_kv_mtp_blocks_used gauge\n"
+          << "deepmoe_kv_mtp_blocks_used " << all.mtp_used_blocks << "\n";
   }
   const ExpertLoadStats& stats = model_.engine->executor().load_stats();
   std::ostringstream max_lines, mean_lines;

@@ -172,9 +172,20 @@ TEST(EngineDataParallel, SharedPrefixesMeetTheirCacheAndEveryBlockComesBack) {
       EXPECT_EQ(b->rank(), 1);
       EXPECT_EQ(b->cached_tokens(), 3 * block);
       EXPECT_EQ(b->length(), 3 * block);
+      // The MTP module's cache of `a` lives on rank 1 too, and is counted there.
+      ASSERT_TRUE(engine->has_mtp());
+      EngineMtpInput m;
+      m.sequence = a.get();
+      m.hidden = Tensor::zeros(DType::F32, {int64_t(shared.size()) - 1, c.hidden_size});
+      m.next_tokens.assign(shared.begin() + 1, shared.end());
+      m.logit_indices = {int64_t(shared.size()) - 2};
+      engine->forward_mtp({m});
       const std::vector<KvUsage> usage = engine->kv_usage();
       ASSERT_EQ(usage.size(), 2u);
       EXPECT_GT(usage[1].used_blocks, 0);
+      EXPECT_GT(usage[1].mtp_used_blocks, 0);
+      EXPECT_EQ(usage[0].mtp_used_blocks, 0);
+      EXPECT_GT(usage[0].mtp_max_blocks, 0);
 
       // Room is kept per rank (400 tokens each): 100 reserved on rank 0 and 200 on rank 1, then 300 more fit
       // only on rank 0, and after that at most 200 fit anywhere.
@@ -188,7 +199,10 @@ TEST(EngineDataParallel, SharedPrefixesMeetTheirCacheAndEveryBlockComesBack) {
       ASSERT_TRUE(c2);
       EXPECT_EQ(c2->rank(), 1);
     }
-    for (const KvUsage& u : engine->kv_usage()) EXPECT_EQ(u.used_blocks, 0) << "blocks still held";
+    for (const KvUsage& u : engine->kv_usage()) {
+      EXPECT_EQ(u.used_blocks, 0) << "blocks still held";
+      EXPECT_EQ(u.mtp_used_blocks, 0) << "MTP blocks still held";
+    }
     engine->finish();
   });
 }

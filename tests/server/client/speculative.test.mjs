@@ -5,7 +5,7 @@
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import OpenAI from 'openai';
-import { MODEL, metrics, startServer } from './server.mjs';
+import { MODEL, metrics, startServer, waitForMetrics } from './server.mjs';
 
 const DEFAULT_MODEL = process.env.DEEPMOE_DEFAULT_MODEL;
 if (!DEFAULT_MODEL) throw new Error('DEEPMOE_DEFAULT_MODEL must be set (ctest sets it)');
@@ -80,6 +80,9 @@ async function compare(model, modelId, extra) {
   assert.ok(Math.abs(m.deepmoe_speculative_accepted_tokens_per_step -
     m.deepmoe_speculative_accepted_tokens_total / m.deepmoe_speculative_verify_steps_total) < 1e-6);
   assert.equal((await metrics(plain.url)).deepmoe_speculative_draft_tokens_total, undefined);
+  // Both caches give every block back once the requests are done.
+  const after = await waitForMetrics(spec.url, (x) => x.deepmoe_num_requests_running === 0 && x.deepmoe_kv_blocks_used === 0);
+  assert.equal(after.deepmoe_kv_mtp_blocks_used, 0, 'every MTP KV block is back in the pool');
   return { m, stopped };
 }
 
