@@ -50,6 +50,30 @@ TEST(BufferCache, AFreedLargeBufferIsHandedOutAgain) {
   buffer_free(q, bytes - 1000);
 }
 
+// Small buffers come back from the thread's own stacks: the most recently freed one of the class first, the
+// shared cache of large buffers untouched, and never one still in use.
+TEST(BufferCache, AFreedSmallBufferIsHandedOutAgainOnTheSameThread) {
+  if (!buffer_cache_enabled()) GTEST_SKIP() << "caching is off under AddressSanitizer";
+  const size_t idle_large = buffer_cache_idle_bytes();
+  void* a = buffer_alloc(700);
+  void* b = buffer_alloc(700);
+  ASSERT_NE(a, b);
+  std::memset(a, 1, 700);
+  std::memset(b, 2, 700);
+  buffer_free(a, 700);
+  void* c = buffer_alloc(650);  // the same 64-byte class (704 bytes)
+  EXPECT_EQ(c, a);
+  void* d = buffer_alloc(650);  // a's class is empty again: a fresh buffer, not b (in use)
+  EXPECT_NE(d, b);
+  EXPECT_NE(d, c);
+  EXPECT_TRUE(aligned64(d));
+  void* e = buffer_alloc(100);  // another class: not a
+  EXPECT_NE(e, c);
+  EXPECT_EQ(buffer_cache_idle_bytes(), idle_large);
+  for (void* p : {b, c, d}) buffer_free(p, 700);
+  buffer_free(e, 100);
+}
+
 TEST(BufferCache, IdleBytesStayWithinTheLimit) {
   const size_t limit = buffer_cache_limit();
   ASSERT_GE(limit, size_t(256) << 20);
