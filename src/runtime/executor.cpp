@@ -401,7 +401,10 @@ Tensor Executor::forward(const std::vector<SequenceInput>& batch, Tensor* hidden
   ++m.forward_calls;
 
   std::vector<float> x(static_cast<size_t>(T * H));  // h = embed(tokens): [T, hidden]
-  m.model->embed(tokens, x.data());
+  {
+    auto span = m.span("embed", 0);
+    m.model->embed(tokens, x.data());
+  }
   {
     std::vector<BlockRef> blocks;
     for (int64_t l = 0; l < c.num_hidden_layers; ++l) blocks.push_back({&m.model->block(l), m.model->moe_layer_of(l), l});
@@ -432,6 +435,7 @@ Tensor Executor::forward(const std::vector<SequenceInput>& batch, Tensor* hidden
       logit_row += n_logits;
     }
   }
+  auto span = m.span("lm_head", 0);
   return m.model->logits(rows.data(), n_out, false);
 }
 
@@ -475,6 +479,7 @@ Tensor Executor::forward_mtp(const std::vector<MtpInput>& batch, Tensor* hidden,
       hidden_in.insert(hidden_in.end(), h, h + in.hidden.numel());
       next_tokens.insert(next_tokens.end(), in.next_tokens.begin(), in.next_tokens.end());
     }
+    auto span = m.span("mtp input", 0);
     m.model->mtp_input(hidden_in.data(), next_tokens, positions.data(), T, x.data());
   }
   {
@@ -492,6 +497,7 @@ Tensor Executor::forward_mtp(const std::vector<MtpInput>& batch, Tensor* hidden,
     *hidden = Tensor::zeros(DType::F32, {n_out, H});
     std::copy(rows.begin(), rows.end(), hidden->data<float>());
   }
+  auto span = m.span("lm_head", 0);
   return m.model->logits(rows.data(), n_out, true);
 }
 
