@@ -10,8 +10,9 @@
 // plain decode forward (1 position), verification forwards of K + 1 = 2, 3, 4 positions (logits and hidden states
 // at each) and, with an MTP layer, one draft forward (the MTP module on one position, logits and output state),
 // on a cached 32-token context, rolled back after each; the kinds alternate `pairs` times. One JSON line per kind:
-// microseconds per forward of wall time and of process CPU time, and per stage (wall; "rest" is what no span
-// covers: input checks, KV bookkeeping, copies of the logits and hidden rows, the trace itself).
+// microseconds per forward of wall time and of process CPU time (without the trace), and per stage (wall, from
+// forwards run with the trace; "rest" is the untraced wall time no span covers: input checks, KV bookkeeping,
+// MoE layer setup, residual adds, copies of the logits and hidden rows).
 //
 //   speculative_verify_bench MODEL_DIR [pairs=10] [threads=2] [stages]
 #include <chrono>
@@ -76,32 +77,36 @@ void stage_breakdown(Engine& engine, int pairs) {
     kinds.back()->positions = 1;
   }
   const std::vector<int32_t> fed = {5, 17, 29, 41};
+  // Each kind runs twice per pair: untimed under the trace (the stage split) and timed without it (the totals):
+  // recording ~30 spans costs ~15% of a decode forward of the default model, which lands between the spans.
   for (int p = -1; p < pairs; ++p) {  // p = -1 warms up, untimed
     for (auto& k : kinds) {
-      engine.executor().set_trace(p >= 0 ? &k->trace : nullptr);
-      const auto t0 = Clock::now();
-      const double c0 = process_cpu_seconds();
-      if (k->name == "draft") {
-        EngineMtpInput in;
-        in.sequence = seq.get();
-        in.hidden = Tensor::zeros(DType::F32, {1, H});
-        std::copy_n(prompt_hidden.data<const float>() + (context - 1) * H, H, in.hidden.data<float>());
-        in.next_tokens = {fed[0]};
-        in.logit_indices = {0};
-        Tensor out_hidden;
-        engine.forward_mtp({in}, &out_hidden);
-      } else if (k->positions == 1) {
-        engine.forward({EngineInput::last(seq.get(), {fed[0]})});
-      } else {
-        EngineInput v = EngineInput::all(seq.get(), std::vector<int32_t>(fed.begin(), fed.begin() + k->positions));
-        v.hidden_of_all_tokens = true;
-        Tensor hidden;
-        engine.forward({v}, &hidden);
+      for (const bool traced : {true, false}) {
+        engine.executor().set_trace(traced && p >= 0 ? &k->trace : nullptr);
+        const auto t0 = Clock::now();
+        const double c0 = process_cpu_seconds();
+        if (k->name == "draft") {
+          EngineMtpInput in;
+          in.sequence = seq.get();
+          in.hidden = Tensor::zeros(DType::F32, {1, H});
+          std::copy_n(prompt_hidden.data<const float>() + (context - 1) * H, H, in.hidden.data<float>());
+          in.next_tokens = {fed[0]};
+          in.logit_indices = {0};
+          Tensor out_hidden;
+          engine.forward_mtp({in}, &out_hidden);
+        } else if (k->positions == 1) {
+          engine.forward({EngineInput::last(seq.get(), {fed[0]})});
+        } else {
+          EngineInput v = EngineInput::all(seq.get(), std::vector<int32_t>(fed.begin(), fed.begin() + k->positions));
+          v.hidden_of_all_tokens = true;
+          Tensor hidden;
+          engine.forward({v}, &hidden);
+        }
+        if (p >= 0 && !traced)
+          k->wall += std::chrono::duration<double>(Clock::now() - t0).count(), k->cpu += process_cpu_seconds() - c0;
+        seq->main.truncate(context);
+        seq->mtp.truncate(context - 1);
       }
-      if (p >= 0) k->wall += std::chrono::duration<double>(Clock::now() - t0).count(),
-                   k->cpu += process_cpu_seconds() - c0;
-      seq->main.truncate(context);
-      seq->mtp.truncate(context - 1);
     }
   }
   engine.executor().set_trace(nullptr);
