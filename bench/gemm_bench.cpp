@@ -3,8 +3,12 @@
 // machine (STREAM triad, FP32 FMA peak; 1 thread and all threads) is measured right before each shape's GEMV and
 // GEMM cases, and their fractions use those numbers. One JSON line per case.
 //
-// usage: gemm_bench [--threads N] [--quick]   (--quick: the first two shapes only, M = 512 only)
+// usage: gemm_bench [--threads N] [--quick] [--decode-batch]   (--quick: the first two shapes only, M = 512 only)
 // GEMV rotates through weight copies larger than the last-level cache, so its bytes come from memory.
+// --decode-batch: instead, the products of a batched decode step on the V2-Lite shape at B = 1, 4, 8, 16, 32
+// tokens — the BF16 lm_head (129280 × 2048) at M = B, and one MoE layer's routed experts (64 × gate, up, down)
+// as grouped GEMMs over a fixed top-6 routing of B tokens — each as time per call and its fraction of STREAM
+// (bytes read) and of the FMA peak (FLOPs), w8a32.
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
@@ -16,6 +20,7 @@
 #include <new>
 #include <random>
 #include <string>
+#include <tuple>
 #include <vector>
 
 #include <sys/mman.h>
@@ -97,6 +102,24 @@ struct Fp8Weight {
   WeightMatrix view;
 };
 
+Fp8Weight random_fp8_weight(int64_t n, int64_t k, uint64_t seed);
+
+struct Bf16Weight {
+  std::unique_ptr<HugePageBytes> q;
+  WeightMatrix view;
+};
+
+Bf16Weight random_bf16_weight(int64_t n, int64_t k, uint64_t seed) {
+  Bf16Weight w;
+  std::mt19937_64 rng(seed);
+  std::normal_distribution<float> normal(0.0f, 0.02f);
+  w.q = std::make_unique<HugePageBytes>(size_t(n * k) * 2);
+  auto* q = reinterpret_cast<uint16_t*>(w.q->data());
+  for (int64_t i = 0; i < n * k; ++i) q[i] = f32_to_bf16(normal(rng));
+  w.view = {DType::BF16, n, k, q, nullptr};
+  return w;
+}
+
 Fp8Weight random_fp8_weight(int64_t n, int64_t k, uint64_t seed) {
   Fp8Weight w;
   std::mt19937_64 rng(seed);
@@ -115,16 +138,97 @@ Fp8Weight random_fp8_weight(int64_t n, int64_t k, uint64_t seed) {
   return w;
 }
 
+// The products of one decode step at batch B on the V2-Lite bench shape (see the usage note above).
+void decode_batch_cases(ThreadPool& pool, const std::function<void(const char*)>& measure_machine,
+                        const MachineLimits& all) {
+  constexpr int64_t kHidden = 2048, kVocab = 129280, kInter = 1408, kExperts = 64, kTopK = 6;
+  const Bf16Weight head = random_bf16_weight(kVocab, kHidden, 11);
+  const Fp8Weight dense = random_fp8_weight(10944, kHidden, 12);
+  std::vector<Fp8Weight> gate, up, down;
+  for (int64_t e = 0; e < kExperts; ++e) {
+    gate.push_back(random_fp8_weight(kInter, kHidden, uint64_t(3 * e + 1)));
+    up.push_back(random_fp8_weight(kInter, kHidden, uint64_t(3 * e + 2)));
+    down.push_back(random_fp8_weight(kHidden, kInter, uint64_t(3 * e + 3)));
+  }
+  std::vector<WeightMatrix> gate_v, up_v, down_v;
+  for (int64_t e = 0; e < kExperts; ++e) {
+    gate_v.push_back(gate[size_t(e)].view);
+    up_v.push_back(up[size_t(e)].view);
+    down_v.push_back(down[size_t(e)].view);
+  }
+  std::mt19937_64 rng(7);
+  std::normal_distribution<float> normal(0.0f, 1.0f);
+  measure_machine("decode batch");
+  for (int64_t b : {1, 4, 8, 16, 32}) {
+    CachedBytes x_bytes, logits_bytes, xe_bytes, g_bytes, u_bytes, out_bytes;
+    x_bytes.reset(size_t(b * kHidden) * sizeof(float));
+    logits_bytes.reset(size_t(b * kVocab) * sizeof(float));
+    float* x = reinterpret_cast<float*>(x_bytes.data());
+    for (int64_t i = 0; i < b * kHidden; ++i) x[i] = normal(rng);
+    const Timing head_t = best_seconds(
+        [&] { gemm(x, b, head.view, reinterpret_cast<float*>(logits_bytes.data()), GemmMode::W8A32, &pool); }, 1.0,
+        20);
+    const double head_bytes = 2.0 * double(kVocab) * double(kHidden), head_flops = 2.0 * double(b) * head_bytes / 2;
+    const Timing dense_t = best_seconds(
+        [&] { gemm(x, b, dense.view, reinterpret_cast<float*>(logits_bytes.data()), GemmMode::W8A32, &pool); }, 0.5,
+        20);
+    const double dense_bytes = 10944.0 * double(kHidden), dense_flops = 2.0 * double(b) * dense_bytes;
+    // Routing: each token picks kTopK distinct experts uniformly; rows sorted by expert (the dispatch's layout).
+    std::vector<int64_t> count(size_t(kExperts), 0);
+    for (int64_t t = 0; t < b; ++t) {
+      std::vector<int64_t> picks;
+      while (int64_t(picks.size()) < kTopK) {
+        const int64_t e = int64_t(rng() % uint64_t(kExperts));
+        if (std::find(picks.begin(), picks.end(), e) == picks.end()) picks.push_back(e);
+      }
+      for (int64_t e : picks) ++count[size_t(e)];
+    }
+    std::vector<int64_t> offsets(size_t(kExperts) + 1, 0);
+    int64_t used = 0;
+    for (int64_t e = 0; e < kExperts; ++e) {
+      offsets[size_t(e) + 1] = offsets[size_t(e)] + count[size_t(e)];
+      used += count[size_t(e)] > 0;
+    }
+    const int64_t rows = offsets.back();
+    xe_bytes.reset(size_t(rows * kHidden) * sizeof(float));
+    g_bytes.reset(size_t(rows * kInter) * sizeof(float));
+    u_bytes.reset(size_t(rows * kInter) * sizeof(float));
+    out_bytes.reset(size_t(rows * kHidden) * sizeof(float));
+    float* xe = reinterpret_cast<float*>(xe_bytes.data());
+    float* g = reinterpret_cast<float*>(g_bytes.data());
+    float* u = reinterpret_cast<float*>(u_bytes.data());
+    for (int64_t i = 0; i < rows * kHidden; ++i) xe[i] = normal(rng);
+    const Timing experts_t = best_seconds([&] {
+      grouped_gemm(xe, offsets.data(), kExperts, gate_v.data(), g, GemmMode::W8A32, &pool);
+      grouped_gemm(xe, offsets.data(), kExperts, up_v.data(), u, GemmMode::W8A32, &pool);
+      grouped_gemm(g, offsets.data(), kExperts, down_v.data(), reinterpret_cast<float*>(out_bytes.data()),
+                   GemmMode::W8A32, &pool);
+    }, 1.0, 20);
+    const double expert_bytes = 3.0 * double(used) * double(kInter) * double(kHidden);
+    const double expert_flops = 6.0 * double(rows) * double(kInter) * double(kHidden);
+    for (const auto& [name, t, bytes, flops] :
+         {std::tuple{"lm_head_bf16", head_t, head_bytes, head_flops},
+          std::tuple{"dense_gate_fp8", dense_t, dense_bytes, dense_flops},
+          std::tuple{"routed_experts_layer", experts_t, expert_bytes, expert_flops}})
+      std::printf("{\"case\":\"decode_batch\",\"product\":\"%s\",\"batch\":%lld,\"experts_used\":%lld,"
+                  "\"ms\":%.3f,\"fraction_of_stream\":%.3f,\"fraction_of_fma_peak\":%.3f,\"load_avg\":%.1f}\n",
+                  name, (long long)b, (long long)used, t.best_s * 1e3, bytes / t.best_s / 1e9 / all.stream_triad_gbps,
+                  flops / t.best_s / 1e9 / all.fma_peak_gflops, load_average());
+    std::fflush(stdout);
+  }
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
   int threads = ThreadPool::hardware_threads();
-  bool quick = false;
+  bool quick = false, decode_batch = false;
   for (int i = 1; i < argc; ++i) {
     if (!std::strcmp(argv[i], "--threads") && i + 1 < argc) threads = std::atoi(argv[++i]);
     else if (!std::strcmp(argv[i], "--quick")) quick = true;
+    else if (!std::strcmp(argv[i], "--decode-batch")) decode_batch = true;
     else {
-      std::fprintf(stderr, "usage: gemm_bench [--threads N] [--quick]\n");
+      std::fprintf(stderr, "usage: gemm_bench [--threads N] [--quick] [--decode-batch]\n");
       return 2;
     }
   }
@@ -141,6 +245,10 @@ int main(int argc, char** argv) {
                   before, m->threads, m->isa, m->stream_triad_gbps, m->fma_peak_gflops, load_average());
     std::fflush(stdout);
   };
+  if (decode_batch) {
+    decode_batch_cases(pool, measure_machine, all);
+    return 0;
+  }
 
   struct Shape {
     const char* name;

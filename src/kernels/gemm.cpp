@@ -1,8 +1,8 @@
 // GEMM driver: validation, W8A8 activation quantization, A packing, tiling into tasks, ISA dispatch, lane sums.
 //
-// A decode-shaped call (M ≤ kGemvMaxRows) is cut into tasks of whole W panels (kGemvTaskBytes) that each stream
-// their rows once, front to back (gemv_rows). Otherwise work is cut into tasks of (up to kChunkRows rows of A) ×
-// (kTaskPanels 16-row W panels). A task walks K in chunks of kChunkBlocks blocks; per chunk and panel it decodes
+// A decode-shaped call (M ≤ the ISA's gemv_max_rows) is cut into tasks of whole W panels (kGemvTaskBytes) that
+// each stream their rows once, front to back (gemv_rows). Otherwise work is cut into tasks of (up to kChunkRows
+// rows of A) × (kTaskPanels 16-row W panels). A task walks K in chunks of kChunkBlocks blocks; per chunk and panel it decodes
 // the panel once into an L1-resident buffer (FP32, or 16-bit where the ISA widens on load) and runs every row of
 // its chunk against it. Tasks are contiguous in W, and each thread starts on its own contiguous share of them
 // (parallel_for_balanced), so it streams its own part of W until it helps a slower thread finish. Every output
@@ -58,6 +58,7 @@ struct Isa {
   void (*decode_block)(const DecodeArgs&);
   bool half_panel;  // decode_block / block_update take FP8 and BF16 panels in 16 bits (DecodeArgs::wbuf_half)
   bool fused_lane_sums;  // block_update writes C itself on the last chunk (BlockArgs::c)
+  int64_t gemv_max_rows;  // FP32-order calls of up to this many A rows take gemv_rows (gemm_kernels.h)
   // The BF16 dot-product path (gemm.h), or null where the CPU lacks AVX512_BF16 / AVX512_VBMI.
   void (*gemv_rows_dot)(const GemvArgs&) = nullptr;
   void (*block_update_dot)(const BlockArgs&) = nullptr;
@@ -78,7 +79,7 @@ Isa select_isa(IsaLevel level) {
   switch (level) {
     case IsaLevel::Avx512: {
       Isa isa{gemm_detail::reduce_lanes_avx512, gemm_detail::gemv_rows_avx512, gemm_detail::block_update_avx512,
-              gemm_detail::decode_block_avx512, true, true};
+              gemm_detail::decode_block_avx512, true, true, gemm_detail::kGemvMaxRowsAvx512};
       if (has_bf16_dot(level)) {
         isa.gemv_rows_dot = gemm_detail::gemv_rows_bf16_dot;
         isa.block_update_dot = gemm_detail::block_update_bf16_dot;
@@ -88,10 +89,10 @@ Isa select_isa(IsaLevel level) {
     }
     case IsaLevel::Avx2:
       return {gemm_detail::reduce_lanes_avx2, gemm_detail::gemv_rows_avx2, gemm_detail::block_update_avx2,
-              gemm_detail::decode_block_avx2, false, false};
+              gemm_detail::decode_block_avx2, false, false, kGemvMaxRows};
     default:
       return {gemm_detail::reduce_lanes_scalar, gemm_detail::gemv_rows_scalar, gemm_detail::block_update_scalar,
-              gemm_detail::decode_block_scalar, false, false};
+              gemm_detail::decode_block_scalar, false, false, kGemvMaxRows};
   }
 }
 
@@ -246,10 +247,13 @@ void run_gemm_task(const Task& t, const Isa& isa, AlignedFloats& wbuf_storage, A
 }
 
 void run_problems(std::vector<Problem> problems, IsaLevel level, ThreadPool* pool) {
+  const Isa isa = select_isa(level);
+  // The BF16 dot-product order keeps the common limit (its gemv_rows has no wider kernel).
+  const auto gemv = [&](const Problem& p) { return p.rows <= (p.a_bf16 ? kGemvMaxRows : isa.gemv_max_rows); };
   // GEMM-shaped problems read A through 64-byte vectors many times over: give them cache-line-aligned rows.
   size_t packed_size = 0;
-  const auto needs_packing = [](const Problem& p) {
-    return !p.a_bf16 && p.rows > kGemvMaxRows && p.w->n > 0 && p.w->k > 0 &&
+  const auto needs_packing = [&](const Problem& p) {
+    return !p.a_bf16 && !gemv(p) && p.w->n > 0 && p.w->k > 0 &&
            (reinterpret_cast<uintptr_t>(p.a) % 64 != 0 || p.w->k % 16 != 0);
   };
   const auto padded_k = [](int64_t k) { return (k + 15) / 16 * 16; };
@@ -283,7 +287,7 @@ void run_problems(std::vector<Problem> problems, IsaLevel level, ThreadPool* poo
       continue;
     }
     const int64_t panels = (w.n + kPanelRows - 1) / kPanelRows;
-    if (p.rows <= kGemvMaxRows) {
+    if (gemv(p)) {
       const int64_t panel_bytes = kPanelRows * w.k * int64_t(dtype_size_bytes(w.dtype));
       const int64_t min_tasks = std::max<int64_t>(kGemvMinTasks, kGemvMinTasksPerThread * (pool ? pool->size() : 1));
       const int64_t per_task =
@@ -298,7 +302,6 @@ void run_problems(std::vector<Problem> problems, IsaLevel level, ThreadPool* poo
             {&p, r, std::min(kChunkRows, p.rows - r), q, int(std::min<int64_t>(kTaskPanels, panels - q)), false});
   }
   if (tasks.empty()) return;
-  const Isa isa = select_isa(level);
   // Tasks write disjoint outputs with a fixed reduction order, so the balanced split changes no bits.
   parallel_for_balanced(pool, int64_t(tasks.size()), [&](int64_t t, int) {
     thread_local AlignedFloats wbuf, lacc;  // per worker thread, reused across calls (see `packed`)

@@ -3,7 +3,8 @@
 //
 // One zmm holds one output's 16 lanes (gemm.h), so no kernel reduces across lanes until the very end:
 // - gemv_rows: R W rows × M A rows of partial and promoted accumulators stay in registers for the whole of K; W
-//   rows are decoded 32 (FP8) or 16 values at a time straight into registers, and A comes from L1.
+//   rows are decoded 32 (FP8) or 16 values at a time straight into registers, and A comes from L1. From 5 A rows
+//   on (batched decode), passes of 4 A rows × 4 W rows with the promoted accumulators in L1 (gemv_pass).
 // - block_update: MR A rows × 4 W rows register tiles over each K block of the decoded panel chunk, promoted into
 //   the tile's lane accumulators (L1-resident while the tile walks the chunk's blocks).
 // The last, partial step of a block uses masked FMAs, so lanes past the block's end keep their value exactly.
@@ -14,6 +15,7 @@
 
 #include "kernels/gemm_kernels.h"
 #include "kernels/gemm_lanes_avx512.h"
+
 
 // GCC 12's AVX-512 headers build some intrinsics from a deliberately undefined vector ("__Y = __Y"), which
 // -Wuninitialized reports once they are inlined here; the lanes in question are always overwritten.
@@ -163,6 +165,124 @@ void gemv_group(const GemvArgs& g, int64_t row) {
   }
 }
 
+// W values [k, k + 16) of one row as one FP32 vector (FP8 decoded 16 at a time).
+template <DType D>
+__attribute__((always_inline)) inline __m512 load_w16(const void* row, int64_t k) {
+  if constexpr (D == DType::F8_E4M3) {
+    const __m256i h = _mm256_cvtepi8_epi16(_mm_loadu_si128(reinterpret_cast<const __m128i*>(
+        static_cast<const uint8_t*>(row) + k)));
+    return _mm512_cvtph_ps(_mm256_and_si256(_mm256_slli_epi16(h, 7), _mm256_set1_epi16(int16_t(0xBF80))));
+  } else if constexpr (D == DType::BF16) {
+    return WRow<DType::BF16>::widen(_mm256_loadu_si256(
+        reinterpret_cast<const __m256i*>(static_cast<const uint16_t*>(row) + k)));
+  } else {
+    return _mm512_loadu_ps(static_cast<const float*>(row) + k);
+  }
+}
+
+// Many A rows: A rows [i0, i0 + MP) against W rows [row, row + R), all of K; the caller runs it pass after pass
+// over the same R W rows (the later passes find them in L1/L2). Per 16-wide step the MP A vectors are loaded once
+// and each W row's values are decoded once and serve them all: R·MP FMAs per MP + R loads, so A — which with more
+// than 4 rows no longer fits L1 — is read from L2 at a rate the FMAs can keep up with. The promoted accumulators
+// live in L1 (touched once per 128-wide block). Same order as gemv_group: per lane one FMA chain per block from
+// zero, promoted once per block in increasing kb, then the tree.
+template <DType D, int MP, int R>
+void gemv_pass(const GemvArgs& g, int64_t row, int64_t i0, bool prefetch) {
+  using L = WRow<D>;
+  const WeightMatrix& w = *g.w;
+  const int64_t k = w.k, kb_count = (k + kBlockK - 1) / kBlockK;
+  const uint8_t* wrow[R];
+  for (int r = 0; r < R; ++r) wrow[r] = static_cast<const uint8_t*>(w.data) + (row + r) * k * L::kBytes;
+  const float* a = g.a + i0 * k;
+  alignas(64) float acc[MP][R][16];
+  for (int i = 0; i < MP; ++i)
+    for (int r = 0; r < R; ++r) _mm512_store_ps(acc[i][r], _mm512_setzero_ps());
+  int64_t ahead_groups = (kGemvPrefetchBytes / L::kBytes) / k, ahead_col = (kGemvPrefetchBytes / L::kBytes) % k;
+  for (int64_t kb = 0; kb < kb_count; ++kb, ahead_col += kBlockK) {
+    const int64_t k0 = kb * kBlockK;
+    const int kn = k - k0 < kBlockK ? int(k - k0) : kBlockK;
+    __m512 p[MP][R];
+    for (int i = 0; i < MP; ++i)
+      for (int r = 0; r < R; ++r) p[i][r] = _mm512_setzero_ps();
+    if (prefetch) {
+      for (; ahead_col >= k; ahead_col -= k) ++ahead_groups;
+      const int64_t offset = (ahead_groups * R * k + ahead_col) * L::kBytes;
+      for (int r = 0; r < R; ++r)
+        for (int line = 0; line < kBlockK * L::kBytes; line += 64)
+          _mm_prefetch(reinterpret_cast<const char*>(wrow[r] + offset + line), _MM_HINT_T0);
+    }
+    const int full = kn / 16 * 16;
+    for (int c = 0; c < full; c += 16) {
+      __m512 wv[R];
+      for (int r = 0; r < R; ++r) wv[r] = load_w16<D>(wrow[r], k0 + c);
+      for (int i = 0; i < MP; ++i) {
+        const __m512 av = _mm512_loadu_ps(a + i * k + k0 + c);
+        for (int r = 0; r < R; ++r) p[i][r] = _mm512_fmadd_ps(av, wv[r], p[i][r]);
+      }
+    }
+    if (full < kn) {
+      const __mmask16 mask = __mmask16((1u << (kn - full)) - 1);
+      __m512 av[MP];
+      for (int i = 0; i < MP; ++i) av[i] = _mm512_maskz_loadu_ps(mask, a + i * k + k0 + full);
+      for (int r = 0; r < R; ++r) {
+        const __m512 wv = L::load_masked(wrow[r], k0 + full, mask);
+        for (int i = 0; i < MP; ++i) p[i][r] = _mm512_mask3_fmadd_ps(av[i], wv, p[i][r], mask);
+      }
+    }
+    const float ws = D == DType::F8_E4M3 ? w.scale_inv[(row / kBlockK) * kb_count + kb] * 256.0f : 1.0f;
+    for (int i = 0; i < MP; ++i) {
+      const __m512 s = _mm512_set1_ps(g.a_scale ? g.a_scale[(i0 + i) * kb_count + kb] * ws : ws);
+      for (int r = 0; r < R; ++r)
+        _mm512_store_ps(acc[i][r], _mm512_fmadd_ps(p[i][r], s, _mm512_load_ps(acc[i][r])));
+    }
+  }
+  for (int i = 0; i < MP; ++i) {
+    float* out = g.c + (i0 + i) * w.n + row;
+    int r = 0;
+    for (; r + 4 <= R; r += 4) {
+      const __m512 v[4] = {_mm512_load_ps(acc[i][r]), _mm512_load_ps(acc[i][r + 1]), _mm512_load_ps(acc[i][r + 2]),
+                           _mm512_load_ps(acc[i][r + 3])};
+      reduce4(v, out + r);
+    }
+    for (; r < R; ++r) out[r] = sum_lanes16(_mm512_load_ps(acc[i][r]));
+  }
+}
+
+// All of A's rows against W rows [row, row + R): passes of kPassRows rows, then one of the rest. (6 or 8 rows per
+// pass, with 4 or 3 W rows, measured slower: more of A per pass than L1 holds next to the W rows.)
+constexpr int kPassRows = 4;
+template <DType D, int MP, int R>
+void gemv_last_pass(const GemvArgs& g, int64_t row, int64_t i0, int rest) {
+  if constexpr (MP > 0) {
+    if (rest == MP) return gemv_pass<D, MP, R>(g, row, i0, i0 == 0);
+    gemv_last_pass<D, MP - 1, R>(g, row, i0, rest);
+  }
+}
+
+template <DType D, int R>
+void gemv_group_passes(const GemvArgs& g, int64_t row) {
+  int64_t i0 = 0;
+  for (; g.m - i0 >= kPassRows; i0 += kPassRows) gemv_pass<D, kPassRows, R>(g, row, i0, i0 == 0);
+  gemv_last_pass<D, kPassRows - 1, R>(g, row, i0, int(g.m - i0));
+}
+
+// The last rows < R of the task, as one group.
+template <DType D, int R>
+void gemv_rest_rows(const GemvArgs& g, int64_t row, int rest) {
+  if constexpr (R > 0) {
+    if (rest == R) return gemv_group_passes<D, R>(g, row);
+    gemv_rest_rows<D, R - 1>(g, row, rest);
+  }
+}
+
+template <DType D>
+void gemv_many(const GemvArgs& g) {
+  constexpr int R = 4;
+  int64_t j = 0;
+  for (; g.rows - j >= R; j += R) gemv_group_passes<D, R>(g, g.row0 + j);
+  gemv_rest_rows<D, R - 1>(g, g.row0 + j, int(g.rows - j));
+}
+
 template <DType D, int M>
 void gemv_dtype(const GemvArgs& g) {
   // M·R partial + M·R promoted accumulators within 32 registers. At M = 1 eight rows are in flight: the rows are
@@ -176,26 +296,12 @@ void gemv_dtype(const GemvArgs& g) {
 
 template <DType D>
 void gemv_m(const GemvArgs& g) {
+  if (g.m > 4) return gemv_many<D>(g);
   switch (g.m) {
     case 1: gemv_dtype<D, 1>(g); break;
     case 2: gemv_dtype<D, 2>(g); break;
     case 3: gemv_dtype<D, 3>(g); break;
     default: gemv_dtype<D, 4>(g); break;
-  }
-}
-
-// More than 4 A rows (only if kGemvMaxRows grows): passes of 4 over the same W rows (later passes find them in
-// cache).
-template <DType D>
-void gemv_passes(const GemvArgs& g) {
-  const int64_t kb_count = (g.w->k + kBlockK - 1) / kBlockK;
-  for (int64_t i0 = 0; i0 < g.m; i0 += 4) {
-    GemvArgs part = g;
-    part.m = g.m - i0 < 4 ? g.m - i0 : 4;
-    part.a = g.a + i0 * g.w->k;
-    part.a_scale = g.a_scale ? g.a_scale + i0 * kb_count : nullptr;
-    part.c = g.c + i0 * g.w->n;
-    gemv_m<D>(part);
   }
 }
 
@@ -339,9 +445,9 @@ void reduce_lanes_avx512(const float* lanes, int n, float* out) {
 
 void gemv_rows_avx512(const GemvArgs& g) {
   switch (g.w->dtype) {
-    case DType::F8_E4M3: gemv_passes<DType::F8_E4M3>(g); break;
-    case DType::BF16: gemv_passes<DType::BF16>(g); break;
-    default: gemv_passes<DType::F32>(g); break;
+    case DType::F8_E4M3: gemv_m<DType::F8_E4M3>(g); break;
+    case DType::BF16: gemv_m<DType::BF16>(g); break;
+    default: gemv_m<DType::F32>(g); break;
   }
 }
 

@@ -30,13 +30,17 @@ constexpr int kLanes = 16;
 // Up to this many A rows, a call decodes W in registers (gemv_rows) rather than through the panel buffer: with so
 // few rows per weight the buffer's store and reload cost more than the FMAs they feed, and decode at batch 1 is
 // bandwidth-bound, which the GEMV's streaming serves best. From 5 rows on the GEMM path is faster (v3 expert
-// shape, 64 experts × 5..16 rows: 134–213 vs 107–112 GFLOP/s through gemv_rows).
+// shape, 64 experts × 5..16 rows: 134–213 vs 107–112 GFLOP/s through gemv_rows) — except on AVX-512's FP32
+// order, whose gemv_rows runs 5 to kGemvMaxRowsAvx512 rows in passes that serve 4 A rows per decoded W vector
+// and 4 W rows per loaded A vector (batched decode: BF16 lm_head at M = 8 0.36 → 0.49 of the FMA peak, a layer of
+// 64 V2-Lite experts at batch 32 ~10% faster; at M = 16 and 32 the GEMM path keeps up on FP8 weights).
 constexpr int64_t kGemvMaxRows = 4;
+constexpr int64_t kGemvMaxRowsAvx512 = 8;
 
 // How far ahead of its reads a gemv group prefetches W, per row stream (tuned on the GEMV benchmark shapes).
 constexpr int kGemvPrefetchBytes = 1536;
 
-// C[i, row0 + j] for i < m (≤ kGemvMaxRows) and j < rows.
+// C[i, row0 + j] for i < m and j < rows (m ≤ the ISA's GEMV row limit; more rows run as passes over W).
 struct GemvArgs {
   const float* a = nullptr;        // [m, w.k]
   int64_t m = 0;
