@@ -121,12 +121,9 @@ TokenMasker::PositionTable TokenMasker::build_table(PushdownAutomaton::ConfigId 
   PushdownAutomaton& a = *automaton_;
   const auto& nodes = trie_->nodes();
   const auto& ids = trie_->token_ids();
-  auto mark_subtree = [&](uint32_t i, std::vector<int32_t>* list) {
-    uint32_t end = nodes[i].subtree_end;
-    for (uint32_t j = trie_->subtree_tokens_begin(i), e = trie_->subtree_tokens_begin(end); j < e; ++j) {
-      if (list) list->push_back(ids[j]);
-      else mask_set(t.accepted, ids[j]);
-    }
+  auto accept_subtree = [&](uint32_t i) {
+    for (uint32_t j = trie_->subtree_tokens_begin(i), e = trie_->subtree_tokens_begin(nodes[i].subtree_end); j < e; ++j)
+      mask_set(t.accepted, ids[j]);
   };
   walk_configs_[0] = cut_config;
   walk_escaped_[0] = uint8_t(a.escaped(cut_config));
@@ -136,7 +133,7 @@ TokenMasker::PositionTable TokenMasker::build_table(PushdownAutomaton::ConfigId 
         std::popcount(uint16_t(trie_->plain_classes_below(i) & ~kAsciiClasses)) +
                 (trie_->plain_classes_below(i) & kAsciiClasses ? 1 : 0) <= kMaxPlainClasses &&
         plain_run_at_least(walk_configs_[n.depth - 1], trie_->plain_classes_below(i), trie_->plain_chars_below(i))) {
-      mark_subtree(i, nullptr);  // plain text no longer than what survives from here: all accepted
+      accept_subtree(i);  // plain text no longer than what survives from here: all accepted
       stats_.table_nodes_walked += 1;
       i = n.subtree_end;
       continue;
@@ -145,7 +142,7 @@ TokenMasker::PositionTable TokenMasker::build_table(PushdownAutomaton::ConfigId 
     PushdownAutomaton::ConfigId c = a.step(walk_configs_[n.depth - 1], n.byte);
     if (c == PushdownAutomaton::kDead) {
       // The stacks below the cut may be reached before this byte: the whole subtree needs them.
-      if (walk_escaped_[n.depth - 1]) mark_subtree(i, &t.uncertain);
+      if (walk_escaped_[n.depth - 1]) t.uncertain.push_back(i);
       i = n.subtree_end;
       continue;
     }
@@ -154,7 +151,6 @@ TokenMasker::PositionTable TokenMasker::build_table(PushdownAutomaton::ConfigId 
     for (uint32_t j = n.tokens_begin; j < n.tokens_end; ++j) mask_set(t.accepted, ids[j]);
     ++i;
   }
-  std::sort(t.uncertain.begin(), t.uncertain.end());
   return t;
 }
 
@@ -180,6 +176,43 @@ bool TokenMasker::token_allowed(PushdownAutomaton::ConfigId config, int32_t id) 
   if (config == PushdownAutomaton::kDead || id < 0 || id >= trie_->vocab_size()) return false;
   if (id == trie_->eos_id()) return automaton_->accepts(config);
   return advance(config, id) != PushdownAutomaton::kDead;
+}
+
+void TokenMasker::check_uncertain(const PositionTable& t, PushdownAutomaton::ConfigId config,
+                                  std::span<uint64_t> mask) {
+  PushdownAutomaton& a = *automaton_;
+  const auto& nodes = trie_->nodes();
+  const auto& ids = trie_->token_ids();
+  // walk_configs_[d]: the configuration after the first d bytes of the current path (its bytes in path_),
+  // valid up to depth `known`; consecutive roots share most of their prefix.
+  walk_configs_[0] = config;
+  path_.clear();
+  for (uint32_t root : t.uncertain) {
+    const TokenTrie::Node& r = nodes[root];
+    // The root's path: the first r.depth bytes of any token below it.
+    const std::string& s = trie_->spelling(ids[trie_->subtree_tokens_begin(root)]);
+    size_t same = 0;
+    while (same < path_.size() && same + 1 < r.depth && uint8_t(s[same]) == path_[same]) ++same;
+    path_.resize(same);
+    bool dead = false;
+    for (size_t d = same; d + 1 < r.depth; ++d) {
+      ++stats_.uncertain_checked;
+      PushdownAutomaton::ConfigId c = a.step(walk_configs_[d], uint8_t(s[d]));
+      if (c == PushdownAutomaton::kDead) { dead = true; break; }
+      walk_configs_[d + 1] = c;
+      path_.push_back(uint8_t(s[d]));
+    }
+    if (dead) continue;
+    for (uint32_t i = root, end = r.subtree_end; i < end;) {
+      const TokenTrie::Node& n = nodes[i];
+      ++stats_.uncertain_checked;
+      PushdownAutomaton::ConfigId c = a.step(walk_configs_[n.depth - 1], n.byte);
+      if (c == PushdownAutomaton::kDead) { i = n.subtree_end; continue; }
+      walk_configs_[n.depth] = c;
+      for (uint32_t j = n.tokens_begin; j < n.tokens_end; ++j) mask_set(mask, ids[j]);
+      ++i;
+    }
+  }
 }
 
 void TokenMasker::fill_mask(PushdownAutomaton::ConfigId config, std::span<uint64_t> mask) {
@@ -208,11 +241,7 @@ void TokenMasker::fill_mask(PushdownAutomaton::ConfigId config, std::span<uint64
   if (!cut_nodes_.empty()) {
     const PositionTable& t = table(a.config_of(cut_nodes_));
     for (size_t w = 0; w < mask.size(); ++w) mask[w] |= t.accepted[w];
-    for (int32_t id : t.uncertain) {
-      if (mask_test(mask, id)) continue;
-      ++stats_.uncertain_checked;
-      if (advance(config, id) != PushdownAutomaton::kDead) mask_set(mask, id);
-    }
+    check_uncertain(t, config, mask);
   }
   if (trie_->eos_id() >= 0 && a.accepts(config)) mask_set(mask, trie_->eos_id());
   if (cache_.size() >= kMaxCachedMasks) cache_.clear();

@@ -35,7 +35,7 @@ struct MaskStats {
   size_t masks = 0;
   size_t cache_hits = 0;
   size_t position_tables = 0;
-  size_t uncertain_checked = 0;
+  size_t uncertain_checked = 0;  // trie nodes visited checking uncertain tokens against the real configuration
   size_t table_nodes_walked = 0;  // trie nodes visited building tables (a skipped subtree counts one)
 };
 
@@ -57,7 +57,11 @@ class TokenMasker {
  private:
   struct PositionTable {
     TokenBitmask accepted;
-    std::vector<int32_t> uncertain;
+    // Roots of the trie subtrees whose tokens are uncertain (depth-first order): a mask walks them from the
+    // real configuration, skipping a subtree as soon as its prefix dies — inside a fixed-length group (a
+    // UUID's hex digits) that is every token starting with a few hex digits, tens of thousands of tokens
+    // of which a walk visits a few hundred nodes.
+    std::vector<uint32_t> uncertain;
   };
   // At most this many frames of a stack are kept in a table's key.
   static constexpr uint32_t kMaxContextFrames = 8;
@@ -89,8 +93,11 @@ class TokenMasker {
   std::unordered_map<uint64_t, PlainRun> plain_run_;
   std::vector<PushdownAutomaton::ConfigId> run_path_;
   std::unordered_map<PushdownAutomaton::ConfigId, TokenBitmask> cache_;
+  // Sets in `mask` the tokens of the table's uncertain subtrees that can follow `config`.
+  void check_uncertain(const PositionTable& t, PushdownAutomaton::ConfigId config, std::span<uint64_t> mask);
   std::vector<PushdownAutomaton::ConfigId> walk_configs_;
   std::vector<uint8_t> walk_escaped_;
+  std::vector<uint8_t> path_;
   std::vector<uint32_t> cut_nodes_;
   MaskStats stats_;
 };
