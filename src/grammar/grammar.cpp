@@ -123,19 +123,19 @@ Symbol GrammarBuilder::repeat(std::string name, const Sequence& item, int64_t mi
     add_alternative(tail, {});
     out.push_back(Symbol::rule(tail));
   } else if (max > min) {
-    // opt_k ::= item opt_{k-1} | "" ; opt_1 ::= item | ""
-    Symbol inner{};
-    bool have_inner = false;
-    for (int64_t k = 1; k <= max - min; ++k) {
+    // opt_k ::= item opt_{k-1} | "" ; opt_1 ::= item | "" — one chain per item, extended as needed.
+    std::string key;
+    for (const Symbol& s : item) key += std::to_string(int(s.kind)) + ":" + std::to_string(s.index) + " ";
+    std::vector<uint32_t>& chain = optional_chain_of_item_[key];
+    for (int64_t k = int64_t(chain.size()) + 1; k <= max - min; ++k) {
       uint32_t r = declare(name + "-opt");
       Sequence seq = item;
-      if (have_inner) seq.push_back(inner);
+      if (!chain.empty()) seq.push_back(Symbol::rule(chain.back()));
       add_alternative(r, std::move(seq));
       add_alternative(r, {});
-      inner = Symbol::rule(r);
-      have_inner = true;
+      chain.push_back(r);
     }
-    out.push_back(inner);
+    out.push_back(Symbol::rule(chain[size_t(max - min - 1)]));
   }
   return wrap(name, std::move(out));
 }

@@ -8,6 +8,7 @@
 #include <cstdint>
 #include <string>
 #include <string_view>
+#include <unordered_map>
 #include <vector>
 
 namespace deepmoe::grammar {
@@ -76,7 +77,8 @@ class GrammarBuilder {
   Symbol choice(std::string name, std::vector<Sequence> alts);
   Symbol wrap(std::string name, Sequence seq) { return choice(std::move(name), {std::move(seq)}); }
   // `item` repeated min..max times (max < 0: unbounded), without ambiguity: optional tails nest
-  // (x (x (x)?)?)? and the unbounded tail is right-recursive (the matcher runs it as a loop).
+  // (x (x (x)?)?)? and the unbounded tail is right-recursive (the matcher runs it as a loop). The nested
+  // optionals of one item are one chain shared by every bounded repetition of that item.
   Symbol repeat(std::string name, const Sequence& item, int64_t min, int64_t max);
   // Exactly the given strings, as a byte trie (one live parse per prefix, however many strings).
   Symbol literal_set(std::string name, const std::vector<std::string>& strings);
@@ -97,6 +99,8 @@ class GrammarBuilder {
   GrammarLimits limits_;
   size_t symbols_ = 0;
   std::vector<bool> intentionally_empty_;
+  // Per item (its symbols spelled out): the chain of nested optionals, [k - 1] allowing k more items.
+  std::unordered_map<std::string, std::vector<uint32_t>> optional_chain_of_item_;
 };
 
 // Checks a grammar the way GrammarBuilder::finish does (used for grammars built elsewhere): removes

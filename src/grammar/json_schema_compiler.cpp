@@ -846,8 +846,16 @@ class SchemaCompiler {
       max.reset();
     }
     if (min && *min > 100000) unsupported("minLength", path, "more than 100000 characters");
-    Symbol ch = json_char_in(any_code_point(), b_);
-    return b_.wrap("string", {b_.byte('"'), b_.repeat("string-chars", {ch}, min.value_or(0), max ? *max : -1), b_.byte('"')});
+    // One rule per pair of bounds: strings of the same lengths then share their counter chain and their
+    // closing quote, so the masker's tables for them are shared too.
+    auto bounds = std::make_pair(min.value_or(0), max.value_or(-1));
+    auto known = bounded_strings_.find(bounds);
+    if (known != bounded_strings_.end()) return known->second;
+    if (!bounded_char_) bounded_char_ = json_char_in(any_code_point(), b_);
+    Symbol rule = b_.wrap("string", {b_.byte('"'), b_.repeat("string-chars", {*bounded_char_}, bounds.first, bounds.second),
+                                     b_.byte('"')});
+    bounded_strings_.emplace(bounds, rule);
+    return rule;
   }
 
   // ---- numbers
@@ -958,6 +966,8 @@ class SchemaCompiler {
   std::vector<std::string>* warnings_;
   GrammarBuilder b_;
   std::map<std::string, uint32_t> ref_rules_;
+  std::map<std::pair<int64_t, int64_t>, Symbol> bounded_strings_;
+  std::optional<Symbol> bounded_char_;
   std::optional<Symbol> ws_, generic_char_, generic_string_, generic_integer_, generic_number_, any_value_;
 };
 

@@ -16,7 +16,9 @@ size_t PushdownAutomaton::NodesHash::operator()(const std::vector<uint32_t>& v) 
 PushdownAutomaton::PushdownAutomaton(Grammar grammar, AutomatonLimits limits)
     : grammar_(std::move(grammar)), limits_(limits) {
   rule_starts_.resize(grammar_.rules.size());
+  rule_begin_.resize(grammar_.rules.size() + 1);
   for (size_t r = 0; r < grammar_.rules.size(); ++r) {
+    rule_begin_[r] = uint32_t(elems_.size());
     for (const Sequence& seq : grammar_.rules[r].alternatives) {
       rule_starts_[r].push_back(uint32_t(elems_.size()));
       for (const Symbol& s : seq)
@@ -24,6 +26,7 @@ PushdownAutomaton::PushdownAutomaton(Grammar grammar, AutomatonLimits limits)
       elems_.push_back({ElemKind::end, 0});
     }
   }
+  rule_begin_.back() = uint32_t(elems_.size());
   nodes_.push_back({0, 0, 0});  // kAcceptNode
   nodes_.push_back({0, 1, 0});  // kEscapeNode
   std::vector<uint32_t> start;
@@ -129,6 +132,10 @@ PushdownAutomaton::ConfigId PushdownAutomaton::intern_config(std::vector<uint32_
   return id;
 }
 
+uint32_t PushdownAutomaton::rule_of_position(uint32_t pos) const {
+  return uint32_t(std::upper_bound(rule_begin_.begin(), rule_begin_.end(), pos) - rule_begin_.begin()) - 1;
+}
+
 uint32_t PushdownAutomaton::truncated_stack(uint32_t node, int frames) {
   uint32_t positions[16];
   int n = 0;
@@ -144,6 +151,76 @@ uint32_t PushdownAutomaton::truncated_stack(uint32_t node, int frames) {
 }
 
 
+
+std::string PushdownAutomaton::structural_key(ConfigId config, size_t max_bytes) {
+  auto put = [](std::string& out, uint32_t v) { out.append(reinterpret_cast<const char*>(&v), sizeof v); };
+  constexpr uint32_t kBytesMark = UINT32_MAX, kEscapeMark = UINT32_MAX - 1, kAcceptMark = UINT32_MAX - 2;
+  // The stacks in an order that does not depend on node ids: by a description of each stack on its own
+  // (offsets and the shapes of its frames' rules). Stacks that describe alike keep the configuration's
+  // order; that only risks two equal configurations getting different keys, never the reverse.
+  auto rule_shape = [&](uint32_t r, std::string& out) {
+    put(out, uint32_t(grammar_.rules[r].alternatives.size()));
+    for (const Sequence& seq : grammar_.rules[r].alternatives) {
+      put(out, uint32_t(seq.size()));
+      for (const Symbol& sym : seq) {
+        if (sym.kind == Symbol::Kind::rule) { put(out, kBytesMark - 3); continue; }
+        const ByteSet& set = grammar_.byte_sets[sym.index];
+        out.append(reinterpret_cast<const char*>(set.words.data()), sizeof set.words);
+      }
+    }
+  };
+  std::vector<uint32_t> stacks;
+  for (uint32_t n : configs_[size_t(config)].nodes) stacks.push_back(n);
+  std::vector<std::string> alone(stacks.size());
+  for (size_t i = 0; i < stacks.size(); ++i) {
+    for (uint32_t cur = stacks[i]; cur > kEscapeNode; cur = nodes_[cur].parent) {
+      uint32_t r = rule_of_position(nodes_[cur].pos);
+      put(alone[i], nodes_[cur].pos - rule_begin_[r]);
+      rule_shape(r, alone[i]);
+      if (alone[i].size() > max_bytes) return {};
+    }
+  }
+  std::vector<size_t> order(stacks.size());
+  for (size_t i = 0; i < order.size(); ++i) order[i] = i;
+  std::stable_sort(order.begin(), order.end(), [&](size_t a, size_t b) { return alone[a] < alone[b]; });
+
+  std::unordered_map<uint32_t, uint32_t> number;
+  std::vector<uint32_t> rules;
+  auto number_of = [&](uint32_t r) {
+    auto [it, added] = number.try_emplace(r, uint32_t(rules.size()));
+    if (added) rules.push_back(r);
+    return it->second;
+  };
+  std::string key;
+  put(key, uint32_t(stacks.size()));
+  for (size_t i : order) {
+    uint32_t cur = stacks[i];
+    for (; cur > kEscapeNode; cur = nodes_[cur].parent) {
+      uint32_t r = rule_of_position(nodes_[cur].pos);
+      put(key, number_of(r));
+      put(key, nodes_[cur].pos - rule_begin_[r]);
+    }
+    put(key, cur == kAcceptNode ? kAcceptMark : kEscapeMark);
+  }
+  for (size_t i = 0; i < rules.size(); ++i) {
+    const Rule& rule = grammar_.rules[rules[i]];
+    put(key, uint32_t(rule.alternatives.size()));
+    for (const Sequence& seq : rule.alternatives) {
+      put(key, uint32_t(seq.size()));
+      for (const Symbol& sym : seq) {
+        if (sym.kind == Symbol::Kind::rule) {
+          put(key, number_of(sym.index));
+        } else {
+          put(key, kBytesMark);
+          const ByteSet& set = grammar_.byte_sets[sym.index];
+          key.append(reinterpret_cast<const char*>(set.words.data()), sizeof set.words);
+        }
+      }
+    }
+    if (key.size() > max_bytes) return {};
+  }
+  return key;
+}
 
 PushdownAutomaton::ConfigId PushdownAutomaton::compute_step(ConfigId config, uint8_t byte) {
   ConfigId result = kDead;

@@ -14,6 +14,7 @@
 #include <array>
 #include <cstdint>
 #include <memory>
+#include <string>
 #include <unordered_map>
 #include <unordered_set>
 #include <vector>
@@ -63,6 +64,11 @@ class PushdownAutomaton {
   // The stack `node` cut to its top `frames` frames, with the escape node below them (or the accept node
   // when the whole stack fits): the context a precomputed token table depends on. Equal cuts are one id.
   uint32_t truncated_stack(uint32_t node, int frames);
+  // A description of the configuration's stacks and of every rule they can reach (rules numbered in order
+  // of first appearance, byte sets spelled out, names left out): configurations of any two grammars with
+  // the same key take the same byte strings to the same outcomes, stack for stack, so whatever is computed
+  // from one (a token table) holds for the other. Empty when the key would exceed `max_bytes`.
+  std::string structural_key(ConfigId config, size_t max_bytes);
   // The configuration made of these stacks (any order, duplicates allowed).
   ConfigId config_of(std::vector<uint32_t> nodes) { return intern_config(nodes); }
 
@@ -113,6 +119,8 @@ class PushdownAutomaton {
   AutomatonLimits limits_;
   std::vector<Elem> elems_;
   std::vector<std::vector<uint32_t>> rule_starts_;
+  std::vector<uint32_t> rule_begin_;  // rule r's positions: [rule_begin_[r], rule_begin_[r + 1])
+  uint32_t rule_of_position(uint32_t pos) const;
   std::vector<Node> nodes_;
   std::unordered_map<uint64_t, uint32_t> node_index_;
   std::vector<std::vector<uint32_t>> successors_;

@@ -18,6 +18,9 @@ constexpr uint32_t kMaxPlainRun = 16;
 // split first. ASCII letters and digits are a kind of their own so that a state that takes them but not all of
 // ASCII (a URL, an e-mail address) still skips its words.
 constexpr int kMaxPlainClasses = 2;
+// Configurations whose stacks reach more grammar than this (a whole large schema) are not shared: their key
+// would cost more to build and keep than it is likely to save.
+constexpr size_t kMaxSharedKeyBytes = 16 * 1024;
 }  // namespace
 
 TokenMasker::TokenMasker(std::shared_ptr<PushdownAutomaton> automaton, std::shared_ptr<const TokenTrie> trie)
@@ -157,8 +160,17 @@ TokenMasker::PositionTable TokenMasker::build_table(PushdownAutomaton::ConfigId 
 const TokenMasker::PositionTable& TokenMasker::table(PushdownAutomaton::ConfigId cut_config) {
   auto it = tables_.find(cut_config);
   if (it != tables_.end()) return *it->second;
-  auto t = std::make_unique<PositionTable>(build_table(cut_config));
   ++stats_.position_tables;
+  std::string key;
+  if (share_tables_) key = automaton_->structural_key(cut_config, kMaxSharedKeyBytes);
+  std::shared_ptr<const PositionTable> t;
+  if (!key.empty()) t = trie_->shared_tables().find(key);
+  if (t) {
+    ++stats_.shared_tables_found;
+  } else {
+    t = std::make_shared<const PositionTable>(build_table(cut_config));
+    if (!key.empty()) trie_->shared_tables().insert(std::move(key), t);
+  }
   return *tables_.emplace(cut_config, std::move(t)).first->second;
 }
 

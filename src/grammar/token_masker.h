@@ -20,12 +20,11 @@
 #include <vector>
 
 #include "grammar/pushdown_automaton.h"
+#include "grammar/token_table_cache.h"
 #include "grammar/token_trie.h"
 
 namespace deepmoe::grammar {
 
-// One bit per token id, 64 ids per word (bit id%64 of word id/64).
-using TokenBitmask = std::vector<uint64_t>;
 
 inline bool mask_test(std::span<const uint64_t> mask, int32_t id) { return (mask[size_t(id) >> 6] >> (id & 63)) & 1; }
 inline void mask_set(std::span<uint64_t> mask, int32_t id) { mask[size_t(id) >> 6] |= uint64_t(1) << (id & 63); }
@@ -34,7 +33,8 @@ inline size_t mask_words(int32_t vocab_size) { return (size_t(vocab_size) + 63) 
 struct MaskStats {
   size_t masks = 0;
   size_t cache_hits = 0;
-  size_t position_tables = 0;
+  size_t position_tables = 0;     // tables this masker needed (built or found shared)
+  size_t shared_tables_found = 0;  // of those, found in the vocabulary's shared tables
   size_t uncertain_checked = 0;  // trie nodes visited checking uncertain tokens against the real configuration
   size_t table_nodes_walked = 0;  // trie nodes visited building tables (a skipped subtree counts one)
 };
@@ -53,19 +53,18 @@ class TokenMasker {
   PushdownAutomaton& automaton() { return *automaton_; }
   const TokenTrie& trie() const { return *trie_; }
   const MaskStats& stats() const { return stats_; }
+  // On (the default): tables are also looked up in, and added to, the vocabulary's shared tables
+  // (TokenTrie::shared_tables), so grammars that share a piece share its tables. Off: this masker builds
+  // every table it needs itself.
+  void set_share_tables(bool on) { share_tables_ = on; }
 
  private:
-  struct PositionTable {
-    TokenBitmask accepted;
-    // Roots of the trie subtrees whose tokens are uncertain (depth-first order): a mask walks them from the
-    // real configuration, skipping a subtree as soon as its prefix dies — inside a fixed-length group (a
-    // UUID's hex digits) that is every token starting with a few hex digits, tens of thousands of tokens
-    // of which a walk visits a few hundred nodes.
-    std::vector<uint32_t> uncertain;
-  };
+  using PositionTable = TokenTable;
   // At most this many frames of a stack are kept in a table's key.
   static constexpr uint32_t kMaxContextFrames = 8;
   // The table of a configuration of cut stacks.
+  // Looked up by the configuration, then by its structural key in the vocabulary's shared tables
+  // (unless sharing is off), built last.
   const PositionTable& table(PushdownAutomaton::ConfigId cut_config);
   PositionTable build_table(PushdownAutomaton::ConfigId cut_config);
   // The configuration every plain JSON-string character (bytes >= 0x20 other than the quote and the
@@ -80,7 +79,8 @@ class TokenMasker {
 
   std::shared_ptr<PushdownAutomaton> automaton_;
   std::shared_ptr<const TokenTrie> trie_;
-  std::unordered_map<PushdownAutomaton::ConfigId, std::unique_ptr<PositionTable>> tables_;
+  std::unordered_map<PushdownAutomaton::ConfigId, std::shared_ptr<const PositionTable>> tables_;
+  bool share_tables_ = true;
   static uint64_t run_key(PushdownAutomaton::ConfigId config, uint16_t classes) {
     return (uint64_t(uint32_t(config)) << 16) | classes;
   }

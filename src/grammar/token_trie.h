@@ -5,8 +5,11 @@
 #pragma once
 
 #include <cstdint>
+#include <memory>
 #include <string>
 #include <vector>
+
+#include "grammar/token_table_cache.h"
 
 namespace deepmoe::grammar {
 
@@ -51,6 +54,8 @@ class TokenTrie {
   // Which kinds of characters begin below a node with plain_text_below (bit k: lead bytes of class k, see
   // utf8_lead_class), so a state needs to be checked on those kinds only.
   uint16_t plain_classes_below(uint32_t node) const { return plain_classes_[node]; }
+  // Token tables over this vocabulary, shared by every masker that uses it (see token_table_cache.h).
+  TokenTableCache& shared_tables() const { return *shared_tables_; }
 
  private:
   void compute_plain_below();
@@ -64,6 +69,7 @@ class TokenTrie {
   std::vector<uint16_t> plain_chars_;
   std::vector<uint16_t> plain_classes_;
   size_t max_depth_ = 0;
+  std::shared_ptr<TokenTableCache> shared_tables_ = std::make_shared<TokenTableCache>();
 };
 
 }  // namespace deepmoe::grammar
