@@ -4,9 +4,11 @@
 // compiles each schema, then forces the instance's canonical tokenization through the matcher, timing every
 // mask. Prints one JSON line: compile p50/p99 and mask p50/p99/p99.9 (microseconds, thread CPU time and
 // wall time), instances accepted, and the load average (the machine may be shared).
+// Tables are shared between the schemas' maskers through the vocabulary (a serving process does the same
+// across requests); --shared-tables 0 makes every masker build its own, as in a process's first request.
 // --slowest N also prints the N slowest masks, one JSON line each: the schema, the text before the mask, the
 // tables it built, the trie nodes those walks visited and the parser configurations it added.
-//   build/bench/grammar_mask_bench [--schemas 300] [--seed 1] [--slowest 0]
+//   build/bench/grammar_mask_bench [--schemas 300] [--seed 1] [--slowest 0] [--shared-tables 1]
 #include <nlohmann/json.hpp>
 
 #include <algorithm>
@@ -119,10 +121,12 @@ int main(int argc, char** argv) {
   int schemas = 300;
   unsigned seed = 1;
   int slowest = 0;
+  bool shared_tables = true;
   for (int i = 1; i + 1 < argc; i += 2) {
     if (!std::strcmp(argv[i], "--schemas")) schemas = std::atoi(argv[i + 1]);
     else if (!std::strcmp(argv[i], "--seed")) seed = unsigned(std::atoi(argv[i + 1]));
     else if (!std::strcmp(argv[i], "--slowest")) slowest = std::atoi(argv[i + 1]);
+    else if (!std::strcmp(argv[i], "--shared-tables")) shared_tables = std::atoi(argv[i + 1]) != 0;
   }
   auto tok = Tokenizer::load(std::string(DEEPMOE_SOURCE_DIR) + "/assets/tokenizer");
   std::vector<std::string> spellings(static_cast<size_t>(kModelVocab));
@@ -135,6 +139,7 @@ int main(int argc, char** argv) {
   Generator gen{std::mt19937(seed)};
   std::vector<double> compile_cpu, mask_cpu, mask_wall, first_mask_cpu;
   int accepted = 0, total = 0;
+  size_t tables_needed = 0, tables_shared = 0;
   grammar::TokenBitmask mask(grammar::mask_words(kModelVocab));
   struct SlowMask {
     double cpu_us;
@@ -149,6 +154,7 @@ int main(int argc, char** argv) {
     double c0 = cpu_us();
     auto automaton = std::make_shared<grammar::PushdownAutomaton>(grammar::compile_json_schema(schema.dump()));
     auto masker = std::make_shared<grammar::TokenMasker>(automaton, trie);
+    masker->set_share_tables(shared_tables);
     compile_cpu.push_back(cpu_us() - c0);
     std::vector<int32_t> ids = tok->encode(instance.dump(), false, false);
     ids.push_back(tok->eos_id());
@@ -176,6 +182,8 @@ int main(int argc, char** argv) {
       if (!grammar::mask_test(mask, ids[i]) || !m.accept_token(ids[i])) { ok = false; break; }
     }
     accepted += ok && m.is_terminated();
+    tables_needed += masker->stats().position_tables;
+    tables_shared += masker->stats().shared_tables_found;
     ++total;
   }
   double load[3] = {0, 0, 0};
@@ -190,6 +198,7 @@ int main(int argc, char** argv) {
            {"mask_cpu_us_p999", pct(mask_cpu, 0.999)}, {"mask_cpu_us_max", pct(mask_cpu, 1.0)},
            {"mask_wall_us_p50", pct(mask_wall, 0.5)}, {"mask_wall_us_p99", pct(mask_wall, 0.99)},
            {"mask_wall_us_p999", pct(mask_wall, 0.999)}, {"first_mask_cpu_us_p50", pct(first_mask_cpu, 0.5)},
+           {"shared_tables", shared_tables}, {"tables_needed", tables_needed}, {"tables_found_shared", tables_shared},
            {"loadavg_1m", load[0]}};
   std::printf("%s\n", out.dump().c_str());
   for (const SlowMask& m : slow)

@@ -156,28 +156,33 @@ std::string PushdownAutomaton::structural_key(ConfigId config, size_t max_bytes)
   auto put = [](std::string& out, uint32_t v) { out.append(reinterpret_cast<const char*>(&v), sizeof v); };
   constexpr uint32_t kBytesMark = UINT32_MAX, kEscapeMark = UINT32_MAX - 1, kAcceptMark = UINT32_MAX - 2;
   // The stacks in an order that does not depend on node ids: by a description of each stack on its own
-  // (offsets and the shapes of its frames' rules). Stacks that describe alike keep the configuration's
-  // order; that only risks two equal configurations getting different keys, never the reverse.
-  auto rule_shape = [&](uint32_t r, std::string& out) {
-    put(out, uint32_t(grammar_.rules[r].alternatives.size()));
+  // (offsets and a hash of the shape of its frames' rules). Stacks that describe alike keep the
+  // configuration's order; that only risks two equal configurations getting different keys, never the reverse.
+  auto rule_shape = [&](uint32_t r) {
+    if (rule_shape_.empty()) rule_shape_.assign(grammar_.rules.size(), 0);
+    uint64_t& h = rule_shape_[r];
+    if (h) return h;
+    h = 1469598103934665603ull;
+    auto mix = [&](uint64_t v) { h = (h ^ v) * 1099511628211ull; };
+    mix(grammar_.rules[r].alternatives.size());
     for (const Sequence& seq : grammar_.rules[r].alternatives) {
-      put(out, uint32_t(seq.size()));
+      mix(seq.size());
       for (const Symbol& sym : seq) {
-        if (sym.kind == Symbol::Kind::rule) { put(out, kBytesMark - 3); continue; }
-        const ByteSet& set = grammar_.byte_sets[sym.index];
-        out.append(reinterpret_cast<const char*>(set.words.data()), sizeof set.words);
+        if (sym.kind == Symbol::Kind::rule) { mix(kBytesMark); continue; }
+        for (uint64_t w : grammar_.byte_sets[sym.index].words) mix(w);
       }
     }
+    h |= 1;  // never 0 (0 marks "not computed")
+    return h;
   };
   std::vector<uint32_t> stacks;
   for (uint32_t n : configs_[size_t(config)].nodes) stacks.push_back(n);
-  std::vector<std::string> alone(stacks.size());
+  std::vector<std::vector<uint64_t>> alone(stacks.size());
   for (size_t i = 0; i < stacks.size(); ++i) {
     for (uint32_t cur = stacks[i]; cur > kEscapeNode; cur = nodes_[cur].parent) {
       uint32_t r = rule_of_position(nodes_[cur].pos);
-      put(alone[i], nodes_[cur].pos - rule_begin_[r]);
-      rule_shape(r, alone[i]);
-      if (alone[i].size() > max_bytes) return {};
+      alone[i].push_back(nodes_[cur].pos - rule_begin_[r]);
+      alone[i].push_back(rule_shape(r));
     }
   }
   std::vector<size_t> order(stacks.size());

@@ -121,6 +121,7 @@ class PushdownAutomaton {
   std::vector<std::vector<uint32_t>> rule_starts_;
   std::vector<uint32_t> rule_begin_;  // rule r's positions: [rule_begin_[r], rule_begin_[r + 1])
   uint32_t rule_of_position(uint32_t pos) const;
+  std::vector<uint64_t> rule_shape_;  // per rule, a hash of its shape (structural_key's stack order); 0: unknown
   std::vector<Node> nodes_;
   std::unordered_map<uint64_t, uint32_t> node_index_;
   std::vector<std::vector<uint32_t>> successors_;

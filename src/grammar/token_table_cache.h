@@ -3,14 +3,16 @@
 // they can reach and the vocabulary — not of which schema or request the grammar came from. Requests whose
 // schemas share a piece (a string with maxLength, a date, a UUID, an enum) therefore share its tables: the
 // cache is keyed by PushdownAutomaton::structural_key and lives with the vocabulary (TokenTrie), so every
-// masker over that vocabulary sees it. Thread-safe; bounded in memory (cleared when full: tables in use are
-// held by their maskers).
+// masker over that vocabulary sees it. Thread-safe; bounded in memory (the least recently used tables go
+// first; tables in use are also held by their maskers).
 #pragma once
 
 #include <cstdint>
+#include <list>
 #include <memory>
 #include <mutex>
 #include <string>
+#include <string_view>
 #include <unordered_map>
 #include <vector>
 
@@ -39,8 +41,10 @@ class TokenTableCache {
   size_t size() const;
 
  private:
+  using Entry = std::pair<std::string, std::shared_ptr<const TokenTable>>;
   mutable std::mutex mutex_;
-  std::unordered_map<std::string, std::shared_ptr<const TokenTable>> tables_;
+  mutable std::list<Entry> recent_;  // most recently used first
+  std::unordered_map<std::string_view, std::list<Entry>::iterator> index_;  // keys point into recent_
   size_t bytes_ = 0;
   size_t max_bytes_;
 };
