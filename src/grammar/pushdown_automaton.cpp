@@ -153,13 +153,21 @@ uint32_t PushdownAutomaton::truncated_stack(uint32_t node, int frames) {
 
 
 std::string PushdownAutomaton::structural_key(ConfigId config, size_t max_bytes) {
-  auto put = [](std::string& out, uint32_t v) { out.append(reinterpret_cast<const char*>(&v), sizeof v); };
   constexpr uint32_t kBytesMark = UINT32_MAX, kEscapeMark = UINT32_MAX - 1, kAcceptMark = UINT32_MAX - 2;
+  if (rule_shape_.empty()) {
+    rule_shape_.assign(grammar_.rules.size(), 0);
+    key_rule_stamp_.assign(grammar_.rules.size(), 0);
+    key_rule_number_.assign(grammar_.rules.size(), 0);
+  }
+  if (key_set_stamp_.size() < grammar_.byte_sets.size()) {
+    key_set_stamp_.resize(grammar_.byte_sets.size(), 0);
+    key_set_number_.resize(grammar_.byte_sets.size(), 0);
+  }
+  ++key_stamp_;
   // The stacks in an order that does not depend on node ids: by a description of each stack on its own
   // (offsets and a hash of the shape of its frames' rules). Stacks that describe alike keep the
   // configuration's order; that only risks two equal configurations getting different keys, never the reverse.
   auto rule_shape = [&](uint32_t r) {
-    if (rule_shape_.empty()) rule_shape_.assign(grammar_.rules.size(), 0);
     uint64_t& h = rule_shape_[r];
     if (h) return h;
     h = 1469598103934665603ull;
@@ -175,8 +183,7 @@ std::string PushdownAutomaton::structural_key(ConfigId config, size_t max_bytes)
     h |= 1;  // never 0 (0 marks "not computed")
     return h;
   };
-  std::vector<uint32_t> stacks;
-  for (uint32_t n : configs_[size_t(config)].nodes) stacks.push_back(n);
+  const std::vector<uint32_t>& stacks = configs_[size_t(config)].nodes;
   std::vector<std::vector<uint64_t>> alone(stacks.size());
   for (size_t i = 0; i < stacks.size(); ++i) {
     for (uint32_t cur = stacks[i]; cur > kEscapeNode; cur = nodes_[cur].parent) {
@@ -189,42 +196,59 @@ std::string PushdownAutomaton::structural_key(ConfigId config, size_t max_bytes)
   for (size_t i = 0; i < order.size(); ++i) order[i] = i;
   std::stable_sort(order.begin(), order.end(), [&](size_t a, size_t b) { return alone[a] < alone[b]; });
 
-  std::unordered_map<uint32_t, uint32_t> number;
-  std::vector<uint32_t> rules;
+  // Rules and byte sets are numbered in order of first appearance; a byte set is spelled out where it first
+  // appears, so the key reads back unambiguously.
+  std::vector<uint32_t>& key = key_words_;
+  std::vector<uint32_t>& rules = key_rules_;
+  key.clear();
+  rules.clear();
+  uint32_t sets = 0;
   auto number_of = [&](uint32_t r) {
-    auto [it, added] = number.try_emplace(r, uint32_t(rules.size()));
-    if (added) rules.push_back(r);
-    return it->second;
+    if (key_rule_stamp_[r] != key_stamp_) {
+      key_rule_stamp_[r] = key_stamp_;
+      key_rule_number_[r] = uint32_t(rules.size());
+      rules.push_back(r);
+    }
+    return key_rule_number_[r];
   };
-  std::string key;
-  put(key, uint32_t(stacks.size()));
+  key.push_back(uint32_t(stacks.size()));
   for (size_t i : order) {
     uint32_t cur = stacks[i];
     for (; cur > kEscapeNode; cur = nodes_[cur].parent) {
       uint32_t r = rule_of_position(nodes_[cur].pos);
-      put(key, number_of(r));
-      put(key, nodes_[cur].pos - rule_begin_[r]);
+      key.push_back(number_of(r));
+      key.push_back(nodes_[cur].pos - rule_begin_[r]);
     }
-    put(key, cur == kAcceptNode ? kAcceptMark : kEscapeMark);
+    key.push_back(cur == kAcceptNode ? kAcceptMark : kEscapeMark);
   }
+  const size_t max_words = max_bytes / sizeof(uint32_t);
   for (size_t i = 0; i < rules.size(); ++i) {
     const Rule& rule = grammar_.rules[rules[i]];
-    put(key, uint32_t(rule.alternatives.size()));
+    key.push_back(uint32_t(rule.alternatives.size()));
     for (const Sequence& seq : rule.alternatives) {
-      put(key, uint32_t(seq.size()));
+      key.push_back(uint32_t(seq.size()));
       for (const Symbol& sym : seq) {
         if (sym.kind == Symbol::Kind::rule) {
-          put(key, number_of(sym.index));
+          key.push_back(number_of(sym.index));
+          continue;
+        }
+        key.push_back(kBytesMark);
+        if (key_set_stamp_[sym.index] == key_stamp_) {
+          key.push_back(key_set_number_[sym.index]);
         } else {
-          put(key, kBytesMark);
-          const ByteSet& set = grammar_.byte_sets[sym.index];
-          key.append(reinterpret_cast<const char*>(set.words.data()), sizeof set.words);
+          key_set_stamp_[sym.index] = key_stamp_;
+          key_set_number_[sym.index] = sets;
+          key.push_back(sets++);
+          for (uint64_t w : grammar_.byte_sets[sym.index].words) {
+            key.push_back(uint32_t(w));
+            key.push_back(uint32_t(w >> 32));
+          }
         }
       }
     }
-    if (key.size() > max_bytes) return {};
+    if (key.size() > max_words) return {};
   }
-  return key;
+  return std::string(reinterpret_cast<const char*>(key.data()), key.size() * sizeof(uint32_t));
 }
 
 PushdownAutomaton::ConfigId PushdownAutomaton::compute_step(ConfigId config, uint8_t byte) {

@@ -121,7 +121,12 @@ class PushdownAutomaton {
   std::vector<std::vector<uint32_t>> rule_starts_;
   std::vector<uint32_t> rule_begin_;  // rule r's positions: [rule_begin_[r], rule_begin_[r + 1])
   uint32_t rule_of_position(uint32_t pos) const;
-  std::vector<uint64_t> rule_shape_;  // per rule, a hash of its shape (structural_key's stack order); 0: unknown
+  // structural_key's scratch: per rule a hash of its shape (0: not computed yet), the numbers given to rules
+  // and byte sets in the current key (valid where their stamp is key_stamp_), the key being built.
+  std::vector<uint64_t> rule_shape_;
+  std::vector<uint32_t> key_rule_stamp_, key_rule_number_, key_set_stamp_, key_set_number_;
+  std::vector<uint32_t> key_words_, key_rules_;
+  uint32_t key_stamp_ = 0;
   std::vector<Node> nodes_;
   std::unordered_map<uint64_t, uint32_t> node_index_;
   std::vector<std::vector<uint32_t>> successors_;
