@@ -128,14 +128,18 @@ TokenMasker::PositionTable TokenMasker::build_table(PushdownAutomaton::ConfigId 
     for (uint32_t j = trie_->subtree_tokens_begin(i), e = trie_->subtree_tokens_begin(nodes[i].subtree_end); j < e; ++j)
       mask_set(t.accepted, ids[j]);
   };
+  // Whether plain text of these kinds, up to `chars` characters, survives from `config` whatever it spells.
+  auto plain_runs_survive = [&](PushdownAutomaton::ConfigId config, uint16_t classes, uint32_t chars) {
+    return chars <= kMaxPlainRun &&
+           std::popcount(uint16_t(classes & ~kAsciiClasses)) + (classes & kAsciiClasses ? 1 : 0) <= kMaxPlainClasses &&
+           plain_run_at_least(config, classes, chars);
+  };
   walk_configs_[0] = cut_config;
   walk_escaped_[0] = uint8_t(a.escaped(cut_config));
   for (uint32_t i = 1; i < nodes.size();) {
     const TokenTrie::Node& n = nodes[i];
-    if (trie_->plain_text_below(i) && trie_->plain_chars_below(i) <= kMaxPlainRun &&
-        std::popcount(uint16_t(trie_->plain_classes_below(i) & ~kAsciiClasses)) +
-                (trie_->plain_classes_below(i) & kAsciiClasses ? 1 : 0) <= kMaxPlainClasses &&
-        plain_run_at_least(walk_configs_[n.depth - 1], trie_->plain_classes_below(i), trie_->plain_chars_below(i))) {
+    if (trie_->plain_text_below(i) &&
+        plain_runs_survive(walk_configs_[n.depth - 1], trie_->plain_classes_below(i), trie_->plain_chars_below(i))) {
       accept_subtree(i);  // plain text no longer than what survives from here: all accepted
       stats_.table_nodes_walked += 1;
       i = n.subtree_end;
@@ -146,6 +150,12 @@ TokenMasker::PositionTable TokenMasker::build_table(PushdownAutomaton::ConfigId 
     if (c == PushdownAutomaton::kDead) {
       // The stacks below the cut may be reached before this byte: the whole subtree needs them.
       if (walk_escaped_[n.depth - 1]) t.uncertain.push_back(i);
+      i = n.subtree_end;
+      continue;
+    }
+    if (n.subtree_end > i + 1 && trie_->plain_text_after(i) &&
+        plain_runs_survive(c, trie_->plain_classes_after(i), trie_->plain_chars_after(i))) {
+      accept_subtree(i);  // this byte is taken, and plain text no longer than what survives after it follows
       i = n.subtree_end;
       continue;
     }

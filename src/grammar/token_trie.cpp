@@ -133,6 +133,23 @@ void TokenTrie::compute_plain_below() {
     plain_classes_[i] = classes;
     plain_chars_[i] = uint16_t(std::min<uint32_t>(deepest + ((n.byte & 0xC0) != 0x80), 65535));
   }
+  plain_after_.assign(nodes_.size(), 0);
+  plain_chars_after_.assign(nodes_.size(), 0);
+  plain_classes_after_.assign(nodes_.size(), 0);
+  for (size_t i = 1; i < nodes_.size(); ++i) {
+    const Node& n = nodes_[i];
+    bool all = true;
+    uint32_t deepest = 0;
+    uint16_t classes = 0;
+    for (uint32_t c = uint32_t(i) + 1; c < n.subtree_end; c = nodes_[c].subtree_end) {
+      all = all && ok[c][0];
+      deepest = std::max<uint32_t>(deepest, plain_chars_[c]);
+      classes |= plain_classes_[c];
+    }
+    plain_after_[i] = all;
+    plain_chars_after_[i] = uint16_t(deepest);
+    plain_classes_after_[i] = classes;
+  }
 }
 
 }  // namespace deepmoe::grammar

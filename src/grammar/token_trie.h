@@ -54,6 +54,14 @@ class TokenTrie {
   // Which kinds of characters begin below a node with plain_text_below (bit k: lead bytes of class k, see
   // utf8_lead_class), so a state needs to be checked on those kinds only.
   uint16_t plain_classes_below(uint32_t node) const { return plain_classes_[node]; }
+  // The same three facts about what follows node i's own byte (its children's subtrees): whether every token
+  // below i continues after that byte with plain text from a character boundary, the most characters, and
+  // their kinds. A walk that reaches node i alive in a state where such runs survive accepts all of i's
+  // subtree without visiting the children (after a key's first letters, a prefix of a declared name, where the
+  // next letter decides nothing for most tokens).
+  bool plain_text_after(uint32_t node) const { return plain_after_[node]; }
+  uint32_t plain_chars_after(uint32_t node) const { return plain_chars_after_[node]; }
+  uint16_t plain_classes_after(uint32_t node) const { return plain_classes_after_[node]; }
   // Token tables over this vocabulary, shared by every masker that uses it (see token_table_cache.h).
   TokenTableCache& shared_tables() const { return *shared_tables_; }
 
@@ -68,6 +76,9 @@ class TokenTrie {
   std::vector<uint8_t> plain_below_;
   std::vector<uint16_t> plain_chars_;
   std::vector<uint16_t> plain_classes_;
+  std::vector<uint8_t> plain_after_;
+  std::vector<uint16_t> plain_chars_after_;
+  std::vector<uint16_t> plain_classes_after_;
   size_t max_depth_ = 0;
   std::shared_ptr<TokenTableCache> shared_tables_ = std::make_shared<TokenTableCache>();
 };
