@@ -20,7 +20,10 @@ constexpr uint32_t kMaxPlainRun = 16;
 constexpr int kMaxPlainClasses = 2;
 // Configurations whose stacks reach more grammar than this (a whole large schema) are not shared: their key
 // would cost more to build and keep than it is likely to save.
-constexpr size_t kMaxSharedKeyBytes = 16 * 1024;
+constexpr size_t kMaxSharedKeyBytes = 8 * 1024;
+// Only tables whose walk visited at least this many trie nodes go to the shared tables: cheaper ones (a number's
+// digits, a boolean, most keys' continuations) cost less to rebuild than the memory that would keep them.
+constexpr size_t kMinSharedWalk = 1000;
 }  // namespace
 
 TokenMasker::TokenMasker(std::shared_ptr<PushdownAutomaton> automaton, std::shared_ptr<const TokenTrie> trie)
@@ -178,8 +181,10 @@ const TokenMasker::PositionTable& TokenMasker::table(PushdownAutomaton::ConfigId
   if (t) {
     ++stats_.shared_tables_found;
   } else {
+    size_t walked_before = stats_.table_nodes_walked;
     t = std::make_shared<const PositionTable>(build_table(cut_config));
-    if (!key.empty()) trie_->shared_tables().insert(std::move(key), t);
+    if (!key.empty() && stats_.table_nodes_walked - walked_before >= kMinSharedWalk)
+      trie_->shared_tables().insert(std::move(key), t);
   }
   return *tables_.emplace(cut_config, std::move(t)).first->second;
 }

@@ -34,7 +34,7 @@ struct TokenTable {
 
 class TokenTableCache {
  public:
-  explicit TokenTableCache(size_t max_bytes = size_t(64) << 20) : max_bytes_(max_bytes) {}
+  explicit TokenTableCache(size_t max_bytes = size_t(16) << 20) : max_bytes_(max_bytes) {}
 
   std::shared_ptr<const TokenTable> find(const std::string& key) const;
   void insert(std::string key, std::shared_ptr<const TokenTable> table);
