@@ -110,17 +110,19 @@ TEST(TokenMask, BoundedStringsKeysAndFormatsMatchBruteForceAtEveryStep) {
 }
 
 // Tables found in the vocabulary's shared tables (built for another grammar with the same piece: the same
-// string bounds, date format and enum shape, in a different place) give the same masks as the definition;
-// the enums differ in one letter and the bounds by one, so a key that left out byte sets or rule shapes
-// would hand this grammar the other's table.
+// string bounds and date format, in a different place) give the same masks as the definition; the patterns'
+// letter ranges and the enums differ in one letter and the bounds by one, so a key that left out byte sets or
+// rule shapes would hand this grammar the other's table.
 TEST(TokenMask, TablesSharedBetweenGrammarsMatchBruteForce) {
   check_masks_along(compile_json_schema(R"({"type":"object","properties":{"name":{"type":"string","maxLength":5},
-      "state":{"enum":["on","of"]},"when":{"type":"string","format":"date"}},"additionalProperties":false})"),
-                    R"({"name":"ab","state":"of","when":"2024-05-17"})", 1000);
+      "state":{"enum":["on","of"]},"when":{"type":"string","format":"date"},
+      "code":{"type":"string","pattern":"^[a-m]+$"}},"additionalProperties":false})"),
+                    R"({"name":"ab","state":"of","when":"2024-05-17","code":"label"})", 1000);
   MaskStats stats;
   check_masks_along(compile_json_schema(R"({"type":"array","items":{"type":"object","properties":{
-      "label":{"type":"string","maxLength":6},"state":{"enum":["on","ox"]},"when":{"type":"string","format":"date"}}}})"),
-                    R"([{"label":"abc","state":"ox","when":"2024-05-17"},{"state":"on"}])", 1000, &stats);
+      "label":{"type":"string","maxLength":6},"state":{"enum":["on","ox"]},"when":{"type":"string","format":"date"},
+      "code":{"type":"string","pattern":"^[a-n]+$"}}}})"),
+                    R"([{"label":"abc","state":"ox","when":"2024-05-17","code":"man"},{"state":"on"}])", 1000, &stats);
   EXPECT_GT(stats.shared_tables_found, 0u);
   EXPECT_LT(stats.shared_tables_found, stats.position_tables);
 }
