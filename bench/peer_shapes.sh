@@ -1,36 +1,43 @@
 #!/usr/bin/env bash
-# The peer-shape cases of docs/BENCHMARKS.md in one command: trimmed checkpoints with the dimensions of Moonlight,
-# DeepSeek-V2-Lite and DeepSeek-V3 (each under 6 GB, generated once into MODELS_DIR), each benchmarked with
-# `deepmoe bench` in every GEMM mode, one mode after the other per model (A/B alternation); then the long-prompt
-# cases on the V2-Lite 4-layer shape, each prompt length right after a 512-token run (their ratio is the figure),
-# and decode at batch 1 on a 27-layer Moonlight shape with 8 routed experts per layer (a decoded token reads the
-# same bytes per layer as with 64: its 6 experts, the shared ones and attention). Every JSON line carries its own
-# machine line's ratios; the load average is printed before each case because the figures are only comparable
-# within one run.
+# The peer-shape cases of docs/BENCHMARKS.md in one command: trimmed checkpoints with the per-layer dimensions of
+# Moonlight, DeepSeek-V2-Lite and DeepSeek-V3 (generated once into MODELS_DIR), each benchmarked with `deepmoe
+# bench` in every GEMM mode, one mode after the other per model (A/B alternation); then the long-prompt cases on
+# the V2-Lite 4-layer shape, each prompt length right after a 512-token run (their ratio is the figure), in w8a32
+# and w8a16; and decode at batch 1 on a 27-layer Moonlight shape with 8 routed experts per layer (a decoded token
+# reads the same bytes per layer as with 64: its 6 experts, the shared ones and attention). Every JSON line
+# carries its own machine line's ratios; the load average is printed before each case because the figures are
+# only comparable within one run.
 #
-# usage: bench/peer_shapes.sh MODELS_DIR [DEEPMOE_BINARY] [--quick]
+# Memory: the Moonlight and V2-Lite cases keep 4 layers (1 dense + 3 MoE; 2.9 GB files, 3.7 GB peak RSS with the
+# bench's 0.8 GB machine probe), so each process stays within a 5 GB share of a shared machine. One forward over a
+# long prompt holds every token's activations: on v2-lite-4l 2048 tokens peak at 4.9 GB, 4096 at 6.1 GB, 8192 at
+# more, so the lengths past 2048 run only with --long.
+#
+# usage: bench/peer_shapes.sh MODELS_DIR [DEEPMOE_BINARY] [--quick | --long]
 #   --quick: one prefill run per case, the long-prompt cases at 1024 tokens only
+#   --long:  the long-prompt cases also at 4096, 8192 and 16384 tokens (needs well over 5 GB per process)
 set -euo pipefail
 
-models=${1:?usage: bench/peer_shapes.sh MODELS_DIR [DEEPMOE_BINARY] [--quick]}
+models=${1:?usage: bench/peer_shapes.sh MODELS_DIR [DEEPMOE_BINARY] [--quick | --long]}
 deepmoe=${2:-build/tools/deepmoe}
 quick=${3:-}
 runs=3
-long_prompts=(1024 4096 8192 16384)
+long_prompts=(1024 2048)
 if [[ "$quick" == "--quick" ]]; then
   runs=1
   long_prompts=(1024)
+elif [[ "$quick" == "--long" ]]; then
+  long_prompts=(1024 2048 4096 8192 16384)
 fi
 
 # name | gen-model arguments
 cases=(
-  "moonlight-6l|--preset moonlight --layers 6"
-  "v2-lite-6l|--preset v2-lite --layers 6"
+  "moonlight-4l|--preset moonlight --layers 4"
   "v3-dense-3l|--preset v3 --layers 3 --dense-layers 3 --no-mtp"
   "v2-lite-4l|--preset v2-lite --layers 4"
   "moonlight-27l-8e|--preset moonlight --layers 27 --experts 8"
 )
-peer_cases=(moonlight-6l v2-lite-6l v3-dense-3l)
+peer_cases=(moonlight-4l v2-lite-4l v3-dense-3l)
 
 mkdir -p "$models"
 for c in "${cases[@]}"; do
@@ -54,9 +61,11 @@ done
 # Long prompts: prefill tok/s at P tokens over tok/s at 512 (the run just before), and the attention cores' share
 # and rate (attention_fraction_of_fma_peak) at each length.
 for prompt in "${long_prompts[@]}"; do
-  for p in 512 "$prompt"; do
-    echo "# v2-lite-4l prompt $p (long-prompt pair $prompt); load: $(load)"
-    "$deepmoe" bench "$models/v2-lite-4l" --prompt "$p" --decode-steps 1 --batch 1 --prefill-runs 1 -q
+  for mode in w8a32 w8a16; do
+    for p in 512 "$prompt"; do
+      echo "# v2-lite-4l prompt $p --gemm $mode (long-prompt pair $prompt); load: $(load)"
+      "$deepmoe" bench "$models/v2-lite-4l" --prompt "$p" --decode-steps 1 --batch 1 --prefill-runs 1 --gemm "$mode" -q
+    done
   done
 done
 
