@@ -474,6 +474,14 @@ CommandRegistration registration{
        sub.add_option("--serving-prompt", args->serving.prompt, "Prompt tokens per request with --concurrency")
            ->check(CLI::Range(int64_t(2), int64_t(1) << 20))
            ->capture_default_str();
+       sub.add_option("--serving-tokens", args->serving.decode_steps,
+                      "New tokens per request with --concurrency (greedy, end of sequence ignored)")
+           ->check(CLI::Range(int64_t(1), int64_t(1) << 20))
+           ->capture_default_str();
+       sub.add_option("--max-batch-tokens", args->serving.max_batch_tokens,
+                      "Token budget of one scheduler step with --concurrency (at least the concurrency)")
+           ->check(CLI::Range(int64_t(1), int64_t(1) << 20))
+           ->capture_default_str();
        sub.add_option("--shared-prefix", args->serving.shared_prefix,
                       "Fraction of each --concurrency prompt common to all requests")
            ->check(CLI::Range(0.0, 1.0))
