@@ -62,17 +62,17 @@ std::vector<std::byte> scatter_from_leader(Communicator& comm, std::vector<std::
   return leader ? std::move(parts[0]) : out;
 }
 
-std::vector<std::vector<std::byte>> gather_to_leader(Communicator& comm, std::span<const std::byte> bytes,
-                                                     std::span<const int64_t> expected_bytes,
-                                                     CommClock::time_point deadline) {
+std::vector<std::span<const std::byte>> gather_to_leader(Communicator& comm, std::span<const std::byte> bytes,
+                                                         std::span<const int64_t> expected_bytes,
+                                                         std::vector<std::byte>& storage,
+                                                         CommClock::time_point deadline) {
   const bool leader = comm.rank() == 0;
   const size_t ranks = size_t(comm.size());
   if (leader && expected_bytes.size() != ranks)
     throw Error("gather_to_leader: " + std::to_string(expected_bytes.size()) + " counts for " +
                 std::to_string(ranks) + " ranks");
-  if (ranks == 1) return std::vector<std::vector<std::byte>>(leader ? 1 : 0);
+  if (ranks == 1) return std::vector<std::span<const std::byte>>(leader ? 1 : 0);
   std::vector<int64_t> send_bytes(ranks, 0), send_offsets(ranks, 0), recv_bytes(ranks, 0), recv_offsets(ranks, 0);
-  std::vector<std::byte> recv;
   if (leader) {
     int64_t total = 0;
     for (size_t r = 1; r < ranks; ++r) {
@@ -80,16 +80,27 @@ std::vector<std::vector<std::byte>> gather_to_leader(Communicator& comm, std::sp
       recv_bytes[r] = expected_bytes[r];
       total += expected_bytes[r];
     }
-    recv.resize(size_t(total));
+    if (storage.size() < size_t(total)) storage.resize(size_t(total));
   } else {
     send_bytes[0] = int64_t(bytes.size());
   }
-  comm.all_to_all_v(bytes.data(), send_bytes, send_offsets, recv.data(), recv_bytes, recv_offsets)->wait(deadline);
-  std::vector<std::vector<std::byte>> out;
+  comm.all_to_all_v(bytes.data(), send_bytes, send_offsets, leader ? storage.data() : nullptr, recv_bytes,
+                    recv_offsets)
+      ->wait(deadline);
+  std::vector<std::span<const std::byte>> out;
   if (!leader) return out;
   out.resize(ranks);
-  for (size_t r = 1; r < ranks; ++r)
-    out[r].assign(recv.begin() + recv_offsets[r], recv.begin() + recv_offsets[r] + recv_bytes[r]);
+  for (size_t r = 1; r < ranks; ++r) out[r] = {storage.data() + recv_offsets[r], size_t(recv_bytes[r])};
+  return out;
+}
+
+std::vector<std::vector<std::byte>> gather_to_leader(Communicator& comm, std::span<const std::byte> bytes,
+                                                     std::span<const int64_t> expected_bytes,
+                                                     CommClock::time_point deadline) {
+  std::vector<std::byte> storage;
+  const auto views = gather_to_leader(comm, bytes, expected_bytes, storage, deadline);
+  std::vector<std::vector<std::byte>> out;
+  for (const auto& v : views) out.emplace_back(v.begin(), v.end());
   return out;
 }
 

@@ -35,5 +35,12 @@ std::vector<std::byte> scatter_from_leader(Communicator& comm, std::vector<std::
 std::vector<std::vector<std::byte>> gather_to_leader(Communicator& comm, std::span<const std::byte> bytes,
                                                      std::span<const int64_t> expected_bytes,
                                                      CommClock::time_point deadline);
+// The same, received into `storage` (rank 0; grown as needed, never shrunk) and returned as views into it (entry 0
+// empty; valid until storage next changes). Made for the per-step logits: a buffer kept across steps is not
+// allocated, zeroed and page-faulted again for every step, nor copied once more out of the receive buffer.
+std::vector<std::span<const std::byte>> gather_to_leader(Communicator& comm, std::span<const std::byte> bytes,
+                                                         std::span<const int64_t> expected_bytes,
+                                                         std::vector<std::byte>& storage,
+                                                         CommClock::time_point deadline);
 
 }  // namespace deepmoe

@@ -37,11 +37,6 @@ uint64_t first_block_key(std::span<const int32_t> prompt, int64_t block_tokens) 
 
 constexpr size_t kAffinityEntries = 4096;
 
-std::vector<std::byte> float_bytes(const Tensor& t) {
-  std::vector<std::byte> out(size_t(t.numel()) * sizeof(float));
-  if (t.numel() > 0) std::memcpy(out.data(), t.data<float>(), out.size());
-  return out;
-}
 
 }  // namespace
 
@@ -375,13 +370,18 @@ Tensor Engine::forward(const std::vector<EngineInput>& batch, Tensor* hidden) {
   }
 
   Tensor local_hidden;
-  std::vector<std::vector<std::byte>> replies;
+  std::vector<std::span<const std::byte>> replies;
   const Tensor local_logits = run_step([&] {
     Tensor l = executor_->forward(local, hidden ? &local_hidden : nullptr,
                                   [&] { announce(Step::Forward, std::move(messages)); });
-    replies = gather_to_leader(comm_, {}, expected, comm_.deadline_from_now());
+    replies = gather_to_leader(comm_, {}, expected, reply_storage_, comm_.deadline_from_now());
     return l;
   });
+  // Every entry on this rank: its rows are already in batch order.
+  if (local.size() == batch.size()) {
+    if (hidden) *hidden = local_hidden;
+    return local_logits;
+  }
 
   // Rows in batch order: rank 0's from its own forward, another rank's from its reply (logits, then hidden).
   int64_t n_logits = 0, n_hidden = 0;
@@ -389,8 +389,8 @@ Tensor Engine::forward(const std::vector<EngineInput>& batch, Tensor* hidden) {
     n_logits += int64_t(in.logit_indices.size());
     n_hidden += in.hidden_of_all_tokens ? int64_t(in.tokens.size()) : int64_t(in.logit_indices.size());
   }
-  Tensor logits = Tensor::zeros(DType::F32, {n_logits, V});
-  if (hidden) *hidden = Tensor::zeros(DType::F32, {n_hidden, H});
+  Tensor logits = Tensor::uninitialized(DType::F32, {n_logits, V});  // every row is written below
+  if (hidden) *hidden = Tensor::uninitialized(DType::F32, {n_hidden, H});
   std::vector<int64_t> logit_at(ranks, 0), hidden_at(ranks, 0);  // rows consumed per rank
   float* out_l = logits.data<float>();
   float* out_h = hidden ? hidden->data<float>() : nullptr;
@@ -460,18 +460,22 @@ Tensor Engine::forward_mtp(const std::vector<EngineMtpInput>& batch, Tensor* hid
   }
 
   Tensor local_hidden;
-  std::vector<std::vector<std::byte>> replies;
+  std::vector<std::span<const std::byte>> replies;
   const Tensor local_logits = run_step([&] {
     Tensor l = executor_->forward_mtp(local, hidden ? &local_hidden : nullptr,
                                       [&] { announce(Step::ForwardMtp, std::move(messages)); });
-    replies = gather_to_leader(comm_, {}, expected, comm_.deadline_from_now());
+    replies = gather_to_leader(comm_, {}, expected, reply_storage_, comm_.deadline_from_now());
     return l;
   });
+  if (local.size() == batch.size()) {
+    if (hidden) *hidden = local_hidden;
+    return local_logits;
+  }
 
   int64_t n_rows = 0;
   for (const EngineMtpInput& in : batch) n_rows += int64_t(in.logit_indices.size());
-  Tensor logits = Tensor::zeros(DType::F32, {n_rows, V});
-  if (hidden) *hidden = Tensor::zeros(DType::F32, {n_rows, H});
+  Tensor logits = Tensor::uninitialized(DType::F32, {n_rows, V});  // every row is written below
+  if (hidden) *hidden = Tensor::uninitialized(DType::F32, {n_rows, H});
   std::vector<int64_t> at(ranks, 0);
   float* out_l = logits.data<float>();
   float* out_h = hidden ? hidden->data<float>() : nullptr;
@@ -552,6 +556,16 @@ std::vector<KvUsage> Engine::kv_usage() {
   return out;
 }
 
+std::span<const std::byte> Engine::reply_bytes(const Tensor& logits, const Tensor* hidden) {
+  const size_t nl = size_t(logits.numel()) * sizeof(float);
+  if (!hidden) return {reinterpret_cast<const std::byte*>(logits.numel() > 0 ? logits.data<float>() : nullptr), nl};
+  const size_t nh = size_t(hidden->numel()) * sizeof(float);
+  if (reply_storage_.size() < nl + nh) reply_storage_.resize(nl + nh);
+  if (nl > 0) std::memcpy(reply_storage_.data(), logits.data<float>(), nl);
+  if (nh > 0) std::memcpy(reply_storage_.data() + nl, hidden->data<float>(), nh);
+  return {reply_storage_.data(), nl + nh};
+}
+
 void Engine::finish() {
   if (!is_leader() || finished_) return;
   finished_ = true;
@@ -621,12 +635,7 @@ void Engine::follow() {
         }
         Tensor h;
         const Tensor logits = executor_->forward(batch, want_hidden ? &h : nullptr);
-        std::vector<std::byte> out = float_bytes(logits);
-        if (want_hidden) {
-          const std::vector<std::byte> hb = float_bytes(h);
-          out.insert(out.end(), hb.begin(), hb.end());
-        }
-        gather_to_leader(comm_, out, {}, comm_.deadline_from_now());
+        gather_to_leader(comm_, reply_bytes(logits, want_hidden ? &h : nullptr), {}, comm_.deadline_from_now());
         break;
       }
       case Step::ForwardMtp: {
@@ -642,12 +651,7 @@ void Engine::follow() {
         }
         Tensor h;
         const Tensor logits = executor_->forward_mtp(batch, want_hidden ? &h : nullptr);
-        std::vector<std::byte> out = float_bytes(logits);
-        if (want_hidden) {
-          const std::vector<std::byte> hb = float_bytes(h);
-          out.insert(out.end(), hb.begin(), hb.end());
-        }
-        gather_to_leader(comm_, out, {}, comm_.deadline_from_now());
+        gather_to_leader(comm_, reply_bytes(logits, want_hidden ? &h : nullptr), {}, comm_.deadline_from_now());
         break;
       }
       case Step::Operations:

@@ -167,6 +167,11 @@ class Engine {
   Communicator& comm_;
   std::shared_ptr<EngineSequences> sequences_;  // the leader's view of every rank's sequences
   std::unique_ptr<Follower> follower_;          // a follower's sequences and pools
+  // The leader's receive buffer for the other ranks' logits and hidden rows, and a follower's send buffer when
+  // it returns both: kept across steps (see gather_to_leader).
+  std::vector<std::byte> reply_storage_;
+  // A follower's reply to a forward: the logits rows as they are, or logits then hidden rows in reply_storage_.
+  std::span<const std::byte> reply_bytes(const Tensor& logits, const Tensor* hidden);
   bool finished_ = false;
   bool announced_ = false;  // in run_step: the current step was announced
 };
