@@ -60,7 +60,8 @@ void add_engine_options(CLI::App& app, EngineArgs& args) {
       ->capture_default_str();
   app.add_option("--micro-batches", args.micro_batches,
                  "Overlap of compute with the expert all-to-all by splitting a step in two micro-batches: 0 = when "
-                 "on more than one rank, 1 = off, 2 = always (results are identical)")
+                 "on more than one rank and a rank has 128 or more tokens in the step, 1 = off, 2 = always "
+                 "(results are identical)")
       ->check(CLI::Range(0, 2))
       ->capture_default_str();
   app.add_option("--dp-attention", args.dp_attention,

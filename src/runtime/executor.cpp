@@ -100,6 +100,11 @@ struct Executor::Impl {
     int64_t max_T = T;
     if (comm->size() > 1)
       for (int64_t t : comm->all_gather(std::vector<int64_t>{T})) max_T = std::max(max_T, t);
+    // Each micro-batch reads every expert's weights again. In a decode-sized step the experts get a few rows each
+    // and are bound by those reads, so the overlap would cost more than it hides: the automatic mode splits only
+    // steps of prefill size. (2 = always still splits from two rows, for tests and traces.)
+    constexpr int64_t kAutoSplitRows = 128;
+    if (opt.micro_batches == 0 && max_T < kAutoSplitRows) return 1;
     return max_T >= 2 ? 2 : 1;
   }
 
