@@ -59,7 +59,7 @@ default-model-mtp: build
 
 # Before the main suite: the core and loading unit tests again under ASan + UBSan (build-asan), then each
 # libFuzzer target for FUZZ_SECONDS when clang++ exists (build-fuzz; new corpus entries stay in build-fuzz).
-# ctest's summary of the main suite is the last thing printed. 30 s per target keeps the whole run inside the
+# ctest's summary of the main suite is the last thing printed. 20 s per target keeps the whole run inside the
 # 25-minute budget on 2 cores; run longer campaigns with `make test FUZZ_SECONDS=600`.
 FUZZ_SECONDS ?= 20
 FUZZ_TARGETS := fuzz_safetensors_header:safetensors fuzz_model_config:config fuzz_api_request:api_request \
