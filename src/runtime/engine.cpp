@@ -37,7 +37,6 @@ uint64_t first_block_key(std::span<const int32_t> prompt, int64_t block_tokens) 
 
 constexpr size_t kAffinityEntries = 4096;
 
-
 }  // namespace
 
 // The leader's view of the sequences of every rank: the operations not yet sent to each follower, and each
