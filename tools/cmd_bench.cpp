@@ -285,7 +285,7 @@ void bench_on_leader(const BenchArgs& args, const std::string& dir, Engine& engi
   common["arch"] = std::string(model_arch_name(c.arch));
   common["layers"] = c.num_hidden_layers;
   common["fp8"] = c.fp8;
-  common["gemm"] = args.engine.gemm;
+  common["gemm"] = gemm_mode_name(engine.options().gemm);  // what --gemm (auto by default) resolved to
   common["threads"] = threads;
 
   nlohmann::ordered_json load = common;

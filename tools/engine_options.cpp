@@ -13,6 +13,7 @@
 #include "command.h"
 #include "core/error.h"
 #include "core/warning.h"
+#include "kernels/gemm.h"
 #include "progress.h"
 
 namespace deepmoe::tools {
@@ -41,9 +42,10 @@ void add_engine_options(CLI::App& app, EngineArgs& args) {
       ->capture_default_str();
   app.add_option("--gemm", args.gemm,
                  "How FP8 weights multiply activations: w8a32 (weights widened per block, FP32 activations; the "
-                 "most accurate), w8a8 (activations quantized to FP8 in 1x128 tiles) or w8a16 (activations "
-                 "rounded to BF16); w8a8 and w8a16 use the BF16 dot product where the CPU has AVX512_BF16")
-      ->check(CLI::IsMember({"w8a32", "w8a8", "w8a16"}))
+                 "same bits on every CPU), w8a8 (activations quantized to FP8 in 1x128 tiles) or w8a16 "
+                 "(activations rounded to BF16); w8a8 and w8a16 use the BF16 dot product where the CPU has "
+                 "AVX512_BF16. auto: w8a16 where every rank has the BF16 dot product, else w8a32")
+      ->check(CLI::IsMember({"auto", "w8a32", "w8a8", "w8a16"}))
       ->capture_default_str();
   app.add_option("--kv-dtype", args.kv_dtype, "KV cache storage: f32 or bf16")
       ->check(CLI::IsMember({"f32", "bf16"}))
@@ -78,9 +80,21 @@ void add_engine_options(CLI::App& app, EngineArgs& args) {
   add_quiet_option(app);
 }
 
-ExecutorOptions executor_options(const EngineArgs& args, const Communicator& comm) {
+GemmMode resolve_gemm_mode(const std::string& name, Communicator& comm) {
+  if (name == "w8a8") return GemmMode::W8A8;
+  if (name == "w8a16") return GemmMode::W8A16;
+  if (name != "auto") return GemmMode::W8A32;
+  // Every rank must run the same mode, or an expert's results would depend on which rank hosts it: w8a16 only
+  // when all of them have the BF16 dot product (a collective, like the load that follows).
+  const int64_t here = gemm_uses_bf16_dot(GemmMode::W8A16, DType::F8_E4M3) ? 1 : 0;
+  const std::vector<int64_t> all = comm.size() > 1 ? comm.all_gather({&here, 1}) : std::vector<int64_t>{here};
+  const bool everywhere = std::all_of(all.begin(), all.end(), [](int64_t v) { return v == 1; });
+  return everywhere ? GemmMode::W8A16 : GemmMode::W8A32;
+}
+
+ExecutorOptions executor_options(const EngineArgs& args, Communicator& comm) {
   ExecutorOptions o;
-  o.gemm = args.gemm == "w8a8" ? GemmMode::W8A8 : args.gemm == "w8a16" ? GemmMode::W8A16 : GemmMode::W8A32;
+  o.gemm = resolve_gemm_mode(args.gemm, comm);
   o.kv_dtype = args.kv_dtype == "bf16" ? DType::BF16 : DType::F32;
   o.attention = args.attention == "naive" ? AttentionMode::Naive : AttentionMode::Absorbed;
   const int hardware = std::max(1, int(std::thread::hardware_concurrency()));

@@ -23,8 +23,9 @@ namespace deepmoe::tools {
 struct EngineArgs {
   std::string model_dir;  // empty: default_model_dir()
   int threads = 0;
-  // w8a32 is the default: the more accurate mode and model.py's path; docs/BENCHMARKS.md compares the speeds.
-  std::string gemm = "w8a32";
+  // auto: w8a16 where every rank's CPU has the BF16 dot product (as accurate as w8a32 on FP8 weights and up to
+  // twice as fast), w8a32 elsewhere; docs/BENCHMARKS.md has the figures behind that choice.
+  std::string gemm = "auto";
   std::string kv_dtype = "f32";
   std::string attention = "absorbed";
   int redundant_experts = 0;
@@ -37,8 +38,12 @@ void add_engine_options(CLI::App& app, EngineArgs& args);
 
 // The options as the engine takes them. Threads: 0 means one per hardware thread, shared among the ranks of a
 // launch on this machine; more than the hardware has is capped with a warning (oversubscribed threads spin
-// against each other).
-ExecutorOptions executor_options(const EngineArgs& args, const Communicator& comm);
+// against each other). A collective: every rank calls it.
+ExecutorOptions executor_options(const EngineArgs& args, Communicator& comm);
+
+// The GEMM mode a --gemm value names; "auto" is w8a16 where every rank of the launch has the BF16 dot product
+// (kernels/gemm.h gemm_uses_bf16_dot), w8a32 otherwise. A collective for "auto" on more than one rank.
+GemmMode resolve_gemm_mode(const std::string& name, Communicator& comm);
 
 // One run of a model command over the ranks of this launch.
 struct EngineJob {

@@ -104,7 +104,9 @@ TEST(CliGenerate, LogprobsMatchTheModelsLogits) {
   ASSERT_EQ(lines.size(), size_t(steps)) << r.out;
 
   const Reference& ref = reference();
-  auto model = Executor::load(kModel);
+  ExecutorOptions options;
+  options.gemm = cli_default_gemm();
+  auto model = Executor::load(kModel, options);
   auto seq = model->create_sequence();
   std::vector<int32_t> feed = ref.tokenizer().encode(prompt, true, true);
   for (int step = 0; step < steps; ++step) {

@@ -14,11 +14,20 @@
 #include <sstream>
 #include <string>
 
+#include "kernels/gemm.h"
+
 namespace deepmoe::cli_test {
 
 namespace fs = std::filesystem;
 
 inline const std::string kModel = CLI_E2E_MODEL_DIR;
+
+// What `--gemm auto`, the commands' default, means on one process: w8a16 where this CPU runs the BF16 dot product,
+// w8a32 elsewhere. The library's own default stays w8a32, so a test comparing a command's default output with a
+// library forward asks the library for this mode.
+inline GemmMode cli_default_gemm() {
+  return gemm_uses_bf16_dot(GemmMode::W8A16, DType::F8_E4M3) ? GemmMode::W8A16 : GemmMode::W8A32;
+}
 
 struct CommandResult {
   int code = -1;

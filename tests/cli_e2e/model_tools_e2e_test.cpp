@@ -55,7 +55,7 @@ TEST(CliLogits, JsonEqualsLibraryForwardEveryPosition) {
   ASSERT_EQ(lines_of(r.out).size(), 1u);  // one request: one JSON document on one line
   const auto j = nlohmann::json::parse(r.out);
   int64_t vocab = 0;
-  const std::vector<float> expected = library_logits(kIds, GemmMode::W8A32, &vocab);
+  const std::vector<float> expected = library_logits(kIds, cli_default_gemm(), &vocab);
   EXPECT_EQ(j["request"], 0);
   EXPECT_EQ(j["ids"].get<std::vector<int32_t>>(), kIds);
   EXPECT_EQ(j["positions"].get<std::vector<int64_t>>(), (std::vector<int64_t>{0, 1, 2, 3, 4, 5}));
@@ -70,7 +70,7 @@ TEST(CliLogits, JsonEqualsLibraryForwardEveryPosition) {
 
 TEST(CliLogits, F32HeaderAndPayload) {
   const fs::path dir = scratch_dir();
-  for (const std::string gemm : {"w8a32", "w8a8"}) {
+  for (const std::string gemm : {"w8a32", "w8a8", "w8a16", "auto"}) {
     const std::string out = (dir / (gemm + ".f32")).string();
     const CommandResult r = deepmoe("logits -m " + quote(kModel) + " --ids " + kIdsArg +
                                     " --ids 9,8 --format f32 --gemm " + gemm + " --threads 1 --out " + quote(out));
@@ -78,7 +78,10 @@ TEST(CliLogits, F32HeaderAndPayload) {
     EXPECT_EQ(r.out, "");
     const std::string f = read_file(out);
     int64_t vocab = 0;
-    const GemmMode mode = gemm == "w8a8" ? GemmMode::W8A8 : GemmMode::W8A32;
+    const GemmMode mode = gemm == "w8a8"    ? GemmMode::W8A8
+                          : gemm == "w8a16" ? GemmMode::W8A16
+                          : gemm == "auto"  ? cli_default_gemm()
+                                            : GemmMode::W8A32;
     const std::vector<float> first = library_logits(kIds, mode, &vocab);
     const std::vector<float> second = library_logits({9, 8}, mode, &vocab);
     const size_t rows = kIds.size() + 2;
@@ -131,7 +134,7 @@ TEST(CliLogits, DigestMatchesLibraryLogits) {
       deepmoe("logits -m " + quote(kModel) + " --ids 0,42,7 --format digest --top 3 --positions last");
   ASSERT_EQ(r.code, 0) << r.err;
   int64_t vocab = 0;
-  const std::vector<float> logits = library_logits({0, 42, 7}, GemmMode::W8A32, &vocab);
+  const std::vector<float> logits = library_logits({0, 42, 7}, cli_default_gemm(), &vocab);
   const float* row = logits.data() + 2 * vocab;
   uint64_t h = 0xcbf29ce484222325ull;
   for (int64_t i = 0; i < vocab; ++i) {
@@ -240,7 +243,9 @@ TEST(CliPerplexity, EqualsExpMeanNllOfTheChunks) {
   const auto tokenizer = Tokenizer::load(kModel);
   const std::vector<int32_t> tokens = tokenizer->encode(read_file(text), false, false);
   ASSERT_GE(tokens.size(), size_t(ctx * chunks));
-  auto model = Executor::load(kModel);
+  ExecutorOptions options;
+  options.gemm = cli_default_gemm();
+  auto model = Executor::load(kModel, options);
   const int64_t vocab = model->config().vocab_size;
   double sum = 0;
   int count = 0;
