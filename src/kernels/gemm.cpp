@@ -70,8 +70,17 @@ bool has_bf16_dot(IsaLevel level) {
   return std::min(level, gemm_detail::hardware_isa_level()) == IsaLevel::Avx512 && f.avx512bf16 && f.avx512vbmi;
 }
 
+// F8_E4M3 weights in W8A8 and W8A16, BF16 weights in W8A16 (W8A8 quantizes the activations of FP8 products only;
+// a BF16 weight there multiplies FP32 activations, as in W8A32).
 bool uses_bf16_dot(IsaLevel level, GemmMode mode, DType weight_dtype) {
-  return weight_dtype == DType::F8_E4M3 && mode != GemmMode::W8A32 && has_bf16_dot(level);
+  const bool operands = (weight_dtype == DType::F8_E4M3 && mode != GemmMode::W8A32) ||
+                        (weight_dtype == DType::BF16 && mode == GemmMode::W8A16);
+  return operands && has_bf16_dot(level);
+}
+
+// W8A16 rounds the activations of FP8 and BF16 products to BF16, on every CPU (F32 weights keep FP32 activations).
+bool rounds_activations_to_bf16(GemmMode mode, DType weight_dtype) {
+  return mode == GemmMode::W8A16 && (weight_dtype == DType::F8_E4M3 || weight_dtype == DType::BF16);
 }
 
 Isa select_isa(IsaLevel level) {
@@ -104,7 +113,7 @@ struct Problem {
   float* c;              // [rows, n]
   int64_t rows;
   int64_t lda = 0;       // 0: k
-  // The BF16 dot-product path instead of `a` (F8_E4M3 weights): rows of lda_bf16 BF16 values, zero past k.
+  // The BF16 dot-product path instead of `a` (uses_bf16_dot): rows of lda_bf16 BF16 values, zero past k.
   const uint16_t* a_bf16 = nullptr;
   int64_t lda_bf16 = 0;
 };
@@ -204,9 +213,10 @@ void run_gemm_task(const Task& t, const Isa& isa, AlignedFloats& wbuf_storage, A
       d.wbuf = wbuf;
       d.wbuf_half = wbuf_half;
       (dot ? isa.decode_block_dot : isa.decode_block)(d);
+      const bool fp8 = w.dtype == DType::F8_E4M3;
       for (int b = 0; b < n_blocks; ++b)  // the dot path's panel holds the e4m3 values themselves, not q·2^-8
-        w_scale[b] = dot ? w.scale_inv[(row0_w / kBlockK) * kb_count + kb0 + b]
-                         : gemm_detail::weight_block_scale(w, row0_w, kb0 + b, kb_count);
+        w_scale[b] = dot && fp8 ? w.scale_inv[(row0_w / kBlockK) * kb_count + kb0 + b]
+                                : gemm_detail::weight_block_scale(w, row0_w, kb0 + b, kb_count);
       BlockArgs g;
       g.a = p.a + t.row0 * p.lda + col0;
       g.lda = p.lda;
@@ -230,6 +240,7 @@ void run_gemm_task(const Task& t, const Isa& isa, AlignedFloats& wbuf_storage, A
       if (dot) {
         g.a_bf16 = p.a_bf16 + t.row0 * p.lda_bf16 + col0;
         g.lda = p.lda_bf16;
+        g.block_scales = fp8;
         isa.block_update_dot(g);
       } else {
         isa.block_update(g);
@@ -356,7 +367,8 @@ uint16_t* bf16_rows(const float* a, int64_t m, int64_t k, GemmMode mode, Aligned
   return out;
 }
 
-// W8A16 where the dot product is not available: the BF16-rounded activations, as FP32, through the FP32 order.
+// W8A16 where the dot product is not available: the BF16-rounded activations, as FP32, through the FP32 order
+// (so the mode multiplies the same operands on every CPU; only the rounding order differs, gemm.h).
 float* bf16_rounded_rows(const float* a, int64_t m, int64_t k, AlignedFloats& storage, ThreadPool* pool) {
   float* out = storage.get(size_t(m * k));
   parallel_for(pool, m, [&](int64_t i0, int64_t i1) {
@@ -451,11 +463,10 @@ void gemm_detail::gemm_at_level(IsaLevel level, const float* a, int64_t m, const
     p.a_scale = mode == GemmMode::W8A8 ? a_scale.data() : nullptr;
     return run_problems({p}, level, pool);
   }
-  const bool fp8 = w.dtype == DType::F8_E4M3;
-  const bool w8a8 = mode == GemmMode::W8A8 && fp8;
-  const float* a_used = w8a8                                ? quantize_rows(a, m, w.k, a_q, a_scale, pool)
-                        : fp8 && mode == GemmMode::W8A16 ? bf16_rounded_rows(a, m, w.k, a_q, pool)
-                                                           : a;
+  const bool w8a8 = mode == GemmMode::W8A8 && w.dtype == DType::F8_E4M3;
+  const float* a_used = w8a8                                       ? quantize_rows(a, m, w.k, a_q, a_scale, pool)
+                        : rounds_activations_to_bf16(mode, w.dtype) ? bf16_rounded_rows(a, m, w.k, a_q, pool)
+                                                                    : a;
   run_problems({Problem{a_used, w8a8 ? a_scale.data() : nullptr, &w, c, m}}, level, pool);
 }
 
@@ -492,31 +503,38 @@ void gemm_detail::grouped_gemm_at_level(IsaLevel level, const float* a, const in
   const int64_t n = weights[0].n, k = weights[0].k;
   check_buffers(a, m, weights[0], c);
   const CallTimer timer(product_flops(m, weights[0]));
-  bool any_fp8 = false;
-  for (int64_t g = 0; g < n_groups; ++g) any_fp8 |= weights[g].dtype == DType::F8_E4M3;
-  AlignedFloats a_q_storage;
-  std::vector<float> a_scale;
   // Quantization and rounding are per row, so doing all rows at once gives each group exactly what gemm() would
-  // give it.
-  const bool dot = any_fp8 && uses_bf16_dot(level, mode, DType::F8_E4M3);
-  const bool w8a8 = mode == GemmMode::W8A8 && any_fp8;
-  const bool a16 = mode == GemmMode::W8A16 && any_fp8;
-  const uint16_t* a_bf16 = dot ? bf16_rows(a + first * k, m, k, mode, a_q_storage, a_scale, pool) : nullptr;
-  const float* a_q = dot    ? nullptr
-                     : w8a8 ? quantize_rows(a + first * k, m, k, a_q_storage, a_scale, pool)
-                     : a16  ? bf16_rounded_rows(a + first * k, m, k, a_q_storage, pool)
-                            : nullptr;
+  // give it. Each form of A is made once, if some group's weight dtype takes it.
+  bool need_dot = false, need_q = false, need_rounded = false;
+  for (int64_t g = 0; g < n_groups; ++g) {
+    const DType d = weights[g].dtype;
+    const bool dot = uses_bf16_dot(level, mode, d);
+    need_dot |= dot;
+    need_q |= !dot && mode == GemmMode::W8A8 && d == DType::F8_E4M3;
+    need_rounded |= !dot && rounds_activations_to_bf16(mode, d);
+  }
+  AlignedFloats dot_storage, q_storage, rounded_storage;
+  std::vector<float> a_scale, dot_a_scale;
+  const float* a0 = a + first * k;
+  const uint16_t* a_bf16 = need_dot ? bf16_rows(a0, m, k, mode, dot_storage, dot_a_scale, pool) : nullptr;
+  const float* a_q = need_q ? quantize_rows(a0, m, k, q_storage, a_scale, pool) : nullptr;
+  const float* a_rounded = need_rounded ? bf16_rounded_rows(a0, m, k, rounded_storage, pool) : nullptr;
   const int64_t kb_count = quant_blocks(k), lda_bf16 = bf16_row_stride(k);
   std::vector<Problem> problems;
   for (int64_t g = 0; g < n_groups; ++g) {
     const int64_t r0 = row_offsets[g] - first, rows = row_offsets[g + 1] - row_offsets[g];
-    const bool fp8 = weights[g].dtype == DType::F8_E4M3;
-    Problem p{fp8 && a_q ? a_q + r0 * k : a + (first + r0) * k,
-              fp8 && w8a8 ? a_scale.data() + r0 * kb_count : nullptr, &weights[g], c + (first + r0) * n, rows};
-    if (fp8 && dot) {
+    const DType d = weights[g].dtype;
+    Problem p{a0 + r0 * k, nullptr, &weights[g], c + (first + r0) * n, rows};
+    if (uses_bf16_dot(level, mode, d)) {
       p.a = nullptr;
       p.a_bf16 = a_bf16 + r0 * lda_bf16;
       p.lda_bf16 = lda_bf16;
+      if (mode == GemmMode::W8A8) p.a_scale = dot_a_scale.data() + r0 * kb_count;
+    } else if (mode == GemmMode::W8A8 && d == DType::F8_E4M3) {
+      p.a = a_q + r0 * k;
+      p.a_scale = a_scale.data() + r0 * kb_count;
+    } else if (rounds_activations_to_bf16(mode, d)) {
+      p.a = a_rounded + r0 * k;
     }
     problems.push_back(p);
   }

@@ -3,7 +3,9 @@
 //
 // Each vdpbf16ps adds 32 exact products into 16 FP32 lanes — twice the products of an FP32 FMA — so the W8A8 and
 // W8A16 products run at up to twice the FP32 rate. The weights reach it as exact BF16 values, decoded from e4m3 by
-// two 128-entry byte tables (vpermi2b: high and low byte of each BF16 value, the sign ORed in), 64 codes per step.
+// two 128-entry byte tables (vpermi2b: high and low byte of each BF16 value, the sign ORed in), 64 codes per step,
+// or loaded as they are (BF16 weights, W8A16). F8_E4M3 weights promote each block's partial by its scale; BF16
+// weights run one chain per lane over all of K (gemm.h), so their kernels keep half the accumulators.
 // - gemv_rows: R W rows × M A rows, partial and promoted accumulators in registers for the whole of K, W decoded
 //   straight into registers (decode-shaped calls, M ≤ kGemvMaxRows).
 // - block_update: MR A rows × 4 W rows register tiles over the decoded BF16 panel chunk, as in gemm_avx512.cpp.
@@ -85,36 +87,72 @@ __attribute__((always_inline)) inline __m512i load_codes(const uint8_t* p, int l
   return _mm512_maskz_loadu_epi8(__mmask64((uint64_t(1) << left) - 1), p);
 }
 
+__attribute__((always_inline)) inline __mmask32 first_n32(int n) {
+  return n >= 32 ? __mmask32(0xFFFFFFFFu) : __mmask32((1u << n) - 1);
+}
+
+// W values [0, 64) of a row from `p` as two vectors of 32 exact BF16 values (out[1] only where left > 32), zero
+// from `left` on.
+template <DType D>
+struct DotRow;
+
+template <>
+struct DotRow<DType::F8_E4M3> {
+  static constexpr int kBytes = 1;
+  static constexpr bool kBlockScales = true;  // promote each block's partial by its scale (gemm.h)
+  __attribute__((always_inline)) static void load(const Decoder& dec, const uint8_t* p, int left, __m512i* out) {
+    dec.decode(load_codes(p, left), out);
+  }
+};
+
+template <>
+struct DotRow<DType::BF16> {
+  static constexpr int kBytes = 2;
+  static constexpr bool kBlockScales = false;  // one chain per lane over all of K (gemm.h)
+  __attribute__((always_inline)) static void load(const Decoder&, const uint8_t* p, int left, __m512i* out) {
+    const auto* q = reinterpret_cast<const uint16_t*>(p);
+    if (left >= 64) {
+      out[0] = _mm512_loadu_si512(q);
+      out[1] = _mm512_loadu_si512(q + 32);
+      return;
+    }
+    out[0] = _mm512_maskz_loadu_epi16(first_n32(left), q);
+    if (left > 32) out[1] = _mm512_maskz_loadu_epi16(first_n32(left - 32), q + 32);
+  }
+};
+
 // R consecutive W rows (inside one 16-row panel, so one scale block) against M rows of A, all of K.
-template <int M, int R>
+template <DType D, int M, int R>
 void gemv_group(const GemvArgs& g, int64_t row, const Decoder& dec) {
+  using L = DotRow<D>;
   const WeightMatrix& w = *g.w;
-  const int64_t k = w.k, kb_count = (k + kBlockK - 1) / kBlockK;
+  const int64_t k = w.k, kb_count = (k + kBlockK - 1) / kBlockK, row_bytes = k * L::kBytes;
   const uint8_t* wrow[R];
-  for (int r = 0; r < R; ++r) wrow[r] = static_cast<const uint8_t*>(w.data) + (row + r) * k;
+  for (int r = 0; r < R; ++r) wrow[r] = static_cast<const uint8_t*>(w.data) + (row + r) * row_bytes;
   __m512 acc[M][R];
   for (int i = 0; i < M; ++i)
     for (int r = 0; r < R; ++r) acc[i][r] = _mm512_setzero_ps();
   // Prefetch as gemm_avx512.cpp's gemv_group: kGemvPrefetchBytes ahead in each row's slot of the task's stream.
-  int64_t ahead_groups = kGemvPrefetchBytes / k, ahead_col = kGemvPrefetchBytes % k;
-  for (int64_t kb = 0; kb < kb_count; ++kb, ahead_col += kBlockK) {
+  int64_t ahead_groups = kGemvPrefetchBytes / row_bytes, ahead_col = kGemvPrefetchBytes % row_bytes;
+  for (int64_t kb = 0; kb < kb_count; ++kb, ahead_col += kBlockK * L::kBytes) {
     const int64_t k0 = kb * kBlockK;
     const int kn = k - k0 < kBlockK ? int(k - k0) : kBlockK;
     {
-      for (; ahead_col >= k; ahead_col -= k) ++ahead_groups;
-      const int64_t offset = ahead_groups * R * k + ahead_col;
+      for (; ahead_col >= row_bytes; ahead_col -= row_bytes) ++ahead_groups;
+      const int64_t offset = ahead_groups * R * row_bytes + ahead_col;
       for (int r = 0; r < R; ++r)
-        for (int line = 0; line < kBlockK; line += 64)
+        for (int line = 0; line < kBlockK * L::kBytes; line += 64)
           _mm_prefetch(reinterpret_cast<const char*>(wrow[r] + offset + line), _MM_HINT_T0);
     }
+    // The block's partials: from zero (promoted below), or the lane chains themselves (BF16 weights).
     __m512 p[M][R];
     for (int i = 0; i < M; ++i)
-      for (int r = 0; r < R; ++r) p[i][r] = _mm512_setzero_ps();
+      for (int r = 0; r < R; ++r) p[i][r] = L::kBlockScales ? _mm512_setzero_ps() : acc[i][r];
     for (int c = 0; c < kn; c += 64) {
       const bool second = kn - c > 32;
       for (int r = 0; r < R; ++r) {
         __m512i wv[2];
-        dec.decode(load_codes(wrow[r] + k0 + c, kn - c), wv);
+        L::load(dec, wrow[r] + (k0 + c) * L::kBytes, kn - c, wv);
         for (int i = 0; i < M; ++i) {
           const uint16_t* a = g.a_bf16 + i * g.lda_bf16 + k0 + c;
           p[i][r] = dot(p[i][r], _mm512_loadu_si512(a), wv[0]);
@@ -122,10 +160,15 @@ void gemv_group(const GemvArgs& g, int64_t row, const Decoder& dec) {
         }
       }
     }
-    const float ws = w.scale_inv[(row / kBlockK) * kb_count + kb];
-    for (int i = 0; i < M; ++i) {
-      const __m512 s = _mm512_set1_ps(g.a_scale ? g.a_scale[i * kb_count + kb] * ws : ws);
-      for (int r = 0; r < R; ++r) acc[i][r] = _mm512_fmadd_ps(p[i][r], s, acc[i][r]);
+    if constexpr (L::kBlockScales) {
+      const float ws = w.scale_inv[(row / kBlockK) * kb_count + kb];
+      for (int i = 0; i < M; ++i) {
+        const __m512 s = _mm512_set1_ps(g.a_scale ? g.a_scale[i * kb_count + kb] * ws : ws);
+        for (int r = 0; r < R; ++r) acc[i][r] = _mm512_fmadd_ps(p[i][r], s, acc[i][r]);
+      }
+    } else {
+      for (int i = 0; i < M; ++i)
+        for (int r = 0; r < R; ++r) acc[i][r] = p[i][r];
     }
   }
   for (int i = 0; i < M; ++i) {
@@ -137,17 +180,19 @@ void gemv_group(const GemvArgs& g, int64_t row, const Decoder& dec) {
   }
 }
 
-template <int M>
+template <DType D, int M>
 void gemv_m(const GemvArgs& g) {
   constexpr int R = M == 1 ? 8 : M <= 2 ? 4 : 2;  // as gemm_avx512.cpp: more rows in flight at M = 1
   const Decoder dec;
   int64_t j = 0;
-  for (; g.rows - j >= R; j += R) gemv_group<M, R>(g, g.row0 + j, dec);
-  for (; j < g.rows; ++j) gemv_group<M, 1>(g, g.row0 + j, dec);
+  for (; g.rows - j >= R; j += R) gemv_group<D, M, R>(g, g.row0 + j, dec);
+  for (; j < g.rows; ++j) gemv_group<D, M, 1>(g, g.row0 + j, dec);
 }
 
 // MR A rows × 4 W rows (panel rows j0..j0+3) over each block of the chunk; accumulators in registers.
-template <int MR, bool kFullBlocks>
+// kBlockScales: promote each block's partial by its scale (F8_E4M3); else the lane chains run on through the
+// blocks (BF16 weights, gemm.h).
+template <int MR, bool kFullBlocks, bool kBlockScales>
 __attribute__((always_inline)) inline void tile(const BlockArgs& g, int64_t r, int j0) {
   constexpr int NR = 4;
   __m512 acc[MR][NR];
@@ -162,7 +207,7 @@ __attribute__((always_inline)) inline void tile(const BlockArgs& g, int64_t r, i
     const uint16_t* w = g.wbuf_half + j0 * g.ldw + b * kBlockK;
     __m512 p[MR][NR];
     for (int i = 0; i < MR; ++i)
-      for (int j = 0; j < NR; ++j) p[i][j] = _mm512_setzero_ps();
+      for (int j = 0; j < NR; ++j) p[i][j] = kBlockScales ? _mm512_setzero_ps() : acc[i][j];
     for (int s = 0; s < steps; ++s) {
       __m512i av[MR];
       for (int i = 0; i < MR; ++i) av[i] = _mm512_loadu_si512(a + i * g.lda + 32 * s);
@@ -172,10 +217,15 @@ __attribute__((always_inline)) inline void tile(const BlockArgs& g, int64_t r, i
         for (int i = 0; i < MR; ++i) p[i][j] = dot(p[i][j], av[i], wv);
       }
     }
-    const float ws = g.w_scale[b];
-    for (int i = 0; i < MR; ++i) {
-      const __m512 sc = _mm512_set1_ps(g.a_scale ? g.a_scale[(r + i) * g.a_scale_stride + b] * ws : ws);
-      for (int j = 0; j < NR; ++j) acc[i][j] = _mm512_fmadd_ps(p[i][j], sc, acc[i][j]);
+    if constexpr (kBlockScales) {
+      const float ws = g.w_scale[b];
+      for (int i = 0; i < MR; ++i) {
+        const __m512 sc = _mm512_set1_ps(g.a_scale ? g.a_scale[(r + i) * g.a_scale_stride + b] * ws : ws);
+        for (int j = 0; j < NR; ++j) acc[i][j] = _mm512_fmadd_ps(p[i][j], sc, acc[i][j]);
+      }
+    } else {
+      for (int i = 0; i < MR; ++i)
+        for (int j = 0; j < NR; ++j) acc[i][j] = p[i][j];
     }
   }
   if (g.c) {
@@ -190,17 +240,26 @@ __attribute__((always_inline)) inline void tile(const BlockArgs& g, int64_t r, i
     for (int j = 0; j < NR; ++j) _mm512_storeu_ps(g.lacc + ((r + i) * kPanelRows + j0 + j) * kLanes, acc[i][j]);
 }
 
-template <int MR>
+template <int MR, bool kBlockScales>
 void row_group(const BlockArgs& g, int64_t r) {
   if (g.kn_last == kBlockK)
-    for (int j0 = 0; j0 < kPanelRows; j0 += 4) tile<MR, true>(g, r, j0);
+    for (int j0 = 0; j0 < kPanelRows; j0 += 4) tile<MR, true, kBlockScales>(g, r, j0);
   else
-    for (int j0 = 0; j0 < kPanelRows; j0 += 4) tile<MR, false>(g, r, j0);
+    for (int j0 = 0; j0 < kPanelRows; j0 += 4) tile<MR, false, kBlockScales>(g, r, j0);
 }
 
-}  // namespace
+template <bool kBlockScales>
+void block_update(const BlockArgs& g) {
+  // Row groups of 3, a remainder of 1 as 2 + 2 (see gemm_avx512.cpp).
+  int64_t r = 0;
+  const int64_t threes = g.rows % 3 == 1 && g.rows >= 4 ? g.rows / 3 - 1 : g.rows / 3;
+  for (; r < 3 * threes; r += 3) row_group<3, kBlockScales>(g, r);
+  for (; g.rows - r >= 2; r += 2) row_group<2, kBlockScales>(g, r);
+  if (r < g.rows) row_group<1, kBlockScales>(g, r);
+}
 
-void gemv_rows_bf16_dot(const GemvArgs& g) {
+template <DType D>
+void gemv_passes(const GemvArgs& g) {
   const int64_t kb_count = (g.w->k + kBlockK - 1) / kBlockK;
   for (int64_t i0 = 0; i0 < g.m; i0 += 4) {  // passes of up to 4 A rows (only if kGemvMaxRows grows)
     GemvArgs part = g;
@@ -209,25 +268,49 @@ void gemv_rows_bf16_dot(const GemvArgs& g) {
     part.a_scale = g.a_scale ? g.a_scale + i0 * kb_count : nullptr;
     part.c = g.c + i0 * g.w->n;
     switch (part.m) {
-      case 1: gemv_m<1>(part); break;
-      case 2: gemv_m<2>(part); break;
-      case 3: gemv_m<3>(part); break;
-      default: gemv_m<4>(part); break;
+      case 1: gemv_m<D, 1>(part); break;
+      case 2: gemv_m<D, 2>(part); break;
+      case 3: gemv_m<D, 3>(part); break;
+      default: gemv_m<D, 4>(part); break;
     }
   }
 }
 
+// BF16 weights are already what the dot product takes: the panel is a copy, zero past the valid columns.
+void copy_block_bf16(const DecodeArgs& d) {
+  for (int64_t r = 0; r < kPanelRows; ++r) {
+    uint16_t* out = d.wbuf_half + r * d.ldw;
+    int c = 0;
+    if (r < d.next_rows)
+      for (int64_t b = 0; b < d.next_bytes; b += 64)
+        _mm_prefetch(reinterpret_cast<const char*>(d.next + r * d.k * 2 + b), _MM_HINT_T0);
+    if (r < d.rows) {
+      const uint16_t* src = static_cast<const uint16_t*>(d.data) + (d.row0 + r) * d.k + d.col0;
+      for (; c < d.kn; c += 32) _mm512_store_si512(out + c, _mm512_maskz_loadu_epi16(first_n32(d.kn - c), src + c));
+    }
+    for (; c < d.ldw; c += 32) _mm512_store_si512(out + c, _mm512_setzero_si512());
+  }
+}
+
+}  // namespace
+
+void gemv_rows_bf16_dot(const GemvArgs& g) {
+  if (g.w->dtype == DType::BF16)
+    gemv_passes<DType::BF16>(g);
+  else
+    gemv_passes<DType::F8_E4M3>(g);
+}
+
 void block_update_bf16_dot(const BlockArgs& g) {
-  // Row groups of 3, a remainder of 1 as 2 + 2 (see gemm_avx512.cpp).
-  int64_t r = 0;
-  const int64_t threes = g.rows % 3 == 1 && g.rows >= 4 ? g.rows / 3 - 1 : g.rows / 3;
-  for (; r < 3 * threes; r += 3) row_group<3>(g, r);
-  for (; g.rows - r >= 2; r += 2) row_group<2>(g, r);
-  if (r < g.rows) row_group<1>(g, r);
+  if (g.block_scales)
+    block_update<true>(g);
+  else
+    block_update<false>(g);
 }
 
 static_assert(kChunkBlocks * kBlockK % 64 == 0, "BF16 panel rows are decoded 64 values at a time");
 void decode_block_bf16_dot(const DecodeArgs& d) {
+  if (d.dtype == DType::BF16) return copy_block_bf16(d);
   const Decoder dec;
   for (int64_t r = 0; r < kPanelRows; ++r) {
     uint16_t* out = d.wbuf_half + r * d.ldw;

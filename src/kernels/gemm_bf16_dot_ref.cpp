@@ -1,6 +1,7 @@
-// The BF16 dot-product order of gemm.h in plain FP32 loops: what vdpbf16ps-based kernels compute, step by step,
+// The BF16 dot-product orders of gemm.h in plain FP32 loops: what vdpbf16ps-based kernels compute, step by step,
 // so that they can be checked bit for bit on any CPU (and this file checked against the FP64 gemm_ref within the
 // W8A8 tolerance).
+#include <algorithm>
 #include <cmath>
 #include <cstring>
 #include <string>
@@ -48,9 +49,12 @@ uint16_t activation_to_bf16(float a) {
 }
 
 void gemm_bf16_dot_ref(const float* a, int64_t m, const WeightMatrix& w, float* c, GemmMode mode) {
-  if (w.dtype != DType::F8_E4M3) throw Error("gemm_bf16_dot_ref: the weight must be F8_E4M3, not " +
-                                             std::string(dtype_name(w.dtype)));
+  const bool bf16 = w.dtype == DType::BF16;
+  if (w.dtype != DType::F8_E4M3 && !bf16)
+    throw Error("gemm_bf16_dot_ref: the weight must be F8_E4M3 or BF16, not " + std::string(dtype_name(w.dtype)));
   if (mode == GemmMode::W8A32) throw Error("gemm_bf16_dot_ref: mode must be W8A8 or W8A16");
+  if (bf16 && mode != GemmMode::W8A16)
+    throw Error("gemm_bf16_dot_ref: BF16 weights take the dot product in W8A16 only");
   const int64_t n = w.n, k = w.k, kb_count = quant_blocks(k);
   // A as the kernels multiply it: e4m3 values (W8A8) or BF16-rounded values (W8A16), both exact in FP32.
   std::vector<float> av(size_t(m * k)), a_scale(size_t(m * kb_count), 1.0f);
@@ -61,27 +65,32 @@ void gemm_bf16_dot_ref(const float* a, int64_t m, const WeightMatrix& w, float* 
   } else {
     for (int64_t i = 0; i < m * k; ++i) av[size_t(i)] = bits_to_float(uint32_t(activation_to_bf16(a[i])) << 16);
   }
-  const auto* codes = static_cast<const uint8_t*>(w.data);
   std::vector<float> wrow(static_cast<size_t>(k));
   for (int64_t j = 0; j < n; ++j) {
-    for (int64_t x = 0; x < k; ++x) wrow[size_t(x)] = e4m3_weight(codes[j * k + x]);
+    for (int64_t x = 0; x < k; ++x)
+      wrow[size_t(x)] = bf16 ? bits_to_float(uint32_t(static_cast<const uint16_t*>(w.data)[j * k + x]) << 16)
+                             : e4m3_weight(static_cast<const uint8_t*>(w.data)[j * k + x]);
     for (int64_t i = 0; i < m; ++i) {
       const float* ar = av.data() + i * k;
+      // Lane l's chain over [begin, end) from p: one vdpbf16ps step per 32 k, the odd k's product first, then the
+      // even k's; each product is exact, so fmaf rounds only the sum.
+      const auto chain = [&](int l, int64_t begin, int64_t end, float p) {
+        for (int64_t base = begin; base < end; base += 2 * kLanes) {
+          const int64_t odd = base + 2 * l + 1, even = base + 2 * l;
+          if (odd < end) p = std::fmaf(ar[odd], wrow[size_t(odd)], p);
+          if (even < end) p = std::fmaf(ar[even], wrow[size_t(even)], p);
+        }
+        return p;
+      };
       float acc[kLanes] = {};
-      for (int64_t kb = 0; kb < kb_count; ++kb) {
-        const int64_t end = std::min(k, (kb + 1) * kBlock);
-        const float ws = w.scale_inv[(j / kBlock) * kb_count + kb];
-        const float s = mode == GemmMode::W8A8 ? a_scale[size_t(i * kb_count + kb)] * ws : ws;
-        for (int l = 0; l < kLanes; ++l) {
-          float p = 0.0f;
-          for (int64_t base = kb * kBlock; base < end; base += 2 * kLanes) {
-            // One vdpbf16ps step of lane l: the odd k's product first, then the even k's; each product is exact,
-            // so fmaf rounds only the sum.
-            const int64_t odd = base + 2 * l + 1, even = base + 2 * l;
-            if (odd < end) p = std::fmaf(ar[odd], wrow[size_t(odd)], p);
-            if (even < end) p = std::fmaf(ar[even], wrow[size_t(even)], p);
-          }
-          acc[l] = std::fmaf(p, s, acc[l]);
+      if (bf16) {  // one chain per lane over all of K, no promotion
+        for (int l = 0; l < kLanes; ++l) acc[l] = chain(l, 0, k, 0.0f);
+      } else {
+        for (int64_t kb = 0; kb < kb_count; ++kb) {
+          const int64_t end = std::min(k, (kb + 1) * kBlock);
+          const float ws = w.scale_inv[(j / kBlock) * kb_count + kb];
+          const float s = mode == GemmMode::W8A8 ? a_scale[size_t(i * kb_count + kb)] * ws : ws;
+          for (int l = 0; l < kLanes; ++l) acc[l] = std::fmaf(chain(l, kb * kBlock, end, 0.0f), s, acc[l]);
         }
       }
       c[i * n + j] = lane_tree(acc);

@@ -78,8 +78,11 @@ struct BlockArgs {
   int64_t ldc = 0;
   int c_cols = 0;
   // The BF16 dot-product path: A as BF16 (row stride lda, zero past K up to a multiple of 32) against a panel of
-  // exact BF16 weight values in wbuf_half; always writes C through `c` on the last chunk.
+  // exact BF16 weight values in wbuf_half; always writes C through `c` on the last chunk. block_scales: each
+  // block's partial is promoted by its scale (F8_E4M3 weights); false: the lane chains run on through the blocks
+  // (BF16 weights, gemm.h) and w_scale is not read.
   const uint16_t* a_bf16 = nullptr;
+  bool block_scales = true;
 };
 
 struct DecodeArgs {
@@ -107,6 +110,7 @@ struct DecodeArgs {
 // The BF16 dot-product path (gemm.h), built for AVX-512 with AVX512_BF16 and AVX512_VBMI
 // (gemm_bf16_dot_avx512bf16.cpp); entered only where cpu_features() has both. The panel decoder writes F8_E4M3
 // rows as exact BF16 values (not the q·2^-8 of the FP16 form): the promotion scale is weight_scale_inv itself.
+// BF16 weights (W8A16) are copied as they are, and gemv_rows takes them from W directly.
 void gemv_rows_bf16_dot(const GemvArgs& args);
 void block_update_bf16_dot(const BlockArgs& args);
 void decode_block_bf16_dot(const DecodeArgs& args);

@@ -15,13 +15,13 @@ void gemm_ref(const float* a, int64_t m, const WeightMatrix& w, float* c, GemmMo
     throw Error("gemm_ref: unsupported weight dtype " + std::string(dtype_name(w.dtype)));
   const int64_t n = w.n, k = w.k, kb_count = quant_blocks(k);
   const bool fp8 = w.dtype == DType::F8_E4M3, w8a8 = fp8 && mode == GemmMode::W8A8;
-  // A as the kernel multiplies it: FP32, or its e4m3 codes decoded exactly with per-tile scales.
+  // A as the kernel multiplies it: FP32, its e4m3 codes decoded exactly with per-tile scales, or BF16-rounded.
   std::vector<float> av(size_t(m * k)), a_scale(size_t(m * kb_count), 1.0f);
   if (w8a8) {
     std::vector<uint8_t> q(size_t(m * k));
     quantize_act_1x128_ref(a, m, k, q.data(), a_scale.data(), false);
     for (int64_t i = 0; i < m * k; ++i) av[size_t(i)] = fp8_e4m3_to_f32(q[size_t(i)]);
-  } else if (fp8 && mode == GemmMode::W8A16) {
+  } else if (mode == GemmMode::W8A16 && (fp8 || w.dtype == DType::BF16)) {
     for (int64_t i = 0; i < m * k; ++i) av[size_t(i)] = bf16_to_f32(activation_to_bf16(a[i]));
   } else {
     std::copy(a, a + m * k, av.begin());

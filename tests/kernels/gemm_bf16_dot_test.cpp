@@ -1,12 +1,13 @@
-// The BF16 dot-product order of gemm.h (W8A8 / W8A16 on CPUs with AVX512_BF16 and AVX512_VBMI): the kernels
-// against their bitwise twin gemm_bf16_dot_ref on every path (GEMV, GEMM tiles, partial blocks and panels,
-// grouped, gemm_fp8_act), the twin against the FP64 specification gemm_ref, and W8A16's accuracy. The twin runs on
-// any CPU; the bitwise checks skip where the CPU has no BF16 dot product.
+// The BF16 dot-product orders of gemm.h (FP8 weights in W8A8 / W8A16, BF16 weights in W8A16, on CPUs with
+// AVX512_BF16 and AVX512_VBMI): the kernels against their bitwise twin gemm_bf16_dot_ref on every path (GEMV,
+// GEMM tiles, partial blocks and panels, grouped, gemm_fp8_act), the twin against the FP64 specification gemm_ref,
+// and W8A16's accuracy. The twin runs on any CPU; the bitwise checks skip where the CPU has no BF16 dot product.
 #include <gtest/gtest.h>
 
 #include <cmath>
 #include <cstring>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "core/error.h"
@@ -22,10 +23,14 @@ using test::make_weight;
 using test::OwnedWeight;
 using test::random_normal;
 
-std::string shape(GemmMode mode, int64_t m, int64_t n, int64_t k) {
-  return std::string(gemm_mode_name(mode)) + " " + std::to_string(m) + "x" + std::to_string(n) + "x" +
-         std::to_string(k);
+std::string shape(GemmMode mode, int64_t m, int64_t n, int64_t k, DType dtype = DType::F8_E4M3) {
+  return std::string(dtype_name(dtype)) + " " + gemm_mode_name(mode) + " " + std::to_string(m) + "x" +
+         std::to_string(n) + "x" + std::to_string(k);
 }
+
+// The weight dtypes and modes that take the dot product.
+constexpr std::pair<DType, GemmMode> kDotCases[] = {
+    {DType::F8_E4M3, GemmMode::W8A8}, {DType::F8_E4M3, GemmMode::W8A16}, {DType::BF16, GemmMode::W8A16}};
 
 void expect_bitwise(const std::vector<float>& got, const std::vector<float>& want, const std::string& what) {
   ASSERT_EQ(got.size(), want.size());
@@ -38,12 +43,15 @@ void expect_bitwise(const std::vector<float>& got, const std::vector<float>& wan
 
 bool dot_available() { return gemm_uses_bf16_dot(GemmMode::W8A8, DType::F8_E4M3); }
 
-TEST(GemmBf16Dot, OnlyFp8WeightsInReducedModesUseIt) {
+TEST(GemmBf16Dot, Fp8WeightsInReducedModesAndBf16WeightsInW8A16UseIt) {
   EXPECT_FALSE(gemm_uses_bf16_dot(GemmMode::W8A32, DType::F8_E4M3));
+  EXPECT_FALSE(gemm_uses_bf16_dot(GemmMode::W8A32, DType::BF16));
   EXPECT_FALSE(gemm_uses_bf16_dot(GemmMode::W8A8, DType::BF16));
   EXPECT_FALSE(gemm_uses_bf16_dot(GemmMode::W8A16, DType::F32));
   EXPECT_EQ(gemm_uses_bf16_dot(GemmMode::W8A16, DType::F8_E4M3), dot_available());
+  EXPECT_EQ(gemm_uses_bf16_dot(GemmMode::W8A16, DType::BF16), dot_available());
   EXPECT_FALSE(gemm_detail::bf16_dot_at_level(IsaLevel::Avx2, GemmMode::W8A8, DType::F8_E4M3));
+  EXPECT_FALSE(gemm_detail::bf16_dot_at_level(IsaLevel::Avx2, GemmMode::W8A16, DType::BF16));
 }
 
 TEST(GemmBf16Dot, ActivationRoundingIsNearestEvenWithTinyFlush) {
@@ -57,41 +65,44 @@ TEST(GemmBf16Dot, ActivationRoundingIsNearestEvenWithTinyFlush) {
   EXPECT_EQ(activation_to_bf16(-1e-38f), 0);
 }
 
-// Every path of the kernels (GEMV at M ≤ 4, the tile at M > 4 with 3-, 2- and 2+2-row groups), partial K blocks,
-// partial panels and partial 16-row tiles, bit for bit against the twin.
+// Every path of the kernels (GEMV at M ≤ 4, the tile at M > 4 with 3-, 2- and 2+2-row groups; GEMV groups of 8,
+// 4, 2 and 1 W rows), partial K blocks, partial panels and partial 16-row tiles, bit for bit against the twin.
 TEST(GemmBf16Dot, KernelsMatchTwinBitwise) {
   if (!dot_available()) GTEST_SKIP() << "no AVX512_BF16 + AVX512_VBMI on this CPU";
   ThreadPool pool(2);
   int cases = 0;
-  for (GemmMode mode : {GemmMode::W8A8, GemmMode::W8A16})
-    for (int64_t m : {1, 2, 3, 4, 5, 7, 17, 66})
+  for (auto [dtype, mode] : kDotCases)
+    for (int64_t m : {1, 2, 3, 4, 5, 6, 7, 8, 17, 66})
       for (int64_t n : {1, 37, 129})
         for (int64_t k : {32, 64, 200, 640, 1000}) {
           if (m * n * k > 3'000'000) continue;
+          if (m > 4 && m < 8 && (n * k) % 3 != 0) continue;  // a subset of the middle row counts
           const auto a = random_normal(size_t(m * k), uint64_t(m * 3 + n * 5 + k), 1.0f);
-          const OwnedWeight w = make_weight(DType::F8_E4M3, random_normal(size_t(n * k), uint64_t(n + k), 0.05f), n, k);
+          const OwnedWeight w = make_weight(dtype, random_normal(size_t(n * k), uint64_t(n + k), 0.05f), n, k);
           std::vector<float> c(size_t(m * n), std::nanf("")), ref(c.size());
           gemm(a.data(), m, w.view, c.data(), mode, &pool);
           gemm_bf16_dot_ref(a.data(), m, w.view, ref.data(), mode);
-          expect_bitwise(c, ref, shape(mode, m, n, k));
+          expect_bitwise(c, ref, shape(mode, m, n, k, dtype));
           ++cases;
         }
-  EXPECT_GT(cases, 200);
-  // Long K (the V3 q_a shape at decode and a short prefill) and adversarial tiles (huge, tiny, zero blocks).
-  for (GemmMode mode : {GemmMode::W8A8, GemmMode::W8A16})
+  EXPECT_GT(cases, 300);
+  // Long K (the V3 q_a shape at decode, a short prefill, the lm_head's K) and adversarial tiles (huge, tiny, zero
+  // blocks).
+  for (auto [dtype, mode] : kDotCases)
     for (auto [m, n, k, adversarial] : {std::tuple<int64_t, int64_t, int64_t, bool>{1, 300, 7168, false},
-                                       {9, 130, 7168, false}, {17, 129, 640, true}, {3, 300, 768, true}}) {
+                                       {9, 130, 7168, false}, {32, 70, 2048, false}, {17, 129, 640, true},
+                                       {3, 300, 768, true}}) {
       auto a = random_normal(size_t(m * k), 11, 1.0f);
       auto wf = random_normal(size_t(n * k), 12, 0.05f);
       if (adversarial) {
         test::make_adversarial_tiles(a, m, k);
         test::make_adversarial_tiles(wf, n, k);
       }
-      const OwnedWeight w = make_weight(DType::F8_E4M3, wf, n, k);
+      const OwnedWeight w = make_weight(dtype, wf, n, k);
       std::vector<float> c(size_t(m * n)), ref(c.size());
       gemm(a.data(), m, w.view, c.data(), mode, &pool);
       gemm_bf16_dot_ref(a.data(), m, w.view, ref.data(), mode);
-      expect_bitwise(c, ref, shape(mode, m, n, k) + (adversarial ? " adversarial" : ""));
+      expect_bitwise(c, ref, shape(mode, m, n, k, dtype) + (adversarial ? " adversarial" : ""));
     }
 }
 
@@ -103,12 +114,14 @@ TEST(GemmBf16Dot, TinyActivationsMatchTwinBitwise) {
   auto a = random_normal(size_t(m * k), 21, 1.0f);
   const float tiny[] = {0x1p-90f, 0x1p-100f, 0x1.8p-101f, 1e-38f, 1e-44f, 0.0f, -0.0f};
   for (size_t i = 0; i < a.size(); ++i) a[i] *= tiny[i % 7];
-  const OwnedWeight w = make_weight(DType::F8_E4M3, random_normal(size_t(n * k), 22, 1e-3f), n, k);
-  for (int64_t rows : {int64_t(1), m}) {
-    std::vector<float> c(size_t(rows * n)), ref(c.size());
-    gemm(a.data(), rows, w.view, c.data(), GemmMode::W8A16, nullptr);
-    gemm_bf16_dot_ref(a.data(), rows, w.view, ref.data(), GemmMode::W8A16);
-    expect_bitwise(c, ref, "tiny activations M=" + std::to_string(rows));
+  for (DType dtype : {DType::F8_E4M3, DType::BF16}) {
+    const OwnedWeight w = make_weight(dtype, random_normal(size_t(n * k), 22, 1e-3f), n, k);
+    for (int64_t rows : {int64_t(1), m}) {
+      std::vector<float> c(size_t(rows * n)), ref(c.size());
+      gemm(a.data(), rows, w.view, c.data(), GemmMode::W8A16, nullptr);
+      gemm_bf16_dot_ref(a.data(), rows, w.view, ref.data(), GemmMode::W8A16);
+      expect_bitwise(c, ref, "tiny activations " + std::string(dtype_name(dtype)) + " M=" + std::to_string(rows));
+    }
   }
 }
 
@@ -140,35 +153,35 @@ TEST(GemmBf16Dot, EveryFp8CodeDecodesExactly) {
 TEST(GemmBf16Dot, RowsBitwiseIndependentOfBatchThreadsAndGrouping) {
   const int64_t n = 260, k = 640, m = 200;
   const auto a = random_normal(size_t(m * k), 31, 1.0f);
-  const OwnedWeight w = make_weight(DType::F8_E4M3, random_normal(size_t(n * k), 32, 0.05f), n, k);
   ThreadPool one(1), two(2), three(3);
-  for (GemmMode mode : {GemmMode::W8A8, GemmMode::W8A16}) {
+  for (auto [dtype, mode] : kDotCases) {
+    const OwnedWeight w = make_weight(dtype, random_normal(size_t(n * k), 32, 0.05f), n, k);
     std::vector<float> full(size_t(m * n)), again(full.size());
     gemm(a.data(), m, w.view, full.data(), mode, &two);
+    const std::string tag = std::string(dtype_name(dtype)) + " " + gemm_mode_name(mode);
     for (auto [row0, rows] : {std::pair<int64_t, int64_t>{0, 1}, {199, 1}, {5, 2}, {10, 4}, {20, 5}, {30, 7},
-                              {40, 16}, {100, 65}}) {
+                              {50, 8}, {40, 16}, {100, 65}}) {
       std::vector<float> part(size_t(rows * n));
       gemm(a.data() + row0 * k, rows, w.view, part.data(), mode, &one);
       ASSERT_EQ(0, std::memcmp(full.data() + row0 * n, part.data(), part.size() * sizeof(float)))
-          << gemm_mode_name(mode) << " rows " << row0 << "+" << rows;
+          << tag << " rows " << row0 << "+" << rows;
     }
     gemm(a.data(), m, w.view, again.data(), mode, &three);
-    ASSERT_EQ(0, std::memcmp(full.data(), again.data(), full.size() * sizeof(float))) << gemm_mode_name(mode);
+    ASSERT_EQ(0, std::memcmp(full.data(), again.data(), full.size() * sizeof(float))) << tag;
     const std::vector<int64_t> offsets = {0, 1, 1, 4, 21, 150, 200};
     const std::vector<WeightMatrix> views(offsets.size() - 1, w.view);
     grouped_gemm(a.data(), offsets.data(), int64_t(views.size()), views.data(), again.data(), mode, &two);
-    ASSERT_EQ(0, std::memcmp(full.data(), again.data(), full.size() * sizeof(float)))
-        << gemm_mode_name(mode) << " grouped";
+    ASSERT_EQ(0, std::memcmp(full.data(), again.data(), full.size() * sizeof(float))) << tag << " grouped";
   }
 }
 
 // The twin is the same product as the FP64 specification up to FP32 rounding (the tolerance of gemm_test.cpp).
 TEST(GemmBf16Dot, TwinMatchesFp64Specification) {
-  for (GemmMode mode : {GemmMode::W8A8, GemmMode::W8A16})
+  for (auto [dtype, mode] : kDotCases)
     for (auto [m, n, k] : {std::tuple<int64_t, int64_t, int64_t>{3, 70, 1000}, {17, 129, 640}, {1, 40, 7168}}) {
       const auto a = random_normal(size_t(m * k), 41, 1.0f);
       const auto wf = random_normal(size_t(n * k), 42, 0.05f);
-      const OwnedWeight w = make_weight(DType::F8_E4M3, wf, n, k);
+      const OwnedWeight w = make_weight(dtype, wf, n, k);
       const OwnedWeight w_abs = test::abs_weight(w);
       std::vector<float> a_abs(a.size());
       for (size_t i = 0; i < a.size(); ++i) a_abs[i] = std::fabs(a[i]);
@@ -177,7 +190,7 @@ TEST(GemmBf16Dot, TwinMatchesFp64Specification) {
       gemm_ref(a.data(), m, w.view, ref.data(), mode);
       gemm_ref(a_abs.data(), m, w_abs.view, bound.data(), mode);
       for (size_t i = 0; i < twin.size(); ++i)
-        ASSERT_LE(std::fabs(twin[i] - ref[i]), 1e-5f * bound[i]) << shape(mode, m, n, k) << " at " << i;
+        ASSERT_LE(std::fabs(twin[i] - ref[i]), 1e-5f * bound[i]) << shape(mode, m, n, k, dtype) << " at " << i;
     }
 }
 
@@ -207,10 +220,13 @@ TEST(GemmBf16Dot, W8A16IsCloserToExactThanW8A8) {
   EXPECT_GT(diff[1], diff[2]) << "w8a16 " << diff[1] << " vs w8a32 " << diff[2];
 }
 
-TEST(GemmBf16Dot, TwinRejectsOtherWeightsAndW8A32) {
+TEST(GemmBf16Dot, TwinRejectsOtherWeightsAndModes) {
   std::vector<float> a(128), c(1);
   const OwnedWeight bf16 = make_weight(DType::BF16, a, 1, 128);
   EXPECT_THROW(gemm_bf16_dot_ref(a.data(), 1, bf16.view, c.data(), GemmMode::W8A8), Error);
+  EXPECT_THROW(gemm_bf16_dot_ref(a.data(), 1, bf16.view, c.data(), GemmMode::W8A32), Error);
+  const OwnedWeight f32 = make_weight(DType::F32, a, 1, 128);
+  EXPECT_THROW(gemm_bf16_dot_ref(a.data(), 1, f32.view, c.data(), GemmMode::W8A16), Error);
   const OwnedWeight fp8 = make_weight(DType::F8_E4M3, a, 1, 128);
   EXPECT_THROW(gemm_bf16_dot_ref(a.data(), 1, fp8.view, c.data(), GemmMode::W8A32), Error);
 }
