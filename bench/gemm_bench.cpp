@@ -8,7 +8,7 @@
 // --decode-batch: instead, the products of a batched decode step on the V2-Lite shape at B = 1, 4, 8, 16, 32
 // tokens — the BF16 lm_head (129280 × 2048) at M = B, and one MoE layer's routed experts (64 × gate, up, down)
 // as grouped GEMMs over a fixed top-6 routing of B tokens — each as time per call and its fraction of STREAM
-// (bytes read) and of the FMA peak (FLOPs), w8a32.
+// (bytes read) and of the FP32 FMA peak (FLOPs; the BF16 dot product's peak is twice that), in w8a32 and w8a16.
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
@@ -165,13 +165,6 @@ void decode_batch_cases(ThreadPool& pool, const std::function<void(const char*)>
     logits_bytes.reset(size_t(b * kVocab) * sizeof(float));
     float* x = reinterpret_cast<float*>(x_bytes.data());
     for (int64_t i = 0; i < b * kHidden; ++i) x[i] = normal(rng);
-    const Timing head_t = best_seconds(
-        [&] { gemm(x, b, head.view, reinterpret_cast<float*>(logits_bytes.data()), GemmMode::W8A32, &pool); }, 1.0,
-        20);
-    const double head_bytes = 2.0 * double(kVocab) * double(kHidden), head_flops = 2.0 * double(b) * head_bytes / 2;
-    const Timing dense_t = best_seconds(
-        [&] { gemm(x, b, dense.view, reinterpret_cast<float*>(logits_bytes.data()), GemmMode::W8A32, &pool); }, 0.5,
-        20);
     const double dense_bytes = 10944.0 * double(kHidden), dense_flops = 2.0 * double(b) * dense_bytes;
     // Routing: each token picks kTopK distinct experts uniformly; rows sorted by expert (the dispatch's layout).
     std::vector<int64_t> count(size_t(kExperts), 0);
@@ -198,23 +191,32 @@ void decode_batch_cases(ThreadPool& pool, const std::function<void(const char*)>
     float* g = reinterpret_cast<float*>(g_bytes.data());
     float* u = reinterpret_cast<float*>(u_bytes.data());
     for (int64_t i = 0; i < rows * kHidden; ++i) xe[i] = normal(rng);
-    const Timing experts_t = best_seconds([&] {
-      grouped_gemm(xe, offsets.data(), kExperts, gate_v.data(), g, GemmMode::W8A32, &pool);
-      grouped_gemm(xe, offsets.data(), kExperts, up_v.data(), u, GemmMode::W8A32, &pool);
-      grouped_gemm(g, offsets.data(), kExperts, down_v.data(), reinterpret_cast<float*>(out_bytes.data()),
-                   GemmMode::W8A32, &pool);
-    }, 1.0, 20);
+    const double head_bytes = 2.0 * double(kVocab) * double(kHidden), head_flops = 2.0 * double(b) * head_bytes / 2;
     const double expert_bytes = 3.0 * double(used) * double(kInter) * double(kHidden);
     const double expert_flops = 6.0 * double(rows) * double(kInter) * double(kHidden);
-    for (const auto& [name, t, bytes, flops] :
-         {std::tuple{"lm_head_bf16", head_t, head_bytes, head_flops},
-          std::tuple{"dense_gate_fp8", dense_t, dense_bytes, dense_flops},
-          std::tuple{"routed_experts_layer", experts_t, expert_bytes, expert_flops}})
-      std::printf("{\"case\":\"decode_batch\",\"product\":\"%s\",\"batch\":%lld,\"experts_used\":%lld,"
-                  "\"ms\":%.3f,\"fraction_of_stream\":%.3f,\"fraction_of_fma_peak\":%.3f,\"load_avg\":%.1f}\n",
-                  name, (long long)b, (long long)used, t.best_s * 1e3, bytes / t.best_s / 1e9 / all.stream_triad_gbps,
-                  flops / t.best_s / 1e9 / all.fma_peak_gflops, load_average());
-    std::fflush(stdout);
+    for (GemmMode mode : {GemmMode::W8A32, GemmMode::W8A16}) {
+      const Timing head_t = best_seconds(
+          [&] { gemm(x, b, head.view, reinterpret_cast<float*>(logits_bytes.data()), mode, &pool); }, 1.0, 20);
+      const Timing dense_t = best_seconds(
+          [&] { gemm(x, b, dense.view, reinterpret_cast<float*>(logits_bytes.data()), mode, &pool); }, 0.5, 20);
+      const Timing experts_t = best_seconds([&] {
+        grouped_gemm(xe, offsets.data(), kExperts, gate_v.data(), g, mode, &pool);
+        grouped_gemm(xe, offsets.data(), kExperts, up_v.data(), u, mode, &pool);
+        grouped_gemm(g, offsets.data(), kExperts, down_v.data(), reinterpret_cast<float*>(out_bytes.data()), mode,
+                     &pool);
+      }, 1.0, 20);
+      for (const auto& [name, t, bytes, flops, dtype] :
+           {std::tuple{"lm_head_bf16", head_t, head_bytes, head_flops, DType::BF16},
+            std::tuple{"dense_gate_fp8", dense_t, dense_bytes, dense_flops, DType::F8_E4M3},
+            std::tuple{"routed_experts_layer", experts_t, expert_bytes, expert_flops, DType::F8_E4M3}})
+        std::printf("{\"case\":\"decode_batch\",\"product\":\"%s\",\"mode\":\"%s\",\"bf16_dot\":%s,\"batch\":%lld,"
+                    "\"experts_used\":%lld,\"ms\":%.3f,\"fraction_of_stream\":%.3f,\"fraction_of_fma_peak\":%.3f,"
+                    "\"load_avg\":%.1f}\n",
+                    name, gemm_mode_name(mode), gemm_uses_bf16_dot(mode, dtype) ? "true" : "false", (long long)b,
+                    (long long)used, t.best_s * 1e3, bytes / t.best_s / 1e9 / all.stream_triad_gbps,
+                    flops / t.best_s / 1e9 / all.fma_peak_gflops, load_average());
+      std::fflush(stdout);
+    }
   }
 }
 

@@ -58,7 +58,7 @@ struct Isa {
   void (*decode_block)(const DecodeArgs&);
   bool half_panel;  // decode_block / block_update take FP8 and BF16 panels in 16 bits (DecodeArgs::wbuf_half)
   bool fused_lane_sums;  // block_update writes C itself on the last chunk (BlockArgs::c)
-  int64_t gemv_max_rows;  // FP32-order calls of up to this many A rows take gemv_rows (gemm_kernels.h)
+  int64_t gemv_max_rows;  // calls of up to this many A rows take gemv_rows (gemm_kernels.h)
   // The BF16 dot-product path (gemm.h), or null where the CPU lacks AVX512_BF16 / AVX512_VBMI.
   void (*gemv_rows_dot)(const GemvArgs&) = nullptr;
   void (*block_update_dot)(const BlockArgs&) = nullptr;
@@ -259,8 +259,10 @@ void run_gemm_task(const Task& t, const Isa& isa, AlignedFloats& wbuf_storage, A
 
 void run_problems(std::vector<Problem> problems, IsaLevel level, ThreadPool* pool) {
   const Isa isa = select_isa(level);
-  // The BF16 dot-product order keeps the common limit (its gemv_rows has no wider kernel).
-  const auto gemv = [&](const Problem& p) { return p.rows <= (p.a_bf16 ? kGemvMaxRows : isa.gemv_max_rows); };
+  // The BF16 dot product takes FP8 weights through the GEMV up to the common limit only (gemm_kernels.h).
+  const auto gemv = [&](const Problem& p) {
+    return p.rows <= (p.a_bf16 && p.w->dtype == DType::F8_E4M3 ? kGemvMaxRows : isa.gemv_max_rows);
+  };
   // GEMM-shaped problems read A through 64-byte vectors many times over: give them cache-line-aligned rows.
   size_t packed_size = 0;
   const auto needs_packing = [&](const Problem& p) {

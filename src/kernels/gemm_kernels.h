@@ -33,7 +33,8 @@ constexpr int kLanes = 16;
 // shape, 64 experts × 5..16 rows: 134–213 vs 107–112 GFLOP/s through gemv_rows) — except on AVX-512's FP32
 // order, whose gemv_rows runs 5 to kGemvMaxRowsAvx512 rows in passes that serve 4 A rows per decoded W vector
 // and 4 W rows per loaded A vector (batched decode: BF16 lm_head at M = 8 0.36 → 0.49 of the FMA peak, a layer of
-// 64 V2-Lite experts at batch 32 ~10% faster; at M = 16 and 32 the GEMM path keeps up on FP8 weights).
+// 64 V2-Lite experts at batch 32 ~10% faster; at M = 16 and 32 the GEMM path keeps up on FP8 weights). The BF16
+// dot product's gemv_rows runs such passes for BF16 weights only (gemm_bf16_dot_avx512bf16.cpp).
 constexpr int64_t kGemvMaxRows = 4;
 constexpr int64_t kGemvMaxRowsAvx512 = 8;
 
