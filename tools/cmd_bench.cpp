@@ -74,9 +74,9 @@ struct BenchArgs {
   ServingBenchArgs serving;
 };
 
-// VmHWM / VmRSS of this process in bytes (Linux /proc/self/status).
-uint64_t proc_status_bytes(const char* field) {
-  std::ifstream in("/proc/self/status");
+// A "Field:  N kB" line of a /proc file of this process, in bytes (0 when absent).
+uint64_t proc_kb_field_bytes(const char* file, const char* field) {
+  std::ifstream in(file);
   std::string line;
   const size_t n = std::strlen(field);
   while (std::getline(in, line))
@@ -84,6 +84,13 @@ uint64_t proc_status_bytes(const char* field) {
       return uint64_t(std::stoull(line.substr(n + 1))) * 1024;
   return 0;
 }
+
+// VmHWM / VmRSS of this process in bytes (Linux /proc/self/status).
+uint64_t proc_status_bytes(const char* field) { return proc_kb_field_bytes("/proc/self/status", field); }
+
+// Bytes of file pages this process maps with 2 MB page-table entries: the checkpoint's weights are read at the
+// memory's full rate only when the page cache holds them in 2 MB folios (core/huge_page_mapping.h).
+uint64_t file_pmd_mapped_bytes() { return proc_kb_field_bytes("/proc/self/smaps_rollup", "FilePmdMapped"); }
 
 // CPU seconds of the whole process: on a machine shared with other work the wall clock also counts the time the
 // scheduler gave to others, which CPU time does not (with one thread, the work the step itself did).
@@ -294,6 +301,7 @@ void bench_on_leader(const BenchArgs& args, const std::string& dir, Engine& engi
   load["tensor_bytes"] = file_bytes;
   load["rss_before_bytes"] = rss_before;
   load["peak_rss_bytes"] = load_hwm;
+  load["file_pmd_mapped_bytes"] = file_pmd_mapped_bytes();
   // The probe's arrays stay resident through the load; they are not the checkpoint's.
   load["machine_probe_bytes"] = probe.bytes();
   const uint64_t model_peak = load_hwm > probe.bytes() ? load_hwm - probe.bytes() : 0;
@@ -424,6 +432,7 @@ void bench_on_leader(const BenchArgs& args, const std::string& dir, Engine& engi
     j["achieved_gbps"] = bytes * steps_per_s / 1e9;
     j["fraction_of_bandwidth_roofline"] = bytes * steps_per_s / 1e9 / limits.stream_triad_gbps;
     j["gemm_share_of_time"] = gemm_s / s;
+    j["file_pmd_mapped_bytes"] = file_pmd_mapped_bytes();
     print_line(j);
   }
 

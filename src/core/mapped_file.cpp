@@ -28,38 +28,36 @@ std::shared_ptr<MappedFile> MappedFile::open(const std::string& path) {
   std::shared_ptr<MappedFile> f(new MappedFile());
   f->path_ = path;
   f->size_ = size_t(st.st_size);
-  if (f->size_ > 0) {
-    void* p = ::mmap(nullptr, f->size_, PROT_READ, MAP_PRIVATE, fd, 0);
-    if (p == MAP_FAILED) {
-      int e = errno;
-      ::close(fd);
-      throw Error(std::string("cannot mmap: ") + std::strerror(e), {.file = path});
-    }
-    f->data_ = static_cast<const uint8_t*>(p);
-#ifdef MADV_HUGEPAGE
-    // Pages read in from now on may come as 2 MB folios mapped by one TLB entry each (kernels whose page cache
-    // has large folios, e.g. ext4/xfs): GEMV streams of a cold-loaded checkpoint then see far fewer TLB misses.
-    // Advice only; where unsupported it fails and changes nothing.
-    (void)::madvise(p, f->size_, MADV_HUGEPAGE);
-#endif
+  if (f->size_ == 0) {
+    ::close(fd);
+    return f;
   }
-  ::close(fd);
+  // MADV_HUGEPAGE at a 2 MB-aligned address: pages read in from now on may come as 2 MB folios mapped by one TLB
+  // entry each (kernels whose page cache has large folios, e.g. ext4/xfs), so GEMV streams of the checkpoint see
+  // far fewer TLB misses.
+  void* p = map_file_huge_aligned(fd, 0, f->size_);
+  if (!p) {
+    int e = errno;
+    ::close(fd);
+    throw Error(std::string("cannot mmap: ") + std::strerror(e), {.file = path});
+  }
+  f->data_ = static_cast<const uint8_t*>(p);
+  f->fd_ = fd;
   return f;
 }
 
-void MappedFile::populate() const {
-  if (!data_) return;
-#ifdef MADV_POPULATE_READ
-  if (::madvise(const_cast<uint8_t*>(data_), size_, MADV_POPULATE_READ) == 0) return;
-#endif
-  // Older kernels: read one byte per page.
-  const long page = ::sysconf(_SC_PAGESIZE);
-  volatile uint8_t sink = 0;
-  for (size_t off = 0; off < size_; off += size_t(page > 0 ? page : 4096)) sink = sink + data_[off];
+HugePageReread MappedFile::populate() const {
+  populate_mapping(data_, size_);
+  return reread_in_huge_pages(fd_, data_, size_);
+}
+
+HugePageReread MappedFile::reread_page_cache() const {
+  return reread_in_huge_pages(fd_, data_, size_, 0, /*force=*/true);
 }
 
 MappedFile::~MappedFile() {
   if (data_) ::munmap(const_cast<uint8_t*>(data_), size_);
+  if (fd_ >= 0) ::close(fd_);
 }
 
 std::string read_text_file(const std::string& path, size_t max_bytes) {

@@ -4,6 +4,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <cstdio>
 #include <cstdlib>
 #include <cstring>
 #include <nlohmann/json.hpp>
@@ -257,7 +258,7 @@ SafetensorsHeader parse_safetensors_header(const uint8_t* bytes, uint64_t file_s
   return h;
 }
 
-void SafetensorsFile::populate() const { file_->populate(); }
+HugePageReread SafetensorsFile::populate() const { return file_->populate(); }
 uint64_t SafetensorsFile::file_size() const { return file_->size(); }
 
 std::shared_ptr<SafetensorsFile> SafetensorsFile::open(const std::string& path) {
@@ -314,13 +315,35 @@ bool is_plain_file_name(const std::string& s) {
 
 namespace {
 
+std::string gigabytes(uint64_t bytes) {
+  char buf[32];
+  std::snprintf(buf, sizeof buf, "%.2f", double(bytes) / 1e9);
+  return buf;
+}
+
 void populate_if_fits(const Checkpoint& c, Checkpoint::Populate populate) {
   if (populate == Checkpoint::Populate::Never) return;
   uint64_t bytes = 0;
   for (const auto& f : c.files()) bytes += f->file_size();
   const long pages = ::sysconf(_SC_PHYS_PAGES), page = ::sysconf(_SC_PAGESIZE);
   if (pages <= 0 || page <= 0 || bytes > uint64_t(pages) / 4 * 3 * uint64_t(page)) return;
-  for (const auto& f : c.files()) f->populate();
+  int reread = 0;
+  uint64_t reread_bytes = 0, huge_before = 0, huge_after = 0;
+  for (const auto& f : c.files()) {
+    const HugePageReread r = f->populate();
+    if (!r.reread) continue;
+    ++reread;
+    reread_bytes += f->file_size();
+    huge_before += r.before.huge_file_bytes;
+    huge_after += r.after.huge_file_bytes;
+  }
+  // A one-time cost of seconds that the person should be able to connect with the faster model that follows.
+  if (reread > 0)
+    warn_once("checkpoint.reread_huge_pages:" + c.dir(),
+              "read " + std::to_string(reread) + " file(s) of " + c.dir() + " (" + gigabytes(reread_bytes) +
+                  " GB) from disk again: the page cache held them in 4 KB pages (as it does a file just written or "
+                  "copied), which slows every token; now " + gigabytes(huge_after) + " GB are mapped in 2 MB "
+                  "pages (before: " + gigabytes(huge_before) + " GB)");
 }
 
 }  // namespace

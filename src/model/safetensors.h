@@ -18,6 +18,7 @@
 #include <vector>
 
 #include "core/dtype.h"
+#include "core/huge_page_mapping.h"
 #include "core/tensor.h"
 
 namespace deepmoe {
@@ -50,7 +51,7 @@ class SafetensorsFile {
  public:
   // Maps and validates `path`.
   static std::shared_ptr<SafetensorsFile> open(const std::string& path);
-  void populate() const;  // MappedFile::populate
+  HugePageReread populate() const;  // MappedFile::populate
   uint64_t file_size() const;
 
   const std::string& path() const;
@@ -84,7 +85,8 @@ inline constexpr char kRandomWeightsMetadataKey[] = "deepmoe_random_weights";
 class Checkpoint {
  public:
   // IfFitsInMemory (for running a model): when all shards together take at most 3/4 of physical memory, their pages
-  // are mapped at open (MappedFile::populate), so the first forward pass does not fault page by page. Never: header
+  // are mapped at open (MappedFile::populate), so the first forward pass does not fault page by page, and a large
+  // shard the page cache holds in 4 KB pages is read again in 2 MB pages (said once, core/warning.h). Never: header
   // readers such as inspect.
   enum class Populate { IfFitsInMemory, Never };
   static Checkpoint open(const std::string& dir, Populate populate = Populate::IfFitsInMemory);
