@@ -5,7 +5,7 @@
 //              timed case on triad arrays allocated before the checkpoint is loaded (see run_bench); each case's
 //              fractions use the machine line measured just before it ("before" names the case and prefill run)
 //   prefill  — tokens/s of one prompt, the fastest of --prefill-runs timed runs (after an untimed warm-up prompt of
-//              the same length); projection FLOPs (2·active projection parameters per token) ÷ time as a fraction
+//              the same length), in the engine's steps of at most --forward-chunk positions as every command runs it; projection FLOPs (2·active projection parameters per token) ÷ time as a fraction
 //              of the FMA peak. The time includes attention, norms and routing, so this understates the GEMM
 //              kernels' own efficiency; gemm_* give the GEMM share itself: the FLOPs the GEMM calls performed over
 //              the time spent inside them (kernels/gemm.h gemm_counters), and that time's share of the total;
@@ -64,6 +64,7 @@ namespace {
 struct BenchArgs {
   EngineArgs engine;
   int64_t prompt = 512;
+  int64_t forward_chunk = -1;  // -1: the engine's default
   int prefill_runs = 3;
   int64_t decode_steps = 16;
   std::vector<int64_t> batches = {1, 8};
@@ -267,6 +268,7 @@ void run_bench(const BenchArgs& args) {
   int threads = 0;
   EngineJob job = open_engine_job(args.engine, /*with_tokenizer=*/false, [&](ExecutorOptions& o) {
     threads = o.threads > 0 ? o.threads : ThreadPool::hardware_threads();
+    if (args.forward_chunk >= 0) o.forward_chunk_tokens = args.forward_chunk;
   }, [&] {
     load_model_config(args.engine.model_dir.empty() ? default_model_dir() : args.engine.model_dir);
     probe_pool = std::make_unique<ThreadPool>(threads);
@@ -294,6 +296,7 @@ void bench_on_leader(const BenchArgs& args, const std::string& dir, Engine& engi
   common["fp8"] = c.fp8;
   common["gemm"] = gemm_mode_name(engine.options().gemm);  // what --gemm (auto by default) resolved to
   common["threads"] = threads;
+  common["forward_chunk_tokens"] = engine.options().forward_chunk_tokens;
 
   nlohmann::ordered_json load = common;
   load["case"] = "load";
@@ -455,6 +458,11 @@ CommandRegistration registration{
        sub.add_option("--prompt", args->prompt, "Prefill prompt length in tokens")
            ->check(CLI::Range(int64_t(1), int64_t(1) << 20))
            ->capture_default_str();
+       sub.add_option("--forward-chunk", args->forward_chunk,
+                      "Positions per engine step: a longer prompt prefills in consecutive steps of this many, as "
+                      "every command runs it (0 = the whole prompt in one step; default: the engine's, " +
+                          std::to_string(ExecutorOptions{}.forward_chunk_tokens) + ")")
+           ->check(CLI::Range(int64_t(0), int64_t(1) << 20));
        sub.add_option("--prefill-runs", args->prefill_runs, "Timed prefill runs; the fastest is reported")
            ->check(CLI::Range(1, 100))
            ->capture_default_str();

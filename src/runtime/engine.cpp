@@ -13,6 +13,7 @@
 #include "model/config.h"
 #include "parallel/communicator.h"
 #include "parallel/leader_broadcast.h"
+#include "runtime/forward_chunks.h"
 #include "runtime/step_plan.h"
 
 namespace deepmoe {
@@ -330,9 +331,73 @@ void check_distinct_sequences(const std::vector<Input>& batch) {
 
 }  // namespace
 
+namespace {
+
+// The batch as plan_forward_pieces sees it: positions, logit indices and whether every position's hidden row is
+// returned, per entry.
+struct PieceInputs {
+  std::vector<int64_t> lengths;
+  std::vector<std::vector<int64_t>> logit_indices;
+  std::vector<bool> every_hidden_row;
+};
+
+// Runs the steps of `steps` through `step` (a vector of sliced inputs → logits, hidden rows when asked); when one
+// throws, `take_back` restores the caches before the error goes on.
+template <class Input, class Slice, class Step, class TakeBack>
+Tensor forward_in_steps(const std::vector<Input>& batch, const PieceInputs& in, int64_t budget, Tensor* hidden,
+                        int64_t vocab, int64_t hidden_size, Slice&& slice, Step&& step, TakeBack&& take_back) {
+  const auto steps = plan_forward_pieces(in.lengths, in.logit_indices, budget);
+  std::vector<Tensor> logits(steps.size()), hiddens(steps.size());
+  try {
+    for (size_t s = 0; s < steps.size(); ++s) {
+      std::vector<Input> part;
+      for (const ForwardPiece& p : steps[s]) part.push_back(slice(batch[p.entry], p));
+      logits[s] = step(part, hidden ? &hiddens[s] : nullptr);
+    }
+  } catch (...) {
+    take_back();
+    throw;
+  }
+  if (hidden) *hidden = gather_piece_rows(steps, hiddens, in.logit_indices, in.lengths, in.every_hidden_row, hidden_size);
+  return gather_piece_rows(steps, logits, in.logit_indices, in.lengths, std::vector<bool>(batch.size(), false), vocab);
+}
+
+}  // namespace
+
 Tensor Engine::forward(const std::vector<EngineInput>& batch, Tensor* hidden) {
   require_leader("forward");
   check_distinct_sequences(batch);
+  const int64_t budget = options().forward_chunk_tokens;
+  PieceInputs in;
+  int64_t total = 0;
+  for (const EngineInput& e : batch) {
+    in.lengths.push_back(int64_t(e.tokens.size()));
+    in.logit_indices.push_back(e.logit_indices);
+    in.every_hidden_row.push_back(e.hidden_of_all_tokens);
+    total += int64_t(e.tokens.size());
+  }
+  if (budget <= 0 || total <= budget) return forward_step(batch, hidden);
+  // Every entry is checked before the first step, so a bad batch leaves the caches as they were.
+  for (const EngineInput& e : batch) check_remote_entry(config(), e.tokens, e.logit_indices);
+  std::vector<int64_t> before;
+  for (const EngineInput& e : batch) before.push_back(e.sequence->main.length());
+  return forward_in_steps(
+      batch, in, budget, hidden, config().vocab_size, config().hidden_size,
+      [](const EngineInput& e, const ForwardPiece& p) {
+        return EngineInput{e.sequence, std::vector<int32_t>(e.tokens.begin() + p.begin, e.tokens.begin() + p.end),
+                           p.logit_indices, e.hidden_of_all_tokens};
+      },
+      [&](const std::vector<EngineInput>& part, Tensor* h) { return forward_step(part, h); },
+      [&] {
+        for (size_t i = 0; i < batch.size(); ++i) try {
+            if (batch[i].sequence->main.length() > before[i]) batch[i].sequence->main.truncate(before[i]);
+          } catch (const std::exception&) {
+            // The job is ending (a step failed on another rank): nothing left to restore.
+          }
+      });
+}
+
+Tensor Engine::forward_step(const std::vector<EngineInput>& batch, Tensor* hidden) {
   const ModelConfig& c = config();
   const int64_t V = c.vocab_size, H = c.hidden_size;
   const size_t ranks = size_t(comm_.size());
@@ -420,6 +485,47 @@ Tensor Engine::forward_mtp(const std::vector<EngineMtpInput>& batch, Tensor* hid
   require_leader("forward_mtp");
   if (!has_mtp()) throw Error("this model has no MTP layer loaded (num_nextn_predict_layers = 0 or load_mtp off)");
   check_distinct_sequences(batch);
+  const int64_t budget = options().forward_chunk_tokens, H = config().hidden_size;
+  PieceInputs in;
+  int64_t total = 0;
+  for (const EngineMtpInput& e : batch) {
+    in.lengths.push_back(int64_t(e.next_tokens.size()));
+    in.logit_indices.push_back(e.logit_indices);
+    in.every_hidden_row.push_back(false);
+    total += int64_t(e.next_tokens.size());
+  }
+  if (budget <= 0 || total <= budget) return forward_mtp_step(batch, hidden);
+  for (const EngineMtpInput& e : batch) {
+    const int64_t n = int64_t(e.next_tokens.size());
+    if (e.hidden.rank() != 2 || e.hidden.dim(0) != n || e.hidden.dim(1) != H || e.hidden.dtype() != DType::F32)
+      throw Error("MTP input hidden must be F32 [" + std::to_string(n) + ", " + std::to_string(H) + "], got " +
+                  e.hidden.shape_string());
+    check_remote_entry(config(), e.next_tokens, e.logit_indices);
+  }
+  std::vector<int64_t> before;
+  for (const EngineMtpInput& e : batch) before.push_back(e.sequence->mtp.length());
+  return forward_in_steps(
+      batch, in, budget, hidden, config().vocab_size, H,
+      [H](const EngineMtpInput& e, const ForwardPiece& p) {
+        EngineMtpInput piece;
+        piece.sequence = e.sequence;
+        piece.hidden = Tensor::uninitialized(DType::F32, {p.end - p.begin, H});
+        std::copy_n(e.hidden.data<const float>() + p.begin * H, (p.end - p.begin) * H, piece.hidden.data<float>());
+        piece.next_tokens.assign(e.next_tokens.begin() + p.begin, e.next_tokens.begin() + p.end);
+        piece.logit_indices = p.logit_indices;
+        return piece;
+      },
+      [&](const std::vector<EngineMtpInput>& part, Tensor* h) { return forward_mtp_step(part, h); },
+      [&] {
+        for (size_t i = 0; i < batch.size(); ++i) try {
+            if (batch[i].sequence->mtp.length() > before[i]) batch[i].sequence->mtp.truncate(before[i]);
+          } catch (const std::exception&) {
+            // The job is ending (a step failed on another rank): nothing left to restore.
+          }
+      });
+}
+
+Tensor Engine::forward_mtp_step(const std::vector<EngineMtpInput>& batch, Tensor* hidden) {
   const ModelConfig& c = config();
   const int64_t V = c.vocab_size, H = c.hidden_size;
   const size_t ranks = size_t(comm_.size());

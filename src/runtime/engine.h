@@ -135,7 +135,10 @@ class Engine {
   std::vector<KvUsage> kv_usage();
 
   // Leader: one step on every rank (Executor::forward / forward_mtp). Rows come back in batch order, as from one
-  // process.
+  // process. A batch of more positions than options().forward_chunk_tokens runs as consecutive steps of at most
+  // that many (runtime/forward_chunks.h), which gives the same rows bit for bit; its input is checked before the
+  // first step, and a step that fails before it runs (no room in a KV pool) takes the earlier steps' positions
+  // back out of the caches.
   Tensor forward(const std::vector<EngineInput>& batch, Tensor* hidden = nullptr);
   Tensor forward_mtp(const std::vector<EngineMtpInput>& batch, Tensor* hidden = nullptr);
   // Leader: re-places the experts from the load statistics on every rank (Executor::rebalance).
@@ -152,6 +155,9 @@ class Engine {
 
   Engine(std::unique_ptr<Executor> executor, Communicator& comm);
   void require_leader(const char* what) const;
+  // One step of forward() / forward_mtp() over the whole batch.
+  Tensor forward_step(const std::vector<EngineInput>& batch, Tensor* hidden);
+  Tensor forward_mtp_step(const std::vector<EngineMtpInput>& batch, Tensor* hidden);
   // Sends the step plan: the step, the pending sequence operations and `parts[r]`, rank r's share of the step.
   void announce(Step step, std::vector<std::vector<std::byte>> parts = {});
   // Runs `body` (a step on the leader, which calls announce() once its input passed the checks); an error after

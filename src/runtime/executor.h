@@ -47,6 +47,11 @@ struct ExecutorOptions : TransformerOptions {
   // Data-parallel attention (runtime/engine.h): the engine spreads the sequences over the ranks; off = every
   // sequence on rank 0, the other ranks only run experts.
   bool data_parallel_attention = true;
+  // The engine (runtime/engine.h) runs a forward call of more positions than this as consecutive steps of at most
+  // this many, with the same rows bit for bit (runtime/forward_chunks.h); 0 = always one step. Activation memory
+  // then stops growing with the prompt: one step over 8k tokens of the V2-Lite shape peaked 3 GB above the
+  // weights.
+  int64_t forward_chunk_tokens = 2048;
 };
 
 // One sequence's new tokens in a forward call. They take positions sequence->length() ... + tokens.size() - 1

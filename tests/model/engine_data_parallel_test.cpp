@@ -3,7 +3,7 @@
 // steps — prefill with hidden states of every token, the MTP module on them, truncation of both caches, more
 // decode — must give bitwise the rows one process gives, on 2 and 4 thread ranks; prompts that share their first
 // block go to the same rank and hit its prefix cache; every block is given back; a bad batch is an error before
-// the step, after which the job goes on.
+// the step, after which the job goes on. The same script in steps of a few positions gives the same rows.
 #include <gtest/gtest.h>
 
 #include <cstring>
@@ -106,14 +106,22 @@ Script run_script(Engine& engine) {
       decode.push_back(EngineInput::all(seqs[i].get(), prompt(2, int32_t(100 + 10 * step + int(i)), V)));
     out.outputs.push_back(rows(engine.forward(decode)));
   }
+  // Logits asked for out of order, and hidden rows of the same positions.
+  std::vector<EngineInput> more;
+  for (size_t i = 0; i < seqs.size(); ++i)
+    more.push_back(EngineInput{seqs[i].get(), prompt(6, int32_t(200 + i), V), {5, 0, 3}});
+  Tensor more_hidden;
+  out.outputs.push_back(rows(engine.forward(more, &more_hidden)));
+  out.outputs.push_back(rows(more_hidden));
   for (auto& s : seqs) out.outputs.push_back({float(s->length()), float(s->mtp.length())});
   return out;
 }
 
-Script on_ranks(int ranks, bool data_parallel = true) {
+Script on_ranks(int ranks, bool data_parallel = true, int64_t forward_chunk_tokens = 0) {
   Script script;
   ExecutorOptions o = options();
   o.data_parallel_attention = data_parallel;
+  o.forward_chunk_tokens = forward_chunk_tokens;
   run_thread_ranks(ranks, [&](Communicator& comm) {
     auto engine = Engine::open(model_dir(), o, comm);
     if (!engine->is_leader()) {
@@ -141,6 +149,51 @@ TEST(EngineDataParallel, RowsEqualOneProcessOnTwoAndFourRanks) {
   const Script leader_only = on_ranks(2, false);
   EXPECT_EQ(leader_only.ranks, std::set<int>{0});
   EXPECT_EQ(leader_only.outputs, alone.outputs);
+}
+
+// Batches of more positions than the engine's step budget run as consecutive steps (runtime/forward_chunks.h):
+// budgets of 7 and 1 cut through prompts, MTP inputs and decode batches, on one and two ranks, and every row is
+// the one-step row.
+TEST(EngineDataParallel, ChunkedStepsGiveTheRowsOfOneStepBitwise) {
+  ExecutorOptions whole = options();
+  whole.forward_chunk_tokens = 0;
+  const Script one_step = run_script(*Engine::open(model_dir(), whole));
+  for (int64_t budget : {7, 1}) {
+    ExecutorOptions o = options();
+    o.forward_chunk_tokens = budget;
+    const Script chunked = run_script(*Engine::open(model_dir(), o));
+    EXPECT_EQ(chunked.outputs, one_step.outputs) << "steps of " << budget;
+  }
+  EXPECT_EQ(on_ranks(2, true, 7).outputs, one_step.outputs) << "steps of 7 on 2 ranks";
+}
+
+// A chunked batch that cannot run leaves every cache as it was: a bad token in its last entry is an error before
+// the first step, and a KV pool that runs out in a later step takes the earlier steps' positions back.
+TEST(EngineDataParallel, AChunkedBatchThatFailsLeavesTheCachesAsTheyWere) {
+  ExecutorOptions o = options();
+  o.forward_chunk_tokens = 8;
+  auto engine = Engine::open(model_dir(), o);
+  const ModelConfig& c = engine->config();
+  const int64_t V = c.vocab_size;
+  auto a = engine->create_sequence(), b = engine->create_sequence();
+  std::vector<int32_t> bad = prompt(12, 2, V);
+  bad.back() = int32_t(V);
+  EXPECT_THROW(engine->forward({EngineInput::last(a.get(), prompt(12, 1, V)), EngineInput::last(b.get(), bad)}),
+               Error);
+  EXPECT_EQ(a->length(), 0);
+  EXPECT_EQ(b->length(), 0);
+
+  // Room for 32 tokens in blocks of 16: the first step (8 tokens) fits, the fifth does not.
+  const uint64_t row = uint64_t(c.kv_lora_rank + c.qk_rope_head_dim) * 4;
+  KvPools pools = engine->create_kv_pools(32 * row * uint64_t(c.num_hidden_layers + 1), 16);
+  auto p = engine->create_sequence(pools);
+  EXPECT_THROW(engine->forward({EngineInput::last(p.get(), prompt(40, 3, V))}), Error);
+  EXPECT_EQ(p->length(), 0);
+  // And the sequence goes on: the same 20 tokens give what a fresh sequence gives.
+  const Tensor after = engine->forward({EngineInput::last(p.get(), prompt(20, 3, V))});
+  auto fresh = engine->create_sequence();
+  const Tensor expected = engine->forward({EngineInput::last(fresh.get(), prompt(20, 3, V))});
+  EXPECT_EQ(rows(after), rows(expected));
 }
 
 TEST(EngineDataParallel, SharedPrefixesMeetTheirCacheAndEveryBlockComesBack) {
