@@ -162,6 +162,11 @@ void absorbed_query_blocks_avx512(const AbsorbedAttentionArgs& a, const CacheRow
         const int64_t rows = std::min(t0 + kRowBlock, a.n_visible[i0 + qi]) - t0;
         if (rows <= 0) continue;
         float* s = scores + qi * nh * n_max + t0;
+        if (C % 8 == 0 && R % 8 == 0) {
+          attention_detail::scores_rows_packed_avx512(q_pairs + qi * lat_pairs, q_rope_pairs + qi * rope_pairs, nh,
+                                                      view, C, R, t0, rows, a.scale, s, n_max);
+          continue;
+        }
         attention_detail::dot_heads_rows_packed_avx512(q_lat(qi), C, q_pairs + qi * lat_pairs, nh, view, 0,
                                                        t0, rows, C, s, n_max);
         attention_detail::dot_heads_rows_packed_avx512(q_rope(qi), R, q_rope_pairs + qi * rope_pairs, nh,

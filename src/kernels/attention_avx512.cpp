@@ -90,6 +90,82 @@ void dot_block(const float* qp, int chunks, const void* const* rows, int64_t col
 
 constexpr int kDotRows = 4;  // cache rows per pass of dot_block
 
+// score_block's accumulation: dot_block's loop into acc (the row pointers taken into general registers first: left
+// in an array, the compiler kept them in vector registers and moved each back before every use).
+template <int PAIRS, int RB, bool BF16>
+__attribute__((always_inline)) inline void dot_accumulate(const float* qp, int chunks, const void* const* rows,
+                                                          int64_t col0, __m512 (&acc)[PAIRS][RB]) {
+  const char* rp[RB];
+  for (int r = 0; r < RB; ++r) {
+    rp[r] = static_cast<const char*>(rows[r]) + col0 * (BF16 ? 2 : 4);
+    asm("" : "+r"(rp[r]));
+  }
+  for (int p = 0; p < PAIRS; ++p)
+    for (int r = 0; r < RB; ++r) acc[p][r] = _mm512_setzero_ps();
+  for (int s = 0; s < chunks; ++s) {
+    __m512 cv[RB];
+    for (int r = 0; r < RB; ++r) cv[r] = load8_twice<BF16>(rp[r], 8 * s);
+    for (int p = 0; p < PAIRS; ++p) {
+      __m512 qv = _mm512_loadu_ps(qp + (int64_t(s) * PAIRS + p) * 16);
+      in_register(qv);
+      for (int r = 0; r < RB; ++r) acc[p][r] = _mm512_add_ps(acc[p][r], _mm512_mul_ps(qv, cv[r]));
+    }
+  }
+}
+
+// Each pair's lane trees gathered into one register: lane r holds head 2p's dot with row r, lane 8 + r head
+// 2p + 1's (after lane_tree every lane of a half holds that half's sum).
+template <int PAIRS, int RB>
+__attribute__((always_inline)) inline void trees_by_pair(__m512 (&acc)[PAIRS][RB], __m512 (&out)[PAIRS]) {
+  for (int p = 0; p < PAIRS; ++p) {
+    __m512 v = lane_tree(acc[p][0]);
+    for (int r = 1; r < RB; ++r) v = _mm512_mask_blend_ps(__mmask16(0x0101u << r), v, lane_tree(acc[p][r]));
+    out[p] = v;
+  }
+}
+
+// The scores of RB cache rows for 2 · PAIRS heads, latent and rope dots with no tail (both widths multiples of 8):
+// dot_heads_rows_packed_avx512's two calls and attention.cpp's (latent + rope) · scale, with the empty tails'
+// zero added as there, in registers.
+template <int PAIRS, int RB, bool BF16>
+void score_block(const float* qp_lat, int lat_chunks, const float* qp_rope, int rope_chunks, int nh,
+                 const void* const* rows, float scale, float* out, int64_t out_stride) {
+  __m512 acc[PAIRS][RB], lat[PAIRS], rope[PAIRS];
+  dot_accumulate<PAIRS, RB, BF16>(qp_lat, lat_chunks, rows, 0, acc);
+  trees_by_pair<PAIRS, RB>(acc, lat);
+  dot_accumulate<PAIRS, RB, BF16>(qp_rope, rope_chunks, rows, 8 * int64_t(lat_chunks), acc);
+  trees_by_pair<PAIRS, RB>(acc, rope);
+  const __m512 zero = _mm512_setzero_ps(), sc = _mm512_set1_ps(scale);
+  constexpr __mmask8 kRows = __mmask8((1u << RB) - 1);
+  for (int p = 0; p < PAIRS; ++p) {
+    const __m512 v = _mm512_mul_ps(_mm512_add_ps(_mm512_add_ps(lat[p], zero), _mm512_add_ps(rope[p], zero)), sc);
+    _mm256_mask_storeu_ps(out + (2 * p) * out_stride, kRows, _mm512_castps512_ps256(v));
+    if (2 * p + 1 < nh) _mm256_mask_storeu_ps(out + (2 * p + 1) * out_stride, kRows, _mm512_extractf32x8_ps(v, 1));
+  }
+}
+
+template <int PAIRS, bool BF16>
+void score_block_rows(int rb, const float* qp_lat, int lat_chunks, const float* qp_rope, int rope_chunks, int nh,
+                      const void* const* rows, float scale, float* out, int64_t out_stride) {
+  switch (rb) {
+    case 1: return score_block<PAIRS, 1, BF16>(qp_lat, lat_chunks, qp_rope, rope_chunks, nh, rows, scale, out, out_stride);
+    case 2: return score_block<PAIRS, 2, BF16>(qp_lat, lat_chunks, qp_rope, rope_chunks, nh, rows, scale, out, out_stride);
+    case 3: return score_block<PAIRS, 3, BF16>(qp_lat, lat_chunks, qp_rope, rope_chunks, nh, rows, scale, out, out_stride);
+    default: return score_block<PAIRS, 4, BF16>(qp_lat, lat_chunks, qp_rope, rope_chunks, nh, rows, scale, out, out_stride);
+  }
+}
+
+template <bool BF16>
+void score_rows(int pairs, int rb, const float* qp_lat, int lat_chunks, const float* qp_rope, int rope_chunks, int nh,
+                const void* const* rows, float scale, float* out, int64_t out_stride) {
+  switch (pairs) {
+    case 1: return score_block_rows<1, BF16>(rb, qp_lat, lat_chunks, qp_rope, rope_chunks, nh, rows, scale, out, out_stride);
+    case 2: return score_block_rows<2, BF16>(rb, qp_lat, lat_chunks, qp_rope, rope_chunks, nh, rows, scale, out, out_stride);
+    case 3: return score_block_rows<3, BF16>(rb, qp_lat, lat_chunks, qp_rope, rope_chunks, nh, rows, scale, out, out_stride);
+    default: return score_block_rows<4, BF16>(rb, qp_lat, lat_chunks, qp_rope, rope_chunks, nh, rows, scale, out, out_stride);
+  }
+}
+
 template <int PAIRS, bool BF16>
 void dot_block_rows(int rb, const float* qp, int chunks, const void* const* rows, int64_t col0, float* sums) {
   switch (rb) {
@@ -228,6 +304,21 @@ void dot_heads_rows_packed_avx512(const float* q, int64_t q_stride, const float*
         for (int j = tail0; j < n; ++j) tail += q[h * q_stride + j] * load_one(rows[r], bf16, col0 + j);
         out[h * out_stride + t0 + r] = sums[((h / 2) * rb + r) * 2 + (h % 2)] + tail;
       }
+  }
+}
+
+void scores_rows_packed_avx512(const float* qp_lat, const float* qp_rope, int nh, const CacheRowView& cache,
+                               int latent_dim, int rope_dim, int64_t row0, int64_t n_rows, float scale, float* out,
+                               int64_t out_stride) {
+  const int pairs = (nh + 1) / 2, lat_chunks = latent_dim / 8, rope_chunks = rope_dim / 8;
+  for (int64_t t0 = 0; t0 < n_rows; t0 += kDotRows) {
+    const int rb = n_rows - t0 < kDotRows ? int(n_rows - t0) : kDotRows;
+    const void* rows[kDotRows];  // the pass's rows may lie in two blocks of a paged cache
+    for (int r = 0; r < rb; ++r) rows[r] = cache.row_at(row0 + t0 + r);
+    if (cache.bf16)
+      score_rows<true>(pairs, rb, qp_lat, lat_chunks, qp_rope, rope_chunks, nh, rows, scale, out + t0, out_stride);
+    else
+      score_rows<false>(pairs, rb, qp_lat, lat_chunks, qp_rope, rope_chunks, nh, rows, scale, out + t0, out_stride);
   }
 }
 

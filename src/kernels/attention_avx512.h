@@ -22,6 +22,15 @@ constexpr int64_t dot_heads_scratch_floats(int n) { return 8 * int64_t(n); }
 void dot_heads_rows_packed_avx512(const float* q, int64_t q_stride, const float* qp, int nh, const CacheRowView& cache,
                                   int64_t col0, int64_t row0, int64_t n_rows, int n, float* out, int64_t out_stride);
 
+// The scores attention.cpp computes from those dots when both widths are multiples of 8 (no tails):
+// out[h · out_stride + r] = (dot(q_lat_h, latent of row_{row0 + r}) + dot(q_rope_h, rope key of the row)) · scale
+// for h < nh ≤ 8, r < n_rows, each dot exactly dot_heads_rows_packed_avx512's (qp_lat, qp_rope: the heads' latent
+// and rope queries packed by pack_head_pairs_avx512), in one pass over the rows and without the intermediate
+// arrays.
+void scores_rows_packed_avx512(const float* qp_lat, const float* qp_rope, int nh, const CacheRowView& cache,
+                               int latent_dim, int rope_dim, int64_t row0, int64_t n_rows, float scale, float* out,
+                               int64_t out_stride);
+
 // attention.cpp's softmax_inplace on rows s + h · stride, each n long, for h < nh ≤ 8: the same maximum, the same
 // std::exp of each score minus it, each row's sum in increasing index, the same reciprocal and products.
 void softmax_heads_avx512(float* s, int64_t stride, int nh, int64_t n);

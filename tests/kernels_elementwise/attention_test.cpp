@@ -232,61 +232,65 @@ namespace {
 // more queries than one item holds (and a partial item), contexts longer than a row block, queries that see
 // different numbers of rows (not only causal), a partial head group, odd widths, F32 and BF16 caches, contiguous
 // and paged, every output equals the scalar baseline's bit for bit, and each query computed alone gives the same
-// bits as in the batch.
+// bits as in the batch. Widths with tails (53, 11) take the separate latent and rope dot passes, multiples of 8
+// (64, 16) the fused score pass.
 TEST(Attention, QueryBlocksAreBitwiseEqualToBaselineAndToEachQueryAlone) {
   const CpuFeatures& cpu = cpu_features();
   if (cpu.level < IsaLevel::Avx512) GTEST_SKIP() << "CPU without AVX-512";
   ThreadPool pool(2);
-  const int H = 19, C = 53, R = 11;
-  const int64_t n_q = 21, start = 140, ctx = start + n_q, row = C + R + 3;
-  auto ql = testing_util::random_vector(size_t(n_q * H * C), 21);
-  auto qr = testing_util::random_vector(size_t(n_q * H * R), 22);
-  auto c32 = testing_util::random_vector(size_t(ctx * row), 23, -2, 2);
-  std::vector<uint16_t> c16(c32.size());
-  convert_f32_to_bf16(c32.data(), c16.data(), c32.size());
-  std::vector<int64_t> vis = causal_visible(start, n_q);
-  vis[3] = 1;      // a query that sees one row, inside an item of long ones
-  vis[9] = ctx;    // one that sees more than its successors
-  vis[10] = 64;    // exactly one row block
-  vis[11] = 65;    // one row into the next
-  for (DType dt : {DType::F32, DType::BF16}) {
-    const void* cache = dt == DType::F32 ? static_cast<const void*>(c32.data()) : c16.data();
-    const size_t elem = dtype_size_bytes(dt);
-    std::vector<float> want(size_t(n_q * H * C)), got(want.size());
-    AbsorbedAttentionArgs a{ql.data(), qr.data(), cache, dt, row, want.data(), n_q, ctx, H, C, R, vis.data(), 0.3f};
-    attention_absorbed_at_level(IsaLevel::Scalar, a, &pool);
-    a.out = got.data();
-    attention_absorbed_at_level(IsaLevel::Avx512, a, &pool);
-    ASSERT_EQ(got, want) << dtype_name(dt);
-    // Paged: 16-row blocks (the KV cache's) and 5-row blocks that cut through the 64-row blocks and 3-row passes.
-    for (int64_t block_rows : {16, 5}) {
-      std::vector<std::vector<uint8_t>> blocks;
-      std::vector<const void*> table;
-      for (int64_t t0 = 0; t0 < ctx; t0 += block_rows) {
-        const int64_t rows = std::min(block_rows, ctx - t0);
-        blocks.emplace_back(size_t(block_rows * row) * elem + 4, uint8_t(0xAB));
-        std::copy_n(static_cast<const uint8_t*>(cache) + size_t(t0 * row) * elem, size_t(rows * row) * elem,
-                    blocks.back().data() + 4);
-        table.push_back(blocks.back().data() + 4);
+  for (auto [C, R] : {std::pair{53, 11}, std::pair{64, 16}}) {
+    SCOPED_TRACE("latent " + std::to_string(C) + " rope " + std::to_string(R));
+    const int H = 19;
+    const int64_t n_q = 21, start = 140, ctx = start + n_q, row = C + R + 3;
+    auto ql = testing_util::random_vector(size_t(n_q * H * C), 21);
+    auto qr = testing_util::random_vector(size_t(n_q * H * R), 22);
+    auto c32 = testing_util::random_vector(size_t(ctx * row), 23, -2, 2);
+    std::vector<uint16_t> c16(c32.size());
+    convert_f32_to_bf16(c32.data(), c16.data(), c32.size());
+    std::vector<int64_t> vis = causal_visible(start, n_q);
+    vis[3] = 1;      // a query that sees one row, inside an item of long ones
+    vis[9] = ctx;    // one that sees more than its successors
+    vis[10] = 64;    // exactly one row block
+    vis[11] = 65;    // one row into the next
+    for (DType dt : {DType::F32, DType::BF16}) {
+      const void* cache = dt == DType::F32 ? static_cast<const void*>(c32.data()) : c16.data();
+      const size_t elem = dtype_size_bytes(dt);
+      std::vector<float> want(size_t(n_q * H * C)), got(want.size());
+      AbsorbedAttentionArgs a{ql.data(), qr.data(), cache, dt, row, want.data(), n_q, ctx, H, C, R, vis.data(), 0.3f};
+      attention_absorbed_at_level(IsaLevel::Scalar, a, &pool);
+      a.out = got.data();
+      attention_absorbed_at_level(IsaLevel::Avx512, a, &pool);
+      ASSERT_EQ(got, want) << dtype_name(dt);
+      // Paged: 16-row blocks (the KV cache's) and 5-row blocks that cut through the 64-row blocks and 3-row passes.
+      for (int64_t block_rows : {16, 5}) {
+        std::vector<std::vector<uint8_t>> blocks;
+        std::vector<const void*> table;
+        for (int64_t t0 = 0; t0 < ctx; t0 += block_rows) {
+          const int64_t rows = std::min(block_rows, ctx - t0);
+          blocks.emplace_back(size_t(block_rows * row) * elem + 4, uint8_t(0xAB));
+          std::copy_n(static_cast<const uint8_t*>(cache) + size_t(t0 * row) * elem, size_t(rows * row) * elem,
+                      blocks.back().data() + 4);
+          table.push_back(blocks.back().data() + 4);
+        }
+        AbsorbedAttentionArgs p = a;
+        p.cache = nullptr;
+        p.cache_blocks = table.data();
+        p.block_rows = block_rows;
+        std::fill(got.begin(), got.end(), -1.0f);
+        attention_absorbed_at_level(IsaLevel::Avx512, p, &pool);
+        ASSERT_EQ(got, want) << dtype_name(dt) << " block_rows " << block_rows;
       }
-      AbsorbedAttentionArgs p = a;
-      p.cache = nullptr;
-      p.cache_blocks = table.data();
-      p.block_rows = block_rows;
-      std::fill(got.begin(), got.end(), -1.0f);
-      attention_absorbed_at_level(IsaLevel::Avx512, p, &pool);
-      ASSERT_EQ(got, want) << dtype_name(dt) << " block_rows " << block_rows;
-    }
-    std::vector<float> one(size_t(H * C));
-    for (int64_t i = 0; i < n_q; ++i) {
-      AbsorbedAttentionArgs s = a;
-      s.q_latent = ql.data() + i * H * C;
-      s.q_rope = qr.data() + i * H * R;
-      s.out = one.data();
-      s.n_queries = 1;
-      s.n_visible = vis.data() + i;
-      attention_absorbed_at_level(IsaLevel::Avx512, s, nullptr);
-      for (int j = 0; j < H * C; ++j) ASSERT_EQ(one[size_t(j)], want[size_t(i * H * C + j)]) << dtype_name(dt) << i;
+      std::vector<float> one(size_t(H * C));
+      for (int64_t i = 0; i < n_q; ++i) {
+        AbsorbedAttentionArgs s = a;
+        s.q_latent = ql.data() + i * H * C;
+        s.q_rope = qr.data() + i * H * R;
+        s.out = one.data();
+        s.n_queries = 1;
+        s.n_visible = vis.data() + i;
+        attention_absorbed_at_level(IsaLevel::Avx512, s, nullptr);
+        for (int j = 0; j < H * C; ++j) ASSERT_EQ(one[size_t(j)], want[size_t(i * H * C + j)]) << dtype_name(dt) << i;
+      }
     }
   }
 }
