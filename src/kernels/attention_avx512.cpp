@@ -5,8 +5,11 @@
 #include <immintrin.h>
 
 #include <algorithm>
+#include <bit>
 #include <cmath>
 #include <limits>
+
+#include "kernels/exp_f32.h"
 
 // GCC 12's AVX-512 headers build some intrinsics from a deliberately undefined vector, which -Wuninitialized
 // reports once they are inlined here; the lanes in question are always overwritten.
@@ -271,6 +274,47 @@ void weighted_heads(const float* p, int64_t p_stride, int nh, const CacheRowView
 }
 
 
+// exp_f32 on 8 values in double precision: the same operations, lane by lane.
+__attribute__((always_inline)) inline __m256 exp8_main(__m512d xd) {
+  using namespace exp_f32_detail;
+  const __m512d inv_ln2 = _mm512_set1_pd(std::bit_cast<double>(kInvLn2Scaled)),
+                shift = _mm512_set1_pd(std::bit_cast<double>(kShift));
+  const __m512d k_shifted = _mm512_fmadd_pd(inv_ln2, xd, shift);
+  const __m512i ki = _mm512_castpd_si512(k_shifted);
+  const __m512d k = _mm512_sub_pd(k_shifted, shift);
+  const __m512d r = _mm512_fmsub_pd(inv_ln2, xd, k);
+  // kExp2Table[ki % 32]: two 16-entry lookups (index bits 0-3), chosen by bit 4.
+  const __m512i t0 = _mm512_loadu_si512(kExp2Table), t1 = _mm512_loadu_si512(kExp2Table + 8),
+                t2 = _mm512_loadu_si512(kExp2Table + 16), t3 = _mm512_loadu_si512(kExp2Table + 24);
+  const __m512i low = _mm512_permutex2var_epi64(t0, ki, t1), high = _mm512_permutex2var_epi64(t2, ki, t3);
+  const __m512i tab = _mm512_mask_blend_epi64(_mm512_test_epi64_mask(ki, _mm512_set1_epi64(16)), low, high);
+  const __m512d s = _mm512_castsi512_pd(_mm512_add_epi64(tab, _mm512_slli_epi64(ki, 47)));
+  const __m512d z = _mm512_fmadd_pd(r, _mm512_set1_pd(std::bit_cast<double>(kPoly[0])),
+                                    _mm512_set1_pd(std::bit_cast<double>(kPoly[1])));
+  const __m512d r2 = _mm512_mul_pd(r, r);
+  const __m512d y = _mm512_fmadd_pd(r, _mm512_set1_pd(std::bit_cast<double>(kPoly[2])), _mm512_set1_pd(1.0));
+  return _mm512_cvtpd_ps(_mm512_mul_pd(_mm512_fmadd_pd(z, r2, y), s));
+}
+
+// exp_f32 of the lanes of x in `mask`; the others are left as in x. Lanes beyond the polynomial's range go
+// through exp_f32 itself (std::exp), one by one.
+__attribute__((always_inline)) inline __m512 exp16(__m512 x, __mmask16 mask) {
+  const __m512i top = _mm512_and_si512(_mm512_srli_epi32(_mm512_castps_si512(x), 20), _mm512_set1_epi32(0x7ff));
+  const __mmask16 outside = mask & _mm512_cmpgt_epi32_mask(top, _mm512_set1_epi32(int(exp_f32_detail::kMaxTop)));
+  const __m256 lo = exp8_main(_mm512_cvtps_pd(_mm512_castps512_ps256(x)));
+  const __m256 hi = exp8_main(_mm512_cvtps_pd(_mm512_extractf32x8_ps(x, 1)));
+  __m512 e = _mm512_mask_blend_ps(mask, x, _mm512_insertf32x8(_mm512_castps256_ps512(lo), hi, 1));
+  if (outside) {
+    alignas(64) float in[16], out[16];
+    _mm512_store_ps(in, x);
+    _mm512_store_ps(out, e);
+    for (int l = 0; l < 16; ++l)
+      if (outside >> l & 1) out[l] = exp_f32(in[l]);
+    e = _mm512_load_ps(out);
+  }
+  return e;
+}
+
 }  // namespace
 
 void pack_head_pairs_avx512(const float* q, int64_t q_stride, int nh, int n, float* qp) {
@@ -332,10 +376,15 @@ void softmax_heads_avx512(float* s, int64_t stride, int nh, int64_t n) {
     if (t < n) m = _mm512_max_ps(m, _mm512_mask_loadu_ps(m, __mmask16((1u << (n - t)) - 1), sh + t));
     mx[h] = _mm512_reduce_max_ps(m);
   }
-  // The same std::exp per element; the calls do not wait on the sums, which come after.
+  // exp_f32 of each score minus the maximum, 16 at a time (the same bits as one at a time).
   for (int h = 0; h < nh; ++h) {
     float* sh = s + h * stride;
-    for (int64_t t = 0; t < n; ++t) sh[t] = std::exp(sh[t] - mx[h]);
+    const __m512 m = _mm512_set1_ps(mx[h]);
+    for (int64_t t = 0; t < n; t += 16) {
+      const __mmask16 mask = n - t >= 16 ? __mmask16(0xFFFF) : __mmask16((1u << (n - t)) - 1);
+      const __m512 d = _mm512_sub_ps(_mm512_maskz_loadu_ps(mask, sh + t), m);
+      _mm512_mask_storeu_ps(sh + t, mask, exp16(d, mask));
+    }
   }
   float sum[8];
   switch (nh) {

@@ -5,6 +5,7 @@
 #include <limits>
 
 #include "core/thread_pool.h"
+#include "kernels/exp_f32.h"
 #include "kernels/rmsnorm.h"
 #include "kernels/softmax.h"
 #include "kernels/swiglu.h"
@@ -81,6 +82,27 @@ TEST(Softmax, LargeValuesAndMinusInfinity) {
   softmax_rows(all_masked.data(), 1, 2, 2);
   EXPECT_EQ(all_masked[0], 0.0f);
   EXPECT_EQ(all_masked[1], 0.0f);
+}
+
+// exp_f32 (the attention softmax's e^x) against e^x in FP64 rounded to FP32: within one unit in the last place over
+// [-110, 90] (the polynomial's range and the std::exp fallback on both sides), exactly 1 at 0, and the limits.
+TEST(ExpF32, WithinOneUlpOfFp64AndTheLimits) {
+  int64_t checked = 0;
+  for (float x = -110.0f; x < 90.0f; x += 0.0007f) {
+    const float got = exp_f32(x), want = float(std::exp(double(x)));
+    if (std::isinf(want)) {
+      ASSERT_EQ(got, want) << "x = " << x;
+    } else {
+      const float ulp = std::nextafter(want, std::numeric_limits<float>::infinity()) - want;
+      ASSERT_LE(std::fabs(got - want), ulp) << "x = " << x;
+    }
+    ++checked;
+  }
+  EXPECT_GT(checked, 250000);
+  EXPECT_EQ(exp_f32(0.0f), 1.0f);
+  EXPECT_EQ(exp_f32(-std::numeric_limits<float>::infinity()), 0.0f);
+  EXPECT_EQ(exp_f32(std::numeric_limits<float>::infinity()), std::numeric_limits<float>::infinity());
+  EXPECT_TRUE(std::isnan(exp_f32(std::numeric_limits<float>::quiet_NaN())));
 }
 
 TEST(SwiGlu, MatchesRefAndHandValue) {
