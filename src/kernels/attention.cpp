@@ -34,28 +34,18 @@ void axpy_baseline(float alpha, const float* x, float* y, int n) {
   for (int i = 0; i < n; ++i) y[i] += alpha * x[i];
 }
 
+void softmax_baseline(float* s, int64_t n) { softmax_row_f32(s, n); }
+
 struct InnerLoops {
   float (*dot)(const float*, const float*, int);
   void (*axpy)(float, const float*, float*, int);
+  void (*softmax)(float*, int64_t);  // softmax_row_f32 (kernels/exp_f32.h), built for the level
 };
 
 InnerLoops inner_loops(IsaLevel level) {
-  if (level >= IsaLevel::Avx2) return {attention_detail::dot_avx2, attention_detail::axpy_avx2};
-  return {dot_baseline, axpy_baseline};
-}
-
-// Softmax over scores[0..n) in place; returns nothing, the row sums to 1. exp_f32 rather than std::exp: the AVX-512
-// softmax evaluates the same function 16 at a time.
-void softmax_inplace(float* s, int64_t n) {
-  float mx = -std::numeric_limits<float>::infinity();
-  for (int64_t t = 0; t < n; ++t) mx = s[t] > mx ? s[t] : mx;
-  float sum = 0;
-  for (int64_t t = 0; t < n; ++t) {
-    s[t] = exp_f32(s[t] - mx);
-    sum += s[t];
-  }
-  float inv = 1.0f / sum;
-  for (int64_t t = 0; t < n; ++t) s[t] *= inv;
+  if (level >= IsaLevel::Avx2)
+    return {attention_detail::dot_avx2, attention_detail::axpy_avx2, attention_detail::softmax_row_avx2};
+  return {dot_baseline, axpy_baseline, softmax_baseline};
 }
 
 void check_visible(const int64_t* n_visible, int64_t n_queries, int64_t n_context) {
@@ -225,7 +215,7 @@ void attention_naive_at_level(IsaLevel level, const NaiveAttentionArgs& a, Threa
     int64_t n = a.n_visible[i];
     for (int64_t t = 0; t < n; ++t)
       scores[size_t(t)] = f.dot(q, a.k + (t * a.n_heads + h) * a.qk_dim, a.qk_dim) * a.scale;
-    softmax_inplace(scores.data(), n);
+    f.softmax(scores.data(), n);
     float* o = a.out + (i * a.n_heads + h) * a.v_dim;
     for (int d = 0; d < a.v_dim; ++d) o[d] = 0;
     for (int64_t t = 0; t < n; ++t) f.axpy(scores[size_t(t)], a.v + (t * a.n_heads + h) * a.v_dim, o, a.v_dim);
@@ -295,7 +285,7 @@ void attention_absorbed_at_level(IsaLevel level, const AbsorbedAttentionArgs& a,
         attention_detail::dot_heads_avx2(a.q_rope + (i * H + h0) * R, R, nh, c + C, R, rope);
         for (int h = 0; h < nh; ++h) scores[size_t(h * n + t)] = (lat[h] + rope[h]) * a.scale;
       }
-      for (int h = 0; h < nh; ++h) softmax_inplace(scores.data() + h * n, n);
+      for (int h = 0; h < nh; ++h) f.softmax(scores.data() + h * n, n);
       attention_detail::weighted_rows_avx2(scores.data(), n, nh, view, n, C, a.out + (i * H + h0) * C, C);
       return;
     }
@@ -308,7 +298,7 @@ void attention_absorbed_at_level(IsaLevel level, const AbsorbedAttentionArgs& a,
       }
     }
     for (int h = h0; h < h1; ++h) {
-      softmax_inplace(scores.data() + (h - h0) * n, n);
+      f.softmax(scores.data() + (h - h0) * n, n);
       float* o = a.out + (i * H + h) * C;
       for (int d = 0; d < C; ++d) o[d] = 0;
     }

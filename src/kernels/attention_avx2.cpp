@@ -2,6 +2,8 @@
 
 #include <immintrin.h>
 
+#include "kernels/exp_f32.h"
+
 namespace deepmoe::attention_detail {
 
 float dot_avx2(const float* a, const float* b, int n) {
@@ -14,6 +16,8 @@ float dot_avx2(const float* a, const float* b, int n) {
   for (; i < n; ++i) tail += a[i] * b[i];
   return ((l[0] + l[1]) + (l[2] + l[3])) + ((l[4] + l[5]) + (l[6] + l[7])) + tail;
 }
+
+void softmax_row_avx2(float* s, int64_t n) { softmax_row_f32(s, n); }
 
 void axpy_avx2(float alpha, const float* x, float* y, int n) {
   const __m256 va = _mm256_set1_ps(alpha);

@@ -14,6 +14,8 @@ namespace deepmoe::attention_detail {
 float dot_avx2(const float* a, const float* b, int n);
 // y[i] += alpha · x[i]
 void axpy_avx2(float alpha, const float* x, float* y, int n);
+// softmax_row_f32 (kernels/exp_f32.h) built for this level: its fused multiply-adds are single instructions.
+void softmax_row_avx2(float* s, int64_t n);
 
 // The absorbed attention's two loops over the context, for nh ≤ 8 heads at once so that their chains overlap
 // (one dot at a time waits on each add's latency). Each head's arithmetic is exactly dot_avx2's / axpy_avx2's.

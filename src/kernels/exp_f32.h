@@ -5,7 +5,10 @@
 // for every x with |x| < 88, and for the rest (the tiny or huge results, infinities, NaN) it calls std::exp.
 #pragma once
 
+#include <bit>
+#include <cmath>
 #include <cstdint>
+#include <limits>
 
 namespace deepmoe {
 
@@ -26,7 +29,38 @@ inline constexpr uint64_t kPoly[3] = {0x3ebc6af84b912394, 0x3f2ebfce50fac4f3, 0x
 inline constexpr uint32_t kMaxTop = 0x42a;
 }  // namespace exp_f32_detail
 
-// e^x: for |x| < 88 (and some above) by the fixed sequence, otherwise std::exp(x).
-float exp_f32(float x);
+// e^x: for |x| < 88 (and some above) by the fixed sequence, otherwise std::exp(x). Defined here with internal
+// linkage, so that a file built for FMA (the AVX2 and AVX-512 loops) turns std::fma into one instruction and a
+// baseline file keeps its own copy (the same bits: every step is rounded once either way).
+static inline float exp_f32(float x) {
+  using namespace exp_f32_detail;
+  if (((std::bit_cast<uint32_t>(x) >> 20) & 0x7ff) > kMaxTop) return std::exp(x);
+  const double xd = x, inv_ln2 = std::bit_cast<double>(kInvLn2Scaled), shift = std::bit_cast<double>(kShift);
+  // k = round(x · 32 / ln 2) (in the low bits of k_shifted), r = x · 32 / ln 2 − k exactly rounded once.
+  const double k_shifted = std::fma(inv_ln2, xd, shift);
+  const uint64_t ki = std::bit_cast<uint64_t>(k_shifted);
+  const double k = k_shifted - shift;
+  const double r = std::fma(inv_ln2, xd, -k);
+  // 2^(k/32) = 2^(k mod 32 / 32) · 2^(k div 32), the second factor added to the exponent bits.
+  const double s = std::bit_cast<double>(kExp2Table[ki % 32] + (ki << 47));
+  const double z = std::fma(r, std::bit_cast<double>(kPoly[0]), std::bit_cast<double>(kPoly[1]));
+  const double r2 = r * r;
+  const double y = std::fma(r, std::bit_cast<double>(kPoly[2]), 1.0);
+  return float(std::fma(z, r2, y) * s);
+}
+
+// The attention cores' softmax over s[0..n) in place (the row sums to 1): the maximum, exp_f32 of each value minus
+// it, the sum in increasing index, the reciprocal and the products. Internal linkage as exp_f32.
+static inline void softmax_row_f32(float* s, int64_t n) {
+  float mx = -std::numeric_limits<float>::infinity();
+  for (int64_t t = 0; t < n; ++t) mx = s[t] > mx ? s[t] : mx;
+  float sum = 0;
+  for (int64_t t = 0; t < n; ++t) {
+    s[t] = exp_f32(s[t] - mx);
+    sum += s[t];
+  }
+  const float inv = 1.0f / sum;
+  for (int64_t t = 0; t < n; ++t) s[t] *= inv;
+}
 
 }  // namespace deepmoe
