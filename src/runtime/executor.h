@@ -49,9 +49,10 @@ struct ExecutorOptions : TransformerOptions {
   bool data_parallel_attention = true;
   // The engine (runtime/engine.h) runs a forward call of more positions than this as consecutive steps of at most
   // this many, with the same rows bit for bit (runtime/forward_chunks.h); 0 = always one step. Activation memory
-  // then stops growing with the prompt: one step over 8k tokens of the V2-Lite shape peaked 3 GB above the
-  // weights.
-  int64_t forward_chunk_tokens = 2048;
+  // then stops growing with the prompt: over 8k tokens of the V2-Lite 4-layer shape one step peaked 3.4 GB above
+  // the weights, steps of 2048 1.35 GB (with seconds of system time zeroing fresh huge pages), steps of 1024
+  // 0.7 GB, no slower (docs/BENCHMARKS.md). 1024 still gives V3's 256 routed experts ~32 rows each per step.
+  int64_t forward_chunk_tokens = 1024;
 };
 
 // One sequence's new tokens in a forward call. They take positions sequence->length() ... + tokens.size() - 1
