@@ -9,13 +9,14 @@
 # only comparable within one run.
 #
 # Memory: the Moonlight and V2-Lite cases keep 4 layers (1 dense + 3 MoE; 2.9 GB files, 3.7 GB peak RSS with the
-# bench's 0.8 GB machine probe), so each process stays within a 5 GB share of a shared machine. One forward over a
-# long prompt holds every token's activations: on v2-lite-4l 2048 tokens peak at 4.9 GB, 4096 at 6.1 GB, 8192 at
-# more, so the lengths past 2048 run only with --long.
+# bench's 0.8 GB machine probe), so each process stays within a 5 GB share of a shared machine. The engine runs a
+# long prompt in steps of at most 1024 positions (ExecutorOptions::forward_chunk_tokens), so activations stop
+# growing there: on v2-lite-4l 8192 tokens peak at 4.4 GB (7.1 GB in one step); the lengths past 2048 still run
+# only with --long, for their time (an 8192-token case takes minutes).
 #
 # usage: bench/peer_shapes.sh MODELS_DIR [DEEPMOE_BINARY] [--quick | --long]
 #   --quick: one prefill run per case, the long-prompt cases at 1024 tokens only
-#   --long:  the long-prompt cases also at 4096, 8192 and 16384 tokens (needs well over 5 GB per process)
+#   --long:  the long-prompt cases also at 4096, 8192 and 16384 tokens
 set -euo pipefail
 
 models=${1:?usage: bench/peer_shapes.sh MODELS_DIR [DEEPMOE_BINARY] [--quick | --long]}
