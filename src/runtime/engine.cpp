@@ -329,6 +329,25 @@ void check_distinct_sequences(const std::vector<Input>& batch) {
     throw Error("a sequence appears twice in one batch");
 }
 
+// A forward run in steps that fails part-way takes the earlier steps' positions back out of one cache (main or MTP)
+// of each sequence, to the lengths it had before the first step.
+using SequenceCache = EngineSequence::Cache EngineSequence::*;
+template <class Input>
+std::vector<int64_t> cache_lengths(const std::vector<Input>& batch, SequenceCache cache) {
+  std::vector<int64_t> lengths;
+  for (const Input& e : batch) lengths.push_back((e.sequence->*cache).length());
+  return lengths;
+}
+template <class Input>
+void truncate_caches_to(const std::vector<Input>& batch, SequenceCache cache, const std::vector<int64_t>& lengths) {
+  for (size_t i = 0; i < batch.size(); ++i) try {
+      EngineSequence::Cache& c = batch[i].sequence->*cache;
+      if (c.length() > lengths[i]) c.truncate(lengths[i]);
+    } catch (const std::exception&) {
+      // The job is ending (a step failed on another rank): nothing left to restore.
+    }
+}
+
 }  // namespace
 
 namespace {
@@ -379,8 +398,7 @@ Tensor Engine::forward(const std::vector<EngineInput>& batch, Tensor* hidden) {
   if (budget <= 0 || total <= budget) return forward_step(batch, hidden);
   // Every entry is checked before the first step, so a bad batch leaves the caches as they were.
   for (const EngineInput& e : batch) check_remote_entry(config(), e.tokens, e.logit_indices);
-  std::vector<int64_t> before;
-  for (const EngineInput& e : batch) before.push_back(e.sequence->main.length());
+  const std::vector<int64_t> before = cache_lengths(batch, &EngineSequence::main);
   return forward_in_steps(
       batch, in, budget, hidden, config().vocab_size, config().hidden_size,
       [](const EngineInput& e, const ForwardPiece& p) {
@@ -388,13 +406,7 @@ Tensor Engine::forward(const std::vector<EngineInput>& batch, Tensor* hidden) {
                            p.logit_indices, e.hidden_of_all_tokens};
       },
       [&](const std::vector<EngineInput>& part, Tensor* h) { return forward_step(part, h); },
-      [&] {
-        for (size_t i = 0; i < batch.size(); ++i) try {
-            if (batch[i].sequence->main.length() > before[i]) batch[i].sequence->main.truncate(before[i]);
-          } catch (const std::exception&) {
-            // The job is ending (a step failed on another rank): nothing left to restore.
-          }
-      });
+      [&] { truncate_caches_to(batch, &EngineSequence::main, before); });
 }
 
 Tensor Engine::forward_step(const std::vector<EngineInput>& batch, Tensor* hidden) {
@@ -502,8 +514,7 @@ Tensor Engine::forward_mtp(const std::vector<EngineMtpInput>& batch, Tensor* hid
                   e.hidden.shape_string());
     check_remote_entry(config(), e.next_tokens, e.logit_indices);
   }
-  std::vector<int64_t> before;
-  for (const EngineMtpInput& e : batch) before.push_back(e.sequence->mtp.length());
+  const std::vector<int64_t> before = cache_lengths(batch, &EngineSequence::mtp);
   return forward_in_steps(
       batch, in, budget, hidden, config().vocab_size, H,
       [H](const EngineMtpInput& e, const ForwardPiece& p) {
@@ -516,13 +527,7 @@ Tensor Engine::forward_mtp(const std::vector<EngineMtpInput>& batch, Tensor* hid
         return piece;
       },
       [&](const std::vector<EngineMtpInput>& part, Tensor* h) { return forward_mtp_step(part, h); },
-      [&] {
-        for (size_t i = 0; i < batch.size(); ++i) try {
-            if (batch[i].sequence->mtp.length() > before[i]) batch[i].sequence->mtp.truncate(before[i]);
-          } catch (const std::exception&) {
-            // The job is ending (a step failed on another rank): nothing left to restore.
-          }
-      });
+      [&] { truncate_caches_to(batch, &EngineSequence::mtp, before); });
 }
 
 Tensor Engine::forward_mtp_step(const std::vector<EngineMtpInput>& batch, Tensor* hidden) {
