@@ -5,8 +5,9 @@
 //              timed case on triad arrays allocated before the checkpoint is loaded (see run_bench); each case's
 //              fractions use the machine line measured just before it ("before" names the case and prefill run)
 //   prefill  — tokens/s of one prompt, the fastest of --prefill-runs timed runs (after an untimed warm-up prompt of
-//              the same length), in the engine's steps of at most --forward-chunk positions as every command runs it; projection FLOPs (2·active projection parameters per token) ÷ time as a fraction
-//              of the FMA peak. The time includes attention, norms and routing, so this understates the GEMM
+//              the same length), in the engine's steps of at most --forward-chunk positions as every command runs
+//              it; projection FLOPs (2·active projection parameters per token) ÷ time as a fraction of the FMA peak.
+//              The time includes attention, norms and routing, so this understates the GEMM
 //              kernels' own efficiency; gemm_* give the GEMM share itself: the FLOPs the GEMM calls performed over
 //              the time spent inside them (kernels/gemm.h gemm_counters), and that time's share of the total;
 //              attention_* the same for the attention cores (kernels/attention.h attention_counters), whose FLOPs

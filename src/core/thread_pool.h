@@ -4,6 +4,7 @@
 // invariance).
 #pragma once
 
+#include <algorithm>
 #include <atomic>
 #include <condition_variable>
 #include <cstdint>
@@ -64,5 +65,13 @@ class ThreadPool {
 void parallel_for(ThreadPool* pool, int64_t n, const std::function<void(int64_t begin, int64_t end)>& fn,
                   int64_t grain = 1);
 void parallel_for_balanced(ThreadPool* pool, int64_t n, const std::function<void(int64_t item, int worker)>& fn);
+
+// The grain for parallel_for over a copy of items of `floats_per_item` floats each: at least 64 KB per task. A
+// decode step copies a few KB at a time, and one thread copies that faster than a pool round trip hands half of
+// it to another.
+inline int64_t copy_grain(int64_t floats_per_item) {
+  constexpr int64_t kCopyGrainFloats = int64_t(1) << 14;
+  return std::max<int64_t>(1, kCopyGrainFloats / std::max<int64_t>(1, floats_per_item));
+}
 
 }  // namespace deepmoe

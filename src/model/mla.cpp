@@ -19,24 +19,19 @@ void per_head_linear(const ForwardContext& ctx, const float* src, int64_t src_di
                      int64_t H, const std::vector<WeightMatrix>& w, float* dst, int64_t dst_dim) {
   const int64_t n = w[0].n, k = w[0].k;
   Scratch a(H * T * k), c(H * T * n);  // [H][T][k], [H][T][n]
-  // A decode step's copies are a few KB: a thread-pool round trip would cost more than the copy, ~4 times a
-  // layer. Heads go to other threads only in groups of at least kCopyGrainFloats floats.
-  constexpr int64_t kCopyGrainFloats = int64_t(1) << 14;
-  const auto head_grain = [&](int64_t floats_per_head) {
-    return std::max<int64_t>(1, kCopyGrainFloats / std::max<int64_t>(1, floats_per_head));
-  };
+  // A decode step's copies are a few KB: heads go to other threads only in groups worth a pool round trip.
   parallel_for(ctx.pool, H, [&](int64_t h0, int64_t h1) {
     for (int64_t h = h0; h < h1; ++h)
       for (int64_t t = 0; t < T; ++t)
         std::copy_n(src + (t * H + h) * src_dim + src_col, k, a.data() + (h * T + t) * k);
-  }, head_grain(T * k));
+  }, copy_grain(T * k));
   std::vector<int64_t> offsets(size_t(H) + 1);
   for (int64_t h = 0; h <= H; ++h) offsets[size_t(h)] = h * T;
   grouped_gemm(a.data(), offsets.data(), H, w.data(), c.data(), ctx.gemm, ctx.pool);
   parallel_for(ctx.pool, H, [&](int64_t h0, int64_t h1) {
     for (int64_t h = h0; h < h1; ++h)
       for (int64_t t = 0; t < T; ++t) std::copy_n(c.data() + (h * T + t) * n, n, dst + (t * H + h) * dst_dim);
-  }, head_grain(T * n));
+  }, copy_grain(T * n));
 }
 
 std::vector<int64_t> causal_visible(const SequenceSlice& s) {

@@ -21,10 +21,6 @@ constexpr int64_t kEntryBytes = 12;  // wire entry: int32 token index in message
 // Upper bound for any received count: a peer claiming more is broken or hostile (reliability.md §3, D5).
 constexpr int64_t kMaxCount = int64_t(1) << 31;
 
-// Rows of `row_floats` each that one thread-pool task should copy at least: a decode step moves a few rows (top-k
-// of one token), which one thread copies faster than a pool round trip hands half of them to another.
-int64_t row_grain(int64_t row_floats) { return std::max<int64_t>(1, (int64_t(1) << 14) / std::max<int64_t>(1, row_floats)); }
-
 int64_t round_up8(int64_t v) { return (v + 7) / 8 * 8; }
 int64_t n_tiles(int64_t hidden) { return (hidden + kTile - 1) / kTile; }
 
@@ -476,7 +472,7 @@ DispatchResult PendingDispatch::finish() {
                  fp8 ? out.x_fp8.data<uint8_t>() + row * H : nullptr,
                  fp8 ? out.x_scales.data<float>() + row * n_tiles(H) : nullptr);
     }
-  }, row_grain(H));
+  }, copy_grain(H));  // a decode step moves a few rows (top-k of one token)
   out.layout = std::move(st.layout);
   st.send = {};
   st.recv = CachedBytes();
@@ -548,7 +544,7 @@ PendingCombine moe_combine_start(Communicator& comm, const DispatchHandle& h, co
       else
         std::memcpy(dst, tmp.data(), size_t(H) * 4);
     }
-  }, row_grain(H));
+  }, copy_grain(H));
   st->recv.reset(size_t((recv_offsets.back() + recv_bytes.back())));  // all_to_all_v fills it
   st->request = comm.all_to_all_v(st->send.data(), send_bytes, send_offsets, st->recv.data(), recv_bytes, recv_offsets);
   PendingCombine pending;
