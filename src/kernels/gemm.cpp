@@ -50,6 +50,11 @@ constexpr int kTaskPanels = 4;
 constexpr int64_t kGemvTaskBytes = 64 << 10;
 constexpr int64_t kGemvMinTasks = 16;
 constexpr int64_t kGemvMinTasksPerThread = 4;
+// A call of fewer multiply-adds runs on the calling thread alone: handing tasks to another thread and waiting for
+// it costs microseconds on a quiet machine (far more on a loaded one), in which one thread does ~2^18 of them. A
+// small model's decode step is made of such calls (the bundled model's largest product is 192 × 1024), and with
+// two threads it ran at half the speed of one. Tasks write disjoint outputs, so this changes no bits.
+constexpr int64_t kMinParallelMacs = int64_t(1) << 18;
 
 struct Isa {
   void (*reduce_lanes)(const float*, int, float*);
@@ -259,6 +264,9 @@ void run_gemm_task(const Task& t, const Isa& isa, AlignedFloats& wbuf_storage, A
 
 void run_problems(std::vector<Problem> problems, IsaLevel level, ThreadPool* pool) {
   const Isa isa = select_isa(level);
+  int64_t macs = 0;
+  for (const Problem& p : problems) macs += p.rows * p.w->n * p.w->k;
+  if (macs < kMinParallelMacs) pool = nullptr;
   // The BF16 dot product takes FP8 weights through the GEMV up to the common limit only (gemm_kernels.h).
   const auto gemv = [&](const Problem& p) {
     return p.rows <= (p.a_bf16 && p.w->dtype == DType::F8_E4M3 ? kGemvMaxRows : isa.gemv_max_rows);

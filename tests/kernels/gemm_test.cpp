@@ -232,6 +232,11 @@ TEST(GemmBatchInvariance, RowsBitwiseIndependentOfBatchThreadsAndGrouping) {
         gemm_at_level(level, a.data() + row0 * k, rows, w.view, part.data(), mode, &one);
         expect_rows_equal(full, row0, part, rows, n,
                           tag + " rows " + std::to_string(row0) + "+" + std::to_string(rows));
+        // One row here (133k multiply-adds) runs on the calling thread; from 3 rows on, the call is split over the
+        // threads, on the GEMV path up to its row limit and on the tiled path beyond.
+        gemm_at_level(level, a.data() + row0 * k, rows, w.view, part.data(), mode, &three);
+        expect_rows_equal(full, row0, part, rows, n,
+                          tag + " rows " + std::to_string(row0) + "+" + std::to_string(rows) + " 3 threads");
       }
       std::vector<float> again(size_t(m * n));
       gemm_at_level(level, a.data(), m, w.view, again.data(), mode, &three);
