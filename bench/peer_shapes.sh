@@ -14,12 +14,15 @@
 # growing there: on v2-lite-4l 8192 tokens peak at 4.4 GB (7.1 GB in one step); the lengths past 2048 still run
 # only with --long, for their time (an 8192-token case takes minutes).
 #
-# usage: bench/peer_shapes.sh MODELS_DIR [DEEPMOE_BINARY] [--quick | --long]
+# usage: bench/peer_shapes.sh MODELS_DIR [DEEPMOE_BINARY] [--quick | --long | --full]
 #   --quick: one prefill run per case, the long-prompt cases at 1024 tokens only
 #   --long:  the long-prompt cases also at 4096, 8192 and 16384 tokens
+#   --full:  only the peer table's own model, the whole Moonlight shape (27 layers, 64 routed experts, 16.4 GB):
+#            prefill 512 and decode at batch 1 in w8a32 and w8a16, alternated twice. Needs ~18 GB of memory
+#            free for the page cache and the process, or the figures measure the disk.
 set -euo pipefail
 
-models=${1:?usage: bench/peer_shapes.sh MODELS_DIR [DEEPMOE_BINARY] [--quick | --long]}
+models=${1:?usage: bench/peer_shapes.sh MODELS_DIR [DEEPMOE_BINARY] [--quick | --long | --full]}
 deepmoe=${2:-build/tools/deepmoe}
 quick=${3:-}
 runs=3
@@ -29,6 +32,19 @@ if [[ "$quick" == "--quick" ]]; then
   long_prompts=(1024)
 elif [[ "$quick" == "--long" ]]; then
   long_prompts=(1024 2048 4096 8192 16384)
+elif [[ "$quick" == "--full" ]]; then
+  full="$models/moonlight-27l"
+  [[ -f "$full/config.json" ]] || "$deepmoe" gen-model --preset moonlight -o "$full"
+  for round in 1 2; do
+    for mode in w8a32 w8a16; do
+      echo "# moonlight-27l (round $round) --gemm $mode; load: $(cut -d' ' -f1-3 /proc/loadavg)"
+      "$deepmoe" bench "$full" --prompt 512 --decode-steps 16 --batch 1 --prefill-runs 1 --gemm "$mode" -q
+    done
+  done
+  exit 0
+elif [[ -n "$quick" ]]; then
+  echo "bench/peer_shapes.sh: unknown option '$quick' (expected --quick, --long or --full)" >&2
+  exit 2
 fi
 
 # name | gen-model arguments
