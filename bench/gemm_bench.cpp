@@ -3,14 +3,19 @@
 // machine (STREAM triad, FP32 FMA peak; 1 thread and all threads) is measured right before each shape's GEMV and
 // GEMM cases, and their fractions use those numbers. One JSON line per case.
 //
-// usage: gemm_bench [--threads N] [--quick] [--decode-batch]   (--quick: the first two shapes only, M = 512 only)
+// usage: gemm_bench [--threads N] [--quick] [--decode-batch] [--prefill-moe [--repeats R]]   (--quick: the first two shapes only, M = 512 only)
 // GEMV rotates through weight copies larger than the last-level cache, so its bytes come from memory.
 // --decode-batch: instead, the products of a batched decode step on the V2-Lite shape at B = 1, 4, 8, 16, 32
 // tokens — the BF16 lm_head (129280 × 2048) at M = B, and one MoE layer's routed experts (64 × gate, up, down)
 // as grouped GEMMs over a fixed top-6 routing of B tokens — each as time per call and its fraction of STREAM
 // (bytes read) and of the FP32 FMA peak (FLOPs; the BF16 dot product's peak is twice that), in w8a32 and w8a16.
+// --prefill-moe: instead, the products of a 512-token prefill on the Moonlight shape that do not run at the rate
+// of the dense ones — one MoE layer's routed experts (64 × gate, up, down, top-6 over a skewed routing, as
+// grouped GEMMs) and MLA's per-head W_UK (K = 128) and W_UV over 16 heads — and the q projection as the dense
+// reference, each as time per call and its fraction of the FP32 FMA peak (all threads), in w8a16.
 #include <algorithm>
 #include <chrono>
+#include <cmath>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
@@ -220,17 +225,113 @@ void decode_batch_cases(ThreadPool& pool, const std::function<void(const char*)>
   }
 }
 
+// The prefill products on the Moonlight shape at 512 tokens (see the usage note above).
+void prefill_moe_cases(ThreadPool& pool, const std::function<void(const char*)>& measure_machine,
+                       const MachineLimits& all, int repeats) {
+  constexpr int64_t kTokens = 512, kHidden = 2048, kInter = 1408, kExperts = 64, kTopK = 6, kHeads = 16,
+                    kLatent = 512, kHeadDim = 128;
+  std::vector<Fp8Weight> gate, up, down, uk, uv;
+  std::vector<WeightMatrix> gate_v, up_v, down_v, uk_v, uv_v;
+  for (int64_t e = 0; e < kExperts; ++e) {
+    gate.push_back(random_fp8_weight(kInter, kHidden, uint64_t(3 * e + 1)));
+    up.push_back(random_fp8_weight(kInter, kHidden, uint64_t(3 * e + 2)));
+    down.push_back(random_fp8_weight(kHidden, kInter, uint64_t(3 * e + 3)));
+  }
+  for (int64_t h = 0; h < kHeads; ++h) {
+    uk.push_back(random_fp8_weight(kLatent, kHeadDim, uint64_t(1000 + h)));
+    uv.push_back(random_fp8_weight(kHeadDim, kLatent, uint64_t(2000 + h)));
+  }
+  for (int64_t e = 0; e < kExperts; ++e) {
+    gate_v.push_back(gate[size_t(e)].view);
+    up_v.push_back(up[size_t(e)].view);
+    down_v.push_back(down[size_t(e)].view);
+  }
+  for (int64_t h = 0; h < kHeads; ++h) {
+    uk_v.push_back(uk[size_t(h)].view);
+    uv_v.push_back(uv[size_t(h)].view);
+  }
+  const Fp8Weight q = random_fp8_weight(kHeads * 192, kHidden, 3000);
+  // Routing: each token picks kTopK distinct experts with probability ∝ a fixed log-normal popularity, so the
+  // experts get a spread of rows (a real router's are uneven too); rows sorted by expert (the dispatch's layout).
+  std::mt19937_64 rng(7);
+  std::normal_distribution<float> normal(0.0f, 1.0f);
+  std::vector<double> popularity(static_cast<size_t>(kExperts));
+  for (double& p : popularity) p = std::exp(0.5 * normal(rng));
+  std::vector<int64_t> count(size_t(kExperts), 0);
+  for (int64_t t = 0; t < kTokens; ++t) {
+    std::vector<double> left = popularity;
+    for (int64_t pick = 0; pick < kTopK; ++pick) {
+      std::discrete_distribution<int64_t> choose(left.begin(), left.end());
+      const int64_t e = choose(rng);
+      ++count[size_t(e)];
+      left[size_t(e)] = 0;
+    }
+  }
+  std::vector<int64_t> offsets(size_t(kExperts) + 1, 0);
+  for (int64_t e = 0; e < kExperts; ++e) offsets[size_t(e) + 1] = offsets[size_t(e)] + count[size_t(e)];
+  const int64_t rows = offsets.back();
+  std::vector<int64_t> head_offsets(size_t(kHeads) + 1);
+  for (int64_t h = 0; h <= kHeads; ++h) head_offsets[size_t(h)] = h * kTokens;
+  CachedBytes xe_bytes, g_bytes, u_bytes, out_bytes, lat_bytes, head_bytes;
+  xe_bytes.reset(size_t(rows * kHidden) * sizeof(float));
+  g_bytes.reset(size_t(rows * kInter) * sizeof(float));
+  u_bytes.reset(size_t(rows * kInter) * sizeof(float));
+  out_bytes.reset(size_t(rows * kHidden) * sizeof(float));
+  lat_bytes.reset(size_t(kHeads * kTokens * kLatent) * sizeof(float));
+  head_bytes.reset(size_t(kHeads * kTokens * 192) * sizeof(float));
+  float* xe = reinterpret_cast<float*>(xe_bytes.data());
+  float* g = reinterpret_cast<float*>(g_bytes.data());
+  float* u = reinterpret_cast<float*>(u_bytes.data());
+  float* out = reinterpret_cast<float*>(out_bytes.data());
+  float* lat = reinterpret_cast<float*>(lat_bytes.data());
+  float* heads = reinterpret_cast<float*>(head_bytes.data());
+  for (int64_t i = 0; i < rows * kHidden; ++i) xe[i] = normal(rng);
+  for (int64_t i = 0; i < rows * kInter; ++i) g[i] = normal(rng);
+  for (int64_t i = 0; i < kHeads * kTokens * kLatent; ++i) lat[i] = normal(rng);
+  for (int64_t i = 0; i < kHeads * kTokens * kHeadDim; ++i) heads[i] = normal(rng);
+  const auto [fewest, most] = std::minmax_element(count.begin(), count.end());
+  const double expert_flops = 2.0 * double(rows) * double(kInter) * double(kHidden);
+  const double head_flops = 2.0 * double(kHeads * kTokens) * double(kLatent) * double(kHeadDim);
+  const GemmMode mode = GemmMode::W8A16;
+  for (int repeat = 0; repeat < repeats; ++repeat) {
+    measure_machine("prefill moe");
+    const std::tuple<const char*, double, std::function<void()>> cases[] = {
+        {"routed_gate", expert_flops, [&] { grouped_gemm(xe, offsets.data(), kExperts, gate_v.data(), g, mode, &pool); }},
+        {"routed_up", expert_flops, [&] { grouped_gemm(xe, offsets.data(), kExperts, up_v.data(), u, mode, &pool); }},
+        {"routed_down", expert_flops,
+         [&] { grouped_gemm(g, offsets.data(), kExperts, down_v.data(), out, mode, &pool); }},
+        {"w_uk", head_flops,
+         [&] { grouped_gemm(heads, head_offsets.data(), kHeads, uk_v.data(), lat, mode, &pool); }},
+        {"w_uv", head_flops,
+         [&] { grouped_gemm(lat, head_offsets.data(), kHeads, uv_v.data(), heads, mode, &pool); }},
+        {"q_dense", 2.0 * double(kTokens) * double(q.view.n) * double(kHidden),
+         [&] { gemm(xe, kTokens, q.view, heads, mode, &pool); }}};
+    for (const auto& [name, flops, fn] : cases) {
+      const Timing t = best_seconds(fn, 1.0, 20);
+      std::printf("{\"case\":\"prefill_moe\",\"product\":\"%s\",\"mode\":\"%s\",\"tokens\":%lld,"
+                  "\"expert_rows_min\":%lld,\"expert_rows_max\":%lld,\"ms\":%.3f,\"fraction_of_fma_peak\":%.3f,"
+                  "\"load_avg\":%.1f}\n",
+                  name, gemm_mode_name(mode), (long long)kTokens, (long long)*fewest, (long long)*most,
+                  t.best_s * 1e3, flops / t.best_s / 1e9 / all.fma_peak_gflops, load_average());
+      std::fflush(stdout);
+    }
+  }
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
   int threads = ThreadPool::hardware_threads();
-  bool quick = false, decode_batch = false;
+  bool quick = false, decode_batch = false, prefill_moe = false;
+  int repeats = 1;
   for (int i = 1; i < argc; ++i) {
     if (!std::strcmp(argv[i], "--threads") && i + 1 < argc) threads = std::atoi(argv[++i]);
     else if (!std::strcmp(argv[i], "--quick")) quick = true;
     else if (!std::strcmp(argv[i], "--decode-batch")) decode_batch = true;
+    else if (!std::strcmp(argv[i], "--prefill-moe")) prefill_moe = true;
+    else if (!std::strcmp(argv[i], "--repeats") && i + 1 < argc) repeats = std::max(1, std::atoi(argv[++i]));
     else {
-      std::fprintf(stderr, "usage: gemm_bench [--threads N] [--quick] [--decode-batch]\n");
+      std::fprintf(stderr, "usage: gemm_bench [--threads N] [--quick] [--decode-batch] [--prefill-moe [--repeats R]]\n");
       return 2;
     }
   }
@@ -249,6 +350,10 @@ int main(int argc, char** argv) {
   };
   if (decode_batch) {
     decode_batch_cases(pool, measure_machine, all);
+    return 0;
+  }
+  if (prefill_moe) {
+    prefill_moe_cases(pool, measure_machine, all, repeats);
     return 0;
   }
 

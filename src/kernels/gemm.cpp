@@ -68,7 +68,36 @@ struct Isa {
   void (*gemv_rows_dot)(const GemvArgs&) = nullptr;
   void (*block_update_dot)(const BlockArgs&) = nullptr;
   void (*decode_block_dot)(const DecodeArgs&) = nullptr;
+  // The dot path's tiles evaluate its order on FP32 FMAs (gemm_kernels.h): where vdpbf16ps runs at less than
+  // twice the FMA's rate, they are faster, with the same bits.
+  bool dot_tiles_on_fma = false;
 };
+
+std::atomic<gemm_detail::DotTiles> g_dot_tiles{gemm_detail::DotTiles::Auto};
+
+// Whether vdpbf16ps does fewer multiply-adds per second than FP32 FMAs here (measured once, ~1 ms): then the
+// dot order's tiles are faster on FP32 FMAs (on Sapphire/Emerald Rapids vdpbf16ps does ~half the FMA's
+// multiply-adds; on Zen 4/5 twice). Both give the same bits, so the answer changes only the speed.
+bool dot_tiles_on_fma() {
+  const gemm_detail::DotTiles forced = g_dot_tiles.load(std::memory_order_relaxed);
+  if (forced != gemm_detail::DotTiles::Auto) return forced == gemm_detail::DotTiles::Fma;
+  static const bool slower = [] {
+    float sink[16];
+    const auto seconds = [&](void (*loop)(int64_t, float*)) {
+      double best = 1e30;
+      for (int rep = 0; rep < 3; ++rep) {
+        const auto t0 = std::chrono::steady_clock::now();
+        loop(20000, sink);
+        best = std::min(best, std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
+      }
+      return best;
+    };
+    // Per instruction vdpbf16ps does 32 multiply-adds, the FMA 16.
+    const double dot = seconds(gemm_detail::bf16_dot_throughput_loop), fma = seconds(gemm_detail::fma_throughput_loop);
+    return dot / 32 > fma / 16;
+  }();
+  return slower;
+}
 
 bool has_bf16_dot(IsaLevel level) {
   const CpuFeatures& f = cpu_features();
@@ -98,6 +127,7 @@ Isa select_isa(IsaLevel level) {
         isa.gemv_rows_dot = gemm_detail::gemv_rows_bf16_dot;
         isa.block_update_dot = gemm_detail::block_update_bf16_dot;
         isa.decode_block_dot = gemm_detail::decode_block_bf16_dot;
+        isa.dot_tiles_on_fma = dot_tiles_on_fma();
       }
       return isa;
     }
@@ -121,6 +151,8 @@ struct Problem {
   // The BF16 dot-product path instead of `a` (uses_bf16_dot): rows of lda_bf16 BF16 values, zero past k.
   const uint16_t* a_bf16 = nullptr;
   int64_t lda_bf16 = 0;
+  // The same rows in the split form, row stride lda_bf16, where the dot path's tiles run on FMAs (Isa).
+  const float* a_split = nullptr;
 };
 
 // A GEMV task covers W rows [panel0 · 16, + n_panels · 16) ∩ [0, n) for all of A's rows (gemv set); a GEMM task
@@ -182,8 +214,9 @@ void run_gemm_task(const Task& t, const Isa& isa, AlignedFloats& wbuf_storage, A
   const int64_t ldw = int64_t(kChunkBlocks) * kBlockK;
   const int64_t panel_lanes = t.rows * kPanelRows * kLanes;
   float* wbuf = wbuf_storage.get(size_t(kPanelRows * ldw));
-  const bool dot = p.a_bf16 != nullptr;
-  const bool half = dot || (isa.half_panel && (w.dtype == DType::F8_E4M3 || w.dtype == DType::BF16));
+  const bool dot = p.a_bf16 != nullptr, dot_fma = p.a_split != nullptr;
+  const bool half =
+      dot ? !dot_fma : isa.half_panel && (w.dtype == DType::F8_E4M3 || w.dtype == DType::BF16);
   uint16_t* wbuf_half = half ? reinterpret_cast<uint16_t*>(wbuf) : nullptr;
   float* lacc = lacc_storage.get(size_t(t.n_panels * panel_lanes));
   float w_scale[kChunkBlocks];
@@ -217,7 +250,7 @@ void run_gemm_task(const Task& t, const Isa& isa, AlignedFloats& wbuf_storage, A
       d.ldw = ldw;
       d.wbuf = wbuf;
       d.wbuf_half = wbuf_half;
-      (dot ? isa.decode_block_dot : isa.decode_block)(d);
+      (dot_fma ? gemm_detail::decode_block_bf16_dot_fp32 : dot ? isa.decode_block_dot : isa.decode_block)(d);
       const bool fp8 = w.dtype == DType::F8_E4M3;
       for (int b = 0; b < n_blocks; ++b)  // the dot path's panel holds the e4m3 values themselves, not q·2^-8
         w_scale[b] = dot && fp8 ? w.scale_inv[(row0_w / kBlockK) * kb_count + kb0 + b]
@@ -246,7 +279,11 @@ void run_gemm_task(const Task& t, const Isa& isa, AlignedFloats& wbuf_storage, A
         g.a_bf16 = p.a_bf16 + t.row0 * p.lda_bf16 + col0;
         g.lda = p.lda_bf16;
         g.block_scales = fp8;
-        isa.block_update_dot(g);
+        if (dot_fma) {
+          g.a = p.a_split + t.row0 * p.lda_bf16 + col0;
+          g.wbuf_half = nullptr;
+        }
+        (dot_fma ? gemm_detail::block_update_bf16_dot_fp32 : isa.block_update_dot)(g);
       } else {
         isa.block_update(g);
       }
@@ -297,6 +334,31 @@ void run_problems(std::vector<Problem> problems, IsaLevel level, ThreadPool* poo
       p.a = next;
       p.lda = ld;
       next += p.rows * ld;
+    }
+  }
+  // The split form of A for the dot path's tiles on FMAs: one pass over every such problem's rows.
+  thread_local AlignedFloats split;
+  if (isa.dot_tiles_on_fma) {
+    std::vector<Problem*> users;
+    std::vector<int64_t> first_row{0};
+    for (Problem& p : problems)
+      if (p.a_bf16 && !gemv(p) && p.w->n > 0 && p.w->k > 0) {
+        users.push_back(&p);
+        first_row.push_back(first_row.back() + p.rows);
+      }
+    if (!users.empty()) {
+      const int64_t lda = users[0]->lda_bf16;
+      float* base = split.get(size_t(first_row.back() * lda));
+      for (size_t u = 0; u < users.size(); ++u) users[u]->a_split = base + first_row[u] * lda;
+      parallel_for(pool, first_row.back(), [&](int64_t r0, int64_t r1) {
+        size_t u = size_t(std::upper_bound(first_row.begin(), first_row.end(), r0) - first_row.begin()) - 1;
+        for (int64_t r = r0; r < r1; ++u) {
+          const Problem& p = *users[u];
+          const int64_t end = std::min(r1, first_row[u + 1]), local = r - first_row[u];
+          gemm_detail::bf16_rows_to_split_fp32(p.a_bf16 + local * lda, end - r, lda, base + r * lda);
+          r = end;
+        }
+      });
     }
   }
   std::vector<Task> tasks;
@@ -434,6 +496,8 @@ const char* gemm_mode_name(GemmMode mode) {
   }
   return "?";
 }
+
+void gemm_detail::set_dot_tiles(DotTiles tiles) { g_dot_tiles.store(tiles, std::memory_order_relaxed); }
 
 bool gemm_detail::bf16_dot_at_level(IsaLevel level, GemmMode mode, DType weight_dtype) {
   return uses_bf16_dot(level, mode, weight_dtype);

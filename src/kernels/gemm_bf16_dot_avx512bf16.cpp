@@ -83,6 +83,13 @@ __attribute__((always_inline)) inline __m512 dot(__m512 acc, __m512i a, __m512i 
   return _mm512_dpbf16_ps(acc, (__m512bh)a, (__m512bh)w);
 }
 
+// 32 BF16 values (k = 0..31 of a group) → FP32 at out[0..16) the odd k (1, 3, .., 31) and out[16..32) the even k:
+// the split form of tile_fp32.
+__attribute__((always_inline)) inline void split_pairs(__m512i v, float* out) {
+  _mm512_storeu_ps(out, _mm512_castsi512_ps(_mm512_and_si512(v, _mm512_set1_epi32(int(0xFFFF0000u)))));
+  _mm512_storeu_ps(out + 16, _mm512_castsi512_ps(_mm512_slli_epi32(v, 16)));
+}
+
 __attribute__((always_inline)) inline __m512i load_codes(const uint8_t* p, int left) {
   if (left >= 64) return _mm512_loadu_si512(p);
   return _mm512_maskz_loadu_epi8(__mmask64((uint64_t(1) << left) - 1), p);
@@ -244,22 +251,79 @@ __attribute__((always_inline)) inline void tile(const BlockArgs& g, int64_t r, i
     for (int j = 0; j < NR; ++j) _mm512_storeu_ps(g.lacc + ((r + i) * kPanelRows + j0 + j) * kLanes, acc[i][j]);
 }
 
-template <int MR, bool kBlockScales>
-void row_group(const BlockArgs& g, int64_t r) {
-  if (g.kn_last == kBlockK)
-    for (int j0 = 0; j0 < kPanelRows; j0 += 4) tile<MR, true, kBlockScales>(g, r, j0);
-  else
-    for (int j0 = 0; j0 < kPanelRows; j0 += 4) tile<MR, false, kBlockScales>(g, r, j0);
+// The same order on FP32 FMAs (BlockArgs::wbuf and ::a in the split form, split_pairs): in each 32-wide group the
+// 16 odd k come first, then the 16 even k, so FP32 lane l meets k = 2l+1, then 2l, then 32+2l+1, ... — the pairs
+// of vdpbf16ps's lane l in its order. The products are exact in FP32, so fma(a, w, p) adds each with the one
+// rounding vdpbf16ps gives it: the same bits, on CPUs where vdpbf16ps runs at less than twice the FMA's rate.
+template <int MR, bool kFullBlocks, bool kBlockScales>
+__attribute__((always_inline)) inline void tile_fp32(const BlockArgs& g, int64_t r, int j0) {
+  constexpr int NR = 4;
+  __m512 acc[MR][NR];
+  for (int i = 0; i < MR; ++i)
+    for (int j = 0; j < NR; ++j)
+      acc[i][j] = g.first_chunk ? _mm512_setzero_ps()
+                                : _mm512_loadu_ps(g.lacc + ((r + i) * kPanelRows + j0 + j) * kLanes);
+  for (int b = 0; b < g.n_blocks; ++b) {
+    const int kn = kFullBlocks || b != g.n_blocks - 1 ? kBlockK : g.kn_last;
+    const int steps = (kn + 31) / 32 * 2;
+    const float* a = g.a + r * g.lda + b * kBlockK;
+    const float* w = g.wbuf + j0 * g.ldw + b * kBlockK;
+    __m512 p[MR][NR];
+    for (int i = 0; i < MR; ++i)
+      for (int j = 0; j < NR; ++j) p[i][j] = kBlockScales ? _mm512_setzero_ps() : acc[i][j];
+    for (int s = 0; s < steps; ++s) {
+      __m512 av[MR];
+      for (int i = 0; i < MR; ++i) av[i] = _mm512_loadu_ps(a + i * g.lda + 16 * s);
+      for (int j = 0; j < NR; ++j) {
+        __m512 wv = _mm512_load_ps(w + j * g.ldw + 16 * s);
+        asm("" : "+v"(wv));  // one load per W vector, not one per use (see gemm_avx512.cpp)
+        for (int i = 0; i < MR; ++i) p[i][j] = _mm512_fmadd_ps(av[i], wv, p[i][j]);
+      }
+    }
+    if constexpr (kBlockScales) {
+      const float ws = g.w_scale[b];
+      for (int i = 0; i < MR; ++i) {
+        const __m512 sc = _mm512_set1_ps(g.a_scale ? g.a_scale[(r + i) * g.a_scale_stride + b] * ws : ws);
+        for (int j = 0; j < NR; ++j) acc[i][j] = _mm512_fmadd_ps(p[i][j], sc, acc[i][j]);
+      }
+    } else {
+      for (int i = 0; i < MR; ++i)
+        for (int j = 0; j < NR; ++j) acc[i][j] = p[i][j];
+    }
+  }
+  if (g.c) {
+    for (int i = 0; i < MR; ++i) {
+      float out[NR];
+      reduce4(acc[i], out);
+      for (int j = 0; j < NR && j0 + j < g.c_cols; ++j) g.c[(r + i) * g.ldc + j0 + j] = out[j];
+    }
+    return;
+  }
+  for (int i = 0; i < MR; ++i)
+    for (int j = 0; j < NR; ++j) _mm512_storeu_ps(g.lacc + ((r + i) * kPanelRows + j0 + j) * kLanes, acc[i][j]);
 }
 
-template <bool kBlockScales>
+template <int MR, bool kBlockScales, bool kFp32>
+void row_group(const BlockArgs& g, int64_t r) {
+  if (g.kn_last == kBlockK) {
+    for (int j0 = 0; j0 < kPanelRows; j0 += 4)
+      if constexpr (kFp32) tile_fp32<MR, true, kBlockScales>(g, r, j0);
+      else tile<MR, true, kBlockScales>(g, r, j0);
+  } else {
+    for (int j0 = 0; j0 < kPanelRows; j0 += 4)
+      if constexpr (kFp32) tile_fp32<MR, false, kBlockScales>(g, r, j0);
+      else tile<MR, false, kBlockScales>(g, r, j0);
+  }
+}
+
+template <bool kBlockScales, bool kFp32>
 void block_update(const BlockArgs& g) {
   // Row groups of 3, a remainder of 1 as 2 + 2 (see gemm_avx512.cpp).
   int64_t r = 0;
   const int64_t threes = g.rows % 3 == 1 && g.rows >= 4 ? g.rows / 3 - 1 : g.rows / 3;
-  for (; r < 3 * threes; r += 3) row_group<3, kBlockScales>(g, r);
-  for (; g.rows - r >= 2; r += 2) row_group<2, kBlockScales>(g, r);
-  if (r < g.rows) row_group<1, kBlockScales>(g, r);
+  for (; r < 3 * threes; r += 3) row_group<3, kBlockScales, kFp32>(g, r);
+  for (; g.rows - r >= 2; r += 2) row_group<2, kBlockScales, kFp32>(g, r);
+  if (r < g.rows) row_group<1, kBlockScales, kFp32>(g, r);
 }
 
 // A rows [i0, i0 + MP) of `g` as a GEMV of their own.
@@ -342,9 +406,75 @@ void gemv_rows_bf16_dot(const GemvArgs& g) {
 
 void block_update_bf16_dot(const BlockArgs& g) {
   if (g.block_scales)
-    block_update<true>(g);
+    block_update<true, false>(g);
   else
-    block_update<false>(g);
+    block_update<false, false>(g);
+}
+
+void block_update_bf16_dot_fp32(const BlockArgs& g) {
+  if (g.block_scales)
+    block_update<true, true>(g);
+  else
+    block_update<false, true>(g);
+}
+
+void decode_block_bf16_dot_fp32(const DecodeArgs& d) {
+  const Decoder dec;
+  const bool bf16 = d.dtype == DType::BF16;
+  const int64_t elem = bf16 ? 2 : 1;
+  for (int64_t r = 0; r < kPanelRows; ++r) {
+    float* out = d.wbuf + r * d.ldw;
+    int c = 0;
+    if (r < d.next_rows)
+      for (int64_t b = 0; b < d.next_bytes; b += 64)
+        _mm_prefetch(reinterpret_cast<const char*>(d.next + r * d.k * elem + b), _MM_HINT_T0);
+    if (r < d.rows) {
+      const uint8_t* src = static_cast<const uint8_t*>(d.data) + ((d.row0 + r) * d.k + d.col0) * elem;
+      for (; c < d.kn; c += 64) {
+        __m512i v[2];
+        if (bf16)
+          DotRow<DType::BF16>::load(dec, src + c * 2, d.kn - c, v);
+        else
+          dec.decode(load_codes(src + c, d.kn - c), v);
+        if (d.kn - c <= 32) v[1] = _mm512_setzero_si512();
+        split_pairs(v[0], out + c);
+        split_pairs(v[1], out + c + 32);
+      }
+    }
+    for (; c < d.kn; c += 32) {
+      _mm512_store_ps(out + c, _mm512_setzero_ps());
+      _mm512_store_ps(out + c + 16, _mm512_setzero_ps());
+    }
+  }
+}
+
+void bf16_rows_to_split_fp32(const uint16_t* a, int64_t m, int64_t lda, float* out) {
+  for (int64_t i = 0; i < m; ++i)
+    for (int64_t c = 0; c < lda; c += 32) split_pairs(_mm512_loadu_si512(a + i * lda + c), out + i * lda + c);
+}
+
+void bf16_dot_throughput_loop(int64_t iterations, float* sink) {
+  __m512 acc[12];
+  for (auto& v : acc) v = _mm512_setzero_ps();
+  __m512i a = _mm512_set1_epi16(0x3F80);
+  for (int64_t it = 0; it < iterations; ++it) {
+    for (auto& v : acc) v = dot(v, a, a);
+    asm("" : "+v"(a));
+  }
+  for (int i = 1; i < 12; ++i) acc[0] = _mm512_add_ps(acc[0], acc[i]);
+  _mm512_storeu_ps(sink, acc[0]);
+}
+
+void fma_throughput_loop(int64_t iterations, float* sink) {
+  __m512 acc[12];
+  for (auto& v : acc) v = _mm512_setzero_ps();
+  __m512 a = _mm512_set1_ps(1.0f);
+  for (int64_t it = 0; it < iterations; ++it) {
+    for (auto& v : acc) v = _mm512_fmadd_ps(a, a, v);
+    asm("" : "+v"(a));
+  }
+  for (int i = 1; i < 12; ++i) acc[0] = _mm512_add_ps(acc[0], acc[i]);
+  _mm512_storeu_ps(sink, acc[0]);
 }
 
 static_assert(kChunkBlocks * kBlockK % 64 == 0, "BF16 panel rows are decoded 64 values at a time");

@@ -120,6 +120,22 @@ void decode_block_bf16_dot(const DecodeArgs& args);
 void e4m3_rows_to_bf16(const uint8_t* q, int64_t m, int64_t k, uint16_t* out, int64_t lda);
 void f32_rows_to_bf16(const float* a, int64_t m, int64_t k, uint16_t* out, int64_t lda);
 
+// The same order on FP32 FMAs, for CPUs whose vdpbf16ps does fewer multiply-adds per second than the FP32 FMA
+// (same bits): the panel (DecodeArgs::wbuf, ldw floats a row) and A (BlockArgs::a) hold FP32 values in the split
+// form — per group of 32 k, the 16 odd k then the 16 even k — and block_update_bf16_dot_fp32 runs FP32 FMA tiles
+// over them. The GEMV keeps vdpbf16ps (it is bound by memory, and reads half the bytes of A).
+void block_update_bf16_dot_fp32(const BlockArgs& args);
+void decode_block_bf16_dot_fp32(const DecodeArgs& args);
+// BF16 rows [m, lda] (lda a multiple of 32) → the split form, FP32 [m, lda].
+void bf16_rows_to_split_fp32(const uint16_t* a, int64_t m, int64_t lda, float* out);
+// Throughput probes: `iterations` × 12 independent vdpbf16ps (or FP32 FMAs) on zmm registers.
+void bf16_dot_throughput_loop(int64_t iterations, float* sink);
+void fma_throughput_loop(int64_t iterations, float* sink);
+// Which tiles the dot path's GEMM runs: Auto measures once which instruction does more multiply-adds per second
+// here; tests force either to check both against the twin (their bits are the same).
+enum class DotTiles { Auto, Bf16Dot, Fma };
+void set_dot_tiles(DotTiles tiles);
+
 // out[j] = the final lane tree of gemm.h over lanes[16·j, 16·j + 16), j < n ≤ 16.
 void reduce_lanes_scalar(const float* lanes, int n, float* out);
 void reduce_lanes_avx2(const float* lanes, int n, float* out);

@@ -68,9 +68,22 @@ TEST(GemmBf16Dot, ActivationRoundingIsNearestEvenWithTinyFlush) {
 // Every path of the kernels (GEMV at M ≤ 4, and its two passes at 5–8 for BF16 weights; the tile at M > 4 with 3-,
 // 2-, 2+2- and 1-row groups; GEMV groups of 8, 4, 2 and 1 W rows), partial K blocks, partial panels and partial
 // 16-row tiles, bit for bit against the twin.
+// Run on both of the GEMM's tile kinds (vdpbf16ps, and the same order on FP32 FMAs; gemm_kernels.h).
+class ForcedDotTiles {
+ public:
+  explicit ForcedDotTiles(gemm_detail::DotTiles tiles) { gemm_detail::set_dot_tiles(tiles); }
+  ~ForcedDotTiles() { gemm_detail::set_dot_tiles(gemm_detail::DotTiles::Auto); }
+};
+constexpr gemm_detail::DotTiles kTileKinds[] = {gemm_detail::DotTiles::Bf16Dot, gemm_detail::DotTiles::Fma};
+std::string tiles_name(gemm_detail::DotTiles tiles) {
+  return tiles == gemm_detail::DotTiles::Fma ? " (FMA tiles)" : " (vdpbf16ps tiles)";
+}
+
 TEST(GemmBf16Dot, KernelsMatchTwinBitwise) {
   if (!dot_available()) GTEST_SKIP() << "no AVX512_BF16 + AVX512_VBMI on this CPU";
   ThreadPool pool(2);
+  for (gemm_detail::DotTiles tiles : kTileKinds) {
+  const ForcedDotTiles forced(tiles);
   int cases = 0;
   for (auto [dtype, mode] : kDotCases)
     for (int64_t m : {1, 2, 3, 4, 5, 6, 7, 8, 10, 65})
@@ -83,7 +96,7 @@ TEST(GemmBf16Dot, KernelsMatchTwinBitwise) {
           std::vector<float> c(size_t(m * n), std::nanf("")), ref(c.size());
           gemm(a.data(), m, w.view, c.data(), mode, &pool);
           gemm_bf16_dot_ref(a.data(), m, w.view, ref.data(), mode);
-          expect_bitwise(c, ref, shape(mode, m, n, k, dtype));
+          expect_bitwise(c, ref, shape(mode, m, n, k, dtype) + tiles_name(tiles));
           ++cases;
         }
   EXPECT_GT(cases, 300);
@@ -91,7 +104,8 @@ TEST(GemmBf16Dot, KernelsMatchTwinBitwise) {
   // blocks).
   for (auto [dtype, mode] : kDotCases)
     for (auto [m, n, k, adversarial] : {std::tuple<int64_t, int64_t, int64_t, bool>{1, 300, 7168, false},
-                                       {9, 130, 7168, false}, {32, 70, 2048, false}, {17, 129, 640, true},
+                                       {9, 130, 7168, false}, {32, 70, 2048, false}, {100, 70, 2048, false},
+                                       {130, 40, 640, false}, {17, 129, 640, true},
                                        {3, 300, 768, true}}) {
       auto a = random_normal(size_t(m * k), 11, 1.0f);
       auto wf = random_normal(size_t(n * k), 12, 0.05f);
@@ -103,8 +117,9 @@ TEST(GemmBf16Dot, KernelsMatchTwinBitwise) {
       std::vector<float> c(size_t(m * n)), ref(c.size());
       gemm(a.data(), m, w.view, c.data(), mode, &pool);
       gemm_bf16_dot_ref(a.data(), m, w.view, ref.data(), mode);
-      expect_bitwise(c, ref, shape(mode, m, n, k, dtype) + (adversarial ? " adversarial" : ""));
+      expect_bitwise(c, ref, shape(mode, m, n, k, dtype) + (adversarial ? " adversarial" : "") + tiles_name(tiles));
     }
+  }
 }
 
 // Activations around the W8A16 flush threshold and FP32's normal range: the flush keeps DAZ/FTZ out of reach,
@@ -155,11 +170,13 @@ TEST(GemmBf16Dot, RowsBitwiseIndependentOfBatchThreadsAndGrouping) {
   const int64_t n = 260, k = 640, m = 200;
   const auto a = random_normal(size_t(m * k), 31, 1.0f);
   ThreadPool one(1), two(2), three(3);
+  for (gemm_detail::DotTiles tiles : kTileKinds)
   for (auto [dtype, mode] : kDotCases) {
+    const ForcedDotTiles forced(tiles);
     const OwnedWeight w = make_weight(dtype, random_normal(size_t(n * k), 32, 0.05f), n, k);
     std::vector<float> full(size_t(m * n)), again(full.size());
     gemm(a.data(), m, w.view, full.data(), mode, &two);
-    const std::string tag = std::string(dtype_name(dtype)) + " " + gemm_mode_name(mode);
+    const std::string tag = std::string(dtype_name(dtype)) + " " + gemm_mode_name(mode) + tiles_name(tiles);
     for (auto [row0, rows] : {std::pair<int64_t, int64_t>{0, 1}, {199, 1}, {5, 2}, {10, 4}, {20, 5}, {30, 7},
                               {50, 8}, {40, 16}, {100, 65}}) {
       std::vector<float> part(size_t(rows * n));
@@ -169,7 +186,7 @@ TEST(GemmBf16Dot, RowsBitwiseIndependentOfBatchThreadsAndGrouping) {
     }
     gemm(a.data(), m, w.view, again.data(), mode, &three);
     ASSERT_EQ(0, std::memcmp(full.data(), again.data(), full.size() * sizeof(float))) << tag;
-    const std::vector<int64_t> offsets = {0, 1, 1, 4, 21, 150, 200};
+    const std::vector<int64_t> offsets = {0, 1, 1, 4, 21, 121, 150, 200};
     const std::vector<WeightMatrix> views(offsets.size() - 1, w.view);
     grouped_gemm(a.data(), offsets.data(), int64_t(views.size()), views.data(), again.data(), mode, &two);
     ASSERT_EQ(0, std::memcmp(full.data(), again.data(), full.size() * sizeof(float))) << tag << " grouped";
