@@ -86,8 +86,10 @@ void BatchedRuntimeBackend::finished_one() {
 
 BackendLoad BatchedRuntimeBackend::load() const {
   std::lock_guard lock(mutex_);
-  const int64_t running = std::min(running_count_, in_flight_);
-  return {running, in_flight_ - running};
+  // Running as of the last step boundary, like the engine's gauges in metrics_text(): a choice that ends inside a
+  // step still holds its KV blocks in that snapshot, so /metrics never shows it gone while its blocks are not.
+  const int64_t running = running_count_;
+  return {running, std::max<int64_t>(0, in_flight_ - running)};
 }
 
 std::string BatchedRuntimeBackend::metrics_text() const {
