@@ -83,42 +83,42 @@ TEST(GemmBf16Dot, KernelsMatchTwinBitwise) {
   if (!dot_available()) GTEST_SKIP() << "no AVX512_BF16 + AVX512_VBMI on this CPU";
   ThreadPool pool(2);
   for (gemm_detail::DotTiles tiles : kTileKinds) {
-  const ForcedDotTiles forced(tiles);
-  int cases = 0;
-  for (auto [dtype, mode] : kDotCases)
-    for (int64_t m : {1, 2, 3, 4, 5, 6, 7, 8, 10, 65})
-      for (int64_t n : {1, 37, 129})
-        for (int64_t k : {32, 64, 200, 640, 1000}) {
-          if (m * n * k > 3'000'000) continue;
-          if (m > 4 && m < 8 && (n * k) % 3 != 0) continue;  // a subset of the middle row counts
-          const auto a = random_normal(size_t(m * k), uint64_t(m * 3 + n * 5 + k), 1.0f);
-          const OwnedWeight w = make_weight(dtype, random_normal(size_t(n * k), uint64_t(n + k), 0.05f), n, k);
-          std::vector<float> c(size_t(m * n), std::nanf("")), ref(c.size());
-          gemm(a.data(), m, w.view, c.data(), mode, &pool);
-          gemm_bf16_dot_ref(a.data(), m, w.view, ref.data(), mode);
-          expect_bitwise(c, ref, shape(mode, m, n, k, dtype) + tiles_name(tiles));
-          ++cases;
+    const ForcedDotTiles forced(tiles);
+    int cases = 0;
+    for (auto [dtype, mode] : kDotCases)
+      for (int64_t m : {1, 2, 3, 4, 5, 6, 7, 8, 10, 65})
+        for (int64_t n : {1, 37, 129})
+          for (int64_t k : {32, 64, 200, 640, 1000}) {
+            if (m * n * k > 3'000'000) continue;
+            if (m > 4 && m < 8 && (n * k) % 3 != 0) continue;  // a subset of the middle row counts
+            const auto a = random_normal(size_t(m * k), uint64_t(m * 3 + n * 5 + k), 1.0f);
+            const OwnedWeight w = make_weight(dtype, random_normal(size_t(n * k), uint64_t(n + k), 0.05f), n, k);
+            std::vector<float> c(size_t(m * n), std::nanf("")), ref(c.size());
+            gemm(a.data(), m, w.view, c.data(), mode, &pool);
+            gemm_bf16_dot_ref(a.data(), m, w.view, ref.data(), mode);
+            expect_bitwise(c, ref, shape(mode, m, n, k, dtype) + tiles_name(tiles));
+            ++cases;
+          }
+    EXPECT_GT(cases, 300);
+    // Long K (the V3 q_a shape at decode, a short prefill, the lm_head's K) and adversarial tiles (huge, tiny, zero
+    // blocks).
+    for (auto [dtype, mode] : kDotCases)
+      for (auto [m, n, k, adversarial] : {std::tuple<int64_t, int64_t, int64_t, bool>{1, 300, 7168, false},
+                                         {9, 130, 7168, false}, {32, 70, 2048, false}, {100, 70, 2048, false},
+                                         {130, 40, 640, false}, {17, 129, 640, true},
+                                         {3, 300, 768, true}}) {
+        auto a = random_normal(size_t(m * k), 11, 1.0f);
+        auto wf = random_normal(size_t(n * k), 12, 0.05f);
+        if (adversarial) {
+          test::make_adversarial_tiles(a, m, k);
+          test::make_adversarial_tiles(wf, n, k);
         }
-  EXPECT_GT(cases, 300);
-  // Long K (the V3 q_a shape at decode, a short prefill, the lm_head's K) and adversarial tiles (huge, tiny, zero
-  // blocks).
-  for (auto [dtype, mode] : kDotCases)
-    for (auto [m, n, k, adversarial] : {std::tuple<int64_t, int64_t, int64_t, bool>{1, 300, 7168, false},
-                                       {9, 130, 7168, false}, {32, 70, 2048, false}, {100, 70, 2048, false},
-                                       {130, 40, 640, false}, {17, 129, 640, true},
-                                       {3, 300, 768, true}}) {
-      auto a = random_normal(size_t(m * k), 11, 1.0f);
-      auto wf = random_normal(size_t(n * k), 12, 0.05f);
-      if (adversarial) {
-        test::make_adversarial_tiles(a, m, k);
-        test::make_adversarial_tiles(wf, n, k);
+        const OwnedWeight w = make_weight(dtype, wf, n, k);
+        std::vector<float> c(size_t(m * n)), ref(c.size());
+        gemm(a.data(), m, w.view, c.data(), mode, &pool);
+        gemm_bf16_dot_ref(a.data(), m, w.view, ref.data(), mode);
+        expect_bitwise(c, ref, shape(mode, m, n, k, dtype) + (adversarial ? " adversarial" : "") + tiles_name(tiles));
       }
-      const OwnedWeight w = make_weight(dtype, wf, n, k);
-      std::vector<float> c(size_t(m * n)), ref(c.size());
-      gemm(a.data(), m, w.view, c.data(), mode, &pool);
-      gemm_bf16_dot_ref(a.data(), m, w.view, ref.data(), mode);
-      expect_bitwise(c, ref, shape(mode, m, n, k, dtype) + (adversarial ? " adversarial" : "") + tiles_name(tiles));
-    }
   }
 }
 
@@ -171,26 +171,26 @@ TEST(GemmBf16Dot, RowsBitwiseIndependentOfBatchThreadsAndGrouping) {
   const auto a = random_normal(size_t(m * k), 31, 1.0f);
   ThreadPool one(1), two(2), three(3);
   for (gemm_detail::DotTiles tiles : kTileKinds)
-  for (auto [dtype, mode] : kDotCases) {
-    const ForcedDotTiles forced(tiles);
-    const OwnedWeight w = make_weight(dtype, random_normal(size_t(n * k), 32, 0.05f), n, k);
-    std::vector<float> full(size_t(m * n)), again(full.size());
-    gemm(a.data(), m, w.view, full.data(), mode, &two);
-    const std::string tag = std::string(dtype_name(dtype)) + " " + gemm_mode_name(mode) + tiles_name(tiles);
-    for (auto [row0, rows] : {std::pair<int64_t, int64_t>{0, 1}, {199, 1}, {5, 2}, {10, 4}, {20, 5}, {30, 7},
-                              {50, 8}, {40, 16}, {100, 65}}) {
-      std::vector<float> part(size_t(rows * n));
-      gemm(a.data() + row0 * k, rows, w.view, part.data(), mode, &one);
-      ASSERT_EQ(0, std::memcmp(full.data() + row0 * n, part.data(), part.size() * sizeof(float)))
-          << tag << " rows " << row0 << "+" << rows;
+    for (auto [dtype, mode] : kDotCases) {
+      const ForcedDotTiles forced(tiles);
+      const OwnedWeight w = make_weight(dtype, random_normal(size_t(n * k), 32, 0.05f), n, k);
+      std::vector<float> full(size_t(m * n)), again(full.size());
+      gemm(a.data(), m, w.view, full.data(), mode, &two);
+      const std::string tag = std::string(dtype_name(dtype)) + " " + gemm_mode_name(mode) + tiles_name(tiles);
+      for (auto [row0, rows] : {std::pair<int64_t, int64_t>{0, 1}, {199, 1}, {5, 2}, {10, 4}, {20, 5}, {30, 7},
+                                {50, 8}, {40, 16}, {100, 65}}) {
+        std::vector<float> part(size_t(rows * n));
+        gemm(a.data() + row0 * k, rows, w.view, part.data(), mode, &one);
+        ASSERT_EQ(0, std::memcmp(full.data() + row0 * n, part.data(), part.size() * sizeof(float)))
+            << tag << " rows " << row0 << "+" << rows;
+      }
+      gemm(a.data(), m, w.view, again.data(), mode, &three);
+      ASSERT_EQ(0, std::memcmp(full.data(), again.data(), full.size() * sizeof(float))) << tag;
+      const std::vector<int64_t> offsets = {0, 1, 1, 4, 21, 121, 150, 200};
+      const std::vector<WeightMatrix> views(offsets.size() - 1, w.view);
+      grouped_gemm(a.data(), offsets.data(), int64_t(views.size()), views.data(), again.data(), mode, &two);
+      ASSERT_EQ(0, std::memcmp(full.data(), again.data(), full.size() * sizeof(float))) << tag << " grouped";
     }
-    gemm(a.data(), m, w.view, again.data(), mode, &three);
-    ASSERT_EQ(0, std::memcmp(full.data(), again.data(), full.size() * sizeof(float))) << tag;
-    const std::vector<int64_t> offsets = {0, 1, 1, 4, 21, 121, 150, 200};
-    const std::vector<WeightMatrix> views(offsets.size() - 1, w.view);
-    grouped_gemm(a.data(), offsets.data(), int64_t(views.size()), views.data(), again.data(), mode, &two);
-    ASSERT_EQ(0, std::memcmp(full.data(), again.data(), full.size() * sizeof(float))) << tag << " grouped";
-  }
 }
 
 // The twin is the same product as the FP64 specification up to FP32 rounding (the tolerance of gemm_test.cpp).
