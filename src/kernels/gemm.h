@@ -35,6 +35,9 @@
 // its outputs (the lm_head at batch 32 is FMA-bound).
 // The flush of tiny activations keeps every product and partial away from FP32 denormals, so the instruction's
 // denormal handling (DAZ/FTZ) never shows, and gemm_bf16_dot_ref reproduces the kernels bit for bit on any CPU.
+// Since the products are exact and each step is one FMA, FP32 FMAs on the same pairs give the same bits: where
+// vdpbf16ps does fewer multiply-adds per second than the FP32 FMA (Sapphire/Emerald Rapids; Zen 4/5 do twice as
+// many), the GEMM tiles evaluate this order on FP32 FMAs (gemm_kernels.h), measured once per process.
 // Where the CPU lacks those features, W8A8 runs the FP32 order above on the e4m3 activations and W8A16 on the
 // BF16-rounded activations (F8_E4M3 and BF16 weights alike, so the mode multiplies the same operands everywhere):
 // other rounding order, so those two modes' bits depend on the CPU (W8A32's never do).
