@@ -84,7 +84,7 @@ __attribute__((always_inline)) inline __m512 dot(__m512 acc, __m512i a, __m512i 
 }
 
 // 32 BF16 values (k = 0..31 of a group) → FP32 at out[0..16) the odd k (1, 3, .., 31) and out[16..32) the even k:
-// the split form of tile_fp32.
+// the split form of tile<..., kFp32 = true>.
 __attribute__((always_inline)) inline void split_pairs(__m512i v, float* out) {
   _mm512_storeu_ps(out, _mm512_castsi512_ps(_mm512_and_si512(v, _mm512_set1_epi32(int(0xFFFF0000u)))));
   _mm512_storeu_ps(out + 16, _mm512_castsi512_ps(_mm512_slli_epi32(v, 16)));
@@ -203,7 +203,12 @@ void gemv_m(const GemvArgs& g) {
 // MR A rows × 4 W rows (panel rows j0..j0+3) over each block of the chunk; accumulators in registers.
 // kBlockScales: promote each block's partial by its scale (F8_E4M3); else the lane chains run on through the
 // blocks (BF16 weights, gemm.h).
-template <int MR, bool kFullBlocks, bool kBlockScales>
+// kFp32: the same order on FP32 FMAs (BlockArgs::wbuf and ::a in the split form, split_pairs): in each 32-wide
+// group the 16 odd k come first, then the 16 even k, so FP32 lane l meets k = 2l+1, then 2l, then 32+2l+1, ... —
+// the pairs of vdpbf16ps's lane l in its order. The products are exact in FP32, so fma(a, w, p) adds each with the
+// one rounding vdpbf16ps gives it: the same bits, on CPUs where vdpbf16ps runs at less than twice the FMA's rate.
+// Only the inner product differs between the two; the promotion and the write-back are shared.
+template <int MR, bool kFullBlocks, bool kBlockScales, bool kFp32>
 __attribute__((always_inline)) inline void tile(const BlockArgs& g, int64_t r, int j0) {
   constexpr int NR = 4;
   __m512 acc[MR][NR];
@@ -213,71 +218,34 @@ __attribute__((always_inline)) inline void tile(const BlockArgs& g, int64_t r, i
                                 : _mm512_loadu_ps(g.lacc + ((r + i) * kPanelRows + j0 + j) * kLanes);
   for (int b = 0; b < g.n_blocks; ++b) {
     const int kn = kFullBlocks || b != g.n_blocks - 1 ? kBlockK : g.kn_last;
-    const int steps = (kn + 31) / 32;
-    const uint16_t* a = g.a_bf16 + r * g.lda + b * kBlockK;
-    const uint16_t* w = g.wbuf_half + j0 * g.ldw + b * kBlockK;
     __m512 p[MR][NR];
     for (int i = 0; i < MR; ++i)
       for (int j = 0; j < NR; ++j) p[i][j] = kBlockScales ? _mm512_setzero_ps() : acc[i][j];
-    for (int s = 0; s < steps; ++s) {
-      __m512i av[MR];
-      for (int i = 0; i < MR; ++i) av[i] = _mm512_loadu_si512(a + i * g.lda + 32 * s);
-      for (int j = 0; j < NR; ++j) {
-        __m512i wv = _mm512_load_si512(w + j * g.ldw + 32 * s);
-        asm("" : "+v"(wv));  // one load per W vector, not one per use (see gemm_avx512.cpp)
-        for (int i = 0; i < MR; ++i) p[i][j] = dot(p[i][j], av[i], wv);
-      }
-    }
-    if constexpr (kBlockScales) {
-      const float ws = g.w_scale[b];
-      for (int i = 0; i < MR; ++i) {
-        const __m512 sc = _mm512_set1_ps(g.a_scale ? g.a_scale[(r + i) * g.a_scale_stride + b] * ws : ws);
-        for (int j = 0; j < NR; ++j) acc[i][j] = _mm512_fmadd_ps(p[i][j], sc, acc[i][j]);
+    if constexpr (kFp32) {
+      const int steps = (kn + 31) / 32 * 2;
+      const float* a = g.a + r * g.lda + b * kBlockK;
+      const float* w = g.wbuf + j0 * g.ldw + b * kBlockK;
+      for (int s = 0; s < steps; ++s) {
+        __m512 av[MR];
+        for (int i = 0; i < MR; ++i) av[i] = _mm512_loadu_ps(a + i * g.lda + 16 * s);
+        for (int j = 0; j < NR; ++j) {
+          __m512 wv = _mm512_load_ps(w + j * g.ldw + 16 * s);
+          asm("" : "+v"(wv));  // one load per W vector, not one per use (see gemm_avx512.cpp)
+          for (int i = 0; i < MR; ++i) p[i][j] = _mm512_fmadd_ps(av[i], wv, p[i][j]);
+        }
       }
     } else {
-      for (int i = 0; i < MR; ++i)
-        for (int j = 0; j < NR; ++j) acc[i][j] = p[i][j];
-    }
-  }
-  if (g.c) {
-    for (int i = 0; i < MR; ++i) {
-      float out[NR];
-      reduce4(acc[i], out);
-      for (int j = 0; j < NR && j0 + j < g.c_cols; ++j) g.c[(r + i) * g.ldc + j0 + j] = out[j];
-    }
-    return;
-  }
-  for (int i = 0; i < MR; ++i)
-    for (int j = 0; j < NR; ++j) _mm512_storeu_ps(g.lacc + ((r + i) * kPanelRows + j0 + j) * kLanes, acc[i][j]);
-}
-
-// The same order on FP32 FMAs (BlockArgs::wbuf and ::a in the split form, split_pairs): in each 32-wide group the
-// 16 odd k come first, then the 16 even k, so FP32 lane l meets k = 2l+1, then 2l, then 32+2l+1, ... — the pairs
-// of vdpbf16ps's lane l in its order. The products are exact in FP32, so fma(a, w, p) adds each with the one
-// rounding vdpbf16ps gives it: the same bits, on CPUs where vdpbf16ps runs at less than twice the FMA's rate.
-template <int MR, bool kFullBlocks, bool kBlockScales>
-__attribute__((always_inline)) inline void tile_fp32(const BlockArgs& g, int64_t r, int j0) {
-  constexpr int NR = 4;
-  __m512 acc[MR][NR];
-  for (int i = 0; i < MR; ++i)
-    for (int j = 0; j < NR; ++j)
-      acc[i][j] = g.first_chunk ? _mm512_setzero_ps()
-                                : _mm512_loadu_ps(g.lacc + ((r + i) * kPanelRows + j0 + j) * kLanes);
-  for (int b = 0; b < g.n_blocks; ++b) {
-    const int kn = kFullBlocks || b != g.n_blocks - 1 ? kBlockK : g.kn_last;
-    const int steps = (kn + 31) / 32 * 2;
-    const float* a = g.a + r * g.lda + b * kBlockK;
-    const float* w = g.wbuf + j0 * g.ldw + b * kBlockK;
-    __m512 p[MR][NR];
-    for (int i = 0; i < MR; ++i)
-      for (int j = 0; j < NR; ++j) p[i][j] = kBlockScales ? _mm512_setzero_ps() : acc[i][j];
-    for (int s = 0; s < steps; ++s) {
-      __m512 av[MR];
-      for (int i = 0; i < MR; ++i) av[i] = _mm512_loadu_ps(a + i * g.lda + 16 * s);
-      for (int j = 0; j < NR; ++j) {
-        __m512 wv = _mm512_load_ps(w + j * g.ldw + 16 * s);
-        asm("" : "+v"(wv));  // one load per W vector, not one per use (see gemm_avx512.cpp)
-        for (int i = 0; i < MR; ++i) p[i][j] = _mm512_fmadd_ps(av[i], wv, p[i][j]);
+      const int steps = (kn + 31) / 32;
+      const uint16_t* a = g.a_bf16 + r * g.lda + b * kBlockK;
+      const uint16_t* w = g.wbuf_half + j0 * g.ldw + b * kBlockK;
+      for (int s = 0; s < steps; ++s) {
+        __m512i av[MR];
+        for (int i = 0; i < MR; ++i) av[i] = _mm512_loadu_si512(a + i * g.lda + 32 * s);
+        for (int j = 0; j < NR; ++j) {
+          __m512i wv = _mm512_load_si512(w + j * g.ldw + 32 * s);
+          asm("" : "+v"(wv));  // one load per W vector, not one per use (see gemm_avx512.cpp)
+          for (int i = 0; i < MR; ++i) p[i][j] = dot(p[i][j], av[i], wv);
+        }
       }
     }
     if constexpr (kBlockScales) {
@@ -306,13 +274,9 @@ __attribute__((always_inline)) inline void tile_fp32(const BlockArgs& g, int64_t
 template <int MR, bool kBlockScales, bool kFp32>
 void row_group(const BlockArgs& g, int64_t r) {
   if (g.kn_last == kBlockK) {
-    for (int j0 = 0; j0 < kPanelRows; j0 += 4)
-      if constexpr (kFp32) tile_fp32<MR, true, kBlockScales>(g, r, j0);
-      else tile<MR, true, kBlockScales>(g, r, j0);
+    for (int j0 = 0; j0 < kPanelRows; j0 += 4) tile<MR, true, kBlockScales, kFp32>(g, r, j0);
   } else {
-    for (int j0 = 0; j0 < kPanelRows; j0 += 4)
-      if constexpr (kFp32) tile_fp32<MR, false, kBlockScales>(g, r, j0);
-      else tile<MR, false, kBlockScales>(g, r, j0);
+    for (int j0 = 0; j0 < kPanelRows; j0 += 4) tile<MR, false, kBlockScales, kFp32>(g, r, j0);
   }
 }
 
