@@ -134,8 +134,8 @@ struct DotRow<DType::BF16> {
 // so a row's partial lives in a register for one block only; the rows' partials need not all stay live through
 // the block (at M = 1, R = 8 they did not fit the register file beside the decoder and spilled to the stack every
 // step). Rows are independent, so the order across rows changes no bit. On a 2-core Xeon (Emerald Rapids), FP8 at
-// M = 1: `gemm_bench --decode-batch` 11–13% less time per product, the 27-layer Moonlight-shaped decode 4–27% more
-// tok/s in four alternated pairs.
+// M = 1: `gemm_bench --decode-batch` 11–13% less time per product; the 27-layer Moonlight-shaped decode faster in 7
+// of 8 alternated pairs, 7–11% more tok/s on the means.
 template <DType D, int M, int R, bool kFullBlocks>
 void gemv_group(const GemvArgs& g, int64_t row, const Decoder& dec, bool prefetch = true) {
   using L = DotRow<D>;
