@@ -438,28 +438,29 @@ void bf16_rows_to_split_fp32(const uint16_t* a, int64_t m, int64_t lda, float* o
     for (int64_t c = 0; c < lda; c += 32) split_pairs(_mm512_loadu_si512(a + i * lda + c), out + i * lda + c);
 }
 
-void bf16_dot_throughput_loop(int64_t iterations, float* sink) {
+namespace {
+// 12 independent accumulator chains of `step`, so the loop is bound by the instruction's throughput, not its
+// latency; `a` is hidden from the compiler each round so the steps cannot be folded.
+template <typename Operand, typename Step>
+void throughput_loop(int64_t iterations, Operand a, Step step, float* sink) {
   __m512 acc[12];
   for (auto& v : acc) v = _mm512_setzero_ps();
-  __m512i a = _mm512_set1_epi16(0x3F80);
   for (int64_t it = 0; it < iterations; ++it) {
-    for (auto& v : acc) v = dot(v, a, a);
+    for (auto& v : acc) v = step(v, a);
     asm("" : "+v"(a));
   }
   for (int i = 1; i < 12; ++i) acc[0] = _mm512_add_ps(acc[0], acc[i]);
   _mm512_storeu_ps(sink, acc[0]);
 }
+}  // namespace
+
+void bf16_dot_throughput_loop(int64_t iterations, float* sink) {
+  throughput_loop(iterations, _mm512_set1_epi16(0x3F80), [](__m512 v, __m512i a) { return dot(v, a, a); }, sink);
+}
 
 void fma_throughput_loop(int64_t iterations, float* sink) {
-  __m512 acc[12];
-  for (auto& v : acc) v = _mm512_setzero_ps();
-  __m512 a = _mm512_set1_ps(1.0f);
-  for (int64_t it = 0; it < iterations; ++it) {
-    for (auto& v : acc) v = _mm512_fmadd_ps(a, a, v);
-    asm("" : "+v"(a));
-  }
-  for (int i = 1; i < 12; ++i) acc[0] = _mm512_add_ps(acc[0], acc[i]);
-  _mm512_storeu_ps(sink, acc[0]);
+  throughput_loop(iterations, _mm512_set1_ps(1.0f), [](__m512 v, __m512 a) { return _mm512_fmadd_ps(a, a, v); },
+                  sink);
 }
 
 static_assert(kChunkBlocks * kBlockK % 64 == 0, "BF16 panel rows are decoded 64 values at a time");
